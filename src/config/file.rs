@@ -1,0 +1,1 @@
+//! Serde structs mirroring the TOML files.

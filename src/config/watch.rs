@@ -1,0 +1,1 @@
+//! Watches `routes_dir` (and `certs_dir`) and asks for a debounced reload.

@@ -1,0 +1,4 @@
+//! switchyard: an HTTP reverse-proxy gateway.
+
+pub mod config;
+pub mod router;
