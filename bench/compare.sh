@@ -1,0 +1,635 @@
+#!/usr/bin/env bash
+# bench/compare.sh: switchyard vs NGINX vs HAProxy as equivalent reverse proxies
+# in front of one fast upstream, on loopback, in interleaved rounds.
+#
+# See bench/README.md for what every figure means. Quick start:
+#   bench/compare.sh                                      # everything, ~6 min
+#   PROXIES=nginx,haproxy DURATION=3 ROUNDS=1 bench/compare.sh
+#   SWITCHYARD_BIN=target/release/switchyard bench/compare.sh   # skip the cargo build
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$BENCH_DIR")
+
+# ---------------------------------------------------------------- settings --
+DURATION=${DURATION:-10}                 # seconds per measured run ("10" or "10s")
+DURATION=${DURATION%s}
+ROUNDS=${ROUNDS:-3}
+SCENARIOS=${SCENARIOS:-get64,post1k,get16k}
+PROXIES=${PROXIES:-nginx,haproxy,switchyard}
+WORKERS=${WORKERS:-1}                    # worker processes/threads given to EACH proxy
+UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}  # nginx worker processes of the fast upstream
+CONNECTIONS=${CONNECTIONS:-64}           # wrk -c
+THREADS=${THREADS:-2}                    # wrk -t
+WARMUP=${WARMUP:-2}                      # seconds of un-measured load per proxy before round 1; 0 = none
+OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
+SWITCHYARD_BIN=${SWITCHYARD_BIN:-}
+
+for v in DURATION ROUNDS WORKERS UPSTREAM_WORKERS CONNECTIONS THREADS WARMUP; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "compare.sh: $v must be a whole number, got '${!v}'" >&2; exit 2; }
+done
+(( DURATION > 0 && ROUNDS > 0 && WORKERS > 0 )) || { echo "compare.sh: DURATION, ROUNDS and WORKERS must be > 0" >&2; exit 2; }
+
+IFS=, read -ra SCENARIO_LIST <<< "$SCENARIOS"
+IFS=, read -ra PROXY_LIST <<< "$PROXIES"
+log() { printf '[compare] %s\n' "$*" >&2; }
+die() { printf '[compare] error: %s\n' "$*" >&2; exit 1; }
+
+# ------------------------------------------------------------ process care --
+# Every process this script starts is recorded here and ended by PID on exit.
+STARTED_PIDS=()
+TMP=""
+
+cleanup() {
+    local rc=$? pid i alive
+    trap - EXIT INT TERM
+    # polite first (nginx/haproxy/switchyard all drain or stop on SIGTERM) ...
+    for pid in "${STARTED_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for i in $(seq 1 30); do
+        alive=0
+        for pid in "${STARTED_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        (( alive )) || break
+        sleep 0.1
+    done
+    # ... then firm, still by PID only.
+    for pid in "${STARTED_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    [[ -n $TMP && -d $TMP ]] && rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Direct children of a PID (nginx workers of their master).
+children_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true; }
+
+# Record the current children of a started process (so nginx workers are
+# ended by PID even if their master had to be SIGKILLed).
+track_children() { local c; for c in $(children_of "$1"); do STARTED_PIDS+=("$c"); done; }
+
+# ------------------------------------------------------------------- tools --
+need_install=()
+command -v nginx   >/dev/null 2>&1 || need_install+=(nginx)
+command -v haproxy >/dev/null 2>&1 || need_install+=(haproxy)
+command -v wrk     >/dev/null 2>&1 || need_install+=(wrk)
+command -v h2load  >/dev/null 2>&1 || need_install+=(nghttp2-client)
+command -v curl    >/dev/null 2>&1 || need_install+=(curl)
+command -v python3 >/dev/null 2>&1 || need_install+=(python3)
+command -v ss      >/dev/null 2>&1 || need_install+=(iproute2)
+if ((${#need_install[@]})); then
+    log "installing missing packages: ${need_install[*]}"
+    [[ $(id -u) -eq 0 ]] || die "need root to apt-get install ${need_install[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q "${need_install[@]}"
+fi
+NGINX_BIN=$(command -v nginx)
+HAPROXY_BIN=$(command -v haproxy)
+CLK_TCK=$(getconf CLK_TCK)
+
+TMP=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
+chmod 755 "$TMP"   # nginx workers run as an unprivileged user and must read www/
+mkdir -p "$OUT_DIR"
+STAMP=$(date +%Y%m%d-%H%M%S)
+RUN_DIR="$OUT_DIR/compare-$STAMP"        # results.csv, table.txt, one load-tool log per run
+mkdir -p "$RUN_DIR"
+CSV="$RUN_DIR/results.csv"
+TABLE="$RUN_DIR/table.txt"
+
+# ------------------------------------------------------------------- ports --
+USED_PORTS=" "
+free_port() {
+    local p
+    while :; do
+        p=$(python3 -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        USED_PORTS+="$p "
+        echo "$p"; return
+    done
+}
+
+# wait_listen PID PORT: until something listens on PORT, while PID lives (10 s max).
+wait_listen() {
+    local pid=$1 port=$2 i
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        [[ -n $(ss -Htln "sport = :$port" 2>/dev/null) ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# -------------------------------------------------------- /proc accounting --
+# Sum of utime+stime (clock ticks) over the given PIDs.
+cpu_ticks() {
+    local total=0 pid stat rest
+    local -a f
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        rest=${stat##*) }          # drop "pid (comm) ": comm may hold spaces
+        read -ra f <<< "$rest"     # f[0] is field 3 (state): utime = field 14, stime = field 15
+        total=$(( total + f[11] + f[12] ))
+    done
+    echo "$total"
+}
+
+# Sum of VmRSS (KiB) over the given PIDs.
+rss_kib() {
+    local total=0 pid v
+    for pid in "$@"; do
+        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        total=$(( total + ${v:-0} ))
+    done
+    echo "$total"
+}
+
+# Busy ticks of the whole machine (all CPUs), from the first line of /proc/stat.
+machine_ticks() {
+    local _c u n sy _i _w irq sirq st _rest
+    read -r _c u n sy _i _w irq sirq st _rest < /proc/stat
+    echo $(( u + n + sy + irq + sirq + st ))
+}
+
+# children_cpu_s VAR: CPU seconds used so far by this shell's waited-for
+# children (bash `times`); taken around a load run, the difference is the load
+# generator's CPU time.
+# Must run in the current shell (not in $(...)), so it stores into a variable.
+children_cpu_s() {
+    times > "$TMP/times"
+    printf -v "$1" '%s' "$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } printf "%.3f", t }' "$TMP/times")"
+}
+
+# The PIDs that make up a proxy: its main process plus direct children
+# (nginx: master + workers; haproxy and switchyard: one process).
+proxy_pids() { local main=$1; echo "$main" $(children_of "$main"); }
+
+# ---------------------------------------------------------------- upstream --
+# A second, separate nginx serving fixed responses: the cheapest upstream we have.
+BODY63=$(printf 'x%.0s' $(seq 1 63))   # + "\n" in the config = a 64-byte body
+start_upstream() {
+    local d=$TMP/upstream
+    mkdir -p "$d/www" "$d/tmp"
+    head -c 16384 /dev/zero | tr '\0' 'y' > "$d/www/16k"
+    UPSTREAM_PORT=$(free_port)
+    cat > "$d/nginx.conf" <<EOF
+worker_processes $UPSTREAM_WORKERS;
+daemon off;
+master_process on;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+worker_rlimit_nofile 10000;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
+        client_max_body_size 1m;
+        client_body_buffer_size 64k;
+        location = / { return 200 "$BODY63\n"; }
+        location = /16k { root $d/www; }
+        # "echo": nginx reads (and discards) the request body, then answers 200
+        # with a small body. The proxy still streams 1 KiB up and a response down.
+        location = /echo { return 200 "ok\n"; }
+    }
+}
+EOF
+    "$NGINX_BIN" -t -q -p "$d" -c "$d/nginx.conf" 2>"$d/check.log" || { cat "$d/check.log" >&2; die "upstream nginx config invalid"; }
+    "$NGINX_BIN" -p "$d" -c "$d/nginx.conf" >"$d/stdout.log" 2>"$d/stderr.log" &
+    UPSTREAM_PID=$!
+    STARTED_PIDS+=("$UPSTREAM_PID")
+    wait_listen "$UPSTREAM_PID" "$UPSTREAM_PORT" || { cat "$d/stderr.log" "$d/error.log" >&2 2>/dev/null; die "upstream nginx did not start"; }
+    track_children "$UPSTREAM_PID"
+    log "upstream nginx pid $UPSTREAM_PID on 127.0.0.1:$UPSTREAM_PORT (worker_processes $UPSTREAM_WORKERS)"
+}
+
+# ----------------------------------------------------------------- proxies --
+# Each start_proxy_<name> writes its config under $TMP/<name>, starts it in the
+# foreground-mode as a background job, and sets PROXY_PID[name], PROXY_PORT[name].
+# It returns non-zero (after printing why) if the proxy did not come up.
+declare -A PROXY_PID PROXY_PORT PROXY_STATUS PROXY_LOG
+
+start_proxy_nginx() {
+    local d=$TMP/nginx port
+    mkdir -p "$d/tmp"
+    port=$(free_port)
+    cat > "$d/nginx.conf" <<EOF
+worker_processes $WORKERS;
+daemon off;
+master_process on;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+worker_rlimit_nofile 10000;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    # nginx closes a client keep-alive connection after 1000 requests by
+    # default; hyper and haproxy do not, so lift it for a like-for-like test.
+    keepalive_requests 10000000;
+    keepalive_timeout 60s;
+    # keep a client's x-request-id, else generate one (switchyard: SPEC 3)
+    map \$http_x_request_id \$bench_request_id {
+        ""      \$request_id;
+        default \$http_x_request_id;
+    }
+    upstream fast {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 64;
+        keepalive_requests 10000000;
+        keepalive_timeout 60s;
+    }
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        location / {
+            proxy_pass http://fast;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # the same header work switchyard does (SPEC 3)
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Request-Id \$bench_request_id;
+            add_header X-Request-Id \$bench_request_id always;
+        }
+    }
+}
+EOF
+    PROXY_LOG[nginx]="$d/stderr.log $d/error.log"
+    if ! "$NGINX_BIN" -t -q -p "$d" -c "$d/nginx.conf" 2>"$d/stderr.log"; then
+        return 1
+    fi
+    "$NGINX_BIN" -p "$d" -c "$d/nginx.conf" >"$d/stdout.log" 2>"$d/stderr.log" &
+    PROXY_PID[nginx]=$!
+    PROXY_PORT[nginx]=$port
+    STARTED_PIDS+=("$!")
+    wait_listen "$!" "$port" || return 1
+    sleep 0.2   # let the master fork its workers before we record them
+    track_children "${PROXY_PID[nginx]}"
+}
+
+start_proxy_haproxy() {
+    local d=$TMP/haproxy port
+    mkdir -p "$d"
+    port=$(free_port)
+    cat > "$d/haproxy.cfg" <<EOF
+global
+    nbthread $WORKERS
+    maxconn 4096        # fits a 20000-fd hard limit (haproxy needs ~2 fds per conn)
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout http-keep-alive 60s
+
+frontend bench
+    bind 127.0.0.1:$port
+    # the same header work switchyard does (SPEC 3)
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
+    http-request set-var(txn.rid) req.hdr(x-request-id) if { req.hdr(x-request-id) -m found }
+    http-request set-var(txn.rid) unique-id unless { var(txn.rid) -m found }
+    http-request set-header X-Request-Id %[var(txn.rid)]
+    http-response set-header X-Request-Id %[var(txn.rid)]
+    default_backend fast
+
+backend fast
+    server up1 127.0.0.1:$UPSTREAM_PORT
+EOF
+    PROXY_LOG[haproxy]="$d/stderr.log"
+    if ! "$HAPROXY_BIN" -c -q -f "$d/haproxy.cfg" >"$d/stderr.log" 2>&1; then
+        return 1
+    fi
+    # -db: foreground, no master-worker: one process, nbthread threads.
+    "$HAPROXY_BIN" -db -f "$d/haproxy.cfg" >"$d/stdout.log" 2>"$d/stderr.log" &
+    PROXY_PID[haproxy]=$!
+    PROXY_PORT[haproxy]=$port
+    STARTED_PIDS+=("$!")
+    wait_listen "$!" "$port"
+}
+
+start_proxy_switchyard() {
+    local d=$TMP/switchyard port
+    mkdir -p "$d/routes"
+    port=$(free_port)
+    PROXY_LOG[switchyard]="$d/stderr.log"
+    : > "$d/stderr.log"
+    if [[ -z $SWITCHYARD_BIN ]]; then
+        echo "switchyard binary unavailable (build failed or not built)" >> "$d/stderr.log"
+        [[ -f $TMP/build.log ]] && tail -n 30 "$TMP/build.log" >> "$d/stderr.log"
+        return 1
+    fi
+    cat > "$d/gateway.toml" <<EOF
+[gateway]
+routes_dir = "routes"
+drain_timeout = "1s"
+
+[[listener]]
+name = "bench"
+listen = "127.0.0.1:$port"
+
+[access_log]
+enabled = false
+EOF
+    cat > "$d/routes/bench.toml" <<EOF
+[[upstream]]
+name = "fast"
+endpoints = ["127.0.0.1:$UPSTREAM_PORT"]
+
+[[route]]
+name = "all"
+path_prefix = "/"
+upstream = "fast"
+EOF
+    # The gateway must honour SWITCHYARD_WORKER_THREADS (its runtime's worker
+    # count); TOKIO_WORKER_THREADS is what a #[tokio::main] runtime reads.
+    SWITCHYARD_WORKER_THREADS=$WORKERS TOKIO_WORKER_THREADS=$WORKERS \
+        SWITCHYARD_LOG=${SWITCHYARD_LOG:-warn} \
+        "$SWITCHYARD_BIN" --config "$d/gateway.toml" >"$d/stdout.log" 2>"$d/stderr.log" &
+    PROXY_PID[switchyard]=$!
+    PROXY_PORT[switchyard]=$port
+    STARTED_PIDS+=("$!")
+    wait_listen "$!" "$port"
+}
+
+# A proxy is usable only if it answers all three paths correctly.
+check_proxy() {
+    local name=$1 port=${PROXY_PORT[$1]} out
+    out=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$port/") || return 1
+    [[ $out == "200 64" ]] || { echo "GET / -> $out (want 200 64)"; return 1; }
+    out=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$port/16k") || return 1
+    [[ $out == "200 16384" ]] || { echo "GET /16k -> $out (want 200 16384)"; return 1; }
+    out=$(head -c 1024 /dev/zero | tr '\0' 'p' | curl -s -o /dev/null -w '%{http_code}' \
+        -H 'content-type: application/octet-stream' --data-binary @- "http://127.0.0.1:$port/echo") || return 1
+    [[ $out == "200" ]] || { echo "POST /echo -> $out (want 200)"; return 1; }
+}
+
+start_proxy() {
+    local name=$1 why=""
+    PROXY_STATUS[$name]=failed
+    if ! declare -F "start_proxy_$name" >/dev/null; then
+        log "unknown proxy '$name' (known: nginx, haproxy, switchyard)"; return
+    fi
+    if "start_proxy_$name" && why=$(check_proxy "$name"); then
+        PROXY_STATUS[$name]=ok
+        log "$name pid ${PROXY_PID[$name]} on 127.0.0.1:${PROXY_PORT[$name]}"
+        return
+    fi
+    local pid=${PROXY_PID[$name]:-} rc
+    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+        rc=0; wait "$pid" 2>/dev/null || rc=$?
+        why="exited with status $rc${why:+; $why}"
+    fi
+    log "$name FAILED to start or to answer correctly${why:+: $why}; continuing without it. Its output:"
+    local f; for f in ${PROXY_LOG[$name]}; do [[ -s $f ]] && sed 's/^/    | /' "$f" | tail -n 40 >&2; done
+    [[ -n ${PROXY_PID[$name]:-} ]] && kill -TERM "${PROXY_PID[$name]}" 2>/dev/null || true
+}
+
+# --------------------------------------------------------------- load tools --
+# Every load run sets these R_* values; a scenario function must set them all.
+#   R_REQUESTS R_SECONDS R_P50_MS R_P99_MS R_MEAN_MS R_MAX_MS
+#   R_ERR_CONNECT R_ERR_READ R_ERR_WRITE R_ERR_TIMEOUT R_ERR_STATUS
+mkdir -p "$TMP/lua"
+WRK_DONE='
+function done(summary, latency, requests)
+   local e = summary.errors
+   io.write(string.format(
+      "BENCH requests=%d duration_us=%d p50_us=%d p99_us=%d mean_us=%d max_us=%d err_connect=%d err_read=%d err_write=%d err_timeout=%d err_status=%d\n",
+      summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+      math.floor(latency.mean), latency.max, e.connect, e.read, e.write, e.timeout, e.status))
+end
+'
+printf '%s\n' "$WRK_DONE" > "$TMP/lua/get.lua"
+{ printf 'wrk.method = "POST"\nwrk.body = string.rep("p", 1024)\nwrk.headers["Content-Type"] = "application/octet-stream"\n'
+  printf '%s\n' "$WRK_DONE"; } > "$TMP/lua/post1k.lua"
+
+# run_wrk URL LUA LOGFILE [seconds]: wrk -t$THREADS -c$CONNECTIONS --latency; sets R_*.
+# The figures come from the script's done() hook (exact, in microseconds);
+# wrk's own --latency text is kept in LOGFILE for the record.
+run_wrk() {
+    local url=$1 lua=$2 logf=$3 secs=${4:-$DURATION} line kv
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency -s "$lua" "$url" > "$logf" 2>&1 || true
+    line=$(grep '^BENCH ' "$logf" | tail -n 1 || true)
+    if [[ -z $line ]]; then
+        sed 's/^/    wrk| /' "$logf" >&2
+        return 1
+    fi
+    declare -A m
+    for kv in ${line#BENCH }; do m[${kv%%=*}]=${kv#*=}; done
+    R_REQUESTS=${m[requests]}
+    R_SECONDS=$(awk -v u="${m[duration_us]}" 'BEGIN { printf "%.3f", u / 1e6 }')
+    R_P50_MS=$(awk -v u="${m[p50_us]}" 'BEGIN { printf "%.3f", u / 1e3 }')
+    R_P99_MS=$(awk -v u="${m[p99_us]}" 'BEGIN { printf "%.3f", u / 1e3 }')
+    R_MEAN_MS=$(awk -v u="${m[mean_us]}" 'BEGIN { printf "%.3f", u / 1e3 }')
+    R_MAX_MS=$(awk -v u="${m[max_us]}" 'BEGIN { printf "%.3f", u / 1e3 }')
+    R_ERR_CONNECT=${m[err_connect]} R_ERR_READ=${m[err_read]} R_ERR_WRITE=${m[err_write]}
+    R_ERR_TIMEOUT=${m[err_timeout]} R_ERR_STATUS=${m[err_status]}
+}
+
+# run_h2load URL LOGFILE [h2load options...]: h2load for $DURATION seconds with
+# -t$THREADS -c$CONNECTIONS; sets R_*. Percentiles come from h2load's per-request
+# --log-file (start_us, status, duration_us), not from its mean/max summary.
+run_h2load() {
+    local url=$1 logf=$2; shift 2
+    local reqlog=$logf.requests
+    h2load -t"$THREADS" -c"$CONNECTIONS" -D"$DURATION" --log-file="$reqlog" "$@" "$url" > "$logf" 2>&1 || true
+    grep -q '^finished in' "$logf" || { sed 's/^/    h2load| /' "$logf" >&2; return 1; }
+    R_SECONDS=$(awk '/^finished in/ { v = $3; sub(/,$/, "", v); u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v);
+        printf "%.3f", (u == "ms" ? v / 1e3 : (u == "us" ? v / 1e6 : v)) }' "$logf")
+    R_REQUESTS=$(awk '/^requests:/ { print $8 }' "$logf")                     # "N succeeded"
+    R_ERR_CONNECT=0 R_ERR_READ=0 R_ERR_WRITE=0
+    R_ERR_TIMEOUT=$(awk '/^requests:/ { print $14 }' "$logf")                 # "N timeout"
+    R_ERR_STATUS=$(awk '/^requests:/ { f = $10 + $12 } /^status codes:/ { s = $7 + $9 } END { print f + s }' "$logf")
+    local stats
+    stats=$(awk -F'\t' '$2 >= 200 && $2 < 400 { print $3 }' "$reqlog" | sort -n | awk '
+        { v[NR] = $1; sum += $1 }
+        END { if (NR == 0) { print "0 0 0 0"; exit }
+              p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
+              printf "%.3f %.3f %.3f %.3f", p50 / 1e3, p99 / 1e3, sum / NR / 1e3, v[NR] / 1e3 }')
+    read -r R_P50_MS R_P99_MS R_MEAN_MS R_MAX_MS <<< "$stats"
+    rm -f "$reqlog"
+}
+
+# --------------------------------------------------------------- scenarios --
+# One function per scenario: scenario_NAME PROXY LOGFILE runs the load for
+# $DURATION seconds against that proxy and sets the R_* values. To add one
+# (TLS, h2c, fixed-rate...), write scenario_NAME and name it in SCENARIOS.
+scenario_get64()  { run_wrk "http://127.0.0.1:${PROXY_PORT[$1]}/"     "$TMP/lua/get.lua"    "$2"; }
+scenario_post1k() { run_wrk "http://127.0.0.1:${PROXY_PORT[$1]}/echo" "$TMP/lua/post1k.lua" "$2"; }
+scenario_get16k() { run_wrk "http://127.0.0.1:${PROXY_PORT[$1]}/16k"  "$TMP/lua/get.lua"    "$2"; }
+# An h2load-driven scenario, not in the default list: the get64 load from a
+# second client (cross-checks wrk). h2/TLS scenarios follow this shape once the
+# start_proxy_* functions also open an h2c / TLS listener (see README).
+scenario_h1get64() { run_h2load "http://127.0.0.1:${PROXY_PORT[$1]}/" "$2" --h1; }
+
+for s in "${SCENARIO_LIST[@]}"; do
+    declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: $(declare -F | awk '$3 ~ /^scenario_/ { sub(/^scenario_/, "", $3); printf "%s ", $3 }'))"
+done
+
+# --------------------------------------------------------------------- run --
+n_s=${#SCENARIO_LIST[@]} n_p=${#PROXY_LIST[@]}
+est=$(( ROUNDS * n_s * n_p * (DURATION + 1) + n_p * WARMUP + 5 ))
+log "plan: $ROUNDS round(s) x $n_s scenario(s) [$SCENARIOS] x $n_p prox(ies) [$PROXIES] x ${DURATION}s"
+log "estimated time: ~${est}s (~$(( (est + 59) / 60 )) min), plus a cargo build if switchyard is included and SWITCHYARD_BIN is unset"
+log "each proxy gets WORKERS=$WORKERS worker(s); wrk -t$THREADS -c$CONNECTIONS; machine: $(nproc) CPU(s)"
+
+if [[ " ${PROXY_LIST[*]} " == *" switchyard "* && -z $SWITCHYARD_BIN ]]; then
+    log "building switchyard: cargo build --release (set SWITCHYARD_BIN to skip)"
+    if (cd "$REPO_DIR" && cargo build --release) > "$TMP/build.log" 2>&1; then
+        SWITCHYARD_BIN=$REPO_DIR/target/release/switchyard
+    else
+        log "cargo build failed; switchyard will be marked failed"
+        tail -n 30 "$TMP/build.log" | sed 's/^/    cargo| /' >&2
+    fi
+fi
+if [[ -n $SWITCHYARD_BIN && ! -x $SWITCHYARD_BIN ]]; then
+    log "SWITCHYARD_BIN=$SWITCHYARD_BIN is not an executable; switchyard will be marked failed"
+    SWITCHYARD_BIN=""
+fi
+
+start_upstream
+for p in "${PROXY_LIST[@]}"; do start_proxy "$p"; done
+
+RUNNING=()
+for p in "${PROXY_LIST[@]}"; do [[ ${PROXY_STATUS[$p]} == ok ]] && RUNNING+=("$p"); done
+((${#RUNNING[@]})) || die "no proxy is running"
+
+if (( WARMUP > 0 )); then
+    for p in "${RUNNING[@]}"; do
+        log "warm-up: $p, ${WARMUP}s"
+        run_wrk "http://127.0.0.1:${PROXY_PORT[$p]}/" "$TMP/lua/get.lua" "$TMP/warmup-$p.log" "$WARMUP" || true
+    done
+fi
+
+echo "round,scenario,proxy,position,status,seconds,requests,req_per_s,p50_ms,p99_ms,mean_ms,max_ms,proxy_cpu_s,req_per_cpu_s,rss_mib,upstream_cpu_s,load_cpu_s,machine_cpu_s,other_cpu_s,err_connect,err_read,err_write,err_timeout,err_status,errors,workers,connections,threads" > "$CSV"
+
+for (( r = 1; r <= ROUNDS; r++ )); do
+    for (( si = 0; si < n_s; si++ )); do
+        sc=${SCENARIO_LIST[$si]}
+        # Rotate the proxy order each round and scenario so that no proxy is
+        # always first (cold) or last (after the machine has warmed up).
+        order=()
+        for (( k = 0; k < n_p; k++ )); do order+=("${PROXY_LIST[$(( (k + r - 1 + si) % n_p ))]}"); done
+        pos=0
+        for p in "${order[@]}"; do
+            pos=$(( pos + 1 ))
+            if [[ ${PROXY_STATUS[$p]} != ok ]]; then
+                echo "$r,$sc,$p,$pos,failed,,,,,,,,,,,,,,,,,,,,,$WORKERS,$CONNECTIONS,$THREADS" >> "$CSV"
+                continue
+            fi
+            main=${PROXY_PID[$p]}
+            if ! kill -0 "$main" 2>/dev/null; then
+                log "$p (pid $main) has died; its output:"
+                for f in ${PROXY_LOG[$p]}; do [[ -s $f ]] && tail -n 20 "$f" | sed 's/^/    | /' >&2; done
+                PROXY_STATUS[$p]=failed
+                echo "$r,$sc,$p,$pos,failed,,,,,,,,,,,,,,,,,,,,,$WORKERS,$CONNECTIONS,$THREADS" >> "$CSV"
+                continue
+            fi
+            read -ra pids <<< "$(proxy_pids "$main")"
+            read -ra upids <<< "$(proxy_pids "$UPSTREAM_PID")"
+            logf="$TMP/run-$r-$sc-$p.log"
+            children_cpu_s l0
+            c0=$(cpu_ticks "${pids[@]}"); u0=$(cpu_ticks "${upids[@]}"); m0=$(machine_ticks)
+            if ! "scenario_$sc" "$p" "$logf"; then
+                log "round $r $sc $p: load tool gave no result"
+                echo "$r,$sc,$p,$pos,failed,,,,,,,,,,,,,,,,,,,,,$WORKERS,$CONNECTIONS,$THREADS" >> "$CSV"
+                continue
+            fi
+            c1=$(cpu_ticks "${pids[@]}"); u1=$(cpu_ticks "${upids[@]}"); m1=$(machine_ticks)
+            children_cpu_s l1
+            rss=$(rss_kib "${pids[@]}")
+            errors=$(( R_ERR_CONNECT + R_ERR_READ + R_ERR_WRITE + R_ERR_TIMEOUT + R_ERR_STATUS ))
+            row=$(awk -v req="$R_REQUESTS" -v s="$R_SECONDS" -v dc=$(( c1 - c0 )) -v du=$(( u1 - u0 )) \
+                      -v hz="$CLK_TCK" -v rss="$rss" -v dm=$(( m1 - m0 )) -v l0="$l0" -v l1="$l1" 'BEGIN {
+                cpu = dc / hz; load = l1 - l0; other = dm / hz - cpu - du / hz - load
+                printf "%.1f,%.3f,%.0f,%.2f,%.3f,%.3f,%.3f,%.3f", (s > 0 ? req / s : 0), cpu, (cpu > 0 ? req / cpu : 0),
+                    rss / 1024, du / hz, load, dm / hz, (other > 0 ? other : 0) }')
+            IFS=, read -r rps cpu rpc rss_mib ucpu lcpu mcpu ocpu <<< "$row"
+            echo "$r,$sc,$p,$pos,ok,$R_SECONDS,$R_REQUESTS,$rps,$R_P50_MS,$R_P99_MS,$R_MEAN_MS,$R_MAX_MS,$cpu,$rpc,$rss_mib,$ucpu,$lcpu,$mcpu,$ocpu,$R_ERR_CONNECT,$R_ERR_READ,$R_ERR_WRITE,$R_ERR_TIMEOUT,$R_ERR_STATUS,$errors,$WORKERS,$CONNECTIONS,$THREADS" >> "$CSV"
+            cp "$logf" "$RUN_DIR/"
+            log "round $r/$ROUNDS $sc $p: ${rps} req/s, p99 ${R_P99_MS} ms, ${rpc} req/cpu-s (cpu ${cpu}s), rss ${rss_mib} MiB, errors $errors"
+        done
+    done
+done
+
+# ------------------------------------------------------------------ report --
+{
+    echo "switchyard bench/compare.sh  $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "machine: $(nproc) CPU(s), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)"
+    echo "nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///'), haproxy $("$HAPROXY_BIN" -v | awk 'NR==1 {print $3}'), $(wrk --version 2>&1 | awk 'NR==1 {print $1, $2}')"
+    echo "rounds=$ROUNDS duration=${DURATION}s workers/proxy=$WORKERS upstream_workers=$UPSTREAM_WORKERS wrk -t$THREADS -c$CONNECTIONS"
+    echo
+    python3 - "$CSV" "$PROXIES" "$SCENARIOS" "$(nproc)" <<'PY'
+import csv, statistics, sys
+path, proxies, scenarios = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
+rows = list(csv.DictReader(open(path)))
+med = lambda xs: statistics.median(xs) if xs else None
+hdr = ["scenario", "proxy", "req/s", "p50_ms", "p99_ms", "req/cpu-s", "rss_MiB", "errors", "rounds"]
+out, ratios = [], []
+for sc in scenarios:
+    best_peer, sy = None, None
+    for px in proxies:
+        rs = [r for r in rows if r["scenario"] == sc and r["proxy"] == px]
+        ok = [r for r in rs if r["status"] == "ok"]
+        if not ok:
+            out.append([sc, px, "FAILED", "-", "-", "-", "-", "-", "0/%d" % len(rs)])
+            continue
+        f = lambda k: med([float(r[k]) for r in ok])
+        rpc = f("req_per_cpu_s")
+        out.append([sc, px, "%.0f" % f("req_per_s"), "%.3f" % f("p50_ms"), "%.3f" % f("p99_ms"),
+                    "%.0f" % rpc, "%.1f" % f("rss_mib"), "%d" % sum(int(r["errors"]) for r in ok),
+                    "%d/%d" % (len(ok), len(rs))])
+        if px == "switchyard":
+            sy = rpc
+        elif px in ("nginx", "haproxy") and (best_peer is None or rpc > best_peer[1]):
+            best_peer = (px, rpc)
+    if sy is not None and best_peer:
+        ratios.append("%-8s switchyard req/cpu-s / best of nginx,haproxy (%s) = %.2fx" % (sc, best_peer[0], sy / best_peer[1]))
+    else:
+        why = "switchyard not run or failed" if sy is None else "no nginx/haproxy result"
+        ratios.append("%-8s switchyard req/cpu-s / best of nginx,haproxy = n/a (%s)" % (sc, why))
+w = [max(len(str(x)) for x in col) for col in zip(hdr, *out)]
+line = lambda cells: "  ".join(str(c).ljust(w[i]) if i < 2 else str(c).rjust(w[i]) for i, c in enumerate(cells))
+print(line(hdr))
+print(line(["-" * n for n in w]))
+for r in out:
+    print(line(r))
+print()
+print("medians across rounds; errors = total over rounds (socket errors + non-2xx/3xx)")
+ok = [r for r in rows if r["status"] == "ok" and float(r["seconds"]) > 0]
+if ok:
+    ncpu = int(sys.argv[4])
+    share = lambda r: float(r["other_cpu_s"]) / (float(r["seconds"]) * ncpu)
+    worst = max(ok, key=share)
+    print("other processes used up to %.0f%% of the machine during a run (round %s %s %s)%s" % (
+        100 * share(worst), worst["round"], worst["scenario"], worst["proxy"],
+        "  <-- WARNING: the machine was not quiet; treat req/s and latency with care" if share(worst) > 0.10 else ""))
+for r in ratios:
+    print(r)
+PY
+} | tee "$TABLE"
+log "raw per-round results: $CSV"
+log "table: $TABLE"
