@@ -3,7 +3,7 @@
 # in front of one fast upstream, on loopback, in interleaved rounds.
 #
 # See bench/README.md for what every figure means. Quick start:
-#   bench/compare.sh                                      # everything, ~6 min
+#   bench/compare.sh                                      # everything, ~5 min
 #   PROXIES=nginx,haproxy DURATION=3 ROUNDS=1 bench/compare.sh
 #   SWITCHYARD_BIN=target/release/switchyard bench/compare.sh   # skip the cargo build
 set -euo pipefail
