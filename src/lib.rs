@@ -1,4 +1,233 @@
 //! switchyard: an HTTP reverse-proxy gateway.
+//!
+//! It terminates client connections, matches each request against hot-reloaded routing rules,
+//! and forwards it through a per-route tower stack to upstream endpoints. This file is the only
+//! place that knows every module: it wires them into a running [`Gateway`].
+//!
+//! Modules, from the bottom up: `error` and `body` (shared types) ← `config` (files → validated
+//! model) ← `metrics`, `proxy` (one upstream exchange) ← `balance` (upstreams, endpoints,
+//! pickers) ← `router` (compiled route table), `stack` (per-route layers) ← `snapshot` (what
+//! a request needs, swapped atomically) ← `server` (listeners) and `admin`.
 
+pub mod access_log;
+pub mod admin;
+pub mod balance;
+pub mod body;
 pub mod config;
+pub mod echo;
+pub mod error;
+pub mod metrics;
+pub mod proxy;
 pub mod router;
+pub mod server;
+pub mod snapshot;
+pub mod stack;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access_log::AccessLog;
+use crate::admin::AdminState;
+use crate::config::{ConfigErrors, GatewayConfig};
+use crate::metrics::Metrics;
+use crate::server::service::Shared;
+use crate::snapshot::Reloader;
+
+/// A fatal start-up problem, with a message that says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The route files are invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// Anything else (a port in use, an unwritable log file).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    listeners: Vec<(String, SocketAddr)>,
+    admin: Option<SocketAddr>,
+    stop_accepting: CancellationToken,
+    stop_admin: CancellationToken,
+    tracker: TaskTracker,
+    admin_state: Arc<AdminState>,
+    access_log: AccessLog,
+    drain_timeout: Duration,
+    _watch: Option<config::watch::FolderWatch>,
+}
+
+impl Gateway {
+    /// Load the routes, bind every listener and the admin API, and start serving.
+    pub async fn start(cfg: GatewayConfig) -> Result<Gateway, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let routes_dir = cfg.routes_dir.clone();
+        let reloader = Arc::new(Reloader::new(routes_dir.clone(), cfg.limits.clone(), Arc::clone(&metrics))?);
+        let access_log = AccessLog::start(&cfg.access_log).map_err(|e| {
+            StartError::Other(format!(
+                "cannot open the access log {}: {e}",
+                cfg.access_log.path.as_deref().map_or("-".into(), |p| p.display().to_string())
+            ))
+        })?;
+
+        // Bind everything before serving anything, so a port in use fails the start cleanly.
+        let mut bound = Vec::new();
+        for l in &cfg.listeners {
+            bound.push((l, server::bind(l).await.map_err(StartError::Other)?));
+        }
+        let admin_socket = match cfg.admin {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                StartError::Other(format!("cannot listen on {addr} for the admin API: {e} (change [admin] listen)"))
+            })?),
+            None => None,
+        };
+
+        let shared = Arc::new(Shared {
+            snapshot: Arc::clone(reloader.current()),
+            metrics: Arc::clone(&metrics),
+            access_log: access_log.clone(),
+        });
+        let stop_accepting = CancellationToken::new();
+        let stop_admin = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let limits = Arc::new(cfg.limits.clone());
+        let mut listeners = Vec::new();
+        for (l, socket) in bound {
+            let addr = socket.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+            tracing::info!(listener = %l.name, %addr, "listening");
+            listeners.push((l.name.clone(), addr));
+            server::spawn(
+                server::Listener { name: Arc::new(l.name.clone()), socket, limits: Arc::clone(&limits) },
+                Arc::clone(&shared),
+                stop_accepting.clone(),
+                tracker.clone(),
+            );
+        }
+
+        let admin_state = Arc::new(AdminState {
+            reloader: Arc::clone(&reloader),
+            metrics,
+            listening: true.into(),
+            draining: false.into(),
+        });
+        let admin = match admin_socket {
+            Some(s) => {
+                let addr = s.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+                tracing::info!(%addr, "admin API listening");
+                admin::spawn(s, Arc::clone(&admin_state), stop_admin.clone());
+                Some(addr)
+            }
+            None => None,
+        };
+
+        let (tx, mut rx) = mpsc::channel(1);
+        let watch = match config::watch::watch(&[routes_dir.as_path()], tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %routes_dir.display(), "cannot watch the routes folder; reload with SIGHUP or POST /reload");
+                None
+            }
+        };
+        let r = Arc::clone(&reloader);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                let r = Arc::clone(&r);
+                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+            }
+        });
+
+        Ok(Gateway {
+            listeners,
+            admin,
+            stop_accepting,
+            stop_admin,
+            tracker,
+            admin_state,
+            access_log,
+            drain_timeout: cfg.drain_timeout,
+            _watch: watch,
+        })
+    }
+
+    /// The bound address of the listener named `name`.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// Every listener's name and bound address.
+    pub fn listeners(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    /// The admin API's bound address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// Reload routes now (as SIGHUP does).
+    pub async fn reload(&self) -> Result<u64, ConfigErrors> {
+        let r = Arc::clone(&self.admin_state.reloader);
+        tokio::task::spawn_blocking(move || r.reload())
+            .await
+            .unwrap_or_else(|e| Err(ConfigErrors(vec![config::ConfigError {
+                file: Default::default(),
+                line: 1,
+                column: 1,
+                message: e.to_string(),
+            }])))
+    }
+
+    /// Reopen the access log file (SIGUSR1).
+    pub fn reopen_access_log(&self) {
+        self.access_log.reopen();
+    }
+
+    /// Stop accepting, let in-flight requests finish for up to `drain_timeout`, then stop.
+    /// Returns whether everything finished in time.
+    pub async fn drain(self) -> bool {
+        self.admin_state.draining.store(true, Ordering::Relaxed);
+        self.stop_accepting.cancel();
+        self.tracker.close();
+        let clean = tokio::time::timeout(self.drain_timeout, self.tracker.wait()).await.is_ok();
+        if !clean {
+            tracing::warn!(timeout = ?self.drain_timeout, "drain timeout reached; closing remaining connections");
+        }
+        self.stop_admin.cancel();
+        clean
+    }
+}
+
+/// Run until SIGTERM/SIGINT, reloading on SIGHUP and reopening the access log on SIGUSR1.
+pub async fn run(cfg: GatewayConfig) -> Result<(), StartError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let sig = |k| signal(k).map_err(|e| StartError::Other(format!("cannot install a signal handler: {e}")));
+    let (mut term, mut int, mut hup, mut usr1) = (
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+        sig(SignalKind::hangup())?,
+        sig(SignalKind::user_defined1())?,
+    );
+    let gw = Gateway::start(cfg).await?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading routes");
+                let _ = gw.reload().await;
+            }
+            _ = usr1.recv() => gw.reopen_access_log(),
+        }
+    }
+    tracing::info!("draining");
+    gw.drain().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,1 +1,127 @@
-fn main(){}
+//! The `switchyard` command line (SPEC 1): run the gateway, `check` a config, or run the `echo`
+//! upstream.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(name = "switchyard", version, about = "An HTTP reverse-proxy gateway")]
+struct Cli {
+    /// The gateway config file.
+    #[arg(long, global = true, default_value = "gateway.toml")]
+    config: PathBuf,
+    /// Log format on stderr (level from SWITCHYARD_LOG, EnvFilter syntax, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Load and validate the config, every route file and every certificate; bind nothing.
+    Check,
+    /// A tiny upstream that answers every request with a JSON description of it.
+    Echo {
+        /// Address to listen on, e.g. 127.0.0.1:9001.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Name reported in every answer.
+        #[arg(long, default_value = "echo")]
+        name: String,
+    },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    if let Some(n) = std::env::var("SWITCHYARD_WORKER_THREADS").ok().and_then(|v| v.parse().ok()) {
+        b.worker_threads(n);
+    }
+    b.build()
+}
+
+fn check(path: &PathBuf) -> ExitCode {
+    let mut errors = Vec::new();
+    match switchyard::config::load_gateway(path) {
+        Ok(gw) => {
+            if let Err(e) = switchyard::config::load_routes(&gw.routes_dir) {
+                errors.extend(e.0);
+            }
+        }
+        Err(e) => errors.extend(e.0),
+    }
+    if errors.is_empty() {
+        println!("{}: ok", path.display());
+        ExitCode::SUCCESS
+    } else {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match cli.command {
+        Some(Command::Check) => check(&cli.config),
+        Some(Command::Echo { listen, name }) => {
+            let r = runtime().and_then(|rt| rt.block_on(switchyard::echo::run(listen, name)));
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard echo: cannot listen on {listen}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => {
+            let cfg = match switchyard::config::load_gateway(&cli.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("switchyard: invalid config; run `switchyard check --config {}` after fixing it", cli.config.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("switchyard: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(switchyard::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

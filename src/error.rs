@@ -1,0 +1,193 @@
+//! The one boxed error type that crosses service boundaries, its typed leaves, and the single
+//! place where a failure becomes a response (status, `x-switchyard-error`, short body).
+//!
+//! Leaves are small structs carrying data; callers find them with [`cause_ref`], never by
+//! matching strings (the design of linkerd's `linkerd-error`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::{self, Body};
+
+/// The error type of every service in the stack.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Walks `err`'s source chain and returns the first cause of type `T`.
+pub fn cause_ref<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// No route matched the request.
+#[derive(Debug, thiserror::Error)]
+#[error("no route matches the request")]
+pub struct NoRoute;
+
+/// The request was malformed in a way the HTTP parser let through.
+#[derive(Debug, thiserror::Error)]
+#[error("bad request: {0}")]
+pub struct BadRequest(pub &'static str);
+
+/// The request body exceeded its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body is larger than {limit} bytes")]
+pub struct BodyTooLarge {
+    /// The limit in bytes.
+    pub limit: u64,
+}
+
+/// Connecting to the endpoint failed (refused, timed out, TLS failed).
+#[derive(Debug, thiserror::Error)]
+#[error("connecting to {endpoint} failed")]
+pub struct ConnectFailed {
+    /// The endpoint address.
+    pub endpoint: String,
+    /// What went wrong.
+    #[source]
+    pub source: Error,
+}
+
+/// The upstream closed or reset the connection before a whole response head.
+#[derive(Debug, thiserror::Error)]
+#[error("{endpoint} closed the connection before a complete response")]
+pub struct UpstreamReset {
+    /// The endpoint address.
+    pub endpoint: String,
+    /// What went wrong.
+    #[source]
+    pub source: Error,
+}
+
+/// The upstream answered with something that is not valid HTTP.
+#[derive(Debug, thiserror::Error)]
+#[error("{endpoint} sent a malformed response")]
+pub struct BadUpstreamResponse {
+    /// The endpoint address.
+    pub endpoint: String,
+    /// What went wrong.
+    #[source]
+    pub source: Error,
+}
+
+/// A timeout fired.
+#[derive(Debug, thiserror::Error)]
+#[error("timed out after {0:?}")]
+pub struct Elapsed(pub Duration);
+
+/// The upstream has no endpoint that may take traffic.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream {upstream:?} has no healthy endpoint")]
+pub struct NoHealthyUpstream {
+    /// The upstream's name.
+    pub upstream: String,
+}
+
+/// The reason codes of SPEC 3's error table, as sent in `x-switchyard-error`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// 400
+    BadRequest,
+    /// 404
+    NoRoute,
+    /// 413
+    BodyTooLarge,
+    /// 429
+    RateLimited,
+    /// 502
+    ConnectFailed,
+    /// 502
+    UpstreamReset,
+    /// 502
+    BadUpstreamResponse,
+    /// 503
+    NoHealthyUpstream,
+    /// 503
+    Overloaded,
+    /// 504
+    Timeout,
+}
+
+impl Reason {
+    /// The `x-switchyard-error` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::BadRequest => "bad_request",
+            Reason::NoRoute => "no_route",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::RateLimited => "rate_limited",
+            Reason::ConnectFailed => "connect_failed",
+            Reason::UpstreamReset => "upstream_reset",
+            Reason::BadUpstreamResponse => "bad_upstream_response",
+            Reason::NoHealthyUpstream => "no_healthy_upstream",
+            Reason::Overloaded => "overloaded",
+            Reason::Timeout => "timeout",
+        }
+    }
+
+    /// The status code that goes with it.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Reason::BadRequest => StatusCode::BAD_REQUEST,
+            Reason::NoRoute => StatusCode::NOT_FOUND,
+            Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Reason::ConnectFailed | Reason::UpstreamReset | Reason::BadUpstreamResponse => {
+                StatusCode::BAD_GATEWAY
+            }
+            Reason::NoHealthyUpstream | Reason::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Classify a failure. Anything unrecognised is reported as an upstream reset: the
+    /// exchange broke in a way we did not foresee, and 502 is the honest status for that.
+    pub fn of(err: &(dyn std::error::Error + 'static)) -> Reason {
+        if cause_ref::<BodyTooLarge>(err).is_some() {
+            Reason::BodyTooLarge
+        } else if cause_ref::<Elapsed>(err).is_some() {
+            Reason::Timeout
+        } else if cause_ref::<ConnectFailed>(err).is_some() {
+            Reason::ConnectFailed
+        } else if cause_ref::<BadUpstreamResponse>(err).is_some() {
+            Reason::BadUpstreamResponse
+        } else if cause_ref::<NoHealthyUpstream>(err).is_some() {
+            Reason::NoHealthyUpstream
+        } else if cause_ref::<NoRoute>(err).is_some() {
+            Reason::NoRoute
+        } else if cause_ref::<BadRequest>(err).is_some() {
+            Reason::BadRequest
+        } else {
+            Reason::UpstreamReset
+        }
+    }
+}
+
+/// The reason of a gateway-made response, carried in its extensions for the access log.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorReason(pub Reason);
+
+/// The one place a failure becomes a response.
+pub fn error_response(reason: Reason) -> Response<Body> {
+    let status = reason.status();
+    let text = format!("{} {}\n", status.as_u16(), reason.as_str());
+    let mut res = Response::new(body::full(Bytes::from(text)));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert("x-switchyard-error", HeaderValue::from_static(reason.as_str()));
+    if matches!(reason, Reason::RateLimited | Reason::Overloaded) {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    res.extensions_mut().insert(ErrorReason(reason));
+    res
+}

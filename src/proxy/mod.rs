@@ -1,0 +1,154 @@
+//! One upstream exchange on the pooled client: the request rewritten for the upstream
+//! (forwarded headers, hop-by-hop rules of SPEC 3), sent on hyper-util's pooled client
+//! (keep-alive reuse per endpoint), its failure classified, and HTTP/1.1 upgrades tunnelled.
+
+pub mod headers;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::body::Body;
+use crate::config::{UpstreamConfig, UpstreamProtocol};
+use crate::error::{cause_ref, BadUpstreamResponse, BodyTooLarge, ConnectFailed, Error, UpstreamReset};
+use crate::metrics::Name;
+
+/// What the listener knows about a request, put in its extensions for every layer below.
+#[derive(Debug)]
+pub struct RequestInfo {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The listener's name.
+    pub listener: Name,
+    /// Whether the client connection is TLS.
+    pub https: bool,
+    /// The host the client asked for (`Host`, or HTTP/2 `:authority`), before any rewrite.
+    pub host: Option<HeaderValue>,
+    /// The request id (the client's, if acceptable, else generated).
+    pub request_id: HeaderValue,
+    /// Request body bytes read so far.
+    pub bytes_in: Arc<AtomicU64>,
+}
+
+/// Which upstream exchange produced a response; in its extensions for the access log.
+#[derive(Clone, Debug)]
+pub struct UpstreamInfo {
+    /// Upstream name.
+    pub upstream: Name,
+    /// Endpoint address of the last attempt.
+    pub endpoint: Option<Name>,
+    /// Attempts made (1 + retries).
+    pub attempts: u32,
+    /// Time from sending the last attempt to its response head.
+    pub upstream_ms: f64,
+}
+
+/// How long an idle pooled upstream connection is kept. Shorter than the 60 s idle timeout
+/// that most servers (and our own listeners) use, so that we close first and never send a
+/// request on a connection the upstream is closing.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// The pooled client of one upstream (pools are per endpoint, keyed by authority).
+#[derive(Clone, Debug)]
+pub struct UpstreamClient {
+    client: Client<HttpConnector, Body>,
+    version: Version,
+}
+
+impl UpstreamClient {
+    /// A client for `cfg`'s protocol and connect timeout.
+    pub fn new(cfg: &UpstreamConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.enforce_http(true);
+        let mut b = Client::builder(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            // We set Host ourselves: the client's, or host_rewrite.
+            .set_host(false);
+        let version = match cfg.protocol {
+            UpstreamProtocol::Http1 => Version::HTTP_11,
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c => {
+                b.http2_only(true);
+                Version::HTTP_2
+            }
+        };
+        UpstreamClient { client: b.build(connector), version }
+    }
+
+    /// The HTTP version spoken to the upstream.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Send `req` (already addressed to `endpoint`) and classify any failure.
+    pub async fn send(&self, endpoint: &str, req: Request<Body>) -> Result<Response<Incoming>, Error> {
+        self.client.request(req).await.map_err(|e| classify(endpoint, e))
+    }
+}
+
+/// Turn a client failure into the gateway's typed leaves.
+fn classify(endpoint: &str, e: hyper_util::client::legacy::Error) -> Error {
+    let endpoint = endpoint.to_owned();
+    if cause_ref::<BodyTooLarge>(&e).is_some() {
+        let limit = cause_ref::<BodyTooLarge>(&e).map_or(0, |b| b.limit);
+        return BodyTooLarge { limit }.into();
+    }
+    if e.is_connect() {
+        return ConnectFailed { endpoint, source: e.into() }.into();
+    }
+    if let Some(h) = cause_ref::<hyper::Error>(&e) {
+        if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+            return BadUpstreamResponse { endpoint, source: e.into() }.into();
+        }
+    }
+    UpstreamReset { endpoint, source: e.into() }.into()
+}
+
+/// Point `req` at `authority` over plain HTTP (TLS to upstreams comes with `[upstream.tls]`),
+/// keeping its path and query, and set the version spoken upstream.
+pub fn address_to(req: &mut Request<Body>, authority: &http::uri::Authority, version: Version) {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(pq);
+    // Scheme, authority and path are all present, so this cannot fail.
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = version;
+}
+
+/// Tunnel an upgraded connection (WebSocket or another HTTP/1.1 upgrade) between the client
+/// and the upstream until either side closes.
+pub fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (c, u) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let mut c = TokioIo::new(c);
+        let mut u = TokioIo::new(u);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+            tracing::debug!(error = %e, "upgraded tunnel closed with an error");
+        }
+    });
+}

@@ -1,0 +1,192 @@
+//! Per-connection bookkeeping for the listener's timeouts.
+//!
+//! hyper's own HTTP/1 header-read timer also runs while a keep-alive connection sits idle, so
+//! it would close idle connections after `header_read_timeout` instead of `idle_timeout`. We
+//! keep both apart, as NGINX does (`client_header_timeout` vs `keepalive_timeout`):
+//!
+//! - a new connection must deliver its first request head within `header_read_timeout`;
+//! - between requests, a connection with nothing in flight is closed after `idle_timeout`;
+//! - once the first bytes of a next request arrive, its head must be complete within
+//!   `header_read_timeout` (slowloris).
+//!
+//! The IO wrapper notes when bytes arrive while idle; the service notes when a request starts
+//! and ends; the connection task sleeps until the next deadline and checks.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::config::Limits;
+
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// Milliseconds since a process-wide base instant (0 is reserved for "not set").
+fn now_ms() -> u64 {
+    base().elapsed().as_millis() as u64 + 1
+}
+
+/// What the connection is doing, shared by its IO, its service and its task.
+#[derive(Debug)]
+pub struct ConnState {
+    active: AtomicUsize,
+    served: AtomicU64,
+    idle_since: AtomicU64,
+    partial_since: AtomicU64,
+    http2: AtomicBool,
+}
+
+/// What the connection task should do at a deadline.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing yet; check again at this instant.
+    WaitUntil(Instant),
+    /// The client is too slow sending a request head: close at once.
+    Abort,
+    /// Idle too long: close gracefully.
+    CloseIdle,
+}
+
+impl Default for ConnState {
+    fn default() -> Self {
+        ConnState {
+            active: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            idle_since: AtomicU64::new(now_ms()),
+            partial_since: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
+        }
+    }
+}
+
+impl ConnState {
+    /// A request head was parsed and handed to the service.
+    pub fn begin(self: &Arc<Self>, http2: bool) -> RequestGuard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        self.partial_since.store(0, Ordering::Relaxed);
+        if http2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+        RequestGuard(Arc::clone(self))
+    }
+
+    fn end(&self) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        self.idle_since.store(now_ms(), Ordering::Relaxed);
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn on_read(&self) {
+        if self.active.load(Ordering::Acquire) == 0 && self.partial_since.load(Ordering::Relaxed) == 0 {
+            self.partial_since.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Decide, at `now`, what the connection should do under `limits`.
+    pub fn check(&self, limits: &Limits) -> Verdict {
+        let now = now_ms();
+        let at = |ms: u64| base() + Duration::from_millis(ms.saturating_sub(1));
+        if self.active.load(Ordering::Acquire) > 0 {
+            return Verdict::WaitUntil(at(now) + limits.idle_timeout);
+        }
+        let header_ms = limits.header_read_timeout.as_millis() as u64;
+        let idle_ms = limits.idle_timeout.as_millis() as u64;
+        let idle_since = self.idle_since.load(Ordering::Relaxed);
+        let partial = self.partial_since.load(Ordering::Relaxed);
+        let first = self.served.load(Ordering::Relaxed) == 0;
+        let h2 = self.http2.load(Ordering::Relaxed);
+        let (deadline, abort) = if first {
+            (idle_since + header_ms, true)
+        } else if partial != 0 && !h2 {
+            (partial + header_ms, true)
+        } else {
+            (idle_since + idle_ms, false)
+        };
+        if now >= deadline {
+            if abort {
+                Verdict::Abort
+            } else {
+                Verdict::CloseIdle
+            }
+        } else {
+            Verdict::WaitUntil(at(deadline))
+        }
+    }
+}
+
+/// Marks a request in flight on its connection until dropped (with the response body).
+#[derive(Debug)]
+pub struct RequestGuard(Arc<ConnState>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The client stream, noting when bytes arrive.
+    #[derive(Debug)]
+    pub struct Watched<T> {
+        #[pin]
+        inner: T,
+        state: Arc<ConnState>,
+    }
+}
+
+impl<T> Watched<T> {
+    /// Wrap `inner`.
+    pub fn new(inner: T, state: Arc<ConnState>) -> Self {
+        Watched { inner, state }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Watched<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.state.on_read();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Watched<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

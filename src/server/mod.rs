@@ -1,0 +1,163 @@
+//! Listeners: the accept loop (bounded by `max_connections`), one task per connection serving
+//! HTTP/1.1 and h2c on the same port with hyper-util's auto builder, the `[limits]` timeouts,
+//! and graceful drain (stop accepting, let in-flight requests finish).
+
+pub mod conn;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Limits, ListenerConfig};
+use crate::metrics::{ListenerLabel, Name};
+use conn::{ConnState, Verdict, Watched};
+use service::{GatewayService, Shared};
+
+/// Bind a listener's address, or say plainly why not.
+pub async fn bind(cfg: &ListenerConfig) -> Result<TcpListener, String> {
+    TcpListener::bind(cfg.listen).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another process is using it: stop it, or change `listen` in gateway.toml)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (ports below 1024 need privileges: use a higher port or grant CAP_NET_BIND_SERVICE)"
+            }
+            _ => "",
+        };
+        format!("cannot listen on {} for listener {:?}: {e}{hint}", cfg.listen, cfg.name)
+    })
+}
+
+/// Everything a listener needs to serve.
+#[derive(Debug)]
+pub struct Listener {
+    /// Its name.
+    pub name: Name,
+    /// The bound socket.
+    pub socket: TcpListener,
+    /// Connection limits.
+    pub limits: Arc<Limits>,
+}
+
+/// Accept connections until `shutdown`, serving each on a task tracked by `tracker`.
+pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToken, tracker: TaskTracker) {
+    let builder = Arc::new(builder(&listener.limits));
+    let slots = Arc::new(Semaphore::new(listener.limits.max_connections.max(1)));
+    let t = tracker.clone();
+    t.spawn(async move {
+        loop {
+            // Over max_connections, new connections wait in the kernel's accept backlog.
+            let permit = tokio::select! {
+                p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = shutdown.cancelled() => return,
+            };
+            let (stream, peer) = tokio::select! {
+                r = listener.socket.accept() => match r {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(listener = %listener.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = Connection {
+                name: Arc::clone(&listener.name),
+                limits: Arc::clone(&listener.limits),
+                shared: Arc::clone(&shared),
+                builder: Arc::clone(&builder),
+                shutdown: shutdown.clone(),
+            };
+            tracker.spawn(async move {
+                conn.serve(stream, peer).await;
+                drop(permit);
+            });
+        }
+    });
+}
+
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // hyper's read buffer bounds the request head; past it hyper answers 431.
+    let head = usize::try_from(limits.max_request_header_bytes).unwrap_or(usize::MAX).max(8192);
+    b.http1().timer(TokioTimer::new()).max_buf_size(head).keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX));
+    b
+}
+
+struct Connection {
+    name: Name,
+    limits: Arc<Limits>,
+    shared: Arc<Shared>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: CancellationToken,
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
+        let gauge = self.shared.metrics.connections_active.get_or_create_owned(&ListenerLabel {
+            listener: Arc::clone(&self.name),
+        });
+        gauge.inc();
+        let state = Arc::new(ConnState::default());
+        let svc = GatewayService::new(
+            Arc::clone(&self.shared),
+            Arc::clone(&self.name),
+            peer,
+            false,
+            Arc::clone(&state),
+        );
+        let io = TokioIo::new(Watched::new(stream, Arc::clone(&state)));
+        let conn = self.builder.serve_connection_with_upgrades(io, svc);
+        tokio::pin!(conn);
+        let mut draining = false;
+        let mut closing = false;
+        let mut next = tokio::time::Instant::now() + self.limits.header_read_timeout;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep_until(next) => {
+                    match state.check(&self.limits) {
+                        Verdict::WaitUntil(at) => next = at.into(),
+                        Verdict::Abort => {
+                            tracing::debug!(client = %peer, "request head not received in time; closing");
+                            break;
+                        }
+                        Verdict::CloseIdle if closing => break,
+                        Verdict::CloseIdle => {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                            // Give the close a moment; an idle connection closes at once.
+                            next = tokio::time::Instant::now() + self.limits.header_read_timeout;
+                        }
+                    }
+                }
+                _ = self.shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+        gauge.dec();
+    }
+}

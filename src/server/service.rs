@@ -1,0 +1,284 @@
+//! The service handed to hyper for each client connection: request id, route lookup on the
+//! current snapshot, the route's stack, and — the one place — failures turned into responses.
+//! The response body is wrapped so that metrics and the access log are written when it ends.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{header, HeaderValue, Method, Request, Response, Version};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use tower::ServiceExt as _;
+
+use super::conn::{ConnState, RequestGuard};
+use crate::access_log::{AccessLog, Record};
+use crate::body::{self, Body};
+use crate::error::{error_response, ErrorReason, Reason};
+use crate::metrics::{Metrics, Name, RequestLabels, RouteLabel};
+use crate::proxy::headers::{self, X_FORWARDED_CLIENT_CERT, X_REQUEST_ID};
+use crate::proxy::{RequestInfo, UpstreamInfo};
+use crate::snapshot::Snapshot;
+
+/// What every connection of every listener shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The live routing snapshot.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Access log.
+    pub access_log: AccessLog,
+}
+
+/// The per-connection service.
+#[derive(Clone, Debug)]
+pub struct GatewayService {
+    shared: Arc<Shared>,
+    listener: Name,
+    client: SocketAddr,
+    https: bool,
+    conn: Arc<ConnState>,
+}
+
+impl GatewayService {
+    /// A service for one client connection.
+    pub fn new(shared: Arc<Shared>, listener: Name, client: SocketAddr, https: bool, conn: Arc<ConnState>) -> Self {
+        GatewayService { shared, listener, client, https, conn }
+    }
+}
+
+/// RFC 9112 §6.1: a request with both `transfer-encoding` and `content-length` is a smuggling
+/// vector; we refuse it rather than guess which framing the upstream will believe.
+fn malformed(req: &Request<Incoming>) -> bool {
+    let h = req.headers();
+    req.version() <= Version::HTTP_11
+        && h.contains_key(header::TRANSFER_ENCODING)
+        && h.contains_key(header::CONTENT_LENGTH)
+}
+
+impl hyper::service::Service<Request<Incoming>> for GatewayService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let started = Instant::now();
+        let guard = self.conn.begin(req.version() == Version::HTTP_2);
+        let snap = self.shared.snapshot.load_full();
+        req.headers_mut().remove(&X_FORWARDED_CLIENT_CERT);
+        let request_id = headers::request_id(req.headers());
+        let host = headers::request_host(&req).and_then(|h| HeaderValue::from_str(h).ok());
+
+        let mut done = Done {
+            shared: Arc::clone(&self.shared),
+            listener: Arc::clone(&self.listener),
+            client: self.client,
+            started,
+            method: req.method().clone(),
+            host: host.clone(),
+            path: req.uri().path().to_owned(),
+            protocol: if req.version() == Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" },
+            route: None,
+            request_id: request_id.clone(),
+            bytes_in: Default::default(),
+            _guard: guard,
+        };
+
+        if malformed(&req) {
+            return Box::pin(std::future::ready(Ok(done.finish(error_response(Reason::BadRequest)))));
+        }
+        let found = snap.router.lookup(
+            req.method(),
+            host.as_ref().and_then(|h| h.to_str().ok()),
+            req.uri().path(),
+            req.uri().query(),
+            req.headers(),
+        );
+        let Some(idx) = found else {
+            return Box::pin(std::future::ready(Ok(done.finish(error_response(Reason::NoRoute)))));
+        };
+        let entry = &snap.routes[idx];
+        done.route = Some(Arc::clone(&entry.name));
+        let svc = entry.service.clone();
+        let info = Arc::new(RequestInfo {
+            client: self.client,
+            listener: Arc::clone(&self.listener),
+            https: self.https,
+            host,
+            request_id,
+            bytes_in: Arc::clone(&done.bytes_in),
+        });
+        req.extensions_mut().insert(info);
+        let req = req.map(body::boxed);
+        Box::pin(async move {
+            let mut svc = svc;
+            let res = match call(&mut svc, req).await {
+                Ok(res) => res,
+                Err(e) => {
+                    let reason = Reason::of(e.as_ref());
+                    tracing::debug!(error = %e, reason = reason.as_str(), "request failed");
+                    error_response(reason)
+                }
+            };
+            // `snap` lives until here: the request finished on the snapshot it started on.
+            drop(snap);
+            Ok(done.finish(res))
+        })
+    }
+}
+
+async fn call(svc: &mut crate::stack::RouteService, req: Request<Body>) -> Result<Response<Body>, crate::error::Error> {
+    use tower::Service;
+    svc.ready().await?;
+    svc.call(req).await
+}
+
+/// Everything needed to account for a request once its response body ends.
+#[derive(Debug)]
+struct Done {
+    shared: Arc<Shared>,
+    listener: Name,
+    client: SocketAddr,
+    started: Instant,
+    method: Method,
+    host: Option<HeaderValue>,
+    path: String,
+    protocol: &'static str,
+    route: Option<Name>,
+    request_id: HeaderValue,
+    bytes_in: Arc<std::sync::atomic::AtomicU64>,
+    _guard: RequestGuard,
+}
+
+impl Done {
+    fn finish(self, mut res: Response<Body>) -> Response<Body> {
+        res.headers_mut().insert(&X_REQUEST_ID, self.request_id.clone());
+        let status = res.status().as_u16();
+        let upstream = res.extensions().get::<UpstreamInfo>().cloned();
+        let error = res.extensions().get::<ErrorReason>().map(|r| r.0.as_str());
+        res.map(|inner| {
+            body::boxed(Logged {
+                inner,
+                bytes_out: 0,
+                end: Some(End { done: self, status, upstream, error }),
+            })
+        })
+    }
+}
+
+#[derive(Debug)]
+struct End {
+    done: Done,
+    status: u16,
+    upstream: Option<UpstreamInfo>,
+    error: Option<&'static str>,
+}
+
+impl End {
+    fn emit(self, bytes_out: u64) {
+        let d = self.done;
+        let elapsed = d.started.elapsed();
+        let m = &d.shared.metrics;
+        let empty = || Arc::new(String::new());
+        m.requests
+            .get_or_create(&RequestLabels {
+                listener: Arc::clone(&d.listener),
+                route: d.route.clone().unwrap_or_else(empty),
+                upstream: self.upstream.as_ref().map(|u| Arc::clone(&u.upstream)).unwrap_or_else(empty),
+                code: self.status,
+            })
+            .inc();
+        if let Some(route) = &d.route {
+            m.request_duration
+                .get_or_create(&RouteLabel { route: Arc::clone(route) })
+                .observe(elapsed.as_secs_f64());
+        }
+        let log = &d.shared.access_log;
+        if log.enabled() {
+            let up = self.upstream;
+            log.log(Record {
+                ts: SystemTime::now(),
+                listener: Arc::clone(&d.listener),
+                client: d.client.ip().to_string(),
+                method: d.method.to_string(),
+                host: d.host.as_ref().and_then(|h| h.to_str().ok()).map(str::to_owned),
+                path: d.path,
+                protocol: d.protocol,
+                status: self.status,
+                route: d.route.clone(),
+                upstream: up.as_ref().map(|u| Arc::clone(&u.upstream)),
+                endpoint: up.as_ref().and_then(|u| u.endpoint.clone()),
+                attempts: up.as_ref().map_or(0, |u| u.attempts),
+                duration_ms: elapsed.as_secs_f64() * 1e3,
+                upstream_ms: up.as_ref().map(|u| u.upstream_ms),
+                bytes_in: d.bytes_in.load(Ordering::Relaxed),
+                bytes_out,
+                request_id: d.request_id.to_str().unwrap_or_default().to_owned(),
+                error: self.error,
+            });
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body, counting bytes and accounting for the request when it ends or is
+    /// dropped (a client that goes away mid-body is logged too).
+    struct Logged {
+        #[pin]
+        inner: Body,
+        bytes_out: u64,
+        end: Option<End>,
+    }
+
+    impl PinnedDrop for Logged {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(end) = this.end.take() {
+                end.emit(*this.bytes_out);
+            }
+        }
+    }
+}
+
+impl http_body::Body for Logged {
+    type Data = Bytes;
+    type Error = crate::error::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    *this.bytes_out += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(end) = this.end.take() {
+                    end.emit(*this.bytes_out);
+                }
+            }
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

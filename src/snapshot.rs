@@ -1,0 +1,172 @@
+//! The routing snapshot: everything a request needs, built from one validated [`RouteSet`] and
+//! swapped in atomically (`ArcSwap`). In-flight requests hold the `Arc` of the snapshot they
+//! started on, so a reload never disturbs them.
+//!
+//! The [`Reloader`] serialises reloads (file changes, SIGHUP, `POST /reload`): load and validate
+//! the whole set, build a new snapshot reusing every upstream whose definition did not change
+//! (endpoints, pools and state kept), swap, and keep the last error for `GET /config`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::balance::Upstream;
+use crate::config::{self, ConfigError, ConfigErrors, Limits, RouteConfig, RouteSet};
+use crate::metrics::{Metrics, Name, ResultLabel};
+use crate::router::Router;
+use crate::stack::{self, RouteService};
+
+/// One route, ready to serve.
+#[derive(Debug)]
+pub struct RouteEntry {
+    /// Its definition.
+    pub config: RouteConfig,
+    /// Its name, shared with metric labels.
+    pub name: Name,
+    /// Its tower stack.
+    pub service: RouteService,
+}
+
+/// Everything routing needs, immutable once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every successful load.
+    pub version: u64,
+    /// When it was built.
+    pub loaded_at: SystemTime,
+    /// The route files it came from.
+    pub files: Vec<PathBuf>,
+    /// The compiled route table (indices into `routes`).
+    pub router: Router,
+    /// The routes, in load order.
+    pub routes: Vec<RouteEntry>,
+    /// The upstreams, in load order.
+    pub upstreams: Vec<Arc<Upstream>>,
+}
+
+impl Snapshot {
+    /// Build a snapshot; upstreams equal to one in `previous` are reused as they are.
+    pub fn build(
+        set: RouteSet,
+        previous: Option<&Snapshot>,
+        version: u64,
+        limits: &Limits,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Snapshot, String> {
+        let old: HashMap<&str, &Arc<Upstream>> = previous
+            .map(|p| p.upstreams.iter().map(|u| (u.name.as_str(), u)).collect())
+            .unwrap_or_default();
+        let mut upstreams = Vec::with_capacity(set.upstreams.len());
+        for cfg in set.upstreams {
+            match old.get(cfg.name.as_str()) {
+                Some(u) if u.config == cfg => upstreams.push(Arc::clone(u)),
+                _ => upstreams.push(Upstream::new(cfg)?),
+            }
+        }
+        let by_name: HashMap<String, Arc<Upstream>> =
+            upstreams.iter().map(|u| (u.name.to_string(), Arc::clone(u))).collect();
+        let router = Router::new(&set.routes);
+        let routes = set
+            .routes
+            .into_iter()
+            .map(|config| RouteEntry {
+                name: Arc::new(config.name.clone()),
+                service: stack::build(&config, &by_name, limits, metrics),
+                config,
+            })
+            .collect();
+        Ok(Snapshot {
+            version,
+            loaded_at: SystemTime::now(),
+            files: set.files,
+            router,
+            routes,
+            upstreams,
+        })
+    }
+}
+
+/// The last reload failure, for `GET /config`.
+#[derive(Clone, Debug)]
+pub struct LastError {
+    /// The first error (file, line, column, message).
+    pub error: ConfigError,
+    /// Every error of that attempt.
+    pub all: Vec<ConfigError>,
+    /// When it happened.
+    pub at: SystemTime,
+}
+
+/// Loads, validates and swaps route snapshots.
+#[derive(Debug)]
+pub struct Reloader {
+    routes_dir: PathBuf,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    current: Arc<ArcSwap<Snapshot>>,
+    last_error: Mutex<Option<LastError>>,
+    serial: Mutex<()>,
+}
+
+impl Reloader {
+    /// Load the first snapshot; errors here are fatal at start.
+    pub fn new(routes_dir: PathBuf, limits: Limits, metrics: Arc<Metrics>) -> Result<Self, ConfigErrors> {
+        let set = config::load_routes(&routes_dir)?;
+        let snap = Snapshot::build(set, None, 1, &limits, &metrics).map_err(|m| {
+            ConfigErrors(vec![ConfigError { file: routes_dir.clone(), line: 1, column: 1, message: m }])
+        })?;
+        Ok(Reloader {
+            routes_dir,
+            limits,
+            metrics,
+            current: Arc::new(ArcSwap::from_pointee(snap)),
+            last_error: Mutex::new(None),
+            serial: Mutex::new(()),
+        })
+    }
+
+    /// The live snapshot cell, shared with the listeners.
+    pub fn current(&self) -> &Arc<ArcSwap<Snapshot>> {
+        &self.current
+    }
+
+    /// The last failure, if the last attempt failed.
+    pub fn last_error(&self) -> Option<LastError> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reload now (blocking: file IO and compilation). Returns the new version.
+    pub fn reload(&self) -> Result<u64, ConfigErrors> {
+        let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
+        let result = config::load_routes(&self.routes_dir).and_then(|set| {
+            let prev = self.current.load_full();
+            Snapshot::build(set, Some(&prev), prev.version + 1, &self.limits, &self.metrics).map_err(|m| {
+                ConfigErrors(vec![ConfigError { file: self.routes_dir.clone(), line: 1, column: 1, message: m }])
+            })
+        });
+        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(snap) => {
+                let v = snap.version;
+                self.current.store(Arc::new(snap));
+                *last = None;
+                self.metrics.config_reloads.get_or_create(&ResultLabel { result: "success" }).inc();
+                tracing::info!(version = v, "routes reloaded");
+                Ok(v)
+            }
+            Err(errs) => {
+                for e in &errs.0 {
+                    tracing::error!("reload rejected, the previous routes keep serving: {e}");
+                }
+                if let Some(first) = errs.0.first() {
+                    *last = Some(LastError { error: first.clone(), all: errs.0.clone(), at: SystemTime::now() });
+                }
+                self.metrics.config_reloads.get_or_create(&ResultLabel { result: "failure" }).inc();
+                Err(errs)
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The forwarding terminal: pick an endpoint of the upstream, rewrite the request for it, send
+//! it on the upstream's pooled client, and record the outcome.
+//!
+//! Retrying here is limited to what needs no body replay: a request with no body is retried on
+//! another endpoint when connecting failed and the route's policy allows `connect-failure`
+//! (SPEC 2.2's default). General retries (other conditions, replayed bodies, budgets) belong
+//! to the resilience layer.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use http::{header, HeaderMap, Request, Response, StatusCode};
+use http_body::Body as _;
+
+use crate::balance::{Endpoint, Upstream};
+use crate::body::{self, Body};
+use crate::config::{RetryOn, RetryPolicy};
+use crate::error::{cause_ref, ConnectFailed, Elapsed, Error, NoHealthyUpstream, UpstreamReset};
+use crate::metrics::{Metrics, Name, RetryLabels, UpstreamRequestLabels};
+use crate::proxy::headers::{self, upgrade_requested, X_REQUEST_ID};
+use crate::proxy::{self, RequestInfo, UpstreamInfo};
+
+/// Forwards to one upstream.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    route: Name,
+    upstream: Arc<Upstream>,
+    retry: Arc<RetryPolicy>,
+    metrics: Arc<Metrics>,
+}
+
+impl Forward {
+    /// A forwarder to `upstream` under the route's retry policy.
+    pub fn new(route: Name, upstream: Arc<Upstream>, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
+        Forward { route, upstream, retry: Arc::new(retry), metrics }
+    }
+
+    /// The upstream.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+
+    fn record(&self, ep: &Endpoint, outcome: &'static str) {
+        self.metrics
+            .upstream_requests
+            .get_or_create(&UpstreamRequestLabels {
+                upstream: Arc::clone(&self.upstream.name),
+                endpoint: Arc::clone(&ep.address),
+                outcome,
+            })
+            .inc();
+    }
+}
+
+/// Decrements an endpoint's in-flight count when dropped (with the response body, or with the
+/// request future if it is abandoned).
+#[derive(Debug)]
+struct InFlight(Arc<Endpoint>);
+
+impl InFlight {
+    fn new(ep: Arc<Endpoint>) -> Self {
+        ep.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(ep)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn outcome_of(err: &Error) -> &'static str {
+    if cause_ref::<ConnectFailed>(err.as_ref()).is_some() {
+        "connect_failed"
+    } else if cause_ref::<Elapsed>(err.as_ref()).is_some() {
+        "timeout"
+    } else {
+        "reset"
+    }
+}
+
+impl tower::Service<Request<Body>> for Forward {
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let info = req.extensions().get::<Arc<RequestInfo>>().cloned();
+            let upgrade = upgrade_requested(req.headers());
+            let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+            prepare_headers(req.headers_mut(), info.as_deref(), upgrade);
+
+            let set = this.upstream.endpoints();
+            let version = this.upstream.client.version();
+            let may_retry_connect = this.retry.attempts > 0
+                && this.retry.on.contains(&RetryOn::ConnectFailure)
+                && req.body().is_end_stream();
+            let max_attempts = if may_retry_connect { 1 + this.retry.attempts } else { 1 };
+
+            let (parts, body) = req.into_parts();
+            let mut body = Some(body);
+            let mut tried: Vec<usize> = Vec::new();
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let Some(ep) = this.upstream.pick(&set, &tried) else {
+                    return Err(NoHealthyUpstream { upstream: this.upstream.name.to_string() }.into());
+                };
+                tried.push(Arc::as_ptr(&ep) as usize);
+                let mut out = Request::new(body.take().unwrap_or_else(body::empty));
+                *out.method_mut() = parts.method.clone();
+                *out.uri_mut() = parts.uri.clone();
+                *out.headers_mut() = parts.headers.clone();
+                proxy::address_to(&mut out, &ep.authority, version);
+
+                let guard = InFlight::new(Arc::clone(&ep));
+                let sent = Instant::now();
+                match this.upstream.client.send(&ep.address, out).await {
+                    Ok(mut res) => {
+                        let upstream_ms = sent.elapsed().as_secs_f64() * 1e3;
+                        this.record(&ep, if res.status().is_server_error() { "5xx" } else { "ok" });
+                        let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+                        if upgraded {
+                            match client_upgrade {
+                                Some(cu) => proxy::tunnel(cu, hyper::upgrade::on(&mut res)),
+                                None => {
+                                    // A 101 we did not ask for cannot be relayed.
+                                    return Err(UpstreamReset {
+                                        endpoint: ep.address.to_string(),
+                                        source: "unexpected 101 from upstream".into(),
+                                    }
+                                    .into());
+                                }
+                            }
+                        } else {
+                            headers::strip_hop_by_hop(res.headers_mut(), None);
+                        }
+                        res.extensions_mut().insert(UpstreamInfo {
+                            upstream: Arc::clone(&this.upstream.name),
+                            endpoint: Some(Arc::clone(&ep.address)),
+                            attempts: attempt,
+                            upstream_ms,
+                        });
+                        return Ok(res.map(|b| body::boxed(Guarded { inner: b, _guard: guard })));
+                    }
+                    Err(e) => {
+                        drop(guard);
+                        this.record(&ep, outcome_of(&e));
+                        let connect = cause_ref::<ConnectFailed>(e.as_ref()).is_some();
+                        if connect && attempt < max_attempts {
+                            this.metrics
+                                .retries
+                                .get_or_create(&RetryLabels {
+                                    route: Arc::clone(&this.route),
+                                    reason: RetryOn::ConnectFailure.label(),
+                                })
+                                .inc();
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Request headers for the upstream: hop-by-hop removed, forwarded headers, request id, and a
+/// Host header (HTTP/2 clients send `:authority` instead).
+fn prepare_headers(headers: &mut HeaderMap, info: Option<&RequestInfo>, upgrade: Option<http::HeaderValue>) {
+    headers::strip_hop_by_hop(headers, upgrade);
+    if let Some(info) = info {
+        if let Some(host) = &info.host {
+            if !headers.contains_key(header::HOST) {
+                headers.insert(header::HOST, host.clone());
+            }
+        }
+        headers::set_forwarded(headers, info.client.ip(), info.https, info.host.as_ref());
+        headers.insert(&X_REQUEST_ID, info.request_id.clone());
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body that holds a guard until it is dropped.
+    struct Guarded<B> {
+        #[pin]
+        inner: B,
+        _guard: InFlight,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Guarded<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,147 @@
+//! Terminal services that do not forward (`respond`, `redirect`) and the weighted `split`.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use tower::Service;
+
+use super::Forward;
+use crate::body::{self, Body};
+use crate::error::Error;
+
+// === impl Respond ===
+
+/// `respond = { status, body, headers }`.
+#[derive(Clone, Debug)]
+pub struct Respond {
+    inner: Arc<(StatusCode, Bytes, Vec<(HeaderName, HeaderValue)>)>,
+}
+
+impl Respond {
+    /// A fixed answer.
+    pub fn new(status: StatusCode, body: String, headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+        Respond { inner: Arc::new((status, Bytes::from(body), headers)) }
+    }
+}
+
+impl Service<Request<Body>> for Respond {
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = std::future::Ready<Result<Response<Body>, Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: Request<Body>) -> Self::Future {
+        let (status, body, headers) = &*self.inner;
+        let mut res = Response::new(body::full(body.clone()));
+        *res.status_mut() = *status;
+        for (n, v) in headers {
+            res.headers_mut().insert(n.clone(), v.clone());
+        }
+        std::future::ready(Ok(res))
+    }
+}
+
+// === impl Redirect ===
+
+/// `redirect = { to, status }`; `{host}`, `{path}`, `{query}` expand (SPEC 3.1).
+#[derive(Clone, Debug)]
+pub struct Redirect {
+    to: Arc<str>,
+    status: StatusCode,
+}
+
+impl Redirect {
+    /// A redirect to the template `to`.
+    pub fn new(to: String, status: StatusCode) -> Self {
+        Redirect { to: to.into(), status }
+    }
+
+    /// The `location` for `req`.
+    pub fn location<B>(&self, req: &Request<B>) -> String {
+        let host = crate::proxy::headers::request_host(req).map(strip_port).unwrap_or("");
+        let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+        self.to
+            .replace("{host}", host)
+            .replace("{path}", req.uri().path())
+            .replace("{query}", &query)
+    }
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+impl Service<Request<Body>> for Redirect {
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = std::future::Ready<Result<Response<Body>, Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let loc = self.location(&req);
+        let mut res = Response::new(body::empty());
+        *res.status_mut() = self.status;
+        match HeaderValue::try_from(loc) {
+            Ok(v) => {
+                res.headers_mut().insert(header::LOCATION, v);
+            }
+            Err(_) => *res.status_mut() = StatusCode::BAD_REQUEST,
+        }
+        std::future::ready(Ok(res))
+    }
+}
+
+// === impl Split ===
+
+/// `split = [...]`: picks an upstream by weight per request, then forwards to it.
+#[derive(Clone, Debug)]
+pub struct Split {
+    choices: Arc<[(Forward, u32)]>,
+    total: u32,
+}
+
+impl Split {
+    /// Choices with their weights (cumulative weights are computed per pick; the list is short).
+    pub fn new(choices: Vec<(Forward, u32)>) -> Self {
+        let total = choices.iter().map(|(_, w)| *w).sum::<u32>().max(1);
+        Split { choices: choices.into(), total }
+    }
+}
+
+impl Service<Request<Body>> for Split {
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let mut n = fastrand::u32(0..self.total);
+        let mut pick = &self.choices[0].0;
+        for (f, w) in self.choices.iter() {
+            if n < *w {
+                pick = f;
+                break;
+            }
+            n -= w;
+        }
+        let mut f = pick.clone();
+        Box::pin(async move { f.call(req).await })
+    }
+}
