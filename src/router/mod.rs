@@ -215,12 +215,16 @@ impl Router {
         }
         // `*.example.com` needs at least one non-empty label in front, so the suffix after a dot
         // at position 0 (".example.com") is not a candidate.
-        for (dot, _) in host.match_indices('.').filter(|&(dot, _)| dot > 0) {
-            let suffix = &host[dot + 1..];
-            if suffix.len() > self.longest_wildcard {
-                continue;
-            }
-            if let Some(bucket) = self.wildcard_hosts.get(suffix) {
+        // Probing only starts at the first dot whose suffix could be a key, so a long host costs
+        // no more probes than the longest wildcard has labels.
+        let min_dot = host.len().saturating_sub(self.longest_wildcard + 1).max(1);
+        for (dot, _) in host
+            .bytes()
+            .enumerate()
+            .skip(min_dot)
+            .filter(|&(_, b)| b == b'.')
+        {
+            if let Some(bucket) = self.wildcard_hosts.get(&host[dot + 1..]) {
                 if let Some(found) = bucket.lookup(&self.routes, path, req) {
                     return Some(found);
                 }
