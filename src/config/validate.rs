@@ -1879,3 +1879,1144 @@ fn regex_message(e: &regex::Error) -> String {
             str::to_owned,
         )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of SPEC 2.1, verbatim.
+    const GATEWAY: &str = r#"
+[gateway]
+routes_dir = "routes"        # every *.toml in it (not recursive), loaded in file-name order
+drain_timeout = "30s"
+
+[admin]
+listen = "127.0.0.1:9901"    # admin API; absent = no admin API
+
+[[listener]]
+name = "http"
+listen = "0.0.0.0:8080"      # HTTP/1.1, and HTTP/2 with prior knowledge (h2c), on one port
+
+[[listener]]
+name = "https"
+listen = "0.0.0.0:8443"
+[listener.tls]
+certs_dir = "certs"          # watched; see 2.3
+default_cert = "example.com" # optional: a file stem in certs_dir, served when SNI matches nothing
+client_ca = "ca.pem"         # optional: mTLS; with it, client certificates are required and verified
+
+[limits]                      # per listener connection; defaults shown
+header_read_timeout = "10s"   # a client that has not sent full headers by then is closed (slowloris)
+idle_timeout = "60s"          # keep-alive connection with no request
+max_request_header_bytes = "64KiB"   # beyond: 431
+max_request_body_bytes = 0           # 0 = unlimited (streamed); a route can set its own; beyond: 413
+max_connections = 10000              # per listener; beyond: new connections wait in the accept backlog
+http2_max_concurrent_streams = 256
+
+[access_log]
+enabled = true
+path = "-"                    # "-" = stdout; else a file path, appended, reopened on SIGUSR1 (log rotation)
+"#;
+
+    /// The example of SPEC 2.2, every key set (comments trimmed).
+    const ROUTES: &str = r#"[[upstream]]
+name = "users"
+endpoints = ["127.0.0.1:9001", { address = "127.0.0.1:9002", weight = 3 }]
+balance = "ring_hash"
+hash_on = "header:X-User-Id"
+protocol = "h2c"
+connect_timeout = "2s"
+panic_threshold = 50
+
+[upstream.tls]
+sni = "users.internal"
+ca = "internal-ca.pem"
+insecure_skip_verify = false
+
+[upstream.health]
+type = "http"
+path = "/healthz"
+host = "users.internal"
+expected_status = "200-399"
+interval = "5s"
+timeout = "1s"
+healthy_threshold = 2
+unhealthy_threshold = 3
+
+[upstream.outlier]
+consecutive_failures = 5
+ejection_time = "30s"
+max_ejection_percent = 10
+
+[upstream.limits]
+max_connections = 1024
+max_pending_requests = 1024
+max_requests = 1024
+max_retries = 3
+
+[[route]]
+name = "users-api"
+hosts = ["API.example.com", "*.example.com"]
+path_prefix = "/users/"
+methods = ["GET", "post"]
+headers = { "X-Canary" = "1" }
+query = { "debug" = "*" }
+upstream = "users"
+strip_prefix = true
+rewrite_prefix = "/v1"
+host_rewrite = "users.internal"
+request_headers = { set = { "x-env" = "prod" }, remove = ["x-debug"] }
+response_headers = { set = { "x-served-by" = "switchyard" }, remove = ["server"] }
+timeout = "15s"
+max_request_body_bytes = "1MiB"
+rate_limit = { requests_per_second = 100, burst = 200, key = "client_ip" }
+
+[route.retry]
+attempts = 2
+on = ["connect-failure", "reset", "5xx", "gateway-error", "status:429", "timeout"]
+per_try_timeout = "2s"
+backoff = "25ms"
+budget = 0.2
+max_replay_body_bytes = "64KiB"
+"#;
+
+    const USERS: &str = "[[upstream]]\nname = \"users\"\nendpoints = [\"127.0.0.1:9001\"]\n";
+
+    fn load(files: &[(&str, &str)]) -> Result<RouteSet, ConfigErrors> {
+        load_routes_from_sources(
+            files
+                .iter()
+                .map(|(p, t)| (PathBuf::from(format!("routes/{p}")), (*t).to_owned()))
+                .collect(),
+        )
+    }
+
+    /// Every error of a load, as `check` prints them.
+    fn errors(files: &[(&str, &str)]) -> Vec<String> {
+        match load(files) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// The single error of a one-file load (with `users` defined in a second file).
+    fn error(text: &str) -> String {
+        let errs = errors(&[("a.toml", text), ("z.toml", USERS)]);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        errs.into_iter().next().unwrap()
+    }
+
+    fn assert_prefix(got: &str, want: &str) {
+        assert!(got.starts_with(want), "\n got: {got}\nwant: {want}…");
+    }
+
+    fn route(body: &str) -> RouteConfig {
+        let text = format!("[[route]]\nname = \"r\"\n{body}\n");
+        let set = load(&[("a.toml", &text), ("z.toml", USERS)]).unwrap_or_else(|e| panic!("{e}"));
+        set.routes.into_iter().next().unwrap()
+    }
+
+    fn upstream(body: &str) -> UpstreamConfig {
+        let text = format!("[[upstream]]\nname = \"u\"\n{body}\n");
+        let set = load(&[("a.toml", &text)]).unwrap_or_else(|e| panic!("{e}"));
+        set.upstreams.into_iter().next().unwrap()
+    }
+
+    /// A scratch folder under the system temp dir, unique per test.
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-config-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    // === gateway.toml ===
+
+    #[test]
+    fn spec_gateway_example() {
+        let dir = scratch("gateway");
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, GATEWAY).unwrap();
+        let g = load_gateway(&path).unwrap();
+        assert_eq!(g.path, path);
+        assert_eq!(g.routes_dir, dir.join("routes"));
+        assert_eq!(g.drain_timeout, Duration::from_secs(30));
+        assert_eq!(g.admin, Some("127.0.0.1:9901".parse().unwrap()));
+        assert_eq!(
+            g.listeners,
+            vec![
+                ListenerConfig {
+                    name: "http".into(),
+                    listen: "0.0.0.0:8080".parse().unwrap(),
+                    tls: None
+                },
+                ListenerConfig {
+                    name: "https".into(),
+                    listen: "0.0.0.0:8443".parse().unwrap(),
+                    tls: Some(ListenerTls {
+                        certs_dir: dir.join("certs"),
+                        default_cert: Some("example.com".into()),
+                        client_ca: Some(dir.join("ca.pem")),
+                    }),
+                },
+            ]
+        );
+        assert_eq!(g.limits, Limits::default());
+        assert_eq!(
+            g.access_log,
+            AccessLogConfig {
+                enabled: true,
+                path: None
+            }
+        );
+    }
+
+    #[test]
+    fn gateway_defaults_and_paths() {
+        let dir = scratch("gateway-min");
+        let path = dir.join("gateway.toml");
+        std::fs::write(
+            &path,
+            "[[listener]]\nname = \"http\"\nlisten = \"[::1]:8080\"\n[limits]\nidle_timeout = \"2m\"\n\
+             max_request_body_bytes = \"10MiB\"\n[access_log]\nenabled = false\npath = \"logs/access.log\"\n\
+             [gateway]\nroutes_dir = \"/etc/switchyard/routes\"\n",
+        )
+        .unwrap();
+        let g = load_gateway(&path).unwrap();
+        assert_eq!(g.routes_dir, PathBuf::from("/etc/switchyard/routes"));
+        assert_eq!(g.drain_timeout, Duration::from_secs(30));
+        assert_eq!(g.admin, None);
+        assert_eq!(g.listeners[0].listen, "[::1]:8080".parse().unwrap());
+        assert_eq!(g.limits.idle_timeout, Duration::from_secs(120));
+        assert_eq!(g.limits.max_request_body_bytes, 10 << 20);
+        assert_eq!(g.limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(
+            g.access_log,
+            AccessLogConfig {
+                enabled: false,
+                path: Some(dir.join("logs/access.log"))
+            }
+        );
+    }
+
+    #[test]
+    fn gateway_errors_are_all_reported() {
+        let dir = scratch("gateway-bad");
+        let path = dir.join("gateway.toml");
+        std::fs::write(
+            &path,
+            "[admin]\nlisten = \"localhost:9901\"\n\n[[listener]]\nname = \"a\"\nlisten = \"0.0.0.0:80\"\n\
+             [[listener]]\nname = \"a\"\nlisten = \"0.0.0.0:81\"\n[limits]\nidle_timeout = \"60\"\n",
+        )
+        .unwrap();
+        let errs: Vec<String> = load_gateway(&path)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let p = path.display();
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert_prefix(
+            &errs[0],
+            &format!("{p}:2:10: invalid `listen` address \"localhost:9901\""),
+        );
+        assert_prefix(
+            &errs[1],
+            &format!("{p}:8:8: duplicate listener name \"a\" (first defined at line 5)"),
+        );
+        assert_prefix(
+            &errs[2],
+            &format!("{p}:11:16: invalid duration \"60\": add a unit, e.g. \"60s\""),
+        );
+    }
+
+    #[test]
+    fn gateway_needs_a_listener_and_known_keys() {
+        let dir = scratch("gateway-empty");
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, "[gateway]\ndrain_timeout = \"5s\"\n").unwrap();
+        let e = load_gateway(&path).unwrap_err().to_string();
+        assert_prefix(
+            &e,
+            &format!("{}:1:1: no [[listener]] defined", path.display()),
+        );
+
+        std::fs::write(
+            &path,
+            "[[listener]]\nname = \"a\"\nlisten = \"0.0.0.0:80\"\n[limits]\nmax_conns = 1\n",
+        )
+        .unwrap();
+        let e = load_gateway(&path).unwrap_err().to_string();
+        assert_prefix(
+            &e,
+            &format!(
+                "{}:5:1: unknown field `max_conns`, expected one of",
+                path.display()
+            ),
+        );
+
+        let missing = dir.join("nope.toml");
+        let e = load_gateway(&missing).unwrap_err().to_string();
+        assert_prefix(
+            &e,
+            &format!("{}:1:1: cannot read the config file", missing.display()),
+        );
+    }
+
+    // === routes: valid input ===
+
+    #[test]
+    fn spec_routes_example() {
+        let set = load(&[("users.toml", ROUTES)]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(set.files, vec![PathBuf::from("routes/users.toml")]);
+
+        let u = &set.upstreams[0];
+        assert_eq!(
+            *u,
+            UpstreamConfig {
+                name: "users".into(),
+                discovery: DiscoveryConfig::Static(vec![
+                    StaticEndpoint {
+                        address: "127.0.0.1:9001".into(),
+                        weight: 1
+                    },
+                    StaticEndpoint {
+                        address: "127.0.0.1:9002".into(),
+                        weight: 3
+                    },
+                ]),
+                balance: Balance::RingHash,
+                hash_on: Some(HashOn::Header(HeaderName::from_static("x-user-id"))),
+                protocol: UpstreamProtocol::H2c,
+                connect_timeout: Duration::from_secs(2),
+                panic_threshold: 50,
+                tls: Some(UpstreamTls {
+                    sni: Some("users.internal".into()),
+                    ca: Some(PathBuf::from("routes/internal-ca.pem")),
+                    insecure_skip_verify: false,
+                }),
+                health: Some(HealthCheck {
+                    kind: HealthKind::Http,
+                    path: "/healthz".into(),
+                    host: Some("users.internal".into()),
+                    expected_status: (200, 399),
+                    interval: Duration::from_secs(5),
+                    timeout: Duration::from_secs(1),
+                    healthy_threshold: 2,
+                    unhealthy_threshold: 3,
+                }),
+                outlier: Some(Outlier {
+                    consecutive_failures: 5,
+                    ejection_time: Duration::from_secs(30),
+                    max_ejection_percent: 10,
+                }),
+                limits: UpstreamLimits::default(),
+            }
+        );
+
+        let r = &set.routes[0];
+        assert_eq!(r.name, "users-api");
+        assert_eq!(
+            r.origin,
+            Origin {
+                file: "routes/users.toml".into(),
+                line: 37
+            }
+        );
+        assert_eq!(
+            r.hosts,
+            vec![
+                HostMatch::Exact("api.example.com".into()),
+                HostMatch::Wildcard("example.com".into())
+            ]
+        );
+        assert!(matches!(&r.path, PathMatch::Prefix(p) if p == "/users"));
+        assert_eq!(r.methods, vec![Method::GET, Method::POST]);
+        assert_eq!(
+            r.headers,
+            vec![(
+                HeaderName::from_static("x-canary"),
+                ValueMatch::Exact("1".into())
+            )]
+        );
+        assert_eq!(r.query, vec![("debug".to_owned(), ValueMatch::Present)]);
+        assert_eq!(r.action, Action::Upstream("users".into()));
+        assert!(r.strip_prefix);
+        assert_eq!(r.rewrite_prefix.as_deref(), Some("/v1"));
+        assert_eq!(
+            r.host_rewrite,
+            Some(HeaderValue::from_static("users.internal"))
+        );
+        assert_eq!(
+            r.request_headers,
+            HeaderEdits {
+                set: vec![(
+                    HeaderName::from_static("x-env"),
+                    HeaderValue::from_static("prod")
+                )],
+                remove: vec![HeaderName::from_static("x-debug")],
+            }
+        );
+        assert_eq!(
+            r.response_headers,
+            HeaderEdits {
+                set: vec![(
+                    HeaderName::from_static("x-served-by"),
+                    HeaderValue::from_static("switchyard")
+                )],
+                remove: vec![http::header::SERVER],
+            }
+        );
+        assert_eq!(r.timeout, Some(Duration::from_secs(15)));
+        assert_eq!(r.max_request_body_bytes, Some(1 << 20));
+        assert_eq!(
+            r.rate_limit,
+            Some(RateLimit {
+                requests_per_second: 100.0,
+                burst: 200,
+                key: RateLimitKey::ClientIp
+            })
+        );
+        assert_eq!(
+            r.retry,
+            RetryPolicy {
+                attempts: 2,
+                on: vec![
+                    RetryOn::ConnectFailure,
+                    RetryOn::Reset,
+                    RetryOn::Status5xx,
+                    RetryOn::GatewayError,
+                    RetryOn::Status(429),
+                    RetryOn::Timeout,
+                ],
+                per_try_timeout: Some(Duration::from_secs(2)),
+                backoff: Duration::from_millis(25),
+                budget: 0.2,
+                max_replay_body_bytes: 64 * 1024,
+            }
+        );
+    }
+
+    #[test]
+    fn spec_discovery_examples() {
+        let dns = upstream(
+            r#"discovery = { type = "dns", name = "users.service.internal", port = 8080, record = "a", refresh = "30s", resolver = "127.0.0.1:53" }"#,
+        );
+        assert_eq!(
+            dns.discovery,
+            DiscoveryConfig::Dns {
+                name: "users.service.internal".into(),
+                port: 8080,
+                record: DnsRecord::A,
+                refresh: Duration::from_secs(30),
+                resolver: Some("127.0.0.1:53".parse().unwrap()),
+            }
+        );
+        let zk = upstream(
+            r#"discovery = { type = "zookeeper", servers = "127.0.0.1:2181", path = "/services/users", format = "auto", endpoint_name = "http", session_timeout = "10s" }"#,
+        );
+        assert_eq!(
+            zk.discovery,
+            DiscoveryConfig::ZooKeeper {
+                servers: "127.0.0.1:2181".into(),
+                path: "/services/users".into(),
+                format: ZkFormat::Auto,
+                endpoint_name: Some("http".into()),
+                session_timeout: Duration::from_secs(10),
+            }
+        );
+        let consul = upstream(
+            r#"discovery = { type = "consul", address = "http://127.0.0.1:8500", service = "users", tag = "v2", datacenter = "dc1", passing_only = true, token_env = "CONSUL_HTTP_TOKEN", wait = "5m" }"#,
+        );
+        assert_eq!(
+            consul.discovery,
+            DiscoveryConfig::Consul {
+                address: "http://127.0.0.1:8500".into(),
+                service: "users".into(),
+                tag: Some("v2".into()),
+                datacenter: Some("dc1".into()),
+                passing_only: true,
+                token_env: Some("CONSUL_HTTP_TOKEN".into()),
+                wait: Duration::from_secs(300),
+            }
+        );
+        // Defaults, and the table form of `discovery`.
+        let srv = upstream(
+            "[upstream.discovery]\ntype = \"dns\"\nname = \"_http._tcp.users\"\nrecord = \"srv\"",
+        );
+        assert!(matches!(
+            srv.discovery,
+            DiscoveryConfig::Dns { record: DnsRecord::Srv, refresh, resolver: None, .. } if refresh == Duration::from_secs(30)
+        ));
+        let consul = upstream(
+            r#"discovery = { type = "consul", address = "https://c:8501", service = "s" }"#,
+        );
+        assert!(matches!(
+            consul.discovery,
+            DiscoveryConfig::Consul { passing_only: true, wait, tag: None, .. } if wait == Duration::from_secs(300)
+        ));
+        let zk =
+            upstream(r#"discovery = { type = "zookeeper", servers = "zk:2181", path = "/s" }"#);
+        assert!(matches!(
+            zk.discovery,
+            DiscoveryConfig::ZooKeeper { format: ZkFormat::Auto, session_timeout, .. } if session_timeout == Duration::from_secs(10)
+        ));
+    }
+
+    #[test]
+    fn upstream_defaults() {
+        let u = upstream("endpoints = [\"backend.internal:80\", \"[::1]:8080\"]");
+        assert_eq!(u.balance, Balance::RoundRobin);
+        assert_eq!(u.hash_on, None);
+        assert_eq!(u.protocol, UpstreamProtocol::Http1);
+        assert_eq!(u.connect_timeout, Duration::from_secs(1));
+        assert_eq!(u.panic_threshold, 0);
+        assert_eq!((u.tls, u.health, u.outlier), (None, None, None));
+        assert_eq!(u.limits, UpstreamLimits::default());
+
+        let u = upstream("endpoints = [\"a:1\"]\nbalance = \"maglev\"\n[upstream.health]\ntype = \"tcp\"\n[upstream.outlier]");
+        assert_eq!(u.hash_on, Some(HashOn::ClientIp));
+        let h = u.health.unwrap();
+        assert_eq!(
+            (h.kind, h.path.as_str(), h.expected_status),
+            (HealthKind::Tcp, "/healthz", (200, 399))
+        );
+        assert_eq!(
+            (h.interval, h.timeout),
+            (Duration::from_secs(5), Duration::from_secs(1))
+        );
+        assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (2, 3));
+        assert_eq!(
+            u.outlier,
+            Some(Outlier {
+                consecutive_failures: 5,
+                ejection_time: Duration::from_secs(30),
+                max_ejection_percent: 10
+            })
+        );
+
+        let u = upstream("endpoints = [\"a:1\"]\nhash_on = \"cookie:sid\"\n[upstream.health]\nexpected_status = 204");
+        assert_eq!(u.hash_on, Some(HashOn::Cookie("sid".into())));
+        assert_eq!(u.health.unwrap().expected_status, (204, 204));
+    }
+
+    #[test]
+    fn route_defaults() {
+        let r = route("upstream = \"users\"");
+        assert!(r.hosts.is_empty() && r.methods.is_empty() && r.headers.is_empty());
+        assert!(matches!(&r.path, PathMatch::Prefix(p) if p == "/"));
+        assert!(!r.strip_prefix && r.rewrite_prefix.is_none() && r.host_rewrite.is_none());
+        assert!(r.request_headers.is_empty() && r.response_headers.is_empty());
+        assert_eq!(
+            (r.timeout, r.max_request_body_bytes, r.rate_limit),
+            (None, None, None)
+        );
+        assert_eq!(r.retry, RetryPolicy::default());
+        assert_eq!(
+            r.origin,
+            Origin {
+                file: "routes/a.toml".into(),
+                line: 2
+            }
+        );
+
+        let r = route("upstream = \"users\"\n[route.retry]\nper_try_timeout = \"500ms\"");
+        assert_eq!(r.retry.attempts, 2);
+        assert_eq!(r.retry.on, vec![RetryOn::ConnectFailure]);
+        assert_eq!(r.retry.per_try_timeout, Some(Duration::from_millis(500)));
+
+        let r = route("upstream = \"users\"\nrate_limit = { requests_per_second = 2.5, key = \"header:X-Api-Key\" }");
+        assert_eq!(
+            r.rate_limit,
+            Some(RateLimit {
+                requests_per_second: 2.5,
+                burst: 3,
+                key: RateLimitKey::Header(HeaderName::from_static("x-api-key")),
+            })
+        );
+    }
+
+    #[test]
+    fn route_paths_and_actions() {
+        let r = route("path = \"/exact\"\nupstream = \"users\"");
+        assert!(matches!(&r.path, PathMatch::Exact(p) if p == "/exact"));
+        let r = route("path_prefix = \"/\"\nupstream = \"users\"");
+        assert!(matches!(&r.path, PathMatch::Prefix(p) if p == "/"));
+
+        let r = route("path_regex = '/users/\\d+'\nupstream = \"users\"");
+        let PathMatch::Regex(re) = &r.path else {
+            panic!("not a regex")
+        };
+        assert!(re.is_match("/users/42"));
+        assert!(!re.is_match("/users/42/x"), "anchored at the end");
+        assert!(!re.is_match("/x/users/42"), "anchored at the start");
+
+        let r = route(
+            "split = [{ upstream = \"users\", weight = 90 }, { upstream = \"users\", weight = 0 }]",
+        );
+        assert_eq!(
+            r.action,
+            Action::Split(vec![("users".into(), 90), ("users".into(), 0)])
+        );
+
+        let r = route("respond = { status = 200, body = \"ok\", headers = { \"Content-Type\" = \"text/plain\" } }");
+        assert_eq!(
+            r.action,
+            Action::Respond {
+                status: StatusCode::OK,
+                body: "ok".into(),
+                headers: vec![(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain")
+                )],
+            }
+        );
+        let r = route("respond = { status = 404 }");
+        assert_eq!(
+            r.action,
+            Action::Respond {
+                status: StatusCode::NOT_FOUND,
+                body: String::new(),
+                headers: vec![]
+            }
+        );
+
+        let r = route("redirect = { to = \"https://{host}{path}\", status = 308 }");
+        assert_eq!(
+            r.action,
+            Action::Redirect {
+                to: "https://{host}{path}".into(),
+                status: StatusCode::PERMANENT_REDIRECT
+            }
+        );
+        let r = route("redirect = { to = \"https://example.com\" }");
+        assert_eq!(
+            r.action,
+            Action::Redirect {
+                to: "https://example.com".into(),
+                status: StatusCode::FOUND
+            }
+        );
+    }
+
+    #[test]
+    fn routes_may_name_upstreams_of_later_files_and_keep_load_order() {
+        let set = load(&[
+            ("a.toml", "[[route]]\nname = \"one\"\nupstream = \"users\"\n[[route]]\nname = \"two\"\nupstream = \"users\"\n"),
+            ("b.toml", USERS),
+        ])
+        .unwrap();
+        let names: Vec<&str> = set.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["one", "two"]);
+        assert_eq!(set.routes[1].origin.line, 5);
+        assert_eq!(set.upstreams.len(), 1);
+    }
+
+    #[test]
+    fn load_routes_reads_toml_files_in_name_order() {
+        let dir = scratch("routes-dir");
+        std::fs::write(dir.join("20-users.toml"), USERS).unwrap();
+        std::fs::write(
+            dir.join("10-api.toml"),
+            "[[route]]\nname = \"api\"\nupstream = \"users\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("README.md"), "not toml").unwrap();
+        std::fs::create_dir(dir.join("nested.toml")).unwrap();
+        let set = load_routes(&dir).unwrap();
+        assert_eq!(
+            set.files,
+            vec![dir.join("10-api.toml"), dir.join("20-users.toml")]
+        );
+        assert_eq!(set.routes[0].origin.file, dir.join("10-api.toml"));
+
+        let e = load_routes(&dir.join("missing")).unwrap_err().to_string();
+        assert_prefix(
+            &e,
+            &format!(
+                "{}:1:1: cannot read the routes directory",
+                dir.join("missing").display()
+            ),
+        );
+    }
+
+    #[test]
+    fn empty_route_set_is_valid() {
+        let set = load(&[("a.toml", "# nothing yet\n")]).unwrap();
+        assert!(set.routes.is_empty() && set.upstreams.is_empty());
+    }
+
+    // === routes: each kind of error ===
+
+    #[test]
+    fn syntax_error() {
+        assert_prefix(&error("[[route]\nname = \"a\"\n"), "routes/a.toml:1:9: ");
+        assert_prefix(
+            &error("[[route]]\nname = \"a\nupstream = \"users\"\n"),
+            "routes/a.toml:2:",
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_route() {
+        assert_prefix(
+            &error("[[route]]\nname = \"a\"\nupstream = \"users\"\npath_prefx = \"/a\"\n"),
+            "routes/a.toml:4:1: unknown field `path_prefx`, expected one of `name`, `hosts`, `path`",
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_upstream_health() {
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\nendpoints = [\"a:1\"]\n\n[upstream.health]\ninterval = \"5s\"\n  intervall = \"5s\"\n"),
+            "routes/a.toml:7:3: unknown field `intervall`, expected one of `type`, `path`",
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_inline_tables() {
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\nendpoints = [{ address = \"a:1\", wieght = 2 }]\n"),
+            "routes/a.toml:3:33: unknown field `wieght`, expected `address` or `weight`",
+        );
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\ndiscovery = { type = \"dns\", name = \"x\", prot = 80 }\n"),
+            "routes/a.toml:3:41: unknown field `prot`",
+        );
+    }
+
+    #[test]
+    fn duplicate_route_name_across_files() {
+        let errs = errors(&[
+            (
+                "a.toml",
+                "[[route]]\nname = \"api\"\nupstream = \"users\"\n",
+            ),
+            (
+                "b.toml",
+                "# second\n[[route]]\n  name = \"api\"\nupstream = \"users\"\n",
+            ),
+            ("c.toml", USERS),
+        ]);
+        assert_eq!(
+            errs,
+            ["routes/b.toml:3:10: duplicate route name \"api\" (first defined at routes/a.toml:2); route \
+              names must be unique across all route files"]
+        );
+    }
+
+    #[test]
+    fn duplicate_upstream_name_across_files() {
+        let errs = errors(&[("a.toml", USERS), ("b.toml", USERS)]);
+        assert_eq!(errs.len(), 1);
+        assert_prefix(
+            &errs[0],
+            "routes/b.toml:2:8: duplicate upstream name \"users\" (first defined at routes/a.toml:2)",
+        );
+    }
+
+    #[test]
+    fn dangling_upstream() {
+        assert_eq!(
+            error("[[route]]\nname = \"x\"\nupstream = \"y\"\n"),
+            "routes/a.toml:3:12: route \"x\" names upstream \"y\", which is not defined in any file \
+             under routes/; defined upstreams: \"users\""
+        );
+        assert_prefix(
+            &error("[[route]]\nname = \"x\"\nsplit = [{ upstream = \"users\", weight = 1 }, { upstream = \"userz\", weight = 1 }]\n"),
+            "routes/a.toml:3:59: route \"x\" names upstream \"userz\", which is not defined in any file under routes/",
+        );
+        // With many upstreams, only the closest name is suggested.
+        let many: String = (0..20)
+            .map(|i| format!("[[upstream]]\nname = \"svc-{i}\"\nendpoints = [\"a:1\"]\n"))
+            .collect();
+        let errs = errors(&[
+            (
+                "a.toml",
+                "[[route]]\nname = \"x\"\nupstream = \"svc-13x\"\n",
+            ),
+            ("b.toml", &many),
+        ]);
+        assert!(
+            errs[0].ends_with("; did you mean \"svc-13\"?"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn dangling_check_skipped_when_a_file_is_broken() {
+        // The broken file may be the one defining the upstream: report only its syntax error.
+        let errs = errors(&[
+            ("a.toml", "[[route]]\nname = \"x\"\nupstream = \"y\"\n"),
+            ("b.toml", "[[upstream]\n"),
+        ]);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_prefix(&errs[0], "routes/b.toml:1:");
+    }
+
+    #[test]
+    fn bad_regex() {
+        assert_eq!(
+            error(
+                "[[route]]\nname = \"a\"\nupstream = \"users\"\npath_regex = \"/users/(\\\\d+\"\n"
+            ),
+            "routes/a.toml:4:14: invalid `path_regex` \"/users/(\\\\d+\": unclosed group"
+        );
+    }
+
+    #[test]
+    fn bad_duration() {
+        assert_eq!(
+            error("[[route]]\nname = \"a\"\nupstream = \"users\"\ntimeout = \"5\"\n"),
+            "routes/a.toml:4:11: invalid duration \"5\": add a unit, e.g. \"5s\""
+        );
+        assert_eq!(
+            error("[[route]]\nname = \"a\"\nupstream = \"users\"\ntimeout = 5\n"),
+            "routes/a.toml:4:11: invalid duration \"5\": add a unit, e.g. \"5s\""
+        );
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\nendpoints = [\"a:1\"]\n[upstream.health]\ninterval = \"5 sec\"\n"),
+            "routes/a.toml:5:12: invalid duration \"5 sec\": unknown unit",
+        );
+    }
+
+    #[test]
+    fn bad_size() {
+        assert_prefix(
+            &error(
+                "[[route]]\nname = \"a\"\nupstream = \"users\"\nmax_request_body_bytes = \"1XB\"\n",
+            ),
+            "routes/a.toml:4:26: invalid size \"1XB\": unknown unit \"XB\"",
+        );
+        assert_prefix(
+            &error("[[route]]\nname = \"a\"\nupstream = \"users\"\nmax_request_body_bytes = -1\n"),
+            "routes/a.toml:4:26: invalid size -1",
+        );
+    }
+
+    #[test]
+    fn endpoints_and_discovery() {
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\nendpoints = [\"a:1\"]\ndiscovery = { type = \"dns\", name = \"x\", port = 80 }\n"),
+            "routes/a.toml:2:8: upstream \"u\" sets both `endpoints` and `discovery`; set exactly one",
+        );
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\nbalance = \"random\"\n"),
+            "routes/a.toml:2:8: upstream \"u\" sets neither `endpoints` and `discovery`; set exactly one",
+        );
+    }
+
+    #[test]
+    fn missing_action() {
+        assert_eq!(
+            error("[[route]]\nname = \"a\"\npath = \"/a\"\n"),
+            "routes/a.toml:2:8: route \"a\" has no action; set one of `upstream`, `split`, `respond` or `redirect`"
+        );
+    }
+
+    #[test]
+    fn two_actions() {
+        assert_eq!(
+            error("[[route]]\nname = \"a\"\nupstream = \"users\"\nredirect = { to = \"/b\" }\n"),
+            "routes/a.toml:2:8: route \"a\" sets `upstream` and `redirect`; a route takes exactly one of \
+             `upstream`, `split`, `respond` or `redirect`"
+        );
+    }
+
+    #[test]
+    fn rewrite_prefix_without_path_prefix() {
+        assert_eq!(
+            error("[[route]]\nname = \"a\"\nupstream = \"users\"\npath = \"/a\"\nrewrite_prefix = \"/v1\"\n"),
+            "routes/a.toml:5:18: `rewrite_prefix` needs `path_prefix`; set path_prefix, or remove rewrite_prefix"
+        );
+        assert_prefix(
+            &error("[[route]]\nname = \"a\"\nupstream = \"users\"\nstrip_prefix = true\n"),
+            "routes/a.toml:4:16: `strip_prefix` needs `path_prefix`",
+        );
+    }
+
+    #[test]
+    fn hosts() {
+        let r = route("hosts = [\"Example.COM\", \"*.a.example.com\", \"10.0.0.1\", \"[::1]\"]\nupstream = \"users\"");
+        assert_eq!(
+            r.hosts,
+            vec![
+                HostMatch::Exact("example.com".into()),
+                HostMatch::Wildcard("a.example.com".into()),
+                HostMatch::Exact("10.0.0.1".into()),
+                HostMatch::Exact("[::1]".into()),
+            ]
+        );
+        let bad = |h: &str| {
+            error(&format!(
+                "[[route]]\nname = \"a\"\nupstream = \"users\"\nhosts = [\"{h}\"]\n"
+            ))
+        };
+        assert_prefix(
+            &bad("api.example.com:8080"),
+            "routes/a.toml:4:10: host \"api.example.com:8080\" has a port; hosts match without the port, so write \"api.example.com\"",
+        );
+        assert_prefix(
+            &bad("*"),
+            "routes/a.toml:4:10: host \"*\" is not allowed; remove `hosts`",
+        );
+        assert_prefix(&bad("api.*.com"), "routes/a.toml:4:10: invalid host \"api.*.com\": a wildcard must be the whole leftmost label");
+        assert_prefix(
+            &bad("*api.com"),
+            "routes/a.toml:4:10: invalid host \"*api.com\": a wildcard",
+        );
+        assert_prefix(&bad("a b"), "routes/a.toml:4:10: invalid host \"a b\"");
+    }
+
+    #[test]
+    fn endpoint_addresses() {
+        let bad = |e: &str| {
+            error(&format!(
+                "[[upstream]]\nname = \"u\"\nendpoints = [\"{e}\"]\n"
+            ))
+        };
+        assert_prefix(
+            &bad("10.0.0.1"),
+            "routes/a.toml:3:14: endpoint \"10.0.0.1\" has no port; write it as \"10.0.0.1:80\"",
+        );
+        assert_prefix(
+            &bad("::1:80"),
+            "routes/a.toml:3:14: invalid endpoint \"::1:80\": write IPv6 addresses in brackets",
+        );
+        assert_prefix(
+            &bad("a:99999"),
+            "routes/a.toml:3:14: invalid port \"99999\" in endpoint \"a:99999\"",
+        );
+        assert_prefix(&bad("a:0"), "routes/a.toml:3:14: invalid port \"0\"");
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\nendpoints = [{ address = \"a:1\", weight = 0 }]\n"),
+            "routes/a.toml:3:42: `weight` must be at least 1, got 0",
+        );
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\nendpoints = []\n"),
+            "routes/a.toml:3:13: `endpoints` is empty",
+        );
+    }
+
+    #[test]
+    fn discovery_keys_per_type() {
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\ndiscovery = { type = \"dns\", name = \"x\", port = 80, service = \"s\" }\n"),
+            "routes/a.toml:3:62: `service` is not a dns discovery key; dns takes: name, port, record, refresh, resolver",
+        );
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\ndiscovery = { type = \"dns\", name = \"x\" }\n"),
+            "routes/a.toml:3:22: dns discovery with record = \"a\" needs `port`",
+        );
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\ndiscovery = { type = \"consul\", address = \"127.0.0.1:8500\", service = \"s\" }\n"),
+            "routes/a.toml:3:42: consul `address` \"127.0.0.1:8500\" must be an http:// or https:// URL",
+        );
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\ndiscovery = { type = \"zookeeper\", servers = \"zk:2181\" }\n"),
+            "routes/a.toml:3:22: zookeeper discovery needs `path`",
+        );
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\ndiscovery = { type = \"zookeeper\", servers = \"zk:2181\", path = \"s\" }\n"),
+            "routes/a.toml:3:63: zookeeper `path` \"s\" must start with \"/\"",
+        );
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\ndiscovery = { type = \"static\" }\n"),
+            "routes/a.toml:3:22: unknown discovery type \"static\"; expected one of: dns, zookeeper, consul; a static list",
+        );
+    }
+
+    #[test]
+    fn value_errors() {
+        let bad = |body: &str| {
+            error(&format!(
+                "[[route]]\nname = \"a\"\nupstream = \"users\"\n{body}\n"
+            ))
+        };
+        assert_prefix(
+            &bad("methods = [\"G ET\"]"),
+            "routes/a.toml:4:12: invalid method \"G ET\"",
+        );
+        assert_prefix(
+            &bad("headers = { \"x y\" = \"1\" }"),
+            "routes/a.toml:4:13: invalid header name \"x y\"",
+        );
+        assert_prefix(
+            &bad("path = \"a\""),
+            "routes/a.toml:4:8: `path` \"a\" must start with \"/\"",
+        );
+        assert_prefix(
+            &bad("path = \"/a\"\npath_prefix = \"/b\""),
+            "routes/a.toml:2:8: route \"a\" sets `path` and `path_prefix`",
+        );
+        assert_prefix(
+            &bad("rate_limit = { requests_per_second = 0 }"),
+            "routes/a.toml:4:38: `requests_per_second` must be greater than zero",
+        );
+        assert_prefix(
+            &bad("rate_limit = { requests_per_second = 1, key = \"ip\" }"),
+            "routes/a.toml:4:47: unknown rate_limit `key` \"ip\"",
+        );
+        assert_prefix(
+            &bad("[route.retry]\non = [\"status:600\"]"),
+            "routes/a.toml:5:7: invalid retry condition \"status:600\"",
+        );
+        assert_prefix(
+            &bad("[route.retry]\non = [\"5xx\", \"502\"]"),
+            "routes/a.toml:5:14: unknown retry condition \"502\"",
+        );
+        assert_prefix(
+            &bad("[route.retry]\nbudget = 1.5"),
+            "routes/a.toml:5:10: `budget` must be between 0 and 1, got 1.5",
+        );
+        let bad_action = |body: &str| error(&format!("[[route]]\nname = \"a\"\n{body}\n"));
+        assert_prefix(
+            &bad_action("redirect = { to = \"/\", status = 300 }"),
+            "routes/a.toml:3:33: invalid redirect status 300",
+        );
+        assert_prefix(
+            &bad_action("respond = { status = 1000 }"),
+            "routes/a.toml:3:22: invalid status 1000",
+        );
+        assert_prefix(
+            &bad_action("split = [{ upstream = \"users\", weight = 0 }]"),
+            "routes/a.toml:3:9: `split` weights add up to 0",
+        );
+        let bad_up = |body: &str| {
+            error(&format!(
+                "[[upstream]]\nname = \"u\"\nendpoints = [\"a:1\"]\n{body}\n"
+            ))
+        };
+        assert_prefix(
+            &bad_up("balance = \"fastest\""),
+            "routes/a.toml:4:11: unknown `balance` \"fastest\"; expected one of: round_robin,",
+        );
+        assert_prefix(
+            &bad_up("hash_on = \"ip\""),
+            "routes/a.toml:4:11: unknown `hash_on` \"ip\"",
+        );
+        assert_prefix(
+            &bad_up("panic_threshold = 101"),
+            "routes/a.toml:4:19: `panic_threshold` must be between 0 and 100, got 101",
+        );
+        assert_prefix(
+            &bad_up("[upstream.health]\nexpected_status = \"399-200\""),
+            "routes/a.toml:5:19: invalid `expected_status` \"399-200\"",
+        );
+        assert_prefix(
+            &bad_up("[upstream.health]\nhealthy_threshold = 0"),
+            "routes/a.toml:5:21: `healthy_threshold` must be at least 1, got 0",
+        );
+        assert_prefix(
+            &bad_up("[upstream.health]\ntype = \"tcp\"\npath = \"/x\""),
+            "routes/a.toml:6:8: `path` applies to http health checks only",
+        );
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        // "é" is two bytes; the column of the value after it counts it once.
+        assert_prefix(
+            &error("[[route]]\nname = \"a\"\nupstream = \"users\"\nheaders = { \"é\" = \"1\" }\n"),
+            "routes/a.toml:4:13: invalid header name \"é\"",
+        );
+        assert_prefix(
+            &error("[[route]]\nname = \"a\"\nupstream = \"users\"\nquery = { \"é\" = \"1\" }\ntimeout = \"1\"\n"),
+            "routes/a.toml:5:11: invalid duration",
+        );
+    }
+
+    #[test]
+    fn all_errors_are_collected() {
+        let a = "[[route]]\nname = \"one\"\nupstream = \"nope\"\ntimeout = \"5\"\n\n\
+                 [[route]]\nname = \"two\"\npath_regex = \"(\"\nupstream = \"users\"\n";
+        let b =
+            "[[route]]\nname = \"one\"\nrespond = { status = 200 }\nredirect = { to = \"/\" }\n";
+        let c = "[[upstream]]\nname = \"users\"\nendpoints = [\"a:1\"]\nconnect_timeout = \"1x\"\n";
+        let d = "[[route]\n";
+        let errs = errors(&[("a.toml", a), ("b.toml", b), ("c.toml", c), ("d.toml", d)]);
+        let heads: Vec<&str> = errs.iter().map(|e| e.split(": ").next().unwrap()).collect();
+        assert_eq!(
+            heads,
+            [
+                "routes/a.toml:4:11",
+                "routes/a.toml:8:14",
+                "routes/b.toml:2:8",
+                "routes/b.toml:2:8",
+                "routes/c.toml:4:19",
+                "routes/d.toml:1:9",
+            ],
+            "{errs:#?}"
+        );
+        assert_prefix(
+            &errs[2],
+            "routes/b.toml:2:8: route \"one\" sets `respond` and `redirect`",
+        );
+        assert_prefix(&errs[3], "routes/b.toml:2:8: duplicate route name \"one\"");
+        // The dangling "nope" is not reported: d.toml is broken and might define it. Without
+        // d.toml it is.
+        let errs = errors(&[("a.toml", a), ("b.toml", b), ("c.toml", c)]);
+        assert_eq!(errs.len(), 6, "{errs:#?}");
+        assert_prefix(
+            &errs[0],
+            "routes/a.toml:3:12: route \"one\" names upstream \"nope\"",
+        );
+    }
+
+    // === scalars ===
+
+    #[test]
+    fn durations() {
+        let ok = |s: &str| parse_duration(s).unwrap();
+        assert_eq!(ok("250ms"), Duration::from_millis(250));
+        assert_eq!(ok("5s"), Duration::from_secs(5));
+        assert_eq!(ok("1m"), Duration::from_secs(60));
+        assert_eq!(ok("1h"), Duration::from_secs(3600));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("0s"), Duration::ZERO);
+        assert_eq!(
+            parse_duration("5").unwrap_err(),
+            "invalid duration \"5\": add a unit, e.g. \"5s\""
+        );
+        assert!(parse_duration("")
+            .unwrap_err()
+            .contains("write a number with a unit"));
+        assert!(parse_duration("1.5s").unwrap_err().contains("\"1500ms\""));
+        assert!(parse_duration("5 sec")
+            .unwrap_err()
+            .contains("unknown unit \"sec\""));
+        assert!(parse_duration("s")
+            .unwrap_err()
+            .contains("expected a number"));
+        assert!(parse_duration("99999999999999999999s")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn sizes() {
+        let ok = |s: &str| parse_size(s).unwrap();
+        assert_eq!(ok("512B"), 512);
+        assert_eq!(ok("1024"), 1024);
+        assert_eq!(ok("64KiB"), 64 * 1024);
+        assert_eq!(ok("10MiB"), 10 << 20);
+        assert_eq!(ok("1GiB"), 1 << 30);
+        assert_eq!(ok("1KB"), 1000);
+        assert_eq!(ok("2MB"), 2_000_000);
+        assert_eq!(ok("1GB"), 1_000_000_000);
+        assert_eq!(ok("64 KiB"), 64 * 1024);
+        assert!(parse_size("1.5MiB").unwrap_err().contains("\"1536KiB\""));
+        assert!(parse_size("1kb")
+            .unwrap_err()
+            .contains("unknown unit \"kb\""));
+        assert!(parse_size("KiB")
+            .unwrap_err()
+            .contains("expected a number of bytes"));
+        assert!(parse_size("99999999999GiB")
+            .unwrap_err()
+            .contains("too large"));
+    }
+}
