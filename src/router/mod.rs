@@ -145,7 +145,9 @@ impl Router {
     ///
     /// `host` is the raw `Host` header or `:authority` (any case, maybe with a port, maybe a
     /// bracketed IPv6 literal); `None` matches only routes without `hosts`. `query` is the raw
-    /// query string without `?`; it is not percent-decoded.
+    /// query string without `?`. Path and query are compared as sent: no percent-decoding and
+    /// no dot-segment removal (a proxy that normalised here would route on a different path than
+    /// the upstream sees).
     pub fn lookup(
         &self,
         method: &Method,
