@@ -1,0 +1,519 @@
+//! End to end through the real gateway: matchers and precedence, every action, rewrites,
+//! header rules, streaming, h2c, WebSocket, error reasons, connection reuse.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use support::*;
+
+fn name(g: &Got) -> String {
+    g.json()["name"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn matchers_and_precedence_pick_the_right_upstream() {
+    let ups = [echo("exact-host").await, echo("wild").await, echo("any").await, echo("exact-path").await,
+        echo("long-prefix").await, echo("regex").await, echo("methods").await, echo("headers").await, echo("query").await];
+    let routes = format!(
+        r#"
+[[upstream]]
+name = "exact-host"
+endpoints = ["{}"]
+[[upstream]]
+name = "wild"
+endpoints = ["{}"]
+[[upstream]]
+name = "any"
+endpoints = ["{}"]
+[[upstream]]
+name = "exact-path"
+endpoints = ["{}"]
+[[upstream]]
+name = "long-prefix"
+endpoints = ["{}"]
+[[upstream]]
+name = "regex"
+endpoints = ["{}"]
+[[upstream]]
+name = "methods"
+endpoints = ["{}"]
+[[upstream]]
+name = "headers"
+endpoints = ["{}"]
+[[upstream]]
+name = "query"
+endpoints = ["{}"]
+
+[[route]]
+name = "any"
+upstream = "any"
+[[route]]
+name = "wild"
+hosts = ["*.example.com"]
+upstream = "wild"
+[[route]]
+name = "exact-host"
+hosts = ["api.example.com"]
+path_prefix = "/api"
+upstream = "exact-host"
+[[route]]
+name = "exact-path"
+path = "/p/exact"
+upstream = "exact-path"
+[[route]]
+name = "long-prefix"
+path_prefix = "/p/long/er"
+upstream = "long-prefix"
+[[route]]
+name = "short-prefix"
+path_prefix = "/p"
+upstream = "any"
+[[route]]
+name = "regex"
+hosts = ["re.test"]
+path_regex = "/r/[0-9]+"
+upstream = "regex"
+[[route]]
+name = "re-prefix"
+hosts = ["re.test"]
+path_prefix = "/r/9"
+upstream = "long-prefix"
+[[route]]
+name = "methods"
+path_prefix = "/m"
+methods = ["DELETE"]
+upstream = "methods"
+[[route]]
+name = "no-methods"
+path_prefix = "/m"
+upstream = "any"
+[[route]]
+name = "one-header"
+path_prefix = "/h"
+headers = {{ "x-a" = "*" }}
+upstream = "any"
+[[route]]
+name = "two-headers"
+path_prefix = "/h"
+headers = {{ "x-a" = "*", "x-b" = "yes" }}
+upstream = "headers"
+[[route]]
+name = "query"
+path_prefix = "/q"
+query = {{ "debug" = "1" }}
+upstream = "query"
+"#,
+        ups[0].addr, ups[1].addr, ups[2].addr, ups[3].addr, ups[4].addr, ups[5].addr, ups[6].addr, ups[7].addr, ups[8].addr
+    );
+    let g = gateway(&routes).await;
+    // Host: exact beats wildcard beats any; wildcard covers several labels, never the apex.
+    assert_eq!(name(&get_host(&g.url("/api/x"), "API.example.com:8080").await), "exact-host");
+    assert_eq!(name(&get_host(&g.url("/other"), "api.example.com").await), "wild", "falls through to the wildcard");
+    assert_eq!(name(&get_host(&g.url("/"), "a.b.example.com").await), "wild");
+    assert_eq!(name(&get_host(&g.url("/"), "example.com").await), "any");
+    // Path: exact, then the longest prefix, then regex; prefixes are segment-aware.
+    assert_eq!(name(&get(&g.url("/p/exact")).await), "exact-path");
+    assert_eq!(name(&get(&g.url("/p/exact/more")).await), "any");
+    assert_eq!(name(&get(&g.url("/p/long/er/x")).await), "long-prefix");
+    assert_eq!(name(&get(&g.url("/p/long/erx")).await), "any");
+    assert_eq!(name(&get_host(&g.url("/r/123"), "re.test").await), "regex");
+    assert_eq!(name(&get_host(&g.url("/r/9"), "re.test").await), "long-prefix", "a prefix beats a regex");
+    assert_eq!(name(&get_host(&g.url("/r/123x"), "re.test").await), "any", "regex is anchored");
+    // A catch-all prefix beats any regex (Gateway API: prefix before regex).
+    assert_eq!(name(&get(&g.url("/r/123")).await), "any");
+    // Methods, then header count, then query.
+    let del = send(Request::delete(g.url("/m")).body(full("")).unwrap()).await;
+    assert_eq!(name(&del), "methods");
+    assert_eq!(name(&get(&g.url("/m")).await), "any");
+    let two = send(Request::get(g.url("/h")).header("x-a", "1").header("x-b", "yes").body(full("")).unwrap()).await;
+    assert_eq!(name(&two), "headers");
+    let one = send(Request::get(g.url("/h")).header("x-a", "1").header("x-b", "no").body(full("")).unwrap()).await;
+    assert_eq!(name(&one), "any");
+    assert_eq!(name(&get(&g.url("/q?debug=1")).await), "query");
+    assert_eq!(name(&get(&g.url("/q?debug=2")).await), "any");
+}
+
+#[tokio::test]
+async fn no_route_is_404_with_reason() {
+    let g = gateway(
+        r#"
+[[route]]
+name = "only"
+hosts = ["a.test"]
+respond = { status = 200 }
+"#,
+    )
+    .await;
+    let r = get_host(&g.url("/"), "b.test").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.error(), Some("no_route"));
+    assert!(r.header("x-request-id").is_some());
+}
+
+#[tokio::test]
+async fn respond_redirect_and_split_actions() {
+    let a = echo("a").await;
+    let b = echo("b").await;
+    let g = gateway(&format!(
+        r#"
+[[upstream]]
+name = "a"
+endpoints = ["{}"]
+[[upstream]]
+name = "b"
+endpoints = ["{}"]
+
+[[route]]
+name = "respond"
+path = "/respond"
+respond = {{ status = 418, body = "teapot", headers = {{ "content-type" = "text/plain", "x-r" = "1" }} }}
+[[route]]
+name = "redirect"
+path_prefix = "/old"
+redirect = {{ to = "https://{{host}}/new{{path}}{{query}}", status = 308 }}
+[[route]]
+name = "redirect-default"
+path = "/r302"
+redirect = {{ to = "/elsewhere" }}
+[[route]]
+name = "split"
+path_prefix = "/split"
+split = [{{ upstream = "a", weight = 3 }}, {{ upstream = "b", weight = 1 }}]
+"#,
+        a.addr, b.addr
+    ))
+    .await;
+    let r = get(&g.url("/respond")).await;
+    assert_eq!(r.status, 418);
+    assert_eq!(r.text(), "teapot");
+    assert_eq!(r.header("x-r"), Some("1"));
+
+    let r = get_host(&g.url("/old/x?y=1"), "site.test:8080").await;
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some("https://site.test/new/old/x?y=1"));
+    let r = get(&g.url("/r302")).await;
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("/elsewhere"));
+
+    let mut counts = [0usize; 2];
+    for _ in 0..400 {
+        match name(&get(&g.url("/split")).await).as_str() {
+            "a" => counts[0] += 1,
+            "b" => counts[1] += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // 3:1 of 400 = 300:100; allow a wide statistical margin.
+    assert!((240..=360).contains(&counts[0]), "{counts:?}");
+}
+
+#[tokio::test]
+async fn rewrites_and_header_edits() {
+    let e = echo("e").await;
+    let g = gateway(&format!(
+        r#"
+[[upstream]]
+name = "e"
+endpoints = ["{}"]
+
+[[route]]
+name = "strip"
+path_prefix = "/api"
+strip_prefix = true
+upstream = "e"
+[[route]]
+name = "rewrite"
+path_prefix = "/old"
+rewrite_prefix = "/v1"
+host_rewrite = "internal.test"
+request_headers = {{ set = {{ "x-env" = "prod" }}, remove = ["x-debug"] }}
+response_headers = {{ set = {{ "x-served-by" = "switchyard" }}, remove = ["content-type"] }}
+upstream = "e"
+"#,
+        e.addr
+    ))
+    .await;
+    let r = get(&g.url("/api/users/7?x=1")).await;
+    assert_eq!(r.json()["path"], "/users/7");
+    assert_eq!(r.json()["query"], "x=1");
+    assert_eq!(get(&g.url("/api")).await.json()["path"], "/");
+
+    let r = send(
+        Request::get(g.url("/old/x"))
+            .header("host", "client.test")
+            .header("x-debug", "1")
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    let j = r.json();
+    assert_eq!(j["path"], "/v1/x");
+    assert_eq!(j["headers"]["host"], "internal.test");
+    assert_eq!(j["headers"]["x-forwarded-host"], "client.test");
+    assert_eq!(j["headers"]["x-env"], "prod");
+    assert!(j["headers"].get("x-debug").is_none());
+    assert_eq!(r.header("x-served-by"), Some("switchyard"));
+    assert!(r.header("content-type").is_none());
+    assert_eq!(get(&g.url("/old")).await.json()["path"], "/v1");
+}
+
+#[tokio::test]
+async fn forwarded_headers_request_id_and_hop_by_hop() {
+    let e = echo("e").await;
+    let g = gateway(&format!("[[upstream]]\nname = \"e\"\nendpoints = [\"{}\"]\n[[route]]\nname = \"r\"\nupstream = \"e\"\n", e.addr)).await;
+    let r = send(
+        Request::get(g.url("/x"))
+            .header("host", "front.test")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("x-request-id", "client-id-1")
+            .header("connection", "x-drop-me")
+            .header("x-drop-me", "1")
+            .header("te", "trailers")
+            .header("proxy-connection", "keep-alive")
+            .header("x-forwarded-client-cert", "forged")
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "front.test");
+    assert_eq!(h["x-request-id"], "client-id-1");
+    assert_eq!(h["te"], "trailers");
+    assert!(h.get("x-drop-me").is_none());
+    assert!(h.get("proxy-connection").is_none());
+    assert!(h.get("x-forwarded-client-cert").is_none());
+    assert_eq!(r.header("x-request-id"), Some("client-id-1"));
+
+    // An unacceptable id is replaced, and the new one is returned.
+    let r = send(Request::get(g.url("/x")).header("x-request-id", "bad id").body(full("")).unwrap()).await;
+    let sent = r.json()["headers"]["x-request-id"].as_str().unwrap().to_owned();
+    assert_ne!(sent, "bad id");
+    assert_eq!(r.header("x-request-id"), Some(sent.as_str()));
+}
+
+#[tokio::test]
+async fn response_hop_by_hop_headers_are_removed() {
+    let up = upstream(|_| async {
+        let mut r = Response::new(full("hi"));
+        r.headers_mut().insert("connection", "x-secret".parse().unwrap());
+        r.headers_mut().insert("x-secret", "1".parse().unwrap());
+        r.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
+        r.headers_mut().insert("x-kept", "1".parse().unwrap());
+        r
+    })
+    .await;
+    let g = gateway(&format!("[[upstream]]\nname = \"u\"\nendpoints = [\"{}\"]\n[[route]]\nname = \"r\"\nupstream = \"u\"\n", up.addr)).await;
+    let r = get(&g.url("/")).await;
+    assert_eq!(r.text(), "hi");
+    assert!(r.header("x-secret").is_none());
+    assert!(r.header("keep-alive").is_none());
+    assert_eq!(r.header("x-kept"), Some("1"));
+}
+
+#[tokio::test]
+async fn keep_alive_connections_to_the_upstream_are_reused() {
+    let up = upstream(status(200)).await;
+    let g = gateway(&format!("[[upstream]]\nname = \"u\"\nendpoints = [\"{}\"]\n[[route]]\nname = \"r\"\nupstream = \"u\"\n", up.addr)).await;
+    for _ in 0..20 {
+        assert_eq!(get(&g.url("/")).await.status, 200);
+    }
+    assert_eq!(up.hits(), 20);
+    assert_eq!(up.conns(), 1, "sequential requests must share one pooled connection");
+}
+
+#[tokio::test]
+async fn streams_a_50_mib_body_both_ways() {
+    const SIZE: usize = 50 * 1024 * 1024;
+    // The upstream streams the request body straight back.
+    let up = upstream(|req: Request<hyper::body::Incoming>| async move {
+        Response::new(req.into_body().map_err(|e| e.into()).boxed())
+    })
+    .await;
+    let g = gateway(&format!("[[upstream]]\nname = \"u\"\nendpoints = [\"{}\"]\n[[route]]\nname = \"r\"\nupstream = \"u\"\n", up.addr)).await;
+    let chunk = Bytes::from(vec![7u8; 1024 * 1024]);
+    let stream = futures_util::stream::iter((0..50).map(move |_| Ok::<_, std::io::Error>(http_body::Frame::data(chunk.clone()))));
+    let body = http_body_util::StreamBody::new(stream).map_err(|e| e.into()).boxed();
+    let res = client().request(Request::post(g.url("/")).body(body).unwrap()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let mut n = 0;
+    while let Some(f) = body.frame().await {
+        n += f.unwrap().data_ref().map_or(0, |d| d.len());
+    }
+    assert_eq!(n, SIZE);
+}
+
+#[tokio::test]
+async fn h2c_clients_and_h2c_upstreams() {
+    let e = echo("e").await;
+    let g = gateway(&format!(
+        "[[upstream]]\nname = \"e\"\nendpoints = [\"{}\"]\nprotocol = \"h2c\"\n[[route]]\nname = \"r\"\nupstream = \"e\"\n",
+        e.addr
+    ))
+    .await;
+    let r = send_with(&h2c_client(), Request::get(g.url("/h2")).body(full("")).unwrap()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["path"], "/h2");
+    // HTTP/1.1 in, h2c out.
+    assert_eq!(get(&g.url("/h1")).await.json()["path"], "/h1");
+}
+
+#[tokio::test]
+async fn trailers_pass_through() {
+    let up = upstream(|_| async {
+        let frames = vec![
+            Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from_static(b"data"))),
+            Ok(http_body::Frame::trailers({
+                let mut t = http::HeaderMap::new();
+                t.insert("grpc-status", "0".parse().unwrap());
+                t
+            })),
+        ];
+        Response::new(http_body_util::StreamBody::new(futures_util::stream::iter(frames)).map_err(|e| e.into()).boxed())
+    })
+    .await;
+    let g = gateway(&format!(
+        "[[upstream]]\nname = \"u\"\nendpoints = [\"{}\"]\nprotocol = \"h2c\"\n[[route]]\nname = \"r\"\nupstream = \"u\"\n",
+        up.addr
+    ))
+    .await;
+    let res = h2c_client().request(Request::get(g.url("/")).header("te", "trailers").body(full("")).unwrap()).await.unwrap();
+    let collected = res.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers arrive");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(collected.to_bytes(), "data");
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_gateway() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    // A real WebSocket server upstream.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() || m.is_binary() {
+                        ws.send(m).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let g = gateway(&format!("[[upstream]]\nname = \"ws\"\nendpoints = [\"{ws_addr}\"]\n[[route]]\nname = \"r\"\nupstream = \"ws\"\n")).await;
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/chat", g.addr)).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..5 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(m.into_text().unwrap().as_str(), format!("hello {i}"));
+    }
+}
+
+#[tokio::test]
+async fn upstream_failures_map_to_reasons() {
+    let dead = dead_addr().await;
+    // Closes the connection before answering.
+    let closer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closer_addr = closer.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        while let Ok((mut s, _)) = closer.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            drop(s);
+        }
+    });
+    // Answers garbage.
+    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let garbage_addr = garbage.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = garbage.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"NOT HTTP AT ALL\r\n\r\n").await;
+        }
+    });
+    let slow = upstream(|_| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Response::new(full("late"))
+    })
+    .await;
+    let g = gateway(&format!(
+        r#"
+[[upstream]]
+name = "dead"
+endpoints = ["{dead}"]
+[[upstream]]
+name = "closer"
+endpoints = ["{closer_addr}"]
+[[upstream]]
+name = "garbage"
+endpoints = ["{garbage_addr}"]
+[[upstream]]
+name = "slow"
+endpoints = ["{}"]
+[[route]]
+name = "dead"
+path_prefix = "/dead"
+upstream = "dead"
+[[route]]
+name = "closer"
+path_prefix = "/closer"
+upstream = "closer"
+[[route]]
+name = "garbage"
+path_prefix = "/garbage"
+upstream = "garbage"
+[[route]]
+name = "slow"
+path_prefix = "/slow"
+timeout = "200ms"
+upstream = "slow"
+[[route]]
+name = "small"
+path_prefix = "/small"
+max_request_body_bytes = 10
+upstream = "slow"
+"#,
+        slow.addr
+    ))
+    .await;
+    let r = get(&g.url("/dead")).await;
+    assert_eq!((r.status.as_u16(), r.error()), (502, Some("connect_failed")));
+    let r = get(&g.url("/closer")).await;
+    assert_eq!((r.status.as_u16(), r.error()), (502, Some("upstream_reset")));
+    let r = get(&g.url("/garbage")).await;
+    assert_eq!((r.status.as_u16(), r.error()), (502, Some("bad_upstream_response")));
+    let r = get(&g.url("/slow")).await;
+    assert_eq!((r.status.as_u16(), r.error()), (504, Some("timeout")));
+    let r = send(Request::post(g.url("/small")).body(full("more than ten bytes")).unwrap()).await;
+    assert_eq!((r.status.as_u16(), r.error()), (413, Some("body_too_large")));
+    assert_eq!(slow.hits(), 1, "the 413 never reached the upstream");
+}
+
+#[tokio::test]
+async fn default_policy_retries_connect_failure_on_another_endpoint() {
+    let dead = dead_addr().await;
+    let e = echo("alive").await;
+    let g = gateway(&format!(
+        "[[upstream]]\nname = \"u\"\nendpoints = [\"{dead}\", \"{}\"]\n[[route]]\nname = \"r\"\nupstream = \"u\"\n",
+        e.addr
+    ))
+    .await;
+    for _ in 0..10 {
+        let r = get(&g.url("/")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(name(&r), "alive");
+    }
+}

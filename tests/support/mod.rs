@@ -1,0 +1,247 @@
+//! Test support: fake upstreams on 127.0.0.1:0 whose behaviour the test controls (with hit and
+//! connection counters), a gateway launcher that writes a config into a temp dir and starts the
+//! real gateway in-process, and a small HTTP client.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use switchyard::Gateway;
+
+pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+pub fn full(b: impl Into<Bytes>) -> TestBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+/// A fake upstream.
+#[derive(Debug)]
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    /// Requests received.
+    pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted.
+    pub conns: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeUpstream {
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+    pub fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+    pub fn authority(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Start an upstream answering with `handler`.
+pub async fn upstream<F, Fut>(handler: F) -> FakeUpstream
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(AtomicUsize::new(0));
+    let handler = Arc::new(handler);
+    let (h, c) = (Arc::clone(&hits), Arc::clone(&conns));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            c.fetch_add(1, Ordering::SeqCst);
+            let handler = Arc::clone(&handler);
+            let h = Arc::clone(&h);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let fut = handler(req);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    FakeUpstream { addr, hits, conns, task }
+}
+
+/// An upstream running switchyard's own `echo` (JSON description of each request).
+pub async fn echo(name: &str) -> FakeUpstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(switchyard::echo::serve(listener, name.to_owned()));
+    FakeUpstream { addr, hits: Default::default(), conns: Default::default(), task }
+}
+
+/// A port that refuses connections (bound, then closed).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}
+
+/// A gateway running in-process from files in a temp dir.
+#[derive(Debug)]
+pub struct TestGateway {
+    pub gw: Option<Gateway>,
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl TestGateway {
+    pub fn routes_dir(&self) -> PathBuf {
+        self.dir.path().join("routes")
+    }
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+    pub fn gateway(&self) -> &Gateway {
+        self.gw.as_ref().unwrap()
+    }
+    /// Write (or replace) a route file atomically (write a temp file, then rename).
+    pub fn write_routes(&self, name: &str, text: &str) {
+        write_atomic(&self.routes_dir().join(name), text);
+    }
+}
+
+pub fn write_atomic(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Default `[limits]` etc. are used unless `extra` (appended to gateway.toml) says otherwise.
+pub async fn gateway_with(extra: &str, files: &[(&str, &str)]) -> TestGateway {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join("routes").join(name), text).unwrap();
+    }
+    let toml = format!(
+        "[gateway]\nroutes_dir = \"routes\"\ndrain_timeout = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"http\"\nlisten = \"127.0.0.1:0\"\n\n{extra}\n"
+    );
+    let toml = if extra.contains("[access_log]") { toml } else { format!("{toml}\n[access_log]\nenabled = false\n") };
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, toml).unwrap();
+    let cfg = switchyard::config::load_gateway(&path).unwrap_or_else(|e| panic!("{e}"));
+    let gw = Gateway::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
+    let addr = gw.listener_addr("http").unwrap();
+    let admin = gw.admin_addr().unwrap();
+    TestGateway { gw: Some(gw), dir, addr, admin }
+}
+
+pub async fn gateway(routes: &str) -> TestGateway {
+    gateway_with("", &[("routes.toml", routes)]).await
+}
+
+/// A plain HTTP/1.1 client with its own pool.
+pub fn client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// An h2c (prior knowledge) client.
+pub fn h2c_client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new()).http2_only(true).build(HttpConnector::new())
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn error(&self) -> Option<&str> {
+        self.header("x-switchyard-error")
+    }
+}
+
+pub async fn send(req: Request<TestBody>) -> Got {
+    send_with(&client(), req).await
+}
+
+pub async fn send_with(c: &Client<HttpConnector, TestBody>, req: Request<TestBody>) -> Got {
+    let res = tokio::time::timeout(Duration::from_secs(20), c.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("body failed").to_bytes();
+    Got { status: parts.status, headers: parts.headers, body }
+}
+
+pub async fn get(url: &str) -> Got {
+    send(Request::get(url).body(full("")).unwrap()).await
+}
+
+pub async fn get_host(url: &str, host: &str) -> Got {
+    send(Request::get(url).header("host", host).body(full("")).unwrap()).await
+}
+
+/// A status-only upstream handler.
+pub fn status(code: u16) -> impl Fn(Request<Incoming>) -> std::future::Ready<Response<TestBody>> + Send + Sync + 'static {
+    move |_| {
+        let mut r = Response::new(full(""));
+        *r.status_mut() = StatusCode::from_u16(code).unwrap();
+        std::future::ready(r)
+    }
+}
+
+/// Write raw bytes to `addr` and read until the server closes or `wait` passes.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The path of the built `switchyard` binary (cargo builds it for integration tests).
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))
+}
