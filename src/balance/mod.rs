@@ -57,6 +57,9 @@ pub struct DiscoveryStatus {
     pub last_update: Option<SystemTime>,
     /// The last discovery failure, cleared by the next success.
     pub last_error: Option<String>,
+    /// When discovery first produced a result (endpoints, an authoritative empty answer, or an
+    /// error); `GET /ready` waits for it.
+    pub first_result_at: Option<SystemTime>,
 }
 
 /// A named upstream: its definition, live endpoints, picker state and connection pool.
@@ -121,9 +124,19 @@ impl Upstream {
         }
         self.endpoints.store(Arc::new(EndpointSet::new(next)));
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        st.last_update = Some(SystemTime::now());
+        let now = SystemTime::now();
+        st.last_update = Some(now);
         st.last_error = None;
+        st.first_result_at.get_or_insert(now);
         Ok(())
+    }
+
+    /// Record a discovery failure; the endpoint set is left as it is (SPEC 2.2.1: never empty
+    /// an upstream because discovery failed).
+    pub fn set_discovery_error(&self, error: String) {
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        st.last_error = Some(error);
+        st.first_result_at.get_or_insert_with(SystemTime::now);
     }
 
     /// What discovery last said.
