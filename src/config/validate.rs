@@ -1460,7 +1460,8 @@ impl Ctx<'_, '_> {
             return Some(PathMatch::Prefix(prefix.to_owned()));
         }
         if let Some(p) = &r.path_regex {
-            // Compiled alone first, so the message's positions refer to what the user wrote.
+            // Compiled alone first: its error then talks about what the user wrote, and a pattern
+            // like `a)|(?:b` cannot close our wrapper group and slip through.
             let compiled =
                 Regex::new(p.get_ref()).and_then(|_| Regex::new(&format!("^(?:{})$", p.get_ref())));
             return match compiled {
@@ -2664,6 +2665,11 @@ max_replay_body_bytes = "64KiB"
                 "[[route]]\nname = \"a\"\nupstream = \"users\"\npath_regex = \"/users/(\\\\d+\"\n"
             ),
             "routes/a.toml:4:14: invalid `path_regex` \"/users/(\\\\d+\": unclosed group"
+        );
+        // Valid only inside our anchoring group: still an error.
+        assert_prefix(
+            &error("[[route]]\nname = \"a\"\nupstream = \"users\"\npath_regex = '/a)|(?:/b'\n"),
+            "routes/a.toml:4:14: invalid `path_regex` \"/a)|(?:/b\": unopened group",
         );
     }
 
