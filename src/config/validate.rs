@@ -608,7 +608,7 @@ struct FileOutput {
     routes: Vec<RouteConfig>,
 }
 
-/// Validate every file, then the cross-file rules. `errors` holds problems found before (files
+/// Validate every file, then the cross-file rules. `early` holds problems found before (files
 /// that could not be read); with any, the "upstream not defined" check is skipped, since the
 /// missing file may define it.
 fn validate_routes(
@@ -794,14 +794,14 @@ impl Ctx<'_, '_> {
         let discovery = match (&u.endpoints, &u.discovery) {
             (Some(_), Some(_)) | (None, None) => {
                 let what = if u.endpoints.is_some() {
-                    "both"
+                    "sets both `endpoints` and `discovery`"
                 } else {
-                    "neither"
+                    "sets neither `endpoints` nor `discovery`"
                 };
                 self.err(
                     u.name.span(),
                     format!(
-                        "upstream {:?} sets {what} `endpoints` and `discovery`; set exactly one \
+                        "upstream {:?} {what}; set exactly one \
                          (a static list, or discovery = {{ type = \"dns\" | \"zookeeper\" | \
                          \"consul\", ... }})",
                         u.name.get_ref()
@@ -2759,7 +2759,7 @@ max_replay_body_bytes = "64KiB"
         );
         assert_prefix(
             &error("[[upstream]]\nname = \"u\"\nbalance = \"random\"\n"),
-            "routes/a.toml:2:8: upstream \"u\" sets neither `endpoints` and `discovery`; set exactly one",
+            "routes/a.toml:2:8: upstream \"u\" sets neither `endpoints` nor `discovery`; set exactly one",
         );
     }
 
