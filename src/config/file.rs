@@ -349,8 +349,8 @@ pub(super) struct RouteSection {
 pub(super) struct SplitEntry {
     /// Upstream name.
     pub(super) upstream: Spanned<String>,
-    /// Relative weight.
-    pub(super) weight: Spanned<i64>,
+    /// Relative weight; default 1.
+    pub(super) weight: Option<Spanned<i64>>,
 }
 
 /// `respond = { ... }`.

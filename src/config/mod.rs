@@ -17,9 +17,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use regex::Regex;
 
-pub use validate::{
-    load_gateway, load_routes, load_routes_from_sources, parse_duration, parse_size,
-};
+pub use validate::{load_gateway, load_routes, load_routes_from_sources, parse_duration, parse_size};
 
 // === errors ===
 
@@ -38,14 +36,7 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file.display(),
-            self.line,
-            self.column,
-            self.message
-        )
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
     }
 }
 
@@ -153,10 +144,7 @@ pub struct AccessLogConfig {
 
 impl Default for AccessLogConfig {
     fn default() -> Self {
-        AccessLogConfig {
-            enabled: true,
-            path: None,
-        }
+        AccessLogConfig { enabled: true, path: None }
     }
 }
 

@@ -57,14 +57,19 @@ pub fn load_gateway(path: &Path) -> Result<GatewayConfig, ConfigErrors> {
     let base = path.parent().unwrap_or_else(|| Path::new(""));
     match cx.gateway(file, base, path) {
         Some(g) if cx.errors.is_empty() => Ok(g),
-        _ => Err(ConfigErrors(cx.errors)),
+        _ => {
+            cx.errors.sort_by_key(|e| (e.line, e.column));
+            Err(ConfigErrors(cx.errors))
+        }
     }
 }
 
 /// Load and validate every `*.toml` in `dir` (not recursive), in file-name order.
 ///
 /// `dir` is used as given (the caller resolves it against `gateway.toml`'s folder), so error
-/// paths read `dir/FILE.toml`.
+/// paths read `dir/FILE.toml`. A relative `ca` in `[upstream.tls]` resolves against the folder
+/// of the route file that names it, i.e. `dir`. A file that cannot be read is an error at its
+/// line 1, column 1; the others are still checked.
 pub fn load_routes(dir: &Path) -> Result<RouteSet, ConfigErrors> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| ConfigErrors(vec![io_error(dir, "cannot read the routes directory", &e)]))?;
@@ -603,7 +608,7 @@ struct FileOutput {
     routes: Vec<RouteConfig>,
 }
 
-/// Validate every file, then the cross-file rules. `errors` holds problems found before (files
+/// Validate every file, then the cross-file rules. `early` holds problems found before (files
 /// that could not be read); with any, the "upstream not defined" check is skipped, since the
 /// missing file may define it.
 fn validate_routes(
@@ -789,14 +794,14 @@ impl Ctx<'_, '_> {
         let discovery = match (&u.endpoints, &u.discovery) {
             (Some(_), Some(_)) | (None, None) => {
                 let what = if u.endpoints.is_some() {
-                    "both"
+                    "sets both `endpoints` and `discovery`"
                 } else {
-                    "neither"
+                    "sets neither `endpoints` nor `discovery`"
                 };
                 self.err(
                     u.name.span(),
                     format!(
-                        "upstream {:?} sets {what} `endpoints` and `discovery`; set exactly one \
+                        "upstream {:?} {what}; set exactly one \
                          (a static list, or discovery = {{ type = \"dns\" | \"zookeeper\" | \
                          \"consul\", ... }})",
                         u.name.get_ref()
@@ -850,7 +855,7 @@ impl Ctx<'_, '_> {
             Duration::from_secs(1),
         );
         let panic_threshold = self.percent_or(u.panic_threshold.as_ref(), "panic_threshold", 0);
-        let tls = u.tls.as_ref().map(|t| self.upstream_tls(t, base));
+        let tls = u.tls.as_ref().map(|t| self.upstream_tls(t, base, &u.name));
         let health = u.health.as_ref().and_then(|h| self.health(h));
         let outlier = u.outlier.as_ref().map(|o| self.outlier(o));
         let limits = u
@@ -1029,6 +1034,21 @@ impl Ctx<'_, '_> {
             }
             "zookeeper" => {
                 let servers = required(self, &d.servers, "servers");
+                if let (Some(list), Some(span)) = (&servers, d.servers.as_ref().map(Spanned::span))
+                {
+                    if let Some(m) = list
+                        .split(',')
+                        .find_map(|s| check_endpoint_address(s.trim()).err())
+                    {
+                        self.err(
+                            span,
+                            format!(
+                                "invalid zookeeper `servers` {list:?}: {m}; expected \"host:port\" \
+                                 entries separated by commas"
+                            ),
+                        );
+                    }
+                }
                 let path = required(self, &d.path, "path");
                 if let (Some(p), Some(span)) = (&path, d.path.as_ref().map(Spanned::span)) {
                     if !p.starts_with('/') {
@@ -1136,16 +1156,32 @@ impl Ctx<'_, '_> {
         r.map_err(|m| self.err(h.span(), m)).ok()
     }
 
-    fn upstream_tls(&mut self, t: &UpstreamTlsSection, base: &Path) -> UpstreamTls {
+    /// `upstream` is the upstream's `name`, for the insecure-mode warning.
+    fn upstream_tls(
+        &mut self,
+        t: &UpstreamTlsSection,
+        base: &Path,
+        upstream: &Spanned<String>,
+    ) -> UpstreamTls {
         let sni = t.sni.as_ref().and_then(|s| self.non_empty(s, "sni"));
         let ca =
             t.ca.as_ref()
                 .and_then(|c| self.non_empty(c, "ca"))
                 .map(|c| resolve_path(base, &c));
+        let insecure_skip_verify = t.insecure_skip_verify.unwrap_or(false);
+        if insecure_skip_verify {
+            let (line, column) = self.src.locate(upstream.span().start);
+            tracing::warn!(
+                "{}:{line}:{column}: upstream {:?} sets insecure_skip_verify = true: its \
+                 certificates are not verified",
+                self.src.path.display(),
+                upstream.get_ref(),
+            );
+        }
         UpstreamTls {
             sni,
             ca,
-            insecure_skip_verify: t.insecure_skip_verify.unwrap_or(false),
+            insecure_skip_verify,
         }
     }
 
@@ -1460,7 +1496,8 @@ impl Ctx<'_, '_> {
             return Some(PathMatch::Prefix(prefix.to_owned()));
         }
         if let Some(p) = &r.path_regex {
-            // Compiled alone first, so the message's positions refer to what the user wrote.
+            // Compiled alone first: its error then talks about what the user wrote, and a pattern
+            // like `a)|(?:b` cannot close our wrapper group and slip through.
             let compiled =
                 Regex::new(p.get_ref()).and_then(|_| Regex::new(&format!("^(?:{})$", p.get_ref())));
             return match compiled {
@@ -1542,7 +1579,10 @@ impl Ctx<'_, '_> {
             let mut total: u64 = 0;
             for e in split.get_ref() {
                 let name = self.non_empty(&e.upstream, "upstream");
-                let weight = self.int(&e.weight, "weight", 0, i64::from(u32::MAX));
+                let weight = match &e.weight {
+                    None => Some(1),
+                    Some(w) => self.int(w, "weight", 0, i64::from(u32::MAX)),
+                };
                 if let (Some(name), Some(w)) = (name, weight) {
                     refs.push((route.clone(), name.clone(), e.upstream.span()));
                     total += w as u64;
@@ -2502,6 +2542,15 @@ max_replay_body_bytes = "64KiB"
     }
 
     #[test]
+    fn split_weight_defaults_to_one() {
+        let r = route("split = [{ upstream = \"users\" }, { upstream = \"users\", weight = 3 }]");
+        assert_eq!(
+            r.action,
+            Action::Split(vec![("users".into(), 1), ("users".into(), 3)])
+        );
+    }
+
+    #[test]
     fn routes_may_name_upstreams_of_later_files_and_keep_load_order() {
         let set = load(&[
             ("a.toml", "[[route]]\nname = \"one\"\nupstream = \"users\"\n[[route]]\nname = \"two\"\nupstream = \"users\"\n"),
@@ -2665,6 +2714,11 @@ max_replay_body_bytes = "64KiB"
             ),
             "routes/a.toml:4:14: invalid `path_regex` \"/users/(\\\\d+\": unclosed group"
         );
+        // Valid only inside our anchoring group: still an error.
+        assert_prefix(
+            &error("[[route]]\nname = \"a\"\nupstream = \"users\"\npath_regex = '/a)|(?:/b'\n"),
+            "routes/a.toml:4:14: invalid `path_regex` \"/a)|(?:/b\": unopened group",
+        );
     }
 
     #[test]
@@ -2705,7 +2759,7 @@ max_replay_body_bytes = "64KiB"
         );
         assert_prefix(
             &error("[[upstream]]\nname = \"u\"\nbalance = \"random\"\n"),
-            "routes/a.toml:2:8: upstream \"u\" sets neither `endpoints` and `discovery`; set exactly one",
+            "routes/a.toml:2:8: upstream \"u\" sets neither `endpoints` nor `discovery`; set exactly one",
         );
     }
 
@@ -2822,6 +2876,10 @@ max_replay_body_bytes = "64KiB"
         assert_prefix(
             &error("[[upstream]]\nname = \"u\"\ndiscovery = { type = \"zookeeper\", servers = \"zk:2181\", path = \"s\" }\n"),
             "routes/a.toml:3:63: zookeeper `path` \"s\" must start with \"/\"",
+        );
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\ndiscovery = { type = \"zookeeper\", servers = \"zk1:2181,zk2\", path = \"/s\" }\n"),
+            "routes/a.toml:3:45: invalid zookeeper `servers` \"zk1:2181,zk2\": endpoint \"zk2\" has no port",
         );
         assert_prefix(
             &error("[[upstream]]\nname = \"u\"\ndiscovery = { type = \"static\" }\n"),
