@@ -41,19 +41,21 @@ fn sources() -> Vec<(PathBuf, String)> {
     for r in 0..ROUTES {
         let f = &mut files[r % FILES];
         let upstream = r % UPSTREAMS;
-        writeln!(f, "[[route]]\nname = \"route-{r}\"\nhosts = [\"api{}.example.com\", \"*.tenant{}.example.com\"]", r % 37, r % 11).unwrap();
+        writeln!(
+            f,
+            "[[route]]\nname = \"route-{r}\"\nhosts = [\"api{}.example.com\", \"*.tenant{}.example.com\"]",
+            r % 37,
+            r % 11
+        )
+        .unwrap();
         match r % 50 {
             0 => writeln!(f, "path_regex = '/v{r}/items/[0-9]+/(detail|summary)'").unwrap(),
             1..=9 => writeln!(f, "path = \"/exact/{r}\"").unwrap(),
             _ => writeln!(f, "path_prefix = \"/api/{r}/\"\nstrip_prefix = true").unwrap(),
         }
         if r % 3 == 0 {
-            writeln!(
-                f,
-                "methods = [\"GET\", \"POST\"]\nheaders = {{ \"x-tenant\" = \"t{}\" }}",
-                r % 7
-            )
-            .unwrap();
+            writeln!(f, "methods = [\"GET\", \"POST\"]\nheaders = {{ \"x-tenant\" = \"t{}\" }}", r % 7)
+                .unwrap();
         }
         if r % 10 == 0 {
             writeln!(

@@ -11,9 +11,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, Method};
 use regex::Regex;
 
-use switchyard::config::{
-    Action, HeaderEdits, HostMatch, Origin, PathMatch, RetryPolicy, RouteConfig,
-};
+use switchyard::config::{Action, HeaderEdits, HostMatch, Origin, PathMatch, RetryPolicy, RouteConfig};
 use switchyard::router::Router;
 
 /// Table sizes for the lookup benches.
@@ -22,17 +20,10 @@ const SIZES: [usize; 3] = [10, 1_000, 10_000];
 fn route(i: usize, hosts: Vec<HostMatch>, path: PathMatch) -> RouteConfig {
     RouteConfig {
         name: format!("r{i}"),
-        origin: Origin {
-            file: "routes/bench.toml".into(),
-            line: i + 1,
-        },
+        origin: Origin { file: "routes/bench.toml".into(), line: i + 1 },
         hosts,
         path,
-        methods: if i % 3 == 0 {
-            vec![Method::GET, Method::POST]
-        } else {
-            Vec::new()
-        },
+        methods: if i % 3 == 0 { vec![Method::GET, Method::POST] } else { Vec::new() },
         headers: Vec::new(),
         query: Vec::new(),
         action: Action::Upstream("u".into()),
@@ -64,17 +55,10 @@ fn routes(n: usize) -> Vec<RouteConfig> {
         .map(|i| {
             let exact = || vec![HostMatch::Exact(format!("svc{}.example.com", i % hosts))];
             match i % 10 {
-                0..=5 => route(
-                    i,
-                    exact(),
-                    PathMatch::Prefix(format!("/api/v{}/team{i}/users", i % 5)),
-                ),
+                0..=5 => route(i, exact(), PathMatch::Prefix(format!("/api/v{}/team{i}/users", i % 5))),
                 6 | 7 => route(
                     i,
-                    vec![HostMatch::Wildcard(format!(
-                        "zone{}.example.com",
-                        i % zones
-                    ))],
+                    vec![HostMatch::Wildcard(format!("zone{}.example.com", i % zones))],
                     PathMatch::Prefix(format!("/app/{i}")),
                 ),
                 8 => route(i, Vec::new(), PathMatch::Prefix(format!("/static/{i}"))),
@@ -123,18 +107,8 @@ fn cases(n: usize) -> Vec<Case> {
             path: format!("/app/{wild}/x"),
             want: Some(wild),
         },
-        Case {
-            name: "regex",
-            host: "svc0.example.com".into(),
-            path: "/files/123/r0".into(),
-            want: Some(n),
-        },
-        Case {
-            name: "miss",
-            host: "svc0.example.com".into(),
-            path: "/nothing/here".into(),
-            want: None,
-        },
+        Case { name: "regex", host: "svc0.example.com".into(), path: "/files/123/r0".into(), want: Some(n) },
+        Case { name: "miss", host: "svc0.example.com".into(), path: "/nothing/here".into(), want: None },
     ]
 }
 
@@ -167,10 +141,7 @@ fn lookup(c: &mut Criterion) {
 fn compile(c: &mut Criterion) {
     let table = routes(10_000);
     let mut group = c.benchmark_group("compile");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2));
+    group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
     group.bench_function("10000", |b| b.iter(|| Router::new(black_box(&table))));
     group.finish();
 }

@@ -84,7 +84,9 @@ impl Gateway {
         }
         let admin_socket = match cfg.admin {
             Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                StartError::Other(format!("cannot listen on {addr} for the admin API: {e} (change [admin] listen)"))
+                StartError::Other(format!(
+                    "cannot listen on {addr} for the admin API: {e} (change [admin] listen)"
+                ))
             })?),
             None => None,
         };
@@ -174,14 +176,14 @@ impl Gateway {
     /// Reload routes now (as SIGHUP does).
     pub async fn reload(&self) -> Result<u64, ConfigErrors> {
         let r = Arc::clone(&self.admin_state.reloader);
-        tokio::task::spawn_blocking(move || r.reload())
-            .await
-            .unwrap_or_else(|e| Err(ConfigErrors(vec![config::ConfigError {
+        tokio::task::spawn_blocking(move || r.reload()).await.unwrap_or_else(|e| {
+            Err(ConfigErrors(vec![config::ConfigError {
                 file: Default::default(),
                 line: 1,
                 column: 1,
                 message: e.to_string(),
-            }])))
+            }]))
+        })
     }
 
     /// Reopen the access log file (SIGUSR1).

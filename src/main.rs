@@ -60,7 +60,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     b.build()
 }
 
-fn check(path: &PathBuf) -> ExitCode {
+fn check(path: &std::path::Path) -> ExitCode {
     let mut errors = Vec::new();
     match switchyard::config::load_gateway(path) {
         Ok(gw) => {
@@ -101,7 +101,10 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
-                    eprintln!("switchyard: invalid config; run `switchyard check --config {}` after fixing it", cli.config.display());
+                    eprintln!(
+                        "switchyard: invalid config; run `switchyard check --config {}` after fixing it",
+                        cli.config.display()
+                    );
                     return ExitCode::FAILURE;
                 }
             };

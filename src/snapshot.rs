@@ -56,9 +56,8 @@ impl Snapshot {
         limits: &Limits,
         metrics: &Arc<Metrics>,
     ) -> Result<Snapshot, String> {
-        let old: HashMap<&str, &Arc<Upstream>> = previous
-            .map(|p| p.upstreams.iter().map(|u| (u.name.as_str(), u)).collect())
-            .unwrap_or_default();
+        let old: HashMap<&str, &Arc<Upstream>> =
+            previous.map(|p| p.upstreams.iter().map(|u| (u.name.as_str(), u)).collect()).unwrap_or_default();
         let mut upstreams = Vec::with_capacity(set.upstreams.len());
         for cfg in set.upstreams {
             match old.get(cfg.name.as_str()) {
@@ -78,14 +77,7 @@ impl Snapshot {
                 config,
             })
             .collect();
-        Ok(Snapshot {
-            version,
-            loaded_at: SystemTime::now(),
-            files: set.files,
-            router,
-            routes,
-            upstreams,
-        })
+        Ok(Snapshot { version, loaded_at: SystemTime::now(), files: set.files, router, routes, upstreams })
     }
 }
 
@@ -144,7 +136,12 @@ impl Reloader {
         let result = config::load_routes(&self.routes_dir).and_then(|set| {
             let prev = self.current.load_full();
             Snapshot::build(set, Some(&prev), prev.version + 1, &self.limits, &self.metrics).map_err(|m| {
-                ConfigErrors(vec![ConfigError { file: self.routes_dir.clone(), line: 1, column: 1, message: m }])
+                ConfigErrors(vec![ConfigError {
+                    file: self.routes_dir.clone(),
+                    line: 1,
+                    column: 1,
+                    message: m,
+                }])
             })
         });
         let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
@@ -162,7 +159,8 @@ impl Reloader {
                     tracing::error!("reload rejected, the previous routes keep serving: {e}");
                 }
                 if let Some(first) = errs.0.first() {
-                    *last = Some(LastError { error: first.clone(), all: errs.0.clone(), at: SystemTime::now() });
+                    *last =
+                        Some(LastError { error: first.clone(), all: errs.0.clone(), at: SystemTime::now() });
                 }
                 self.metrics.config_reloads.get_or_create(&ResultLabel { result: "failure" }).inc();
                 Err(errs)

@@ -16,8 +16,17 @@ fn name(g: &Got) -> String {
 
 #[tokio::test]
 async fn matchers_and_precedence_pick_the_right_upstream() {
-    let ups = [echo("exact-host").await, echo("wild").await, echo("any").await, echo("exact-path").await,
-        echo("long-prefix").await, echo("regex").await, echo("methods").await, echo("headers").await, echo("query").await];
+    let ups = [
+        echo("exact-host").await,
+        echo("wild").await,
+        echo("any").await,
+        echo("exact-path").await,
+        echo("long-prefix").await,
+        echo("regex").await,
+        echo("methods").await,
+        echo("headers").await,
+        echo("query").await,
+    ];
     let routes = format!(
         r#"
 [[upstream]]
@@ -107,12 +116,24 @@ path_prefix = "/q"
 query = {{ "debug" = "1" }}
 upstream = "query"
 "#,
-        ups[0].addr, ups[1].addr, ups[2].addr, ups[3].addr, ups[4].addr, ups[5].addr, ups[6].addr, ups[7].addr, ups[8].addr
+        ups[0].addr,
+        ups[1].addr,
+        ups[2].addr,
+        ups[3].addr,
+        ups[4].addr,
+        ups[5].addr,
+        ups[6].addr,
+        ups[7].addr,
+        ups[8].addr
     );
     let g = gateway(&routes).await;
     // Host: exact beats wildcard beats any; wildcard covers several labels, never the apex.
     assert_eq!(name(&get_host(&g.url("/api/x"), "API.example.com:8080").await), "exact-host");
-    assert_eq!(name(&get_host(&g.url("/other"), "api.example.com").await), "wild", "falls through to the wildcard");
+    assert_eq!(
+        name(&get_host(&g.url("/other"), "api.example.com").await),
+        "wild",
+        "falls through to the wildcard"
+    );
     assert_eq!(name(&get_host(&g.url("/"), "a.b.example.com").await), "wild");
     assert_eq!(name(&get_host(&g.url("/"), "example.com").await), "any");
     // Path: exact, then the longest prefix, then regex; prefixes are segment-aware.
@@ -129,9 +150,11 @@ upstream = "query"
     let del = send(Request::delete(g.url("/m")).body(full("")).unwrap()).await;
     assert_eq!(name(&del), "methods");
     assert_eq!(name(&get(&g.url("/m")).await), "any");
-    let two = send(Request::get(g.url("/h")).header("x-a", "1").header("x-b", "yes").body(full("")).unwrap()).await;
+    let two =
+        send(Request::get(g.url("/h")).header("x-a", "1").header("x-b", "yes").body(full("")).unwrap()).await;
     assert_eq!(name(&two), "headers");
-    let one = send(Request::get(g.url("/h")).header("x-a", "1").header("x-b", "no").body(full("")).unwrap()).await;
+    let one =
+        send(Request::get(g.url("/h")).header("x-a", "1").header("x-b", "no").body(full("")).unwrap()).await;
     assert_eq!(name(&one), "any");
     assert_eq!(name(&get(&g.url("/q?debug=1")).await), "query");
     assert_eq!(name(&get(&g.url("/q?debug=2")).await), "any");
@@ -264,7 +287,11 @@ upstream = "e"
 #[tokio::test]
 async fn forwarded_headers_request_id_and_hop_by_hop() {
     let e = echo("e").await;
-    let g = gateway(&format!("[[upstream]]\nname = \"e\"\nendpoints = [\"{}\"]\n[[route]]\nname = \"r\"\nupstream = \"e\"\n", e.addr)).await;
+    let g = gateway(&format!(
+        "[[upstream]]\nname = \"e\"\nendpoints = [\"{}\"]\n[[route]]\nname = \"r\"\nupstream = \"e\"\n",
+        e.addr
+    ))
+    .await;
     let r = send(
         Request::get(g.url("/x"))
             .header("host", "front.test")
@@ -308,7 +335,11 @@ async fn response_hop_by_hop_headers_are_removed() {
         r
     })
     .await;
-    let g = gateway(&format!("[[upstream]]\nname = \"u\"\nendpoints = [\"{}\"]\n[[route]]\nname = \"r\"\nupstream = \"u\"\n", up.addr)).await;
+    let g = gateway(&format!(
+        "[[upstream]]\nname = \"u\"\nendpoints = [\"{}\"]\n[[route]]\nname = \"r\"\nupstream = \"u\"\n",
+        up.addr
+    ))
+    .await;
     let r = get(&g.url("/")).await;
     assert_eq!(r.text(), "hi");
     assert!(r.header("x-secret").is_none());
@@ -319,7 +350,11 @@ async fn response_hop_by_hop_headers_are_removed() {
 #[tokio::test]
 async fn keep_alive_connections_to_the_upstream_are_reused() {
     let up = upstream(status(200)).await;
-    let g = gateway(&format!("[[upstream]]\nname = \"u\"\nendpoints = [\"{}\"]\n[[route]]\nname = \"r\"\nupstream = \"u\"\n", up.addr)).await;
+    let g = gateway(&format!(
+        "[[upstream]]\nname = \"u\"\nendpoints = [\"{}\"]\n[[route]]\nname = \"r\"\nupstream = \"u\"\n",
+        up.addr
+    ))
+    .await;
     for _ in 0..20 {
         assert_eq!(get(&g.url("/")).await.status, 200);
     }
@@ -335,9 +370,15 @@ async fn streams_a_50_mib_body_both_ways() {
         Response::new(req.into_body().map_err(|e| e.into()).boxed())
     })
     .await;
-    let g = gateway(&format!("[[upstream]]\nname = \"u\"\nendpoints = [\"{}\"]\n[[route]]\nname = \"r\"\nupstream = \"u\"\n", up.addr)).await;
+    let g = gateway(&format!(
+        "[[upstream]]\nname = \"u\"\nendpoints = [\"{}\"]\n[[route]]\nname = \"r\"\nupstream = \"u\"\n",
+        up.addr
+    ))
+    .await;
     let chunk = Bytes::from(vec![7u8; 1024 * 1024]);
-    let stream = futures_util::stream::iter((0..50).map(move |_| Ok::<_, std::io::Error>(http_body::Frame::data(chunk.clone()))));
+    let stream = futures_util::stream::iter(
+        (0..50).map(move |_| Ok::<_, std::io::Error>(http_body::Frame::data(chunk.clone()))),
+    );
     let body = http_body_util::StreamBody::new(stream).map_err(|e| e.into()).boxed();
     let res = client().request(Request::post(g.url("/")).body(body).unwrap()).await.unwrap();
     assert_eq!(res.status(), 200);
@@ -375,7 +416,9 @@ async fn trailers_pass_through() {
                 t
             })),
         ];
-        Response::new(http_body_util::StreamBody::new(futures_util::stream::iter(frames)).map_err(|e| e.into()).boxed())
+        Response::new(
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames)).map_err(|e| e.into()).boxed(),
+        )
     })
     .await;
     let g = gateway(&format!(
@@ -383,7 +426,10 @@ async fn trailers_pass_through() {
         up.addr
     ))
     .await;
-    let res = h2c_client().request(Request::get(g.url("/")).header("te", "trailers").body(full("")).unwrap()).await.unwrap();
+    let res = h2c_client()
+        .request(Request::get(g.url("/")).header("te", "trailers").body(full("")).unwrap())
+        .await
+        .unwrap();
     let collected = res.into_body().collect().await.unwrap();
     let trailers = collected.trailers().cloned().expect("trailers arrive");
     assert_eq!(trailers["grpc-status"], "0");

@@ -106,7 +106,9 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
                     StatusCode::BAD_REQUEST,
                     &json!({ "errors": errs.0.iter().map(|e| error_view(e, None)).collect::<Vec<_>>() }),
                 ),
-                Err(e) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "error": e.to_string() })),
+                Err(e) => {
+                    json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "error": e.to_string() }))
+                }
             }
         }
         (_, "/healthz" | "/ready" | "/metrics" | "/config" | "/routes" | "/upstreams" | "/reload") => {

@@ -172,10 +172,7 @@ mod tests {
     use std::time::Duration;
 
     fn upstream(eps: &[(&str, u32)]) -> Arc<Upstream> {
-        let list = eps
-            .iter()
-            .map(|(a, w)| StaticEndpoint { address: a.to_string(), weight: *w })
-            .collect();
+        let list = eps.iter().map(|(a, w)| StaticEndpoint { address: a.to_string(), weight: *w }).collect();
         Upstream::new(UpstreamConfig {
             name: "u".into(),
             discovery: DiscoveryConfig::Static(list),

@@ -183,8 +183,7 @@ impl<'de> Deserialize<'de> for EndpointEntry {
                 Ok(EndpointEntry::Address(v))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EndpointEntry, A::Error> {
-                EndpointTable::deserialize(MapAccessDeserializer::new(map))
-                    .map(EndpointEntry::Table)
+                EndpointTable::deserialize(MapAccessDeserializer::new(map)).map(EndpointEntry::Table)
             }
         }
         d.deserialize_any(V)
@@ -452,9 +451,7 @@ impl<'de> Deserialize<'de> for Scalar {
                 Ok(Scalar::Int(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                i64::try_from(v)
-                    .map(Scalar::Int)
-                    .map_err(|_| E::custom("number too large"))
+                i64::try_from(v).map(Scalar::Int).map_err(|_| E::custom("number too large"))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
                 Ok(Scalar::Float(v))

@@ -20,16 +20,15 @@ use regex::Regex;
 use toml::Spanned;
 
 use super::file::{
-    DiscoverySection, EndpointEntry, GatewayFile, HeaderEditsSection, HealthSection,
-    OutlierSection, Pairs, RouteSection, RoutesFile, Scalar, UpstreamLimitsSection,
-    UpstreamSection, UpstreamTlsSection,
+    DiscoverySection, EndpointEntry, GatewayFile, HeaderEditsSection, HealthSection, OutlierSection, Pairs,
+    RouteSection, RoutesFile, Scalar, UpstreamLimitsSection, UpstreamSection, UpstreamTlsSection,
 };
 use super::{
-    resolve_path, AccessLogConfig, Action, Balance, ConfigError, ConfigErrors, DiscoveryConfig,
-    DnsRecord, GatewayConfig, HashOn, HeaderEdits, HealthCheck, HealthKind, HostMatch, Limits,
-    ListenerConfig, ListenerTls, Origin, Outlier, PathMatch, RateLimit, RateLimitKey, RetryOn,
-    RetryPolicy, RouteConfig, RouteSet, StaticEndpoint, UpstreamConfig, UpstreamLimits,
-    UpstreamProtocol, UpstreamTls, ValueMatch, ZkFormat,
+    resolve_path, AccessLogConfig, Action, Balance, ConfigError, ConfigErrors, DiscoveryConfig, DnsRecord,
+    GatewayConfig, HashOn, HeaderEdits, HealthCheck, HealthKind, HostMatch, Limits, ListenerConfig,
+    ListenerTls, Origin, Outlier, PathMatch, RateLimit, RateLimitKey, RetryOn, RetryPolicy, RouteConfig,
+    RouteSet, StaticEndpoint, UpstreamConfig, UpstreamLimits, UpstreamProtocol, UpstreamTls, ValueMatch,
+    ZkFormat,
 };
 
 /// How many defined upstream names a "not defined" message lists before it only suggests the
@@ -75,9 +74,8 @@ pub fn load_routes(dir: &Path) -> Result<RouteSet, ConfigErrors> {
         .map_err(|e| ConfigErrors(vec![io_error(dir, "cannot read the routes directory", &e)]))?;
     let mut paths = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| {
-            ConfigErrors(vec![io_error(dir, "cannot read the routes directory", &e)])
-        })?;
+        let entry =
+            entry.map_err(|e| ConfigErrors(vec![io_error(dir, "cannot read the routes directory", &e)]))?;
         let path = entry.path();
         let is_toml = path.extension().is_some_and(|x| x == "toml");
         // `metadata` follows symlinks, so a linked file counts and a linked folder does not.
@@ -111,9 +109,7 @@ pub fn load_routes_from_sources(files: Vec<(PathBuf, String)>) -> Result<RouteSe
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t.is_empty() {
-        return Err(format!(
-            "invalid duration {s:?}: write a number with a unit, e.g. \"5s\""
-        ));
+        return Err(format!("invalid duration {s:?}: write a number with a unit, e.g. \"5s\""));
     }
     if t.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("invalid duration {s:?}: add a unit, e.g. \"{t}s\""));
@@ -123,9 +119,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!(
-                "invalid duration {s:?}: expected a number followed by a unit, e.g. \"5s\""
-            ));
+            return Err(format!("invalid duration {s:?}: expected a number followed by a unit, e.g. \"5s\""));
         }
         let (num, tail) = rest.split_at(digits);
         if tail.starts_with('.') {
@@ -134,13 +128,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                  instead of \"1.5s\""
             ));
         }
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(tail.len());
+        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
         let (unit, next) = tail.split_at(unit_len);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
+        let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: number too large"))?;
         let part = match unit.trim() {
             "ns" => Some(Duration::from_nanos(n)),
             "us" | "µs" => Some(Duration::from_micros(n)),
@@ -149,15 +139,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "m" => n.checked_mul(60).map(Duration::from_secs),
             "h" => n.checked_mul(3600).map(Duration::from_secs),
             "d" => n.checked_mul(86_400).map(Duration::from_secs),
-            "" => {
-                return Err(format!(
-                    "invalid duration {s:?}: every number needs a unit, e.g. \"1m30s\""
-                ))
-            }
+            "" => return Err(format!("invalid duration {s:?}: every number needs a unit, e.g. \"1m30s\"")),
             other => {
-                return Err(format!(
-                    "invalid duration {s:?}: unknown unit {other:?}; use ms, s, m or h"
-                ))
+                return Err(format!("invalid duration {s:?}: unknown unit {other:?}; use ms, s, m or h"))
             }
         };
         total = part
@@ -222,11 +206,7 @@ impl<'a> Source<'a> {
     fn new(path: &'a Path, text: &'a str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Source {
-            path,
-            text,
-            line_starts,
-        }
+        Source { path, text, line_starts }
     }
 
     /// 1-based (line, column); the column counts characters, not bytes.
@@ -245,23 +225,13 @@ impl<'a> Source<'a> {
 
     fn error(&self, span: Range<usize>, message: String) -> ConfigError {
         let (line, column) = self.locate(span.start);
-        ConfigError {
-            file: self.path.to_path_buf(),
-            line,
-            column,
-            message,
-        }
+        ConfigError { file: self.path.to_path_buf(), line, column, message }
     }
 }
 
 /// An error that has no position inside a file (it could not be read).
 fn io_error(path: &Path, what: &str, e: &std::io::Error) -> ConfigError {
-    ConfigError {
-        file: path.to_path_buf(),
-        line: 1,
-        column: 1,
-        message: format!("{what}: {e}"),
-    }
+    ConfigError { file: path.to_path_buf(), line: 1, column: 1, message: format!("{what}: {e}") }
 }
 
 /// The checks of one file, and the errors they found.
@@ -273,10 +243,7 @@ struct Ctx<'s, 'a> {
 
 impl<'s, 'a> Ctx<'s, 'a> {
     fn new(src: &'s Source<'a>) -> Self {
-        Ctx {
-            src,
-            errors: Vec::new(),
-        }
+        Ctx { src, errors: Vec::new() }
     }
 
     fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
@@ -286,13 +253,8 @@ impl<'s, 'a> Ctx<'s, 'a> {
 
     /// A parse or type error from the toml crate, as one line.
     fn toml_error(&mut self, e: &toml::de::Error) {
-        let message = e
-            .message()
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
+        let message =
+            e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
         self.err(e.span().unwrap_or(0..0), message);
     }
 
@@ -301,9 +263,7 @@ impl<'s, 'a> Ctx<'s, 'a> {
     fn duration(&mut self, v: &Spanned<Scalar>) -> Option<Duration> {
         let r = match v.get_ref() {
             Scalar::Str(s) => parse_duration(s),
-            Scalar::Int(i) => Err(format!(
-                "invalid duration \"{i}\": add a unit, e.g. \"{i}s\""
-            )),
+            Scalar::Int(i) => Err(format!("invalid duration \"{i}\": add a unit, e.g. \"{i}s\"")),
             Scalar::Float(x) => Err(format!(
                 "invalid duration {x}: write a string with a unit, e.g. \"{}ms\"",
                 (x * 1000.0).round()
@@ -313,12 +273,7 @@ impl<'s, 'a> Ctx<'s, 'a> {
     }
 
     /// An optional duration with a default; `key` must not be zero.
-    fn duration_or(
-        &mut self,
-        v: Option<&Spanned<Scalar>>,
-        key: &str,
-        default: Duration,
-    ) -> Duration {
+    fn duration_or(&mut self, v: Option<&Spanned<Scalar>>, key: &str, default: Duration) -> Duration {
         match v {
             None => default,
             Some(v) => match self.duration(v) {
@@ -335,11 +290,12 @@ impl<'s, 'a> Ctx<'s, 'a> {
     fn size(&mut self, v: &Spanned<Scalar>) -> Option<u64> {
         let r = match v.get_ref() {
             Scalar::Str(s) => parse_size(s),
-            Scalar::Int(i) => u64::try_from(*i)
-                .map_err(|_| format!("invalid size {i}: a size cannot be negative")),
-            Scalar::Float(x) => Err(format!(
-                "invalid size {x}: write whole bytes, or a string with a unit, e.g. \"64KiB\""
-            )),
+            Scalar::Int(i) => {
+                u64::try_from(*i).map_err(|_| format!("invalid size {i}: a size cannot be negative"))
+            }
+            Scalar::Float(x) => {
+                Err(format!("invalid size {x}: write whole bytes, or a string with a unit, e.g. \"64KiB\""))
+            }
         };
         r.map_err(|m| self.err(v.span(), m)).ok()
     }
@@ -360,13 +316,11 @@ impl<'s, 'a> Ctx<'s, 'a> {
     }
 
     fn u32_or(&mut self, v: Option<&Spanned<i64>>, key: &str, lo: u32, default: u32) -> u32 {
-        v.and_then(|v| self.int(v, key, i64::from(lo), i64::from(u32::MAX)))
-            .map_or(default, |n| n as u32)
+        v.and_then(|v| self.int(v, key, i64::from(lo), i64::from(u32::MAX))).map_or(default, |n| n as u32)
     }
 
     fn percent_or(&mut self, v: Option<&Spanned<i64>>, key: &str, default: u8) -> u8 {
-        v.and_then(|v| self.int(v, key, 0, 100))
-            .map_or(default, |n| n as u8)
+        v.and_then(|v| self.int(v, key, 0, 100)).map_or(default, |n| n as u8)
     }
 
     /// A socket address `IP:port` (names are not resolved at load).
@@ -388,23 +342,14 @@ impl<'s, 'a> Ctx<'s, 'a> {
     }
 
     /// One of `choices` (config spelling → value).
-    fn choice<T: Copy>(
-        &mut self,
-        v: &Spanned<String>,
-        key: &str,
-        choices: &[(&str, T)],
-    ) -> Option<T> {
+    fn choice<T: Copy>(&mut self, v: &Spanned<String>, key: &str, choices: &[(&str, T)]) -> Option<T> {
         if let Some((_, t)) = choices.iter().find(|(s, _)| *s == v.get_ref()) {
             return Some(*t);
         }
         let names: Vec<&str> = choices.iter().map(|(s, _)| *s).collect();
         self.err(
             v.span(),
-            format!(
-                "unknown `{key}` {:?}; expected one of: {}",
-                v.get_ref(),
-                names.join(", ")
-            ),
+            format!("unknown `{key}` {:?}; expected one of: {}", v.get_ref(), names.join(", ")),
         );
         None
     }
@@ -454,10 +399,7 @@ impl<'s, 'a> Ctx<'s, 'a> {
 
     fn status(&mut self, v: &Spanned<i64>) -> Option<StatusCode> {
         let n = *v.get_ref();
-        match u16::try_from(n)
-            .ok()
-            .and_then(|n| StatusCode::from_u16(n).ok())
-        {
+        match u16::try_from(n).ok().and_then(|n| StatusCode::from_u16(n).ok()) {
             Some(s) if (100..=599).contains(&n) => Some(s),
             _ => {
                 self.err(v.span(), format!("invalid status {n}: expected 100 to 599"));
@@ -482,10 +424,7 @@ impl<'s, 'a> Ctx<'s, 'a> {
             }
         }
 
-        let admin = f
-            .admin
-            .as_ref()
-            .and_then(|a| self.socket_addr(&a.listen, "listen"));
+        let admin = f.admin.as_ref().and_then(|a| self.socket_addr(&a.listen, "listen"));
 
         if f.listener.is_empty() {
             self.err(
@@ -515,10 +454,7 @@ impl<'s, 'a> Ctx<'s, 'a> {
             let tls = l.tls.as_ref().map(|t| ListenerTls {
                 certs_dir: resolve_path(base, t.certs_dir.get_ref()),
                 default_cert: t.default_cert.as_ref().map(|d| d.get_ref().clone()),
-                client_ca: t
-                    .client_ca
-                    .as_ref()
-                    .map(|c| resolve_path(base, c.get_ref())),
+                client_ca: t.client_ca.as_ref().map(|c| resolve_path(base, c.get_ref())),
             });
             if let Some(t) = &l.tls {
                 self.non_empty(&t.certs_dir, "certs_dir");
@@ -542,14 +478,10 @@ impl<'s, 'a> Ctx<'s, 'a> {
                 "header_read_timeout",
                 d.header_read_timeout,
             );
-            limits.idle_timeout =
-                self.duration_or(l.idle_timeout.as_ref(), "idle_timeout", d.idle_timeout);
+            limits.idle_timeout = self.duration_or(l.idle_timeout.as_ref(), "idle_timeout", d.idle_timeout);
             if let Some(v) = &l.max_request_header_bytes {
                 match self.size(v) {
-                    Some(0) => self.err(
-                        v.span(),
-                        "`max_request_header_bytes` must be greater than zero",
-                    ),
+                    Some(0) => self.err(v.span(), "`max_request_header_bytes` must be greater than zero"),
                     Some(n) => limits.max_request_header_bytes = n,
                     None => {}
                 }
@@ -695,11 +627,8 @@ fn validate_routes(
         return Err(ConfigErrors(early));
     }
 
-    let mut set = RouteSet {
-        files: Vec::with_capacity(files.len()),
-        upstreams: Vec::new(),
-        routes: Vec::new(),
-    };
+    let mut set =
+        RouteSet { files: Vec::with_capacity(files.len()), upstreams: Vec::new(), routes: Vec::new() };
     for out in outputs {
         set.upstreams.extend(out.upstreams);
         set.routes.extend(out.routes);
@@ -715,10 +644,7 @@ fn routes_dir_label(files: &[(PathBuf, String)]) -> String {
         .first()
         .and_then(|(p, _)| p.parent())
         .and_then(Path::file_name)
-        .map_or_else(
-            || "routes/".to_owned(),
-            |n| format!("{}/", n.to_string_lossy()),
-        )
+        .map_or_else(|| "routes/".to_owned(), |n| format!("{}/", n.to_string_lossy()))
 }
 
 /// "; defined upstreams: ..." when there are few, else "; did you mean ...?" when one is close.
@@ -760,15 +686,9 @@ impl Ctx<'_, '_> {
     fn routes_file(&mut self, f: RoutesFile) -> FileOutput {
         let mut out = FileOutput::default();
         // A relative `ca` resolves against the route file's own folder.
-        let base = self
-            .src
-            .path
-            .parent()
-            .unwrap_or_else(|| Path::new(""))
-            .to_path_buf();
+        let base = self.src.path.parent().unwrap_or_else(|| Path::new("")).to_path_buf();
         for u in &f.upstream {
-            out.upstream_names
-                .push((u.name.get_ref().clone(), u.name.span()));
+            out.upstream_names.push((u.name.get_ref().clone(), u.name.span()));
             let before = self.errors.len();
             let cfg = self.upstream(u, &base);
             if let (Some(cfg), true) = (cfg, self.errors.len() == before) {
@@ -776,8 +696,7 @@ impl Ctx<'_, '_> {
             }
         }
         for r in &f.route {
-            out.route_names
-                .push((r.name.get_ref().clone(), r.name.span()));
+            out.route_names.push((r.name.get_ref().clone(), r.name.span()));
             let before = self.errors.len();
             let cfg = self.route(r, &mut out.references);
             if let (Some(cfg), true) = (cfg, self.errors.len() == before) {
@@ -832,9 +751,7 @@ impl Ctx<'_, '_> {
         // means the client IP (Envoy and NGINX default to a connection property too).
         let hash_on = match &u.hash_on {
             Some(h) => self.hash_on(h),
-            None if matches!(balance, Some(Balance::RingHash | Balance::Maglev)) => {
-                Some(HashOn::ClientIp)
-            }
+            None if matches!(balance, Some(Balance::RingHash | Balance::Maglev)) => Some(HashOn::ClientIp),
             None => None,
         };
         let protocol = match &u.protocol {
@@ -849,19 +766,13 @@ impl Ctx<'_, '_> {
                 ],
             ),
         };
-        let connect_timeout = self.duration_or(
-            u.connect_timeout.as_ref(),
-            "connect_timeout",
-            Duration::from_secs(1),
-        );
+        let connect_timeout =
+            self.duration_or(u.connect_timeout.as_ref(), "connect_timeout", Duration::from_secs(1));
         let panic_threshold = self.percent_or(u.panic_threshold.as_ref(), "panic_threshold", 0);
         let tls = u.tls.as_ref().map(|t| self.upstream_tls(t, base, &u.name));
         let health = u.health.as_ref().and_then(|h| self.health(h));
         let outlier = u.outlier.as_ref().map(|o| self.outlier(o));
-        let limits = u
-            .limits
-            .as_ref()
-            .map_or_else(UpstreamLimits::default, |l| self.upstream_limits(l));
+        let limits = u.limits.as_ref().map_or_else(UpstreamLimits::default, |l| self.upstream_limits(l));
 
         Some(UpstreamConfig {
             name: name?,
@@ -880,10 +791,7 @@ impl Ctx<'_, '_> {
 
     fn endpoints(&mut self, eps: &Spanned<Vec<Spanned<EndpointEntry>>>) -> Option<DiscoveryConfig> {
         if eps.get_ref().is_empty() {
-            self.err(
-                eps.span(),
-                "`endpoints` is empty; list at least one \"host:port\", or use `discovery`",
-            );
+            self.err(eps.span(), "`endpoints` is empty; list at least one \"host:port\", or use `discovery`");
             return None;
         }
         let mut out = Vec::with_capacity(eps.get_ref().len());
@@ -896,11 +804,7 @@ impl Ctx<'_, '_> {
                         None => Some(1),
                         Some(w) => self.int(w, "weight", 1, i64::from(u32::MAX)),
                     };
-                    (
-                        t.address.get_ref(),
-                        t.address.span(),
-                        w.map_or(0, |w| w as u32),
-                    )
+                    (t.address.get_ref(), t.address.span(), w.map_or(0, |w| w as u32))
                 }
             };
             if let Err(m) = check_endpoint_address(address) {
@@ -908,10 +812,7 @@ impl Ctx<'_, '_> {
                 ok = false;
             }
             ok &= weight >= 1;
-            out.push(StaticEndpoint {
-                address: address.clone(),
-                weight,
-            });
+            out.push(StaticEndpoint { address: address.clone(), weight });
         }
         ok.then_some(DiscoveryConfig::Static(out))
     }
@@ -929,10 +830,7 @@ impl Ctx<'_, '_> {
             ("path", d.path.as_ref().map(Spanned::span)),
             ("format", d.format.as_ref().map(Spanned::span)),
             ("endpoint_name", d.endpoint_name.as_ref().map(Spanned::span)),
-            (
-                "session_timeout",
-                d.session_timeout.as_ref().map(Spanned::span),
-            ),
+            ("session_timeout", d.session_timeout.as_ref().map(Spanned::span)),
             ("address", d.address.as_ref().map(Spanned::span)),
             ("service", d.service.as_ref().map(Spanned::span)),
             ("tag", d.tag.as_ref().map(Spanned::span)),
@@ -943,22 +841,8 @@ impl Ctx<'_, '_> {
         ];
         let allowed: &[&str] = match kind {
             "dns" => &["name", "port", "record", "refresh", "resolver"],
-            "zookeeper" => &[
-                "servers",
-                "path",
-                "format",
-                "endpoint_name",
-                "session_timeout",
-            ],
-            "consul" => &[
-                "address",
-                "service",
-                "tag",
-                "datacenter",
-                "passing_only",
-                "token_env",
-                "wait",
-            ],
+            "zookeeper" => &["servers", "path", "format", "endpoint_name", "session_timeout"],
+            "consul" => &["address", "service", "tag", "datacenter", "passing_only", "token_env", "wait"],
             other => {
                 let hint = if other == "static" {
                     "; a static list is written `endpoints = [\"host:port\", ...]`"
@@ -1002,9 +886,7 @@ impl Ctx<'_, '_> {
                 let name = required(self, &d.name, "name");
                 let record = match &d.record {
                     None => Some(DnsRecord::A),
-                    Some(r) => {
-                        self.choice(r, "record", &[("a", DnsRecord::A), ("srv", DnsRecord::Srv)])
-                    }
+                    Some(r) => self.choice(r, "record", &[("a", DnsRecord::A), ("srv", DnsRecord::Srv)]),
                 };
                 let port = match (&d.port, record) {
                     (Some(p), _) => self.int(p, "port", 1, 65_535).map(|p| p as u16),
@@ -1018,28 +900,14 @@ impl Ctx<'_, '_> {
                         None
                     }
                 };
-                let refresh =
-                    self.duration_or(d.refresh.as_ref(), "refresh", Duration::from_secs(30));
-                let resolver = d
-                    .resolver
-                    .as_ref()
-                    .and_then(|r| self.socket_addr(r, "resolver"));
-                Some(DiscoveryConfig::Dns {
-                    name: name?,
-                    port: port?,
-                    record: record?,
-                    refresh,
-                    resolver,
-                })
+                let refresh = self.duration_or(d.refresh.as_ref(), "refresh", Duration::from_secs(30));
+                let resolver = d.resolver.as_ref().and_then(|r| self.socket_addr(r, "resolver"));
+                Some(DiscoveryConfig::Dns { name: name?, port: port?, record: record?, refresh, resolver })
             }
             "zookeeper" => {
                 let servers = required(self, &d.servers, "servers");
-                if let (Some(list), Some(span)) = (&servers, d.servers.as_ref().map(Spanned::span))
-                {
-                    if let Some(m) = list
-                        .split(',')
-                        .find_map(|s| check_endpoint_address(s.trim()).err())
-                    {
+                if let (Some(list), Some(span)) = (&servers, d.servers.as_ref().map(Spanned::span)) {
+                    if let Some(m) = list.split(',').find_map(|s| check_endpoint_address(s.trim()).err()) {
                         self.err(
                             span,
                             format!(
@@ -1052,10 +920,7 @@ impl Ctx<'_, '_> {
                 let path = required(self, &d.path, "path");
                 if let (Some(p), Some(span)) = (&path, d.path.as_ref().map(Spanned::span)) {
                     if !p.starts_with('/') {
-                        self.err(
-                            span,
-                            format!("zookeeper `path` {p:?} must start with \"/\""),
-                        );
+                        self.err(span, format!("zookeeper `path` {p:?} must start with \"/\""));
                     }
                 }
                 let format = match &d.format {
@@ -1071,15 +936,9 @@ impl Ctx<'_, '_> {
                         ],
                     ),
                 };
-                let endpoint_name = d
-                    .endpoint_name
-                    .as_ref()
-                    .and_then(|e| self.non_empty(e, "endpoint_name"));
-                let session_timeout = self.duration_or(
-                    d.session_timeout.as_ref(),
-                    "session_timeout",
-                    Duration::from_secs(10),
-                );
+                let endpoint_name = d.endpoint_name.as_ref().and_then(|e| self.non_empty(e, "endpoint_name"));
+                let session_timeout =
+                    self.duration_or(d.session_timeout.as_ref(), "session_timeout", Duration::from_secs(10));
                 Some(DiscoveryConfig::ZooKeeper {
                     servers: servers?,
                     path: path?,
@@ -1091,9 +950,7 @@ impl Ctx<'_, '_> {
             _ => {
                 let address = required(self, &d.address, "address");
                 if let (Some(a), Some(span)) = (&address, d.address.as_ref().map(Spanned::span)) {
-                    let rest = a
-                        .strip_prefix("http://")
-                        .or_else(|| a.strip_prefix("https://"));
+                    let rest = a.strip_prefix("http://").or_else(|| a.strip_prefix("https://"));
                     if rest.is_none_or(|r| r.is_empty()) {
                         self.err(
                             span,
@@ -1106,14 +963,8 @@ impl Ctx<'_, '_> {
                 }
                 let service = required(self, &d.service, "service");
                 let tag = d.tag.as_ref().and_then(|t| self.non_empty(t, "tag"));
-                let datacenter = d
-                    .datacenter
-                    .as_ref()
-                    .and_then(|t| self.non_empty(t, "datacenter"));
-                let token_env = d
-                    .token_env
-                    .as_ref()
-                    .and_then(|t| self.non_empty(t, "token_env"));
+                let datacenter = d.datacenter.as_ref().and_then(|t| self.non_empty(t, "datacenter"));
+                let token_env = d.token_env.as_ref().and_then(|t| self.non_empty(t, "token_env"));
                 let wait = self.duration_or(d.wait.as_ref(), "wait", Duration::from_secs(300));
                 Some(DiscoveryConfig::Consul {
                     address: address?,
@@ -1164,10 +1015,7 @@ impl Ctx<'_, '_> {
         upstream: &Spanned<String>,
     ) -> UpstreamTls {
         let sni = t.sni.as_ref().and_then(|s| self.non_empty(s, "sni"));
-        let ca =
-            t.ca.as_ref()
-                .and_then(|c| self.non_empty(c, "ca"))
-                .map(|c| resolve_path(base, &c));
+        let ca = t.ca.as_ref().and_then(|c| self.non_empty(c, "ca")).map(|c| resolve_path(base, &c));
         let insecure_skip_verify = t.insecure_skip_verify.unwrap_or(false);
         if insecure_skip_verify {
             let (line, column) = self.src.locate(upstream.span().start);
@@ -1178,28 +1026,22 @@ impl Ctx<'_, '_> {
                 upstream.get_ref(),
             );
         }
-        UpstreamTls {
-            sni,
-            ca,
-            insecure_skip_verify,
-        }
+        UpstreamTls { sni, ca, insecure_skip_verify }
     }
 
     fn health(&mut self, h: &HealthSection) -> Option<HealthCheck> {
         let kind = match &h.kind {
             None => Some(HealthKind::Http),
-            Some(k) => self.choice(
-                k,
-                "type",
-                &[("http", HealthKind::Http), ("tcp", HealthKind::Tcp)],
-            ),
+            Some(k) => self.choice(k, "type", &[("http", HealthKind::Http), ("tcp", HealthKind::Tcp)]),
         };
         if kind == Some(HealthKind::Tcp) {
             for (key, v) in [("path", &h.path), ("host", &h.host)] {
                 if let Some(v) = v {
                     self.err(
                         v.span(),
-                        format!("`{key}` applies to http health checks only; remove it or set type = \"http\""),
+                        format!(
+                            "`{key}` applies to http health checks only; remove it or set type = \"http\""
+                        ),
                     );
                 }
             }
@@ -1209,10 +1051,7 @@ impl Ctx<'_, '_> {
             if p.get_ref().starts_with('/') {
                 path.clone_from(p.get_ref());
             } else {
-                self.err(
-                    p.span(),
-                    format!("health `path` {:?} must start with \"/\"", p.get_ref()),
-                );
+                self.err(p.span(), format!("health `path` {:?} must start with \"/\"", p.get_ref()));
             }
         }
         let host = h.host.as_ref().and_then(|v| self.non_empty(v, "host"));
@@ -1228,28 +1067,15 @@ impl Ctx<'_, '_> {
             interval: self.duration_or(h.interval.as_ref(), "interval", Duration::from_secs(5)),
             timeout: self.duration_or(h.timeout.as_ref(), "timeout", Duration::from_secs(1)),
             healthy_threshold: self.u32_or(h.healthy_threshold.as_ref(), "healthy_threshold", 1, 2),
-            unhealthy_threshold: self.u32_or(
-                h.unhealthy_threshold.as_ref(),
-                "unhealthy_threshold",
-                1,
-                3,
-            ),
+            unhealthy_threshold: self.u32_or(h.unhealthy_threshold.as_ref(), "unhealthy_threshold", 1, 3),
         })
     }
 
     /// `"200-399"`, `"200"` or `200`.
     fn status_range(&mut self, v: &Spanned<Scalar>) -> Option<(u16, u16)> {
-        let parse = |s: &str| {
-            s.trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|n| (100..=599).contains(n))
-        };
+        let parse = |s: &str| s.trim().parse::<u16>().ok().filter(|n| (100..=599).contains(n));
         let r = match v.get_ref() {
-            Scalar::Int(i) => u16::try_from(*i)
-                .ok()
-                .filter(|n| (100..=599).contains(n))
-                .map(|n| (n, n)),
+            Scalar::Int(i) => u16::try_from(*i).ok().filter(|n| (100..=599).contains(n)).map(|n| (n, n)),
             Scalar::Str(s) => match s.split_once('-') {
                 Some((a, b)) => parse(a).zip(parse(b)).filter(|(a, b)| a <= b),
                 None => parse(s).map(|n| (n, n)),
@@ -1271,12 +1097,7 @@ impl Ctx<'_, '_> {
 
     fn outlier(&mut self, o: &OutlierSection) -> Outlier {
         Outlier {
-            consecutive_failures: self.u32_or(
-                o.consecutive_failures.as_ref(),
-                "consecutive_failures",
-                1,
-                5,
-            ),
+            consecutive_failures: self.u32_or(o.consecutive_failures.as_ref(), "consecutive_failures", 1, 5),
             ejection_time: self.duration_or(
                 o.ejection_time.as_ref(),
                 "ejection_time",
@@ -1295,12 +1116,7 @@ impl Ctx<'_, '_> {
         UpstreamLimits {
             // Zero connections or requests would refuse everything: at least 1. Zero pending
             // (fail at once when no connection is free) and zero retries are meaningful.
-            max_connections: self.u32_or(
-                l.max_connections.as_ref(),
-                "max_connections",
-                1,
-                d.max_connections,
-            ),
+            max_connections: self.u32_or(l.max_connections.as_ref(), "max_connections", 1, d.max_connections),
             max_pending_requests: self.u32_or(
                 l.max_pending_requests.as_ref(),
                 "max_pending_requests",
@@ -1320,17 +1136,10 @@ impl Ctx<'_, '_> {
         refs: &mut Vec<(String, String, Range<usize>)>,
     ) -> Option<RouteConfig> {
         let name = self.non_empty(&r.name, "name");
-        let origin = Origin {
-            file: self.src.path.to_path_buf(),
-            line: self.src.locate(r.name.span().start).0,
-        };
+        let origin =
+            Origin { file: self.src.path.to_path_buf(), line: self.src.locate(r.name.span().start).0 };
 
-        let hosts: Vec<HostMatch> = r
-            .hosts
-            .iter()
-            .flatten()
-            .filter_map(|h| self.host(h))
-            .collect();
+        let hosts: Vec<HostMatch> = r.hosts.iter().flatten().filter_map(|h| self.host(h)).collect();
 
         let path = self.path_match(r);
         let methods: Vec<Method> = r
@@ -1382,47 +1191,24 @@ impl Ctx<'_, '_> {
                     "`rewrite_prefix` needs `path_prefix`; set path_prefix, or remove rewrite_prefix",
                 );
             } else if !p.get_ref().starts_with('/') {
-                self.err(
-                    p.span(),
-                    format!("`rewrite_prefix` {:?} must start with \"/\"", p.get_ref()),
-                );
+                self.err(p.span(), format!("`rewrite_prefix` {:?} must start with \"/\"", p.get_ref()));
             } else {
                 rewrite_prefix = Some(p.get_ref().clone());
             }
         }
         let host_rewrite = r.host_rewrite.as_ref().and_then(|h| {
             if h.get_ref().is_empty() || h.get_ref().contains(char::is_whitespace) {
-                self.err(
-                    h.span(),
-                    format!(
-                        "invalid `host_rewrite` {:?}: expected a host name",
-                        h.get_ref()
-                    ),
-                );
+                self.err(h.span(), format!("invalid `host_rewrite` {:?}: expected a host name", h.get_ref()));
                 return None;
             }
             self.header_value(h, "host")
         });
-        let request_headers = r
-            .request_headers
-            .as_ref()
-            .map(|e| self.header_edits(e))
-            .unwrap_or_default();
-        let response_headers = r
-            .response_headers
-            .as_ref()
-            .map(|e| self.header_edits(e))
-            .unwrap_or_default();
-        let timeout = r
-            .timeout
-            .as_ref()
-            .map(|t| self.duration_or(Some(t), "timeout", Duration::ZERO));
+        let request_headers = r.request_headers.as_ref().map(|e| self.header_edits(e)).unwrap_or_default();
+        let response_headers = r.response_headers.as_ref().map(|e| self.header_edits(e)).unwrap_or_default();
+        let timeout = r.timeout.as_ref().map(|t| self.duration_or(Some(t), "timeout", Duration::ZERO));
         let max_request_body_bytes = r.max_request_body_bytes.as_ref().and_then(|s| self.size(s));
         let rate_limit = r.rate_limit.as_ref().and_then(|l| self.rate_limit(l));
-        let retry = r
-            .retry
-            .as_ref()
-            .map_or_else(RetryPolicy::default, |t| self.retry(t));
+        let retry = r.retry.as_ref().map_or_else(RetryPolicy::default, |t| self.retry(t));
 
         Some(RouteConfig {
             name: name?,
@@ -1475,20 +1261,14 @@ impl Ctx<'_, '_> {
         }
         if let Some(p) = &r.path {
             if !p.get_ref().starts_with('/') {
-                self.err(
-                    p.span(),
-                    format!("`path` {:?} must start with \"/\"", p.get_ref()),
-                );
+                self.err(p.span(), format!("`path` {:?} must start with \"/\"", p.get_ref()));
                 return None;
             }
             return Some(PathMatch::Exact(p.get_ref().clone()));
         }
         if let Some(p) = &r.path_prefix {
             if !p.get_ref().starts_with('/') {
-                self.err(
-                    p.span(),
-                    format!("`path_prefix` {:?} must start with \"/\"", p.get_ref()),
-                );
+                self.err(p.span(), format!("`path_prefix` {:?} must start with \"/\"", p.get_ref()));
                 return None;
             }
             let trimmed = p.get_ref().trim_end_matches('/');
@@ -1505,11 +1285,7 @@ impl Ctx<'_, '_> {
                 Err(e) => {
                     self.err(
                         p.span(),
-                        format!(
-                            "invalid `path_regex` {:?}: {}",
-                            p.get_ref(),
-                            regex_message(&e)
-                        ),
+                        format!("invalid `path_regex` {:?}: {}", p.get_ref(), regex_message(&e)),
                     );
                     None
                 }
@@ -1518,11 +1294,7 @@ impl Ctx<'_, '_> {
         Some(PathMatch::Prefix("/".to_owned()))
     }
 
-    fn action(
-        &mut self,
-        r: &RouteSection,
-        refs: &mut Vec<(String, String, Range<usize>)>,
-    ) -> Option<Action> {
+    fn action(&mut self, r: &RouteSection, refs: &mut Vec<(String, String, Range<usize>)>) -> Option<Action> {
         let set: Vec<&str> = [
             ("upstream", r.upstream.is_some()),
             ("split", r.split.is_some()),
@@ -1552,10 +1324,7 @@ impl Ctx<'_, '_> {
                     format!(
                         "route {route:?} sets {}; a route takes exactly one of `upstream`, \
                          `split`, `respond` or `redirect`",
-                        set.iter()
-                            .map(|k| format!("`{k}`"))
-                            .collect::<Vec<_>>()
-                            .join(" and ")
+                        set.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" and ")
                     ),
                 );
                 return None;
@@ -1568,10 +1337,7 @@ impl Ctx<'_, '_> {
         }
         if let Some(split) = &r.split {
             if split.get_ref().is_empty() {
-                self.err(
-                    split.span(),
-                    "`split` is empty; list at least one { upstream, weight }",
-                );
+                self.err(split.span(), "`split` is empty; list at least one { upstream, weight }");
                 return None;
             }
             let before = self.errors.len();
@@ -1619,25 +1385,16 @@ impl Ctx<'_, '_> {
             Some(s) => {
                 self.err(
                     s.span(),
-                    format!(
-                        "invalid redirect status {}: expected 301, 302, 303, 307 or 308",
-                        s.get_ref()
-                    ),
+                    format!("invalid redirect status {}: expected 301, 302, 303, 307 or 308", s.get_ref()),
                 );
                 None
             }
         };
-        Some(Action::Redirect {
-            to: to?,
-            status: status?,
-        })
+        Some(Action::Redirect { to: to?, status: status? })
     }
 
     /// Header name/value pairs; `None` if any is invalid.
-    fn header_pairs(
-        &mut self,
-        p: Option<&Pairs<Spanned<String>>>,
-    ) -> Option<Vec<(HeaderName, HeaderValue)>> {
+    fn header_pairs(&mut self, p: Option<&Pairs<Spanned<String>>>) -> Option<Vec<(HeaderName, HeaderValue)>> {
         let before = self.errors.len();
         let mut out = Vec::new();
         for (k, v) in p.iter().flat_map(|p| &p.0) {
@@ -1652,12 +1409,7 @@ impl Ctx<'_, '_> {
 
     fn header_edits(&mut self, e: &HeaderEditsSection) -> HeaderEdits {
         let set = self.header_pairs(e.set.as_ref()).unwrap_or_default();
-        let remove = e
-            .remove
-            .iter()
-            .flatten()
-            .filter_map(|n| self.header_name(n))
-            .collect();
+        let remove = e.remove.iter().flatten().filter_map(|n| self.header_name(n)).collect();
         HeaderEdits { set, remove }
     }
 
@@ -1673,9 +1425,7 @@ impl Ctx<'_, '_> {
         }
         let burst = match &l.burst {
             None => Some((rps.ceil() as u32).max(1)),
-            Some(b) => self
-                .int(b, "burst", 1, i64::from(u32::MAX))
-                .map(|b| b as u32),
+            Some(b) => self.int(b, "burst", 1, i64::from(u32::MAX)).map(|b| b as u32),
         };
         let key = match &l.key {
             None => Some(RateLimitKey::ClientIp),
@@ -1708,11 +1458,7 @@ impl Ctx<'_, '_> {
                 }
             }
         };
-        Some(RateLimit {
-            requests_per_second: rps,
-            burst: burst?,
-            key: key?,
-        })
+        Some(RateLimit { requests_per_second: rps, burst: burst?, key: key? })
     }
 
     fn retry(&mut self, t: &super::file::RetrySection) -> RetryPolicy {
@@ -1722,35 +1468,20 @@ impl Ctx<'_, '_> {
             None => vec![RetryOn::ConnectFailure],
             Some(list) => list.iter().filter_map(|c| self.retry_on(c)).collect(),
         };
-        let per_try_timeout = t
-            .per_try_timeout
-            .as_ref()
-            .map(|p| self.duration_or(Some(p), "per_try_timeout", Duration::ZERO));
+        let per_try_timeout =
+            t.per_try_timeout.as_ref().map(|p| self.duration_or(Some(p), "per_try_timeout", Duration::ZERO));
         let backoff = self.duration_or(t.backoff.as_ref(), "backoff", d.backoff);
         let budget = match &t.budget {
             None => d.budget,
             Some(b) if (0.0..=1.0).contains(b.get_ref()) => *b.get_ref(),
             Some(b) => {
-                self.err(
-                    b.span(),
-                    format!("`budget` must be between 0 and 1, got {}", b.get_ref()),
-                );
+                self.err(b.span(), format!("`budget` must be between 0 and 1, got {}", b.get_ref()));
                 d.budget
             }
         };
-        let max_replay_body_bytes = t
-            .max_replay_body_bytes
-            .as_ref()
-            .and_then(|s| self.size(s))
-            .unwrap_or(d.max_replay_body_bytes);
-        RetryPolicy {
-            attempts,
-            on,
-            per_try_timeout,
-            backoff,
-            budget,
-            max_replay_body_bytes,
-        }
+        let max_replay_body_bytes =
+            t.max_replay_body_bytes.as_ref().and_then(|s| self.size(s)).unwrap_or(d.max_replay_body_bytes);
+        RetryPolicy { attempts, on, per_try_timeout, backoff, budget, max_replay_body_bytes }
     }
 
     fn retry_on(&mut self, c: &Spanned<String>) -> Option<RetryOn> {
@@ -1762,14 +1493,11 @@ impl Ctx<'_, '_> {
             "gateway-error" => Ok(RetryOn::GatewayError),
             "timeout" => Ok(RetryOn::Timeout),
             _ => match s.strip_prefix("status:") {
-                Some(n) => n
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|n| (100..=599).contains(n))
-                    .map(RetryOn::Status)
-                    .ok_or_else(|| {
-                        format!("invalid retry condition {s:?}: the status must be 100 to 599")
-                    }),
+                Some(n) => {
+                    n.parse::<u16>().ok().filter(|n| (100..=599).contains(n)).map(RetryOn::Status).ok_or_else(
+                        || format!("invalid retry condition {s:?}: the status must be 100 to 599"),
+                    )
+                }
                 None => Err(format!(
                     "unknown retry condition {s:?}; expected one of: connect-failure, reset, 5xx, \
                      gateway-error, status:NNN, timeout"
@@ -1792,20 +1520,15 @@ fn value_match(v: &Spanned<String>) -> ValueMatch {
 
 /// An RFC 7230 token (cookie names, header names).
 fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A DNS name or IP literal: labels of letters, digits, `-` and `_`.
 fn is_host_name(s: &str) -> bool {
     let s = s.strip_suffix('.').unwrap_or(s);
     !s.is_empty()
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+        && s.split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
 }
 
 /// A `hosts` entry, already lower-cased.
@@ -1827,13 +1550,10 @@ fn check_host(lower: &str, raw: &str) -> Result<HostMatch, String> {
     }
     // Bracketed IPv6, with or without a port.
     if let Some(inner) = rest.strip_prefix('[') {
-        let (ip, after) = inner
-            .split_once(']')
-            .ok_or_else(|| format!("invalid host {raw:?}: missing \"]\""))?;
+        let (ip, after) =
+            inner.split_once(']').ok_or_else(|| format!("invalid host {raw:?}: missing \"]\""))?;
         if ip.parse::<Ipv6Addr>().is_err() || wildcard {
-            return Err(format!(
-                "invalid host {raw:?}: expected an IPv6 address in brackets"
-            ));
+            return Err(format!("invalid host {raw:?}: expected an IPv6 address in brackets"));
         }
         if !after.is_empty() {
             return Err(format!(
@@ -1844,18 +1564,10 @@ fn check_host(lower: &str, raw: &str) -> Result<HostMatch, String> {
     }
     if let Some((h, port)) = rest.rsplit_once(':') {
         if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) {
-            let shown = if wildcard {
-                format!("*.{h}")
-            } else {
-                h.to_owned()
-            };
-            return Err(format!(
-                "host {raw:?} has a port; hosts match without the port, so write {shown:?}"
-            ));
+            let shown = if wildcard { format!("*.{h}") } else { h.to_owned() };
+            return Err(format!("host {raw:?} has a port; hosts match without the port, so write {shown:?}"));
         }
-        return Err(format!(
-            "invalid host {raw:?}: write an IPv6 address in brackets, e.g. \"[::1]\""
-        ));
+        return Err(format!("invalid host {raw:?}: write an IPv6 address in brackets, e.g. \"[::1]\""));
     }
     if !is_host_name(rest) {
         return Err(format!(
@@ -1863,33 +1575,24 @@ fn check_host(lower: &str, raw: &str) -> Result<HostMatch, String> {
         ));
     }
     let rest = rest.strip_suffix('.').unwrap_or(rest).to_owned();
-    Ok(if wildcard {
-        HostMatch::Wildcard(rest)
-    } else {
-        HostMatch::Exact(rest)
-    })
+    Ok(if wildcard { HostMatch::Wildcard(rest) } else { HostMatch::Exact(rest) })
 }
 
 /// `host:port`, IPv6 in brackets.
 fn check_endpoint_address(a: &str) -> Result<(), String> {
     let bad_port = |p: &str| format!("invalid port {p:?} in endpoint {a:?}: expected 1 to 65535");
     let port = if let Some(inner) = a.strip_prefix('[') {
-        let (ip, after) = inner
-            .split_once(']')
-            .ok_or_else(|| format!("invalid endpoint {a:?}: missing \"]\""))?;
+        let (ip, after) =
+            inner.split_once(']').ok_or_else(|| format!("invalid endpoint {a:?}: missing \"]\""))?;
         if ip.parse::<Ipv6Addr>().is_err() {
-            return Err(format!(
-                "invalid endpoint {a:?}: {ip:?} is not an IPv6 address"
-            ));
+            return Err(format!("invalid endpoint {a:?}: {ip:?} is not an IPv6 address"));
         }
         after
             .strip_prefix(':')
             .ok_or_else(|| format!("endpoint {a:?} has no port; write it as \"[{ip}]:80\""))?
     } else {
         let Some((host, port)) = a.rsplit_once(':') else {
-            return Err(format!(
-                "endpoint {a:?} has no port; write it as \"{a}:80\""
-            ));
+            return Err(format!("endpoint {a:?} has no port; write it as \"{a}:80\""));
         };
         if host.contains(':') {
             return Err(format!(
@@ -1897,9 +1600,7 @@ fn check_endpoint_address(a: &str) -> Result<(), String> {
             ));
         }
         if host.parse::<IpAddr>().is_err() && !is_host_name(host) {
-            return Err(format!(
-                "invalid endpoint {a:?}: {host:?} is not a host name or IP address"
-            ));
+            return Err(format!("invalid endpoint {a:?}: {host:?} is not a host name or IP address"));
         }
         port
     };
@@ -1914,10 +1615,7 @@ fn regex_message(e: &regex::Error) -> String {
     let text = e.to_string();
     text.lines()
         .find_map(|l| l.trim().strip_prefix("error: "))
-        .map_or_else(
-            || text.split_whitespace().collect::<Vec<_>>().join(" "),
-            str::to_owned,
-        )
+        .map_or_else(|| text.split_whitespace().collect::<Vec<_>>().join(" "), str::to_owned)
 }
 
 #[cfg(test)]
@@ -2024,10 +1722,7 @@ max_replay_body_bytes = "64KiB"
 
     fn load(files: &[(&str, &str)]) -> Result<RouteSet, ConfigErrors> {
         load_routes_from_sources(
-            files
-                .iter()
-                .map(|(p, t)| (PathBuf::from(format!("routes/{p}")), (*t).to_owned()))
-                .collect(),
+            files.iter().map(|(p, t)| (PathBuf::from(format!("routes/{p}")), (*t).to_owned())).collect(),
         )
     }
 
@@ -2064,8 +1759,7 @@ max_replay_body_bytes = "64KiB"
 
     /// A scratch folder under the system temp dir, unique per test.
     fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("switchyard-config-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("switchyard-config-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -2086,11 +1780,7 @@ max_replay_body_bytes = "64KiB"
         assert_eq!(
             g.listeners,
             vec![
-                ListenerConfig {
-                    name: "http".into(),
-                    listen: "0.0.0.0:8080".parse().unwrap(),
-                    tls: None
-                },
+                ListenerConfig { name: "http".into(), listen: "0.0.0.0:8080".parse().unwrap(), tls: None },
                 ListenerConfig {
                     name: "https".into(),
                     listen: "0.0.0.0:8443".parse().unwrap(),
@@ -2103,13 +1793,7 @@ max_replay_body_bytes = "64KiB"
             ]
         );
         assert_eq!(g.limits, Limits::default());
-        assert_eq!(
-            g.access_log,
-            AccessLogConfig {
-                enabled: true,
-                path: None
-            }
-        );
+        assert_eq!(g.access_log, AccessLogConfig { enabled: true, path: None });
     }
 
     #[test]
@@ -2131,13 +1815,7 @@ max_replay_body_bytes = "64KiB"
         assert_eq!(g.limits.idle_timeout, Duration::from_secs(120));
         assert_eq!(g.limits.max_request_body_bytes, 10 << 20);
         assert_eq!(g.limits.header_read_timeout, Duration::from_secs(10));
-        assert_eq!(
-            g.access_log,
-            AccessLogConfig {
-                enabled: false,
-                path: Some(dir.join("logs/access.log"))
-            }
-        );
+        assert_eq!(g.access_log, AccessLogConfig { enabled: false, path: Some(dir.join("logs/access.log")) });
     }
 
     #[test]
@@ -2150,26 +1828,12 @@ max_replay_body_bytes = "64KiB"
              [[listener]]\nname = \"a\"\nlisten = \"0.0.0.0:81\"\n[limits]\nidle_timeout = \"60\"\n",
         )
         .unwrap();
-        let errs: Vec<String> = load_gateway(&path)
-            .unwrap_err()
-            .0
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let errs: Vec<String> = load_gateway(&path).unwrap_err().0.iter().map(ToString::to_string).collect();
         let p = path.display();
         assert_eq!(errs.len(), 3, "{errs:#?}");
-        assert_prefix(
-            &errs[0],
-            &format!("{p}:2:10: invalid `listen` address \"localhost:9901\""),
-        );
-        assert_prefix(
-            &errs[1],
-            &format!("{p}:8:8: duplicate listener name \"a\" (first defined at line 5)"),
-        );
-        assert_prefix(
-            &errs[2],
-            &format!("{p}:11:16: invalid duration \"60\": add a unit, e.g. \"60s\""),
-        );
+        assert_prefix(&errs[0], &format!("{p}:2:10: invalid `listen` address \"localhost:9901\""));
+        assert_prefix(&errs[1], &format!("{p}:8:8: duplicate listener name \"a\" (first defined at line 5)"));
+        assert_prefix(&errs[2], &format!("{p}:11:16: invalid duration \"60\": add a unit, e.g. \"60s\""));
     }
 
     #[test]
@@ -2178,10 +1842,7 @@ max_replay_body_bytes = "64KiB"
         let path = dir.join("gateway.toml");
         std::fs::write(&path, "[gateway]\ndrain_timeout = \"5s\"\n").unwrap();
         let e = load_gateway(&path).unwrap_err().to_string();
-        assert_prefix(
-            &e,
-            &format!("{}:1:1: no [[listener]] defined", path.display()),
-        );
+        assert_prefix(&e, &format!("{}:1:1: no [[listener]] defined", path.display()));
 
         std::fs::write(
             &path,
@@ -2189,20 +1850,11 @@ max_replay_body_bytes = "64KiB"
         )
         .unwrap();
         let e = load_gateway(&path).unwrap_err().to_string();
-        assert_prefix(
-            &e,
-            &format!(
-                "{}:5:1: unknown field `max_conns`, expected one of",
-                path.display()
-            ),
-        );
+        assert_prefix(&e, &format!("{}:5:1: unknown field `max_conns`, expected one of", path.display()));
 
         let missing = dir.join("nope.toml");
         let e = load_gateway(&missing).unwrap_err().to_string();
-        assert_prefix(
-            &e,
-            &format!("{}:1:1: cannot read the config file", missing.display()),
-        );
+        assert_prefix(&e, &format!("{}:1:1: cannot read the config file", missing.display()));
     }
 
     // === routes: valid input ===
@@ -2218,14 +1870,8 @@ max_replay_body_bytes = "64KiB"
             UpstreamConfig {
                 name: "users".into(),
                 discovery: DiscoveryConfig::Static(vec![
-                    StaticEndpoint {
-                        address: "127.0.0.1:9001".into(),
-                        weight: 1
-                    },
-                    StaticEndpoint {
-                        address: "127.0.0.1:9002".into(),
-                        weight: 3
-                    },
+                    StaticEndpoint { address: "127.0.0.1:9001".into(), weight: 1 },
+                    StaticEndpoint { address: "127.0.0.1:9002".into(), weight: 3 },
                 ]),
                 balance: Balance::RingHash,
                 hash_on: Some(HashOn::Header(HeaderName::from_static("x-user-id"))),
@@ -2258,54 +1904,30 @@ max_replay_body_bytes = "64KiB"
 
         let r = &set.routes[0];
         assert_eq!(r.name, "users-api");
-        assert_eq!(
-            r.origin,
-            Origin {
-                file: "routes/users.toml".into(),
-                line: 37
-            }
-        );
+        assert_eq!(r.origin, Origin { file: "routes/users.toml".into(), line: 37 });
         assert_eq!(
             r.hosts,
-            vec![
-                HostMatch::Exact("api.example.com".into()),
-                HostMatch::Wildcard("example.com".into())
-            ]
+            vec![HostMatch::Exact("api.example.com".into()), HostMatch::Wildcard("example.com".into())]
         );
         assert!(matches!(&r.path, PathMatch::Prefix(p) if p == "/users"));
         assert_eq!(r.methods, vec![Method::GET, Method::POST]);
-        assert_eq!(
-            r.headers,
-            vec![(
-                HeaderName::from_static("x-canary"),
-                ValueMatch::Exact("1".into())
-            )]
-        );
+        assert_eq!(r.headers, vec![(HeaderName::from_static("x-canary"), ValueMatch::Exact("1".into()))]);
         assert_eq!(r.query, vec![("debug".to_owned(), ValueMatch::Present)]);
         assert_eq!(r.action, Action::Upstream("users".into()));
         assert!(r.strip_prefix);
         assert_eq!(r.rewrite_prefix.as_deref(), Some("/v1"));
-        assert_eq!(
-            r.host_rewrite,
-            Some(HeaderValue::from_static("users.internal"))
-        );
+        assert_eq!(r.host_rewrite, Some(HeaderValue::from_static("users.internal")));
         assert_eq!(
             r.request_headers,
             HeaderEdits {
-                set: vec![(
-                    HeaderName::from_static("x-env"),
-                    HeaderValue::from_static("prod")
-                )],
+                set: vec![(HeaderName::from_static("x-env"), HeaderValue::from_static("prod"))],
                 remove: vec![HeaderName::from_static("x-debug")],
             }
         );
         assert_eq!(
             r.response_headers,
             HeaderEdits {
-                set: vec![(
-                    HeaderName::from_static("x-served-by"),
-                    HeaderValue::from_static("switchyard")
-                )],
+                set: vec![(HeaderName::from_static("x-served-by"), HeaderValue::from_static("switchyard"))],
                 remove: vec![http::header::SERVER],
             }
         );
@@ -2313,11 +1935,7 @@ max_replay_body_bytes = "64KiB"
         assert_eq!(r.max_request_body_bytes, Some(1 << 20));
         assert_eq!(
             r.rate_limit,
-            Some(RateLimit {
-                requests_per_second: 100.0,
-                burst: 200,
-                key: RateLimitKey::ClientIp
-            })
+            Some(RateLimit { requests_per_second: 100.0, burst: 200, key: RateLimitKey::ClientIp })
         );
         assert_eq!(
             r.retry,
@@ -2383,22 +2001,19 @@ max_replay_body_bytes = "64KiB"
             }
         );
         // Defaults, and the table form of `discovery`.
-        let srv = upstream(
-            "[upstream.discovery]\ntype = \"dns\"\nname = \"_http._tcp.users\"\nrecord = \"srv\"",
-        );
+        let srv =
+            upstream("[upstream.discovery]\ntype = \"dns\"\nname = \"_http._tcp.users\"\nrecord = \"srv\"");
         assert!(matches!(
             srv.discovery,
             DiscoveryConfig::Dns { record: DnsRecord::Srv, refresh, resolver: None, .. } if refresh == Duration::from_secs(30)
         ));
-        let consul = upstream(
-            r#"discovery = { type = "consul", address = "https://c:8501", service = "s" }"#,
-        );
+        let consul =
+            upstream(r#"discovery = { type = "consul", address = "https://c:8501", service = "s" }"#);
         assert!(matches!(
             consul.discovery,
             DiscoveryConfig::Consul { passing_only: true, wait, tag: None, .. } if wait == Duration::from_secs(300)
         ));
-        let zk =
-            upstream(r#"discovery = { type = "zookeeper", servers = "zk:2181", path = "/s" }"#);
+        let zk = upstream(r#"discovery = { type = "zookeeper", servers = "zk:2181", path = "/s" }"#);
         assert!(matches!(
             zk.discovery,
             DiscoveryConfig::ZooKeeper { format: ZkFormat::Auto, session_timeout, .. } if session_timeout == Duration::from_secs(10)
@@ -2419,14 +2034,8 @@ max_replay_body_bytes = "64KiB"
         let u = upstream("endpoints = [\"a:1\"]\nbalance = \"maglev\"\n[upstream.health]\ntype = \"tcp\"\n[upstream.outlier]");
         assert_eq!(u.hash_on, Some(HashOn::ClientIp));
         let h = u.health.unwrap();
-        assert_eq!(
-            (h.kind, h.path.as_str(), h.expected_status),
-            (HealthKind::Tcp, "/healthz", (200, 399))
-        );
-        assert_eq!(
-            (h.interval, h.timeout),
-            (Duration::from_secs(5), Duration::from_secs(1))
-        );
+        assert_eq!((h.kind, h.path.as_str(), h.expected_status), (HealthKind::Tcp, "/healthz", (200, 399)));
+        assert_eq!((h.interval, h.timeout), (Duration::from_secs(5), Duration::from_secs(1)));
         assert_eq!((h.healthy_threshold, h.unhealthy_threshold), (2, 3));
         assert_eq!(
             u.outlier,
@@ -2437,7 +2046,9 @@ max_replay_body_bytes = "64KiB"
             })
         );
 
-        let u = upstream("endpoints = [\"a:1\"]\nhash_on = \"cookie:sid\"\n[upstream.health]\nexpected_status = 204");
+        let u = upstream(
+            "endpoints = [\"a:1\"]\nhash_on = \"cookie:sid\"\n[upstream.health]\nexpected_status = 204",
+        );
         assert_eq!(u.hash_on, Some(HashOn::Cookie("sid".into())));
         assert_eq!(u.health.unwrap().expected_status, (204, 204));
     }
@@ -2449,25 +2060,18 @@ max_replay_body_bytes = "64KiB"
         assert!(matches!(&r.path, PathMatch::Prefix(p) if p == "/"));
         assert!(!r.strip_prefix && r.rewrite_prefix.is_none() && r.host_rewrite.is_none());
         assert!(r.request_headers.is_empty() && r.response_headers.is_empty());
-        assert_eq!(
-            (r.timeout, r.max_request_body_bytes, r.rate_limit),
-            (None, None, None)
-        );
+        assert_eq!((r.timeout, r.max_request_body_bytes, r.rate_limit), (None, None, None));
         assert_eq!(r.retry, RetryPolicy::default());
-        assert_eq!(
-            r.origin,
-            Origin {
-                file: "routes/a.toml".into(),
-                line: 2
-            }
-        );
+        assert_eq!(r.origin, Origin { file: "routes/a.toml".into(), line: 2 });
 
         let r = route("upstream = \"users\"\n[route.retry]\nper_try_timeout = \"500ms\"");
         assert_eq!(r.retry.attempts, 2);
         assert_eq!(r.retry.on, vec![RetryOn::ConnectFailure]);
         assert_eq!(r.retry.per_try_timeout, Some(Duration::from_millis(500)));
 
-        let r = route("upstream = \"users\"\nrate_limit = { requests_per_second = 2.5, key = \"header:X-Api-Key\" }");
+        let r = route(
+            "upstream = \"users\"\nrate_limit = { requests_per_second = 2.5, key = \"header:X-Api-Key\" }",
+        );
         assert_eq!(
             r.rate_limit,
             Some(RateLimit {
@@ -2486,68 +2090,48 @@ max_replay_body_bytes = "64KiB"
         assert!(matches!(&r.path, PathMatch::Prefix(p) if p == "/"));
 
         let r = route("path_regex = '/users/\\d+'\nupstream = \"users\"");
-        let PathMatch::Regex(re) = &r.path else {
-            panic!("not a regex")
-        };
+        let PathMatch::Regex(re) = &r.path else { panic!("not a regex") };
         assert!(re.is_match("/users/42"));
         assert!(!re.is_match("/users/42/x"), "anchored at the end");
         assert!(!re.is_match("/x/users/42"), "anchored at the start");
 
-        let r = route(
-            "split = [{ upstream = \"users\", weight = 90 }, { upstream = \"users\", weight = 0 }]",
-        );
-        assert_eq!(
-            r.action,
-            Action::Split(vec![("users".into(), 90), ("users".into(), 0)])
-        );
+        let r =
+            route("split = [{ upstream = \"users\", weight = 90 }, { upstream = \"users\", weight = 0 }]");
+        assert_eq!(r.action, Action::Split(vec![("users".into(), 90), ("users".into(), 0)]));
 
-        let r = route("respond = { status = 200, body = \"ok\", headers = { \"Content-Type\" = \"text/plain\" } }");
+        let r = route(
+            "respond = { status = 200, body = \"ok\", headers = { \"Content-Type\" = \"text/plain\" } }",
+        );
         assert_eq!(
             r.action,
             Action::Respond {
                 status: StatusCode::OK,
                 body: "ok".into(),
-                headers: vec![(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain")
-                )],
+                headers: vec![(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
             }
         );
         let r = route("respond = { status = 404 }");
         assert_eq!(
             r.action,
-            Action::Respond {
-                status: StatusCode::NOT_FOUND,
-                body: String::new(),
-                headers: vec![]
-            }
+            Action::Respond { status: StatusCode::NOT_FOUND, body: String::new(), headers: vec![] }
         );
 
         let r = route("redirect = { to = \"https://{host}{path}\", status = 308 }");
         assert_eq!(
             r.action,
-            Action::Redirect {
-                to: "https://{host}{path}".into(),
-                status: StatusCode::PERMANENT_REDIRECT
-            }
+            Action::Redirect { to: "https://{host}{path}".into(), status: StatusCode::PERMANENT_REDIRECT }
         );
         let r = route("redirect = { to = \"https://example.com\" }");
         assert_eq!(
             r.action,
-            Action::Redirect {
-                to: "https://example.com".into(),
-                status: StatusCode::FOUND
-            }
+            Action::Redirect { to: "https://example.com".into(), status: StatusCode::FOUND }
         );
     }
 
     #[test]
     fn split_weight_defaults_to_one() {
         let r = route("split = [{ upstream = \"users\" }, { upstream = \"users\", weight = 3 }]");
-        assert_eq!(
-            r.action,
-            Action::Split(vec![("users".into(), 1), ("users".into(), 3)])
-        );
+        assert_eq!(r.action, Action::Split(vec![("users".into(), 1), ("users".into(), 3)]));
     }
 
     #[test]
@@ -2567,27 +2151,17 @@ max_replay_body_bytes = "64KiB"
     fn load_routes_reads_toml_files_in_name_order() {
         let dir = scratch("routes-dir");
         std::fs::write(dir.join("20-users.toml"), USERS).unwrap();
-        std::fs::write(
-            dir.join("10-api.toml"),
-            "[[route]]\nname = \"api\"\nupstream = \"users\"\n",
-        )
-        .unwrap();
+        std::fs::write(dir.join("10-api.toml"), "[[route]]\nname = \"api\"\nupstream = \"users\"\n").unwrap();
         std::fs::write(dir.join("README.md"), "not toml").unwrap();
         std::fs::create_dir(dir.join("nested.toml")).unwrap();
         let set = load_routes(&dir).unwrap();
-        assert_eq!(
-            set.files,
-            vec![dir.join("10-api.toml"), dir.join("20-users.toml")]
-        );
+        assert_eq!(set.files, vec![dir.join("10-api.toml"), dir.join("20-users.toml")]);
         assert_eq!(set.routes[0].origin.file, dir.join("10-api.toml"));
 
         let e = load_routes(&dir.join("missing")).unwrap_err().to_string();
         assert_prefix(
             &e,
-            &format!(
-                "{}:1:1: cannot read the routes directory",
-                dir.join("missing").display()
-            ),
+            &format!("{}:1:1: cannot read the routes directory", dir.join("missing").display()),
         );
     }
 
@@ -2602,10 +2176,7 @@ max_replay_body_bytes = "64KiB"
     #[test]
     fn syntax_error() {
         assert_prefix(&error("[[route]\nname = \"a\"\n"), "routes/a.toml:1:9: ");
-        assert_prefix(
-            &error("[[route]]\nname = \"a\nupstream = \"users\"\n"),
-            "routes/a.toml:2:",
-        );
+        assert_prefix(&error("[[route]]\nname = \"a\nupstream = \"users\"\n"), "routes/a.toml:2:");
     }
 
     #[test]
@@ -2639,14 +2210,8 @@ max_replay_body_bytes = "64KiB"
     #[test]
     fn duplicate_route_name_across_files() {
         let errs = errors(&[
-            (
-                "a.toml",
-                "[[route]]\nname = \"api\"\nupstream = \"users\"\n",
-            ),
-            (
-                "b.toml",
-                "# second\n[[route]]\n  name = \"api\"\nupstream = \"users\"\n",
-            ),
+            ("a.toml", "[[route]]\nname = \"api\"\nupstream = \"users\"\n"),
+            ("b.toml", "# second\n[[route]]\n  name = \"api\"\nupstream = \"users\"\n"),
             ("c.toml", USERS),
         ]);
         assert_eq!(
@@ -2678,30 +2243,18 @@ max_replay_body_bytes = "64KiB"
             "routes/a.toml:3:59: route \"x\" names upstream \"userz\", which is not defined in any file under routes/",
         );
         // With many upstreams, only the closest name is suggested.
-        let many: String = (0..20)
-            .map(|i| format!("[[upstream]]\nname = \"svc-{i}\"\nendpoints = [\"a:1\"]\n"))
-            .collect();
-        let errs = errors(&[
-            (
-                "a.toml",
-                "[[route]]\nname = \"x\"\nupstream = \"svc-13x\"\n",
-            ),
-            ("b.toml", &many),
-        ]);
-        assert!(
-            errs[0].ends_with("; did you mean \"svc-13\"?"),
-            "{}",
-            errs[0]
-        );
+        let many: String =
+            (0..20).map(|i| format!("[[upstream]]\nname = \"svc-{i}\"\nendpoints = [\"a:1\"]\n")).collect();
+        let errs =
+            errors(&[("a.toml", "[[route]]\nname = \"x\"\nupstream = \"svc-13x\"\n"), ("b.toml", &many)]);
+        assert!(errs[0].ends_with("; did you mean \"svc-13\"?"), "{}", errs[0]);
     }
 
     #[test]
     fn dangling_check_skipped_when_a_file_is_broken() {
         // The broken file may be the one defining the upstream: report only its syntax error.
-        let errs = errors(&[
-            ("a.toml", "[[route]]\nname = \"x\"\nupstream = \"y\"\n"),
-            ("b.toml", "[[upstream]\n"),
-        ]);
+        let errs =
+            errors(&[("a.toml", "[[route]]\nname = \"x\"\nupstream = \"y\"\n"), ("b.toml", "[[upstream]\n")]);
         assert_eq!(errs.len(), 1, "{errs:#?}");
         assert_prefix(&errs[0], "routes/b.toml:1:");
     }
@@ -2709,9 +2262,7 @@ max_replay_body_bytes = "64KiB"
     #[test]
     fn bad_regex() {
         assert_eq!(
-            error(
-                "[[route]]\nname = \"a\"\nupstream = \"users\"\npath_regex = \"/users/(\\\\d+\"\n"
-            ),
+            error("[[route]]\nname = \"a\"\nupstream = \"users\"\npath_regex = \"/users/(\\\\d+\"\n"),
             "routes/a.toml:4:14: invalid `path_regex` \"/users/(\\\\d+\": unclosed group"
         );
         // Valid only inside our anchoring group: still an error.
@@ -2740,9 +2291,7 @@ max_replay_body_bytes = "64KiB"
     #[test]
     fn bad_size() {
         assert_prefix(
-            &error(
-                "[[route]]\nname = \"a\"\nupstream = \"users\"\nmax_request_body_bytes = \"1XB\"\n",
-            ),
+            &error("[[route]]\nname = \"a\"\nupstream = \"users\"\nmax_request_body_bytes = \"1XB\"\n"),
             "routes/a.toml:4:26: invalid size \"1XB\": unknown unit \"XB\"",
         );
         assert_prefix(
@@ -2794,7 +2343,9 @@ max_replay_body_bytes = "64KiB"
 
     #[test]
     fn hosts() {
-        let r = route("hosts = [\"Example.COM\", \"*.a.example.com\", \"10.0.0.1\", \"[::1]\"]\nupstream = \"users\"");
+        let r = route(
+            "hosts = [\"Example.COM\", \"*.a.example.com\", \"10.0.0.1\", \"[::1]\"]\nupstream = \"users\"",
+        );
         assert_eq!(
             r.hosts,
             vec![
@@ -2804,34 +2355,24 @@ max_replay_body_bytes = "64KiB"
                 HostMatch::Exact("[::1]".into()),
             ]
         );
-        let bad = |h: &str| {
-            error(&format!(
-                "[[route]]\nname = \"a\"\nupstream = \"users\"\nhosts = [\"{h}\"]\n"
-            ))
-        };
+        let bad =
+            |h: &str| error(&format!("[[route]]\nname = \"a\"\nupstream = \"users\"\nhosts = [\"{h}\"]\n"));
         assert_prefix(
             &bad("api.example.com:8080"),
             "routes/a.toml:4:10: host \"api.example.com:8080\" has a port; hosts match without the port, so write \"api.example.com\"",
         );
+        assert_prefix(&bad("*"), "routes/a.toml:4:10: host \"*\" is not allowed; remove `hosts`");
         assert_prefix(
-            &bad("*"),
-            "routes/a.toml:4:10: host \"*\" is not allowed; remove `hosts`",
+            &bad("api.*.com"),
+            "routes/a.toml:4:10: invalid host \"api.*.com\": a wildcard must be the whole leftmost label",
         );
-        assert_prefix(&bad("api.*.com"), "routes/a.toml:4:10: invalid host \"api.*.com\": a wildcard must be the whole leftmost label");
-        assert_prefix(
-            &bad("*api.com"),
-            "routes/a.toml:4:10: invalid host \"*api.com\": a wildcard",
-        );
+        assert_prefix(&bad("*api.com"), "routes/a.toml:4:10: invalid host \"*api.com\": a wildcard");
         assert_prefix(&bad("a b"), "routes/a.toml:4:10: invalid host \"a b\"");
     }
 
     #[test]
     fn endpoint_addresses() {
-        let bad = |e: &str| {
-            error(&format!(
-                "[[upstream]]\nname = \"u\"\nendpoints = [\"{e}\"]\n"
-            ))
-        };
+        let bad = |e: &str| error(&format!("[[upstream]]\nname = \"u\"\nendpoints = [\"{e}\"]\n"));
         assert_prefix(
             &bad("10.0.0.1"),
             "routes/a.toml:3:14: endpoint \"10.0.0.1\" has no port; write it as \"10.0.0.1:80\"",
@@ -2840,10 +2381,7 @@ max_replay_body_bytes = "64KiB"
             &bad("::1:80"),
             "routes/a.toml:3:14: invalid endpoint \"::1:80\": write IPv6 addresses in brackets",
         );
-        assert_prefix(
-            &bad("a:99999"),
-            "routes/a.toml:3:14: invalid port \"99999\" in endpoint \"a:99999\"",
-        );
+        assert_prefix(&bad("a:99999"), "routes/a.toml:3:14: invalid port \"99999\" in endpoint \"a:99999\"");
         assert_prefix(&bad("a:0"), "routes/a.toml:3:14: invalid port \"0\"");
         assert_prefix(
             &error("[[upstream]]\nname = \"u\"\nendpoints = [{ address = \"a:1\", weight = 0 }]\n"),
@@ -2870,7 +2408,9 @@ max_replay_body_bytes = "64KiB"
             "routes/a.toml:3:42: consul `address` \"127.0.0.1:8500\" must be an http:// or https:// URL",
         );
         assert_prefix(
-            &error("[[upstream]]\nname = \"u\"\ndiscovery = { type = \"zookeeper\", servers = \"zk:2181\" }\n"),
+            &error(
+                "[[upstream]]\nname = \"u\"\ndiscovery = { type = \"zookeeper\", servers = \"zk:2181\" }\n",
+            ),
             "routes/a.toml:3:22: zookeeper discovery needs `path`",
         );
         assert_prefix(
@@ -2889,23 +2429,13 @@ max_replay_body_bytes = "64KiB"
 
     #[test]
     fn value_errors() {
-        let bad = |body: &str| {
-            error(&format!(
-                "[[route]]\nname = \"a\"\nupstream = \"users\"\n{body}\n"
-            ))
-        };
-        assert_prefix(
-            &bad("methods = [\"G ET\"]"),
-            "routes/a.toml:4:12: invalid method \"G ET\"",
-        );
+        let bad = |body: &str| error(&format!("[[route]]\nname = \"a\"\nupstream = \"users\"\n{body}\n"));
+        assert_prefix(&bad("methods = [\"G ET\"]"), "routes/a.toml:4:12: invalid method \"G ET\"");
         assert_prefix(
             &bad("headers = { \"x y\" = \"1\" }"),
             "routes/a.toml:4:13: invalid header name \"x y\"",
         );
-        assert_prefix(
-            &bad("path = \"a\""),
-            "routes/a.toml:4:8: `path` \"a\" must start with \"/\"",
-        );
+        assert_prefix(&bad("path = \"a\""), "routes/a.toml:4:8: `path` \"a\" must start with \"/\"");
         assert_prefix(
             &bad("path = \"/a\"\npath_prefix = \"/b\""),
             "routes/a.toml:2:8: route \"a\" sets `path` and `path_prefix`",
@@ -2935,27 +2465,18 @@ max_replay_body_bytes = "64KiB"
             &bad_action("redirect = { to = \"/\", status = 300 }"),
             "routes/a.toml:3:33: invalid redirect status 300",
         );
-        assert_prefix(
-            &bad_action("respond = { status = 1000 }"),
-            "routes/a.toml:3:22: invalid status 1000",
-        );
+        assert_prefix(&bad_action("respond = { status = 1000 }"), "routes/a.toml:3:22: invalid status 1000");
         assert_prefix(
             &bad_action("split = [{ upstream = \"users\", weight = 0 }]"),
             "routes/a.toml:3:9: `split` weights add up to 0",
         );
-        let bad_up = |body: &str| {
-            error(&format!(
-                "[[upstream]]\nname = \"u\"\nendpoints = [\"a:1\"]\n{body}\n"
-            ))
-        };
+        let bad_up =
+            |body: &str| error(&format!("[[upstream]]\nname = \"u\"\nendpoints = [\"a:1\"]\n{body}\n"));
         assert_prefix(
             &bad_up("balance = \"fastest\""),
             "routes/a.toml:4:11: unknown `balance` \"fastest\"; expected one of: round_robin,",
         );
-        assert_prefix(
-            &bad_up("hash_on = \"ip\""),
-            "routes/a.toml:4:11: unknown `hash_on` \"ip\"",
-        );
+        assert_prefix(&bad_up("hash_on = \"ip\""), "routes/a.toml:4:11: unknown `hash_on` \"ip\"");
         assert_prefix(
             &bad_up("panic_threshold = 101"),
             "routes/a.toml:4:19: `panic_threshold` must be between 0 and 100, got 101",
@@ -2982,7 +2503,9 @@ max_replay_body_bytes = "64KiB"
             "routes/a.toml:4:13: invalid header name \"é\"",
         );
         assert_prefix(
-            &error("[[route]]\nname = \"a\"\nupstream = \"users\"\nquery = { \"é\" = \"1\" }\ntimeout = \"1\"\n"),
+            &error(
+                "[[route]]\nname = \"a\"\nupstream = \"users\"\nquery = { \"é\" = \"1\" }\ntimeout = \"1\"\n",
+            ),
             "routes/a.toml:5:11: invalid duration",
         );
     }
@@ -2991,8 +2514,7 @@ max_replay_body_bytes = "64KiB"
     fn all_errors_are_collected() {
         let a = "[[route]]\nname = \"one\"\nupstream = \"nope\"\ntimeout = \"5\"\n\n\
                  [[route]]\nname = \"two\"\npath_regex = \"(\"\nupstream = \"users\"\n";
-        let b =
-            "[[route]]\nname = \"one\"\nrespond = { status = 200 }\nredirect = { to = \"/\" }\n";
+        let b = "[[route]]\nname = \"one\"\nrespond = { status = 200 }\nredirect = { to = \"/\" }\n";
         let c = "[[upstream]]\nname = \"users\"\nendpoints = [\"a:1\"]\nconnect_timeout = \"1x\"\n";
         let d = "[[route]\n";
         let errs = errors(&[("a.toml", a), ("b.toml", b), ("c.toml", c), ("d.toml", d)]);
@@ -3009,19 +2531,13 @@ max_replay_body_bytes = "64KiB"
             ],
             "{errs:#?}"
         );
-        assert_prefix(
-            &errs[2],
-            "routes/b.toml:2:8: route \"one\" sets `respond` and `redirect`",
-        );
+        assert_prefix(&errs[2], "routes/b.toml:2:8: route \"one\" sets `respond` and `redirect`");
         assert_prefix(&errs[3], "routes/b.toml:2:8: duplicate route name \"one\"");
         // The dangling "nope" is not reported: d.toml is broken and might define it. Without
         // d.toml it is.
         let errs = errors(&[("a.toml", a), ("b.toml", b), ("c.toml", c)]);
         assert_eq!(errs.len(), 6, "{errs:#?}");
-        assert_prefix(
-            &errs[0],
-            "routes/a.toml:3:12: route \"one\" names upstream \"nope\"",
-        );
+        assert_prefix(&errs[0], "routes/a.toml:3:12: route \"one\" names upstream \"nope\"");
     }
 
     // === scalars ===
@@ -3035,23 +2551,12 @@ max_replay_body_bytes = "64KiB"
         assert_eq!(ok("1h"), Duration::from_secs(3600));
         assert_eq!(ok("1m30s"), Duration::from_secs(90));
         assert_eq!(ok("0s"), Duration::ZERO);
-        assert_eq!(
-            parse_duration("5").unwrap_err(),
-            "invalid duration \"5\": add a unit, e.g. \"5s\""
-        );
-        assert!(parse_duration("")
-            .unwrap_err()
-            .contains("write a number with a unit"));
+        assert_eq!(parse_duration("5").unwrap_err(), "invalid duration \"5\": add a unit, e.g. \"5s\"");
+        assert!(parse_duration("").unwrap_err().contains("write a number with a unit"));
         assert!(parse_duration("1.5s").unwrap_err().contains("\"1500ms\""));
-        assert!(parse_duration("5 sec")
-            .unwrap_err()
-            .contains("unknown unit \"sec\""));
-        assert!(parse_duration("s")
-            .unwrap_err()
-            .contains("expected a number"));
-        assert!(parse_duration("99999999999999999999s")
-            .unwrap_err()
-            .contains("too large"));
+        assert!(parse_duration("5 sec").unwrap_err().contains("unknown unit \"sec\""));
+        assert!(parse_duration("s").unwrap_err().contains("expected a number"));
+        assert!(parse_duration("99999999999999999999s").unwrap_err().contains("too large"));
     }
 
     #[test]
@@ -3067,14 +2572,8 @@ max_replay_body_bytes = "64KiB"
         assert_eq!(ok("1GB"), 1_000_000_000);
         assert_eq!(ok("64 KiB"), 64 * 1024);
         assert!(parse_size("1.5MiB").unwrap_err().contains("\"1536KiB\""));
-        assert!(parse_size("1kb")
-            .unwrap_err()
-            .contains("unknown unit \"kb\""));
-        assert!(parse_size("KiB")
-            .unwrap_err()
-            .contains("expected a number of bytes"));
-        assert!(parse_size("99999999999GiB")
-            .unwrap_err()
-            .contains("too large"));
+        assert!(parse_size("1kb").unwrap_err().contains("unknown unit \"kb\""));
+        assert!(parse_size("KiB").unwrap_err().contains("expected a number of bytes"));
+        assert!(parse_size("99999999999GiB").unwrap_err().contains("too large"));
     }
 }

@@ -205,28 +205,16 @@ impl Metrics {
             "Endpoint-set updates from discovery",
             m.discovery_updates.clone(),
         );
-        r.register(
-            "switchyard_discovery_errors",
-            "Discovery failures",
-            m.discovery_errors.clone(),
-        );
+        r.register("switchyard_discovery_errors", "Discovery failures", m.discovery_errors.clone());
         r.register("switchyard_config_reloads", "Reload attempts", m.config_reloads.clone());
-        r.register(
-            "switchyard_connections_active",
-            "Open client connections",
-            m.connections_active.clone(),
-        );
+        r.register("switchyard_connections_active", "Open client connections", m.connections_active.clone());
         r.register("switchyard_tls_handshakes", "TLS handshakes", m.tls_handshakes.clone());
         r.register(
             "switchyard_tls_cert_expiry_timestamp_seconds",
             "notAfter of each loaded certificate, Unix seconds",
             m.tls_cert_expiry.clone(),
         );
-        r.register(
-            "switchyard_rate_limited",
-            "Requests rejected by a rate limit",
-            m.rate_limited.clone(),
-        );
+        r.register("switchyard_rate_limited", "Requests rejected by a rate limit", m.rate_limited.clone());
         Metrics { registry, ..m }
     }
 

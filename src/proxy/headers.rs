@@ -14,8 +14,7 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 /// `x-forwarded-host`.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// `x-forwarded-client-cert`.
-pub static X_FORWARDED_CLIENT_CERT: HeaderName =
-    HeaderName::from_static("x-forwarded-client-cert");
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -23,9 +22,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Whether `req` asks for an HTTP/1.1 upgrade (`Connection: upgrade` plus `Upgrade`).
 pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
     let up = headers.get(header::UPGRADE)?;
-    connection_tokens(headers)
-        .any(|t| t.eq_ignore_ascii_case("upgrade"))
-        .then(|| up.clone())
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade")).then(|| up.clone())
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -43,9 +40,8 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// `transfer-encoding` and `upgrade`. With `upgrade`, the headers an upgrade needs are put back.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
+        let named: Vec<HeaderName> =
+            connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
         for n in named {
             if n != header::TE {
                 headers.remove(&n);
@@ -100,10 +96,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, https: bool, host:
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
-    headers.insert(
-        &X_FORWARDED_PROTO,
-        HeaderValue::from_static(if https { "https" } else { "http" }),
-    );
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(if https { "https" } else { "http" }));
     if let Some(h) = host {
         headers.insert(&X_FORWARDED_HOST, h.clone());
     }

@@ -118,11 +118,7 @@ fn classify(endpoint: &str, e: hyper_util::client::legacy::Error) -> Error {
 /// Point `req` at `authority` over plain HTTP (TLS to upstreams comes with `[upstream.tls]`),
 /// keeping its path and query, and set the version spoken upstream.
 pub fn address_to(req: &mut Request<Body>, authority: &http::uri::Authority, version: Version) {
-    let pq = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
     parts.authority = Some(authority.clone());

@@ -66,14 +66,8 @@ mod tests {
     fn lower_cases_and_strips_port() {
         assert_eq!(norm("api.example.com").as_deref(), Some("api.example.com"));
         assert_eq!(norm("API.Example.COM").as_deref(), Some("api.example.com"));
-        assert_eq!(
-            norm("api.example.com:8443").as_deref(),
-            Some("api.example.com")
-        );
-        assert_eq!(
-            norm("API.example.com:80").as_deref(),
-            Some("api.example.com")
-        );
+        assert_eq!(norm("api.example.com:8443").as_deref(), Some("api.example.com"));
+        assert_eq!(norm("API.example.com:80").as_deref(), Some("api.example.com"));
         assert_eq!(norm("example.com.").as_deref(), Some("example.com"));
         assert_eq!(norm("example.com.:80").as_deref(), Some("example.com"));
     }
@@ -100,10 +94,6 @@ mod tests {
         let raw = "api.example.com:80";
         let mut buf = [0; MAX_HOST_LEN];
         let out = normalise(raw, &mut buf).unwrap();
-        assert_eq!(
-            out.as_ptr(),
-            raw.as_ptr(),
-            "no copy for an already normal host"
-        );
+        assert_eq!(out.as_ptr(), raw.as_ptr(), "no copy for an already normal host");
     }
 }

@@ -43,34 +43,20 @@ impl Matchers {
         Matchers {
             methods: route.methods.clone().into_boxed_slice(),
             headers: route.headers.clone().into_boxed_slice(),
-            query: route
-                .query
-                .iter()
-                .map(|(k, v)| (Box::from(k.as_str()), v.clone()))
-                .collect(),
+            query: route.query.iter().map(|(k, v)| (Box::from(k.as_str()), v.clone())).collect(),
         }
     }
 
     /// This route's precedence rank among routes of the same host and path class.
     pub(super) fn rank(&self) -> Rank {
-        (
-            Reverse(!self.methods.is_empty()),
-            Reverse(self.headers.len()),
-            Reverse(self.query.len()),
-        )
+        (Reverse(!self.methods.is_empty()), Reverse(self.headers.len()), Reverse(self.query.len()))
     }
 
     /// Whether the request passes every method, header and query matcher. Cheapest first.
     pub(super) fn matches(&self, req: &RequestParts<'_>) -> bool {
         (self.methods.is_empty() || self.methods.contains(req.method))
-            && self
-                .headers
-                .iter()
-                .all(|(name, want)| header_matches(req.headers, name, want))
-            && self
-                .query
-                .iter()
-                .all(|(key, want)| query_matches(req.query, key, want))
+            && self.headers.iter().all(|(name, want)| header_matches(req.headers, name, want))
+            && self.query.iter().all(|(key, want)| query_matches(req.query, key, want))
     }
 }
 
@@ -79,10 +65,7 @@ impl Matchers {
 pub(super) fn header_matches(headers: &HeaderMap, name: &HeaderName, want: &ValueMatch) -> bool {
     match want {
         ValueMatch::Present => headers.contains_key(name),
-        ValueMatch::Exact(v) => headers
-            .get_all(name)
-            .iter()
-            .any(|have| have.as_bytes() == v.as_bytes()),
+        ValueMatch::Exact(v) => headers.get_all(name).iter().any(|have| have.as_bytes() == v.as_bytes()),
     }
 }
 
@@ -141,27 +124,11 @@ mod tests {
         headers.append(&name, HeaderValue::from_static("0"));
         headers.append(&name, HeaderValue::from_static("1"));
         assert!(header_matches(&headers, &name, &ValueMatch::Present));
-        assert!(header_matches(
-            &headers,
-            &name,
-            &ValueMatch::Exact("1".into())
-        ));
-        assert!(header_matches(
-            &headers,
-            &name,
-            &ValueMatch::Exact("0".into())
-        ));
-        assert!(!header_matches(
-            &headers,
-            &name,
-            &ValueMatch::Exact("2".into())
-        ));
+        assert!(header_matches(&headers, &name, &ValueMatch::Exact("1".into())));
+        assert!(header_matches(&headers, &name, &ValueMatch::Exact("0".into())));
+        assert!(!header_matches(&headers, &name, &ValueMatch::Exact("2".into())));
         // Case-sensitive values.
         headers.insert(&name, HeaderValue::from_static("Yes"));
-        assert!(!header_matches(
-            &headers,
-            &name,
-            &ValueMatch::Exact("yes".into())
-        ));
+        assert!(!header_matches(&headers, &name, &ValueMatch::Exact("yes".into())));
     }
 }

@@ -156,11 +156,7 @@ impl Router {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Option<usize> {
-        let req = RequestParts {
-            method,
-            query: query.unwrap_or(""),
-            headers,
-        };
+        let req = RequestParts { method, query: query.unwrap_or(""), headers };
         let mut buf = [0u8; MAX_HOST_LEN];
         if let Some(host) = host.and_then(|h| host::normalise(h, &mut buf)) {
             if let Some(found) = self.lookup_host(host, path, &req) {
@@ -177,10 +173,7 @@ impl Router {
         let uri = req.uri();
         let host = match uri.authority() {
             Some(authority) => Some(authority.host()),
-            None => req
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok()),
+            None => req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()),
         };
         self.lookup(req.method(), host, uri.path(), uri.query(), req.headers())
     }
@@ -220,12 +213,7 @@ impl Router {
         // Probing only starts at the first dot whose suffix could be a key, so a long host costs
         // no more probes than the longest wildcard has labels.
         let min_dot = host.len().saturating_sub(self.longest_wildcard + 1).max(1);
-        for (dot, _) in host
-            .bytes()
-            .enumerate()
-            .skip(min_dot)
-            .filter(|&(_, b)| b == b'.')
-        {
+        for (dot, _) in host.bytes().enumerate().skip(min_dot).filter(|&(_, b)| b == b'.') {
             if let Some(bucket) = self.wildcard_hosts.get(&host[dot + 1..]) {
                 if let Some(found) = bucket.lookup(&self.routes, path, req) {
                     return Some(found);
@@ -260,11 +248,7 @@ fn precedence_key(route: &RouteConfig) -> ((u8, Reverse<usize>), (u8, Reverse<us
 impl Bucket {
     fn insert(&mut self, path: &PathMatch, route: u32) {
         match path {
-            PathMatch::Exact(p) => self
-                .exact_paths
-                .entry(p.as_str().into())
-                .or_default()
-                .push(route),
+            PathMatch::Exact(p) => self.exact_paths.entry(p.as_str().into()).or_default().push(route),
             PathMatch::Prefix(p) => self.prefixes.insert(p, route),
             PathMatch::Regex(_) => self.regexes.push(route),
         }
@@ -280,26 +264,16 @@ impl Bucket {
         sort(&mut self.regexes);
         self.regexes.shrink_to_fit();
         if !self.regexes.is_empty() {
-            let patterns = self
-                .regexes
-                .iter()
-                .filter_map(|&i| routes[i as usize].regex.as_ref().map(Regex::as_str));
+            let patterns =
+                self.regexes.iter().filter_map(|&i| routes[i as usize].regex.as_ref().map(Regex::as_str));
             self.regex_set = RegexSet::new(patterns).ok();
         }
     }
 
     /// Exact path, then prefixes from the longest, then regexes.
-    fn lookup(
-        &self,
-        routes: &[CompiledRoute],
-        path: &str,
-        req: &RequestParts<'_>,
-    ) -> Option<usize> {
-        let first = |list: &[u32]| {
-            list.iter()
-                .map(|&i| i as usize)
-                .find(|&i| routes[i].matchers.matches(req))
-        };
+    fn lookup(&self, routes: &[CompiledRoute], path: &str, req: &RequestParts<'_>) -> Option<usize> {
+        let first =
+            |list: &[u32]| list.iter().map(|&i| i as usize).find(|&i| routes[i].matchers.matches(req));
         if !self.exact_paths.is_empty() {
             if let Some(found) = self.exact_paths.get(path).and_then(|list| first(list)) {
                 return Some(found);
@@ -310,12 +284,7 @@ impl Bucket {
                 return Some(found);
             }
         }
-        if self.regexes.is_empty()
-            || self
-                .regex_set
-                .as_ref()
-                .is_some_and(|set| !set.is_match(path))
-        {
+        if self.regexes.is_empty() || self.regex_set.as_ref().is_some_and(|set| !set.is_match(path)) {
             return None;
         }
         self.regexes.iter().map(|&i| i as usize).find(|&i| {

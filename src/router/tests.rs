@@ -32,10 +32,7 @@ fn route(hosts: &[&str], path: &str) -> RouteConfig {
     };
     RouteConfig {
         name: String::new(),
-        origin: Origin {
-            file: "routes/test.toml".into(),
-            line: 1,
-        },
+        origin: Origin { file: "routes/test.toml".into(), line: 1 },
         hosts,
         path,
         methods: Vec::new(),
@@ -69,28 +66,19 @@ fn methods(mut r: RouteConfig, ms: &[&str]) -> RouteConfig {
 }
 
 fn headers(mut r: RouteConfig, hs: &[(&str, &str)]) -> RouteConfig {
-    r.headers = hs
-        .iter()
-        .map(|(n, v)| (HeaderName::from_bytes(n.as_bytes()).unwrap(), value(v)))
-        .collect();
+    r.headers = hs.iter().map(|(n, v)| (HeaderName::from_bytes(n.as_bytes()).unwrap(), value(v))).collect();
     r
 }
 
 fn query(mut r: RouteConfig, qs: &[(&str, &str)]) -> RouteConfig {
-    r.query = qs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), value(v)))
-        .collect();
+    r.query = qs.iter().map(|(k, v)| ((*k).to_owned(), value(v))).collect();
     r
 }
 
 fn header_map(hs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (n, v) in hs {
-        map.append(
-            HeaderName::from_bytes(n.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
-        );
+        map.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
     }
     map
 }
@@ -104,19 +92,12 @@ fn get(router: &Router, host: &str, path: &str) -> Option<usize> {
 
 #[test]
 fn exact_host_beats_wildcard_beats_any() {
-    let routes = [
-        route(&[], "/"),
-        route(&["*.example.com"], "/"),
-        route(&["api.example.com"], "/"),
-    ];
+    let routes = [route(&[], "/"), route(&["*.example.com"], "/"), route(&["api.example.com"], "/")];
     let router = Router::new(&routes);
     assert_eq!(get(&router, "api.example.com", "/x"), Some(2));
     assert_eq!(get(&router, "web.example.com", "/x"), Some(1));
     assert_eq!(get(&router, "other.org", "/x"), Some(0));
-    assert_eq!(
-        router.lookup(&Method::GET, None, "/x", None, &HeaderMap::new()),
-        Some(0)
-    );
+    assert_eq!(router.lookup(&Method::GET, None, "/x", None, &HeaderMap::new()), Some(0));
 }
 
 #[test]
@@ -132,11 +113,7 @@ fn wildcard_matches_one_or_more_labels_never_the_apex() {
 
 #[test]
 fn longer_wildcard_suffix_wins() {
-    let routes = [
-        route(&["*.com"], "/"),
-        route(&["*.example.com"], "/"),
-        route(&["*.b.example.com"], "/"),
-    ];
+    let routes = [route(&["*.com"], "/"), route(&["*.example.com"], "/"), route(&["*.b.example.com"], "/")];
     let router = Router::new(&routes);
     assert_eq!(get(&router, "a.b.example.com", "/"), Some(2));
     assert_eq!(get(&router, "a.c.example.com", "/"), Some(1));
@@ -167,10 +144,7 @@ fn host_is_case_insensitive_and_port_is_ignored() {
 #[test]
 fn config_hosts_are_lower_cased_defensively() {
     let mut r = route(&[], "/");
-    r.hosts = vec![
-        HostMatch::Exact("API.example.com".into()),
-        HostMatch::Wildcard("Example.ORG".into()),
-    ];
+    r.hosts = vec![HostMatch::Exact("API.example.com".into()), HostMatch::Wildcard("Example.ORG".into())];
     let router = Router::new(&[r]);
     assert_eq!(get(&router, "api.example.com", "/"), Some(0));
     assert_eq!(get(&router, "a.example.org", "/"), Some(0));
@@ -213,10 +187,8 @@ fn host_decides_before_path() {
 
 #[test]
 fn route_with_several_hosts_is_in_each_bucket() {
-    let routes = [
-        route(&["*.example.com"], "/"),
-        route(&["api.example.com", "*.example.org", "api.test"], "/api"),
-    ];
+    let routes =
+        [route(&["*.example.com"], "/"), route(&["api.example.com", "*.example.org", "api.test"], "/api")];
     let router = Router::new(&routes);
     assert_eq!(get(&router, "api.example.com", "/api"), Some(1));
     assert_eq!(get(&router, "x.example.org", "/api/v"), Some(1));
@@ -228,21 +200,9 @@ fn route_with_several_hosts_is_in_each_bucket() {
 
 #[test]
 fn duplicate_hosts_in_one_route_do_not_break_order() {
-    let routes = [
-        headers(route(&["a.test", "a.test"], "/"), &[("x-a", "*")]),
-        route(&["a.test"], "/"),
-    ];
+    let routes = [headers(route(&["a.test", "a.test"], "/"), &[("x-a", "*")]), route(&["a.test"], "/")];
     let router = Router::new(&routes);
-    assert_eq!(
-        router.lookup(
-            &Method::GET,
-            Some("a.test"),
-            "/",
-            None,
-            &header_map(&[("x-a", "1")])
-        ),
-        Some(0)
-    );
+    assert_eq!(router.lookup(&Method::GET, Some("a.test"), "/", None, &header_map(&[("x-a", "1")])), Some(0));
     assert_eq!(get(&router, "a.test", "/"), Some(1));
 }
 
@@ -250,11 +210,7 @@ fn duplicate_hosts_in_one_route_do_not_break_order() {
 
 #[test]
 fn exact_path_beats_prefix_beats_regex() {
-    let routes = [
-        route(&[], "~/users/.*"),
-        route(&[], "/users"),
-        route(&[], "=/users/7"),
-    ];
+    let routes = [route(&[], "~/users/.*"), route(&[], "/users"), route(&[], "=/users/7")];
     let router = Router::new(&routes);
     assert_eq!(get(&router, "h", "/users/7"), Some(2));
     assert_eq!(get(&router, "h", "/users/8"), Some(1));
@@ -273,12 +229,7 @@ fn exact_path_is_exact() {
 
 #[test]
 fn longest_prefix_wins() {
-    let routes = [
-        route(&[], "/"),
-        route(&[], "/api"),
-        route(&[], "/api/v1/users"),
-        route(&[], "/api/v1"),
-    ];
+    let routes = [route(&[], "/"), route(&[], "/api"), route(&[], "/api/v1/users"), route(&[], "/api/v1")];
     let router = Router::new(&routes);
     assert_eq!(get(&router, "h", "/api/v1/users/7"), Some(2));
     assert_eq!(get(&router, "h", "/api/v1/orders"), Some(3));
@@ -295,22 +246,10 @@ fn shorter_prefix_then_regex_when_longer_fails_other_matchers() {
     ];
     let router = Router::new(&routes);
     let h = header_map(&[("x-a", "1")]);
-    assert_eq!(
-        router.lookup(&Method::GET, None, "/api/v1/x", None, &h),
-        Some(2)
-    );
-    assert_eq!(
-        router.lookup(&Method::POST, None, "/api/v1/x", None, &HeaderMap::new()),
-        Some(1)
-    );
-    assert_eq!(
-        router.lookup(&Method::GET, None, "/api/v1/x", None, &HeaderMap::new()),
-        Some(0)
-    );
-    assert_eq!(
-        router.lookup(&Method::GET, None, "/api/v2", None, &HeaderMap::new()),
-        None
-    );
+    assert_eq!(router.lookup(&Method::GET, None, "/api/v1/x", None, &h), Some(2));
+    assert_eq!(router.lookup(&Method::POST, None, "/api/v1/x", None, &HeaderMap::new()), Some(1));
+    assert_eq!(router.lookup(&Method::GET, None, "/api/v1/x", None, &HeaderMap::new()), Some(0));
+    assert_eq!(router.lookup(&Method::GET, None, "/api/v2", None, &HeaderMap::new()), None);
 }
 
 #[test]
@@ -353,29 +292,15 @@ fn regexes_by_rank_then_load_order() {
     ];
     let router = Router::new(&routes);
     assert_eq!(get(&router, "h", "/a/1"), Some(2));
-    assert_eq!(
-        router.lookup(&Method::PUT, None, "/a/1", None, &HeaderMap::new()),
-        Some(0)
-    );
-    assert_eq!(
-        router.lookup(&Method::PUT, None, "/b", None, &HeaderMap::new()),
-        Some(1)
-    );
-    assert_eq!(
-        router.lookup(&Method::POST, None, "/b", None, &HeaderMap::new()),
-        Some(3)
-    );
+    assert_eq!(router.lookup(&Method::PUT, None, "/a/1", None, &HeaderMap::new()), Some(0));
+    assert_eq!(router.lookup(&Method::PUT, None, "/b", None, &HeaderMap::new()), Some(1));
+    assert_eq!(router.lookup(&Method::POST, None, "/b", None, &HeaderMap::new()), Some(3));
 }
 
 #[test]
 fn path_decides_before_methods_and_headers() {
-    let routes = [
-        headers(
-            methods(route(&[], "/"), &["GET"]),
-            &[("x-a", "*"), ("x-b", "*")],
-        ),
-        route(&[], "/a"),
-    ];
+    let routes =
+        [headers(methods(route(&[], "/"), &["GET"]), &[("x-a", "*"), ("x-b", "*")]), route(&[], "/a")];
     let router = Router::new(&routes);
     let h = header_map(&[("x-a", "1"), ("x-b", "2")]);
     assert_eq!(router.lookup(&Method::GET, None, "/a/b", None, &h), Some(1));
@@ -388,28 +313,20 @@ fn route_listing_methods_beats_one_that_does_not() {
     let routes = [route(&[], "/"), methods(route(&[], "/"), &["GET", "HEAD"])];
     let router = Router::new(&routes);
     assert_eq!(get(&router, "h", "/"), Some(1));
-    assert_eq!(
-        router.lookup(&Method::POST, None, "/", None, &HeaderMap::new()),
-        Some(0)
-    );
+    assert_eq!(router.lookup(&Method::POST, None, "/", None, &HeaderMap::new()), Some(0));
 }
 
 #[test]
 fn number_of_listed_methods_does_not_rank() {
-    let routes = [
-        methods(route(&[], "/"), &["GET", "POST", "PUT"]),
-        methods(route(&[], "/"), &["GET"]),
-    ];
+    let routes = [methods(route(&[], "/"), &["GET", "POST", "PUT"]), methods(route(&[], "/"), &["GET"])];
     let router = Router::new(&routes);
     assert_eq!(get(&router, "h", "/"), Some(0));
 }
 
 #[test]
 fn methods_rank_before_headers() {
-    let routes = [
-        headers(route(&[], "/"), &[("x-a", "*"), ("x-b", "*")]),
-        methods(route(&[], "/"), &["GET"]),
-    ];
+    let routes =
+        [headers(route(&[], "/"), &[("x-a", "*"), ("x-b", "*")]), methods(route(&[], "/"), &["GET"])];
     let router = Router::new(&routes);
     let h = header_map(&[("x-a", "1"), ("x-b", "2")]);
     assert_eq!(router.lookup(&Method::GET, None, "/", None, &h), Some(1));
@@ -428,24 +345,16 @@ fn more_headers_beat_fewer() {
     assert_eq!(router.lookup(&Method::GET, None, "/", None, &both), Some(1));
     let a = header_map(&[("x-a", "1")]);
     assert_eq!(router.lookup(&Method::GET, None, "/", None, &a), Some(0));
-    assert_eq!(
-        router.lookup(&Method::GET, None, "/", None, &HeaderMap::new()),
-        Some(2)
-    );
+    assert_eq!(router.lookup(&Method::GET, None, "/", None, &HeaderMap::new()), Some(2));
 }
 
 #[test]
 fn headers_rank_before_query() {
-    let routes = [
-        query(route(&[], "/"), &[("a", "*"), ("b", "*")]),
-        headers(route(&[], "/"), &[("x-a", "*")]),
-    ];
+    let routes =
+        [query(route(&[], "/"), &[("a", "*"), ("b", "*")]), headers(route(&[], "/"), &[("x-a", "*")])];
     let router = Router::new(&routes);
     let h = header_map(&[("x-a", "1")]);
-    assert_eq!(
-        router.lookup(&Method::GET, None, "/", Some("a&b"), &h),
-        Some(1)
-    );
+    assert_eq!(router.lookup(&Method::GET, None, "/", Some("a&b"), &h), Some(1));
 }
 
 #[test]
@@ -457,30 +366,16 @@ fn more_query_matches_beat_fewer() {
     ];
     let router = Router::new(&routes);
     let none = HeaderMap::new();
-    assert_eq!(
-        router.lookup(&Method::GET, None, "/", Some("debug&v=2"), &none),
-        Some(2)
-    );
-    assert_eq!(
-        router.lookup(&Method::GET, None, "/", Some("debug&v=1"), &none),
-        Some(1)
-    );
-    assert_eq!(
-        router.lookup(&Method::GET, None, "/", Some("v=2"), &none),
-        Some(0)
-    );
+    assert_eq!(router.lookup(&Method::GET, None, "/", Some("debug&v=2"), &none), Some(2));
+    assert_eq!(router.lookup(&Method::GET, None, "/", Some("debug&v=1"), &none), Some(1));
+    assert_eq!(router.lookup(&Method::GET, None, "/", Some("v=2"), &none), Some(0));
     assert_eq!(router.lookup(&Method::GET, None, "/", None, &none), Some(0));
 }
 
 #[test]
 fn ties_go_to_the_route_loaded_first() {
-    let routes = [
-        route(&[], "/b"),
-        route(&[], "/a"),
-        route(&[], "/a"),
-        route(&["h"], "=/x"),
-        route(&["h"], "=/x"),
-    ];
+    let routes =
+        [route(&[], "/b"), route(&[], "/a"), route(&[], "/a"), route(&["h"], "=/x"), route(&["h"], "=/x")];
     let router = Router::new(&routes);
     assert_eq!(get(&router, "h", "/a"), Some(1));
     assert_eq!(get(&router, "h", "/x"), Some(3));
@@ -488,30 +383,16 @@ fn ties_go_to_the_route_loaded_first() {
 
 #[test]
 fn header_present_and_exact_with_multiple_values() {
-    let routes = [
-        headers(route(&[], "/"), &[("x-canary", "1")]),
-        headers(route(&[], "/p"), &[("x-debug", "*")]),
-    ];
+    let routes =
+        [headers(route(&[], "/"), &[("x-canary", "1")]), headers(route(&[], "/p"), &[("x-debug", "*")])];
     let router = Router::new(&routes);
-    let lookup = |path: &str, hs: &[(&str, &str)]| {
-        router.lookup(&Method::GET, None, path, None, &header_map(hs))
-    };
+    let lookup =
+        |path: &str, hs: &[(&str, &str)]| router.lookup(&Method::GET, None, path, None, &header_map(hs));
     assert_eq!(lookup("/", &[("x-canary", "1")]), Some(0));
-    assert_eq!(
-        lookup("/", &[("x-canary", "0"), ("x-canary", "1")]),
-        Some(0)
-    );
-    assert_eq!(
-        lookup("/", &[("X-Canary", "1")]),
-        Some(0),
-        "header names are case-insensitive"
-    );
+    assert_eq!(lookup("/", &[("x-canary", "0"), ("x-canary", "1")]), Some(0));
+    assert_eq!(lookup("/", &[("X-Canary", "1")]), Some(0), "header names are case-insensitive");
     assert_eq!(lookup("/", &[("x-canary", "0")]), None);
-    assert_eq!(
-        lookup("/", &[("x-canary", "0, 1")]),
-        None,
-        "one value per header line"
-    );
+    assert_eq!(lookup("/", &[("x-canary", "0, 1")]), None, "one value per header line");
     assert_eq!(lookup("/", &[]), None);
     assert_eq!(lookup("/p", &[("x-debug", "")]), Some(1));
     assert_eq!(lookup("/p", &[("x-debug", "anything")]), Some(1));
@@ -526,8 +407,7 @@ fn query_present_exact_and_key_without_value() {
         query(route(&[], "/n"), &[("flag", "")]),
     ];
     let router = Router::new(&routes);
-    let lookup =
-        |path: &str, q: Option<&str>| router.lookup(&Method::GET, None, path, q, &HeaderMap::new());
+    let lookup = |path: &str, q: Option<&str>| router.lookup(&Method::GET, None, path, q, &HeaderMap::new());
     assert_eq!(lookup("/e", Some("v=2")), Some(0));
     assert_eq!(lookup("/e", Some("v=1&v=2")), Some(0));
     assert_eq!(lookup("/e", Some("v=1")), None);
@@ -554,19 +434,10 @@ fn empty_router_matches_nothing() {
 
 #[test]
 fn lookup_request_uses_authority_then_host_header() {
-    let router = Router::new(&[
-        route(&[], "/"),
-        query(route(&["api.test"], "/a"), &[("x", "1")]),
-    ]);
-    let req = Request::get("/a/b?x=1")
-        .header("host", "API.test:8080")
-        .body(())
-        .unwrap();
+    let router = Router::new(&[route(&[], "/"), query(route(&["api.test"], "/a"), &[("x", "1")])]);
+    let req = Request::get("/a/b?x=1").header("host", "API.test:8080").body(()).unwrap();
     assert_eq!(router.lookup_request(&req), Some(1));
-    let req = Request::get("http://api.test:8080/a?x=1")
-        .header("host", "other")
-        .body(())
-        .unwrap();
+    let req = Request::get("http://api.test:8080/a?x=1").header("host", "other").body(()).unwrap();
     assert_eq!(router.lookup_request(&req), Some(1));
     let req = Request::get("/a?x=1").body(()).unwrap();
     assert_eq!(router.lookup_request(&req), Some(0));
@@ -590,10 +461,7 @@ fn precedence_order_lists_every_route_most_specific_first() {
     ];
     let router = Router::new(&routes);
     assert_eq!(router.len(), routes.len());
-    assert_eq!(
-        router.precedence_order(),
-        vec![4, 6, 7, 8, 9, 2, 10, 5, 3, 1, 0, 11]
-    );
+    assert_eq!(router.precedence_order(), vec![4, 6, 7, 8, 9, 2, 10, 5, 3, 1, 0, 11]);
 }
 
 #[test]
@@ -659,9 +527,7 @@ fn reference(
                 PathMatch::Prefix(p) => {
                     let ok = p == "/"
                         || path == p
-                        || path
-                            .strip_prefix(p.as_str())
-                            .is_some_and(|rest| rest.starts_with('/'));
+                        || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('/'));
                     ok.then_some((1, Reverse(p.len())))?
                 }
                 PathMatch::Regex(re) => re.is_match(path).then_some((2, Reverse(0)))?,
@@ -720,11 +586,7 @@ fn random_path(rng: &mut fastrand::Rng, max_depth: usize, allow_empty: bool) -> 
     let mut path = String::new();
     for _ in 0..depth {
         path.push('/');
-        let segments = if allow_empty {
-            &SEGMENTS[..]
-        } else {
-            &SEGMENTS[..4]
-        };
+        let segments = if allow_empty { &SEGMENTS[..] } else { &SEGMENTS[..4] };
         path.push_str(segments[rng.usize(..segments.len())]);
     }
     if path.is_empty() {
@@ -735,9 +597,7 @@ fn random_path(rng: &mut fastrand::Rng, max_depth: usize, allow_empty: bool) -> 
 
 fn random_route(rng: &mut fastrand::Rng) -> RouteConfig {
     let host_count = [0, 0, 1, 1, 1, 2][rng.usize(..6)];
-    let hosts: Vec<&str> = (0..host_count)
-        .map(|_| ROUTE_HOSTS[rng.usize(..ROUTE_HOSTS.len())])
-        .collect();
+    let hosts: Vec<&str> = (0..host_count).map(|_| ROUTE_HOSTS[rng.usize(..ROUTE_HOSTS.len())]).collect();
     let path = match rng.u8(..10) {
         0..=1 => format!("={}", random_path(rng, 3, true)),
         2..=7 => random_path(rng, 3, false),
@@ -748,27 +608,15 @@ fn random_route(rng: &mut fastrand::Rng) -> RouteConfig {
         let n = rng.usize(1..=2);
         r.methods = (0..n).map(|_| METHODS[rng.usize(..3)].clone()).collect();
     }
-    let mut hs: Vec<(&str, &str)> = (0..rng.usize(0..=2))
-        .map(|_| HEADER_MATCHERS[rng.usize(..4)])
-        .collect();
+    let mut hs: Vec<(&str, &str)> = (0..rng.usize(0..=2)).map(|_| HEADER_MATCHERS[rng.usize(..4)]).collect();
     hs.dedup_by_key(|(n, _)| *n);
-    let mut qs: Vec<(&str, &str)> = (0..rng.usize(0..=2))
-        .map(|_| QUERY_MATCHERS[rng.usize(..4)])
-        .collect();
+    let mut qs: Vec<(&str, &str)> = (0..rng.usize(0..=2)).map(|_| QUERY_MATCHERS[rng.usize(..4)]).collect();
     qs.dedup_by_key(|(k, _)| *k);
     query(headers(r, &hs), &qs)
 }
 
 fn random_case(rng: &mut fastrand::Rng, s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if rng.u8(..4) == 0 {
-                c.to_ascii_uppercase()
-            } else {
-                c
-            }
-        })
-        .collect()
+    s.chars().map(|c| if rng.u8(..4) == 0 { c.to_ascii_uppercase() } else { c }).collect()
 }
 
 #[test]
@@ -776,11 +624,9 @@ fn randomized_lookup_agrees_with_reference() {
     let mut rng = fastrand::Rng::with_seed(0x5717_c4a2_d0e1);
     let mut checked = 0;
     let mut matched = 0;
-    for &(route_count, request_count) in &[(3, 400), (10, 600), (40, 800), (200, 800), (3000, 1500)]
-    {
+    for &(route_count, request_count) in &[(3, 400), (10, 600), (40, 800), (200, 800), (3000, 1500)] {
         for _round in 0..if route_count < 100 { 20 } else { 2 } {
-            let routes: Vec<RouteConfig> =
-                (0..route_count).map(|_| random_route(&mut rng)).collect();
+            let routes: Vec<RouteConfig> = (0..route_count).map(|_| random_route(&mut rng)).collect();
             let router = Router::new(&routes);
             for _ in 0..request_count / if route_count < 100 { 10 } else { 1 } {
                 let method = METHODS[rng.usize(..4)].clone();
@@ -802,21 +648,14 @@ fn randomized_lookup_agrees_with_reference() {
                     path.push('x');
                 }
                 let q: Vec<String> = (0..rng.usize(0..=3))
-                    .map(|_| {
-                        ["p", "p=1", "p=2", "q", "q=", "q=1", "r=2", "s"][rng.usize(..8)].to_owned()
-                    })
+                    .map(|_| ["p", "p=1", "p=2", "q", "q=", "q=1", "r=2", "s"][rng.usize(..8)].to_owned())
                     .collect();
                 let q = q.join("&");
                 let q = (!q.is_empty() || rng.bool()).then_some(q);
                 let mut hs = HeaderMap::new();
                 for _ in 0..rng.usize(0..=3) {
-                    let (n, v) = [
-                        ("x-a", "1"),
-                        ("x-a", "0"),
-                        ("x-b", "2"),
-                        ("x-b", "3"),
-                        ("x-c", ""),
-                    ][rng.usize(..5)];
+                    let (n, v) =
+                        [("x-a", "1"), ("x-a", "0"), ("x-b", "2"), ("x-b", "3"), ("x-c", "")][rng.usize(..5)];
                     hs.append(n, HeaderValue::from_static(v));
                 }
                 let want = reference(&routes, &method, host.as_deref(), &path, q.as_deref(), &hs);
@@ -834,8 +673,5 @@ fn randomized_lookup_agrees_with_reference() {
     }
     // The generator must produce both outcomes in earnest for the comparison to mean much.
     assert!(checked > 5000, "{checked}");
-    assert!(
-        matched > checked / 4 && matched < checked * 9 / 10,
-        "{matched} of {checked}"
-    );
+    assert!(matched > checked / 4 && matched < checked * 9 / 10, "{matched} of {checked}");
 }

@@ -32,9 +32,7 @@ struct Node {
 
 impl Default for PrefixTrie {
     fn default() -> Self {
-        PrefixTrie {
-            nodes: vec![Node::default()],
-        }
+        PrefixTrie { nodes: vec![Node::default()] }
     }
 }
 
@@ -56,13 +54,8 @@ impl PrefixTrie {
             return child;
         }
         let child = u32::try_from(self.nodes.len()).expect("fewer than 2^32 trie nodes");
-        self.nodes.push(Node {
-            parent: node,
-            ..Node::default()
-        });
-        self.nodes[node as usize]
-            .children
-            .insert(segment.into(), child);
+        self.nodes.push(Node { parent: node, ..Node::default() });
+        self.nodes[node as usize].children.insert(segment.into(), child);
         child
     }
 
@@ -77,11 +70,7 @@ impl PrefixTrie {
 
     /// Offer the candidate lists of every prefix matching `path`, longest first, to `pick`; the
     /// first `Some` it returns is the answer.
-    pub(super) fn find<T>(
-        &self,
-        path: &str,
-        mut pick: impl FnMut(&[u32]) -> Option<T>,
-    ) -> Option<T> {
+    pub(super) fn find<T>(&self, path: &str, mut pick: impl FnMut(&[u32]) -> Option<T>) -> Option<T> {
         let mut node = ROOT;
         // A path not starting with `/` (`*`, say) can only match the prefix `/`.
         if let Some(rest) = path.strip_prefix('/') {

@@ -110,9 +110,11 @@ struct Connection {
 
 impl Connection {
     async fn serve(self, stream: TcpStream, peer: SocketAddr) {
-        let gauge = self.shared.metrics.connections_active.get_or_create_owned(&ListenerLabel {
-            listener: Arc::clone(&self.name),
-        });
+        let gauge = self
+            .shared
+            .metrics
+            .connections_active
+            .get_or_create_owned(&ListenerLabel { listener: Arc::clone(&self.name) });
         gauge.inc();
         let state = Arc::new(ConnState::default());
         let svc = GatewayService::new(

@@ -50,7 +50,13 @@ pub struct GatewayService {
 
 impl GatewayService {
     /// A service for one client connection.
-    pub fn new(shared: Arc<Shared>, listener: Name, client: SocketAddr, https: bool, conn: Arc<ConnState>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        listener: Name,
+        client: SocketAddr,
+        https: bool,
+        conn: Arc<ConnState>,
+    ) -> Self {
         GatewayService { shared, listener, client, https, conn }
     }
 }
@@ -135,7 +141,10 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
     }
 }
 
-async fn call(svc: &mut crate::stack::RouteService, req: Request<Body>) -> Result<Response<Body>, crate::error::Error> {
+async fn call(
+    svc: &mut crate::stack::RouteService,
+    req: Request<Body>,
+) -> Result<Response<Body>, crate::error::Error> {
     use tower::Service;
     svc.ready().await?;
     svc.call(req).await

@@ -28,8 +28,8 @@ use crate::metrics::Metrics;
 
 pub use forward::Forward;
 pub use layers::{
-    BodyLimit, BodyLimitLayer, RequestRewrite, RequestRewriteLayer, ResponseHeaders,
-    ResponseHeadersLayer, Timeout, TimeoutLayer,
+    BodyLimit, BodyLimitLayer, RequestRewrite, RequestRewriteLayer, ResponseHeaders, ResponseHeadersLayer,
+    Timeout, TimeoutLayer,
 };
 pub use terminal::{Redirect, Respond, Split};
 
@@ -50,9 +50,9 @@ pub fn build(
     };
     let terminal: RouteService = match &route.action {
         Action::Upstream(name) => BoxCloneSyncService::new(forward(name)),
-        Action::Split(choices) => BoxCloneSyncService::new(Split::new(
-            choices.iter().map(|(n, w)| (forward(n), *w)).collect(),
-        )),
+        Action::Split(choices) => {
+            BoxCloneSyncService::new(Split::new(choices.iter().map(|(n, w)| (forward(n), *w)).collect()))
+        }
         Action::Respond { status, body, headers } => {
             BoxCloneSyncService::new(Respond::new(*status, body.clone(), headers.clone()))
         }

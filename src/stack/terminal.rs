@@ -15,10 +15,13 @@ use crate::error::Error;
 
 // === impl Respond ===
 
+/// A fixed response: status, body, headers.
+type Fixed = (StatusCode, Bytes, Vec<(HeaderName, HeaderValue)>);
+
 /// `respond = { status, body, headers }`.
 #[derive(Clone, Debug)]
 pub struct Respond {
-    inner: Arc<(StatusCode, Bytes, Vec<(HeaderName, HeaderValue)>)>,
+    inner: Arc<Fixed>,
 }
 
 impl Respond {
@@ -67,10 +70,7 @@ impl Redirect {
     pub fn location<B>(&self, req: &Request<B>) -> String {
         let host = crate::proxy::headers::request_host(req).map(strip_port).unwrap_or("");
         let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-        self.to
-            .replace("{host}", host)
-            .replace("{path}", req.uri().path())
-            .replace("{query}", &query)
+        self.to.replace("{host}", host).replace("{path}", req.uri().path()).replace("{query}", &query)
     }
 }
 

@@ -153,7 +153,11 @@ pub async fn gateway_with(extra: &str, files: &[(&str, &str)]) -> TestGateway {
         "[gateway]\nroutes_dir = \"routes\"\ndrain_timeout = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
          [[listener]]\nname = \"http\"\nlisten = \"127.0.0.1:0\"\n\n{extra}\n"
     );
-    let toml = if extra.contains("[access_log]") { toml } else { format!("{toml}\n[access_log]\nenabled = false\n") };
+    let toml = if extra.contains("[access_log]") {
+        toml
+    } else {
+        format!("{toml}\n[access_log]\nenabled = false\n")
+    };
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, toml).unwrap();
     let cfg = switchyard::config::load_gateway(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -223,7 +227,9 @@ pub async fn get_host(url: &str, host: &str) -> Got {
 }
 
 /// A status-only upstream handler.
-pub fn status(code: u16) -> impl Fn(Request<Incoming>) -> std::future::Ready<Response<TestBody>> + Send + Sync + 'static {
+pub fn status(
+    code: u16,
+) -> impl Fn(Request<Incoming>) -> std::future::Ready<Response<TestBody>> + Send + Sync + 'static {
     move |_| {
         let mut r = Response::new(full(""));
         *r.status_mut() = StatusCode::from_u16(code).unwrap();
