@@ -18,6 +18,7 @@ pub mod echo;
 pub mod error;
 pub mod metrics;
 pub mod proxy;
+pub mod resilience;
 pub mod router;
 pub mod server;
 pub mod snapshot;
