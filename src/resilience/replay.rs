@@ -81,7 +81,7 @@ impl ReplayBody {
             shared: Arc::clone(&self.shared),
             pos: 0,
             trailers_sent: false,
-            hint: self.hint.clone(),
+            hint: self.hint,
             empty: self.empty,
         })
     }
@@ -163,7 +163,7 @@ impl http_body::Body for ReplayBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 
