@@ -3,3 +3,4 @@
 
 pub mod rate_limit;
 pub mod replay;
+pub mod retry;
