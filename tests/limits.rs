@@ -92,11 +92,9 @@ async fn chunked_body_crossing_the_limit_gets_413_and_aborts_the_upstream_reques
         }
     })
     .await;
-    let g = gateway_with(
-        "[limits]\nmax_request_body_bytes = 1000\n",
-        &[("r.toml", &one_upstream("u", up.addr))],
-    )
-    .await;
+    let g =
+        gateway_with("[limits]\nmax_request_body_bytes = 1000\n", &[("r.toml", &one_upstream("u", up.addr))])
+            .await;
 
     // No content-length: the body streams in chunks, and the limit is crossed mid-stream. The
     // last chunk is held back until the upstream has the request, so forwarding has begun.
@@ -152,7 +150,8 @@ async fn malformed_requests_get_400_and_never_reach_the_upstream() {
     }
     assert_eq!(up.hits(), 0, "no malformed request reached the upstream");
     // The same connection setup with a well-formed request does reach it (the count can move).
-    let out = raw(g.addr, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", Duration::from_secs(5)).await;
+    let out =
+        raw(g.addr, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", Duration::from_secs(5)).await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert_eq!(up.hits(), 1);
 }
@@ -161,7 +160,8 @@ const TIMEOUTS: &str = "[limits]\nheader_read_timeout = \"300ms\"\nidle_timeout 
 
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed_after_header_read_timeout() {
-    let g = gateway_with(TIMEOUTS, &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")]).await;
+    let g =
+        gateway_with(TIMEOUTS, &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")]).await;
     let t0 = Instant::now();
     let mut s = TcpStream::connect(g.addr).await.unwrap();
     let took = closed_after(&mut s, t0, Duration::from_secs(5)).await;
@@ -171,7 +171,8 @@ async fn a_connection_that_sends_nothing_is_closed_after_header_read_timeout() {
 
 #[tokio::test]
 async fn a_slowloris_is_closed_after_header_read_timeout() {
-    let g = gateway_with(TIMEOUTS, &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")]).await;
+    let g =
+        gateway_with(TIMEOUTS, &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")]).await;
     // Half a request head on a new connection.
     let t0 = Instant::now();
     let mut s = TcpStream::connect(g.addr).await.unwrap();
@@ -192,7 +193,8 @@ async fn a_slowloris_is_closed_after_header_read_timeout() {
 
 #[tokio::test]
 async fn idle_timeout_closes_an_idle_keep_alive_connection_but_not_before() {
-    let g = gateway_with(TIMEOUTS, &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")]).await;
+    let g =
+        gateway_with(TIMEOUTS, &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")]).await;
 
     // Idle for longer than header_read_timeout but less than idle_timeout: still served.
     let mut s = TcpStream::connect(g.addr).await.unwrap();
