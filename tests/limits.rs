@@ -133,7 +133,11 @@ async fn chunked_body_crossing_the_limit_gets_413_and_aborts_the_upstream_reques
 async fn malformed_requests_get_400_and_never_reach_the_upstream() {
     let up = upstream(status(200)).await;
     let g = gateway(&one_upstream("u", up.addr)).await;
-    let cases: [(&str, &[u8]); 3] = [
+    let cases: [(&str, &[u8]); 4] = [
+        (
+            "transfer-encoding, then content-length",
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\ncontent-length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
         (
             "content-length and transfer-encoding",
             b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
@@ -146,14 +150,24 @@ async fn malformed_requests_get_400_and_never_reach_the_upstream() {
     ];
     for (what, bytes) in cases {
         let out = raw(g.addr, bytes, Duration::from_secs(5)).await;
-        assert!(out.starts_with("HTTP/1.1 400"), "{what}: {out}");
+        // The last response on the connection is the 400 (after the good one's 200, if any).
+        let last = out.rfind("HTTP/1.1 ").map(|i| &out[i..]).unwrap_or_default();
+        assert!(last.starts_with("HTTP/1.1 400"), "{what}: {out}");
     }
     assert_eq!(up.hits(), 0, "no malformed request reached the upstream");
+
+    // The same on a keep-alive connection, after a good request.
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
+    assert!(raw_exchange(&mut s, GET).await.unwrap().starts_with("HTTP/1.1 200"));
+    let bad = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let out = raw_exchange(&mut s, bad).await.unwrap_or_default();
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_eq!(up.hits(), 1, "only the good request reached the upstream");
     // The same connection setup with a well-formed request does reach it (the count can move).
     let out =
         raw(g.addr, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", Duration::from_secs(5)).await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert_eq!(up.hits(), 1);
+    assert_eq!(up.hits(), 2);
 }
 
 const TIMEOUTS: &str = "[limits]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"1500ms\"\n";
