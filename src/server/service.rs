@@ -98,7 +98,8 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
             _guard: guard,
         };
 
-        if malformed(&req) {
+        let conflicting = self.conn.take_conflicting_framing();
+        if conflicting || malformed(&req) {
             return Box::pin(std::future::ready(Ok(done.finish(error_response(Reason::BadRequest)))));
         }
         let found = snap.router.lookup(
