@@ -161,7 +161,7 @@ async fn resets_and_early_closes_are_retried_for_gets() {
 async fn the_budget_holds_retries_near_its_ratio() {
     let bad = upstream(status(503)).await;
     let routes = upstream_block("u", &[bad.authority()], "")
-        + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 3\non = [\"5xx\"]\nbackoff = \"0ms\"\nbudget = 0.1\n";
+        + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 3\non = [\"5xx\"]\nbackoff = \"1ms\"\nbudget = 0.1\n";
     let g = gateway(&routes).await;
     let c = client();
     let n = 600;
@@ -187,7 +187,7 @@ async fn max_requests_sheds_load_with_retry_after_while_slow_requests_complete()
     let g = gateway(&routes).await;
     let url = g.url("/");
     let inflight: Vec<_> = (0..2).map(|_| tokio::spawn({ let u = url.clone(); async move { get(&u).await } })).collect();
-    eventually(|| slow.hits() == 2, Duration::from_secs(5)).await;
+    eventually("two requests in flight", Duration::from_secs(5), || async { slow.hits() == 2 }).await;
     let r = get(&url).await;
     assert_eq!((r.status.as_u16(), r.error()), (503, Some("overloaded")));
     assert!(r.header("retry-after").is_some());
@@ -213,7 +213,7 @@ async fn max_pending_requests_overflows_when_connections_are_all_busy() {
     let g = gateway(&routes).await;
     let url = g.url("/");
     let first = tokio::spawn({ let u = url.clone(); async move { get(&u).await } });
-    eventually(|| slow.hits() == 1, Duration::from_secs(5)).await;
+    eventually("one request in flight", Duration::from_secs(5), || async { slow.hits() == 1 }).await;
     // The second waits for the only connection (pending) …
     let second = tokio::spawn({ let u = url.clone(); async move { get(&u).await } });
     let m = g.admin_url("/metrics");
@@ -245,7 +245,7 @@ async fn max_retries_caps_concurrent_retries() {
     })
     .await;
     let routes = upstream_block("u", &[slow_fail.authority()], "[upstream.limits]\nmax_retries = 1\n")
-        + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 1\non = [\"5xx\"]\nbackoff = \"0ms\"\nbudget = 1.0\n";
+        + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 1\non = [\"5xx\"]\nbackoff = \"1ms\"\nbudget = 1.0\n";
     let g = gateway(&routes).await;
     let url = g.url("/");
     let tasks: Vec<_> = (0..4).map(|_| tokio::spawn({ let u = url.clone(); async move { get(&u).await } })).collect();
