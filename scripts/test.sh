@@ -10,6 +10,7 @@ need() { # need COMMAND PACKAGE
 }
 need curl curl
 need openssl openssl
+need kill procps   # tests/cli.rs signals the binary with `kill -TERM PID`
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_pkgs[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
