@@ -204,17 +204,21 @@ impl EndpointSet {
     }
 }
 
-/// Two weighted draws, distinct when possible (a few redraws bound the cost).
+/// Two weighted draws, distinct whenever there are two endpoints: a few weighted redraws, then
+/// (rarely, with one dominant weight) a uniform pick among the others, so the cost is bounded.
 fn two(t: &weighted::AliasTable, rng: &mut fastrand::Rng) -> (usize, usize) {
+    let n = t.len();
     let a = t.sample(rng);
-    let mut b = t.sample(rng);
-    for _ in 0..3 {
-        if b != a || t.len() < 2 {
-            break;
-        }
-        b = t.sample(rng);
+    if n < 2 {
+        return (a, a);
     }
-    (a, b)
+    for _ in 0..3 {
+        let b = t.sample(rng);
+        if b != a {
+            return (a, b);
+        }
+    }
+    (a, (a + 1 + rng.usize(..n - 1)) % n)
 }
 
 // === impl Upstream ===
