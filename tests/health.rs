@@ -21,6 +21,9 @@ struct Ctl {
     sick: AtomicBool,
     fail: AtomicBool,
     probes: AtomicUsize,
+    /// Probes answered 503 / 200.
+    failed: AtomicUsize,
+    passed: AtomicUsize,
     traffic: AtomicUsize,
     gate: Option<Semaphore>,
 }
@@ -39,7 +42,10 @@ async fn controlled(name: &str, gated: bool) -> (FakeUpstream, Arc<Ctl>) {
                 c.probes.fetch_add(1, Ordering::SeqCst);
                 let mut r = Response::new(full(""));
                 if c.sick.load(Ordering::SeqCst) {
+                    c.failed.fetch_add(1, Ordering::SeqCst);
                     *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                } else {
+                    c.passed.fetch_add(1, Ordering::SeqCst);
                 }
                 return r;
             }
@@ -92,10 +98,10 @@ async fn probes_flip_an_endpoint_after_the_thresholds_both_ways() {
     eventually("a healthy", || async { health_of(&gw, "u", &addr).await == "healthy" }).await;
 
     // Three failed probes in a row make it unhealthy (not two).
-    let p0 = ca.probes.load(Ordering::SeqCst);
     ca.sick.store(true, Ordering::SeqCst);
     eventually("a unhealthy", || async { health_of(&gw, "u", &addr).await == "unhealthy" }).await;
-    let failed = ca.probes.load(Ordering::SeqCst) - p0;
+    // Exactly three, unless a fourth probe ran before this poll saw the change.
+    let failed = ca.failed.load(Ordering::SeqCst);
     assert!((3..=4).contains(&failed), "{failed} failed probes before unhealthy");
     let m = get(&gw.admin_url("/metrics")).await.text();
     assert!(m.contains("switchyard_upstream_endpoints{upstream=\"u\",state=\"unhealthy\"} 1"), "{m}");
@@ -108,10 +114,10 @@ async fn probes_flip_an_endpoint_after_the_thresholds_both_ways() {
     assert_eq!(ca.traffic.load(Ordering::SeqCst), t0);
 
     // Two passing probes make it healthy again.
-    let p1 = ca.probes.load(Ordering::SeqCst);
+    let p1 = ca.passed.load(Ordering::SeqCst);
     ca.sick.store(false, Ordering::SeqCst);
     eventually("a healthy again", || async { health_of(&gw, "u", &addr).await == "healthy" }).await;
-    let passed = ca.probes.load(Ordering::SeqCst) - p1;
+    let passed = ca.passed.load(Ordering::SeqCst) - p1;
     assert!((2..=3).contains(&passed), "{passed} passing probes before healthy");
     let mut names = std::collections::HashSet::new();
     for _ in 0..4 {
