@@ -16,6 +16,7 @@ pub mod body;
 pub mod config;
 pub mod echo;
 pub mod error;
+pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod resilience;

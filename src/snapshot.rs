@@ -62,7 +62,7 @@ impl Snapshot {
         for cfg in set.upstreams {
             match old.get(cfg.name.as_str()) {
                 Some(u) if u.config == cfg => upstreams.push(Arc::clone(u)),
-                _ => upstreams.push(Upstream::new(cfg)?),
+                _ => upstreams.push(Upstream::with_metrics(cfg, Some(Arc::clone(metrics)))?),
             }
         }
         let by_name: HashMap<String, Arc<Upstream>> =

@@ -1,6 +1,10 @@
 //! The forwarding terminal: pick an endpoint of the upstream, rewrite the request for it, send
 //! it on the upstream's pooled client, and record the outcome.
 //!
+//! Each attempt's outcome feeds the upstream's passive outlier detection
+//! ([`Upstream::report`]) and its time to the response head feeds the endpoint's peak-EWMA
+//! latency (`p2c_ewma`); hashing pickers get the request's `hash_on` key.
+//!
 //! Retrying here is limited to what needs no body replay: a request with no body is retried on
 //! another endpoint when connecting failed and the route's policy allows `connect-failure`
 //! (SPEC 2.2's default). General retries (other conditions, replayed bodies, budgets) belong
@@ -15,7 +19,7 @@ use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use http_body::Body as _;
 
-use crate::balance::{Endpoint, Upstream};
+use crate::balance::{Endpoint, Phase, Upstream};
 use crate::body::{self, Body};
 use crate::config::{RetryOn, RetryPolicy};
 use crate::error::{cause_ref, ConnectFailed, Elapsed, Error, NoHealthyUpstream, UpstreamReset};
@@ -73,6 +77,29 @@ impl Drop for InFlight {
     }
 }
 
+/// Hands a half-open endpoint's trial back when the attempt that holds it ends without an
+/// outcome (its future was dropped: route timeout, client gone), so another request may try.
+#[derive(Debug)]
+struct TrialGuard<'a>(Option<(&'a Upstream, &'a Endpoint)>);
+
+impl<'a> TrialGuard<'a> {
+    fn arm(up: &'a Upstream, ep: &'a Endpoint) -> Self {
+        TrialGuard((ep.state.phase() == Phase::Trial).then_some((up, ep)))
+    }
+
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TrialGuard<'_> {
+    fn drop(&mut self) {
+        if let Some((up, ep)) = self.0 {
+            up.abandon(ep);
+        }
+    }
+}
+
 fn outcome_of(err: &Error) -> &'static str {
     if cause_ref::<ConnectFailed>(err.as_ref()).is_some() {
         "connect_failed"
@@ -108,12 +135,14 @@ impl tower::Service<Request<Body>> for Forward {
             let max_attempts = if may_retry_connect { 1 + this.retry.attempts } else { 1 };
 
             let (parts, body) = req.into_parts();
+            let key =
+                this.upstream.request_key(&parts.headers, &parts.uri, info.as_deref().map(|i| i.client.ip()));
             let mut body = Some(body);
             let mut tried: Vec<usize> = Vec::new();
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let Some(ep) = this.upstream.pick(&set, &tried) else {
+                let Some(ep) = this.upstream.pick_keyed(&set, key, &tried) else {
                     return Err(NoHealthyUpstream { upstream: this.upstream.name.to_string() }.into());
                 };
                 tried.push(Arc::as_ptr(&ep) as usize);
@@ -124,11 +153,17 @@ impl tower::Service<Request<Body>> for Forward {
                 proxy::address_to(&mut out, &ep.authority, version);
 
                 let guard = InFlight::new(Arc::clone(&ep));
+                let trial = TrialGuard::arm(&this.upstream, &ep);
                 let sent = Instant::now();
                 match this.upstream.client.send(&ep.address, out).await {
                     Ok(mut res) => {
-                        let upstream_ms = sent.elapsed().as_secs_f64() * 1e3;
-                        this.record(&ep, if res.status().is_server_error() { "5xx" } else { "ok" });
+                        let rtt = sent.elapsed();
+                        let upstream_ms = rtt.as_secs_f64() * 1e3;
+                        ep.state.observe_rtt(rtt);
+                        let ok = !res.status().is_server_error();
+                        this.record(&ep, if ok { "ok" } else { "5xx" });
+                        trial.disarm();
+                        this.upstream.report(&ep, ok);
                         let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
                         if upgraded {
                             match client_upgrade {
@@ -156,6 +191,8 @@ impl tower::Service<Request<Body>> for Forward {
                     Err(e) => {
                         drop(guard);
                         this.record(&ep, outcome_of(&e));
+                        trial.disarm();
+                        this.upstream.report(&ep, false);
                         let connect = cause_ref::<ConnectFailed>(e.as_ref()).is_some();
                         if connect && attempt < max_attempts {
                             this.metrics
