@@ -186,7 +186,14 @@ async fn max_requests_sheds_load_with_retry_after_while_slow_requests_complete()
         + "[[route]]\nname = \"r\"\nupstream = \"u\"\n";
     let g = gateway(&routes).await;
     let url = g.url("/");
-    let inflight: Vec<_> = (0..2).map(|_| tokio::spawn({ let u = url.clone(); async move { get(&u).await } })).collect();
+    let inflight: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn({
+                let u = url.clone();
+                async move { get(&u).await }
+            })
+        })
+        .collect();
     eventually("two requests in flight", Duration::from_secs(5), || async { slow.hits() == 2 }).await;
     let r = get(&url).await;
     assert_eq!((r.status.as_u16(), r.error()), (503, Some("overloaded")));
@@ -195,7 +202,10 @@ async fn max_requests_sheds_load_with_retry_after_while_slow_requests_complete()
         assert_eq!(t.await.unwrap().status, 200);
     }
     let m = get(&g.admin_url("/metrics")).await.text();
-    assert!(m.contains(r#"switchyard_upstream_overloaded_total{upstream="u",limit="max_requests"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"switchyard_upstream_overloaded_total{upstream="u",limit="max_requests"} 1"#),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -212,10 +222,16 @@ async fn max_pending_requests_overflows_when_connections_are_all_busy() {
     ) + "[[route]]\nname = \"r\"\nupstream = \"u\"\n";
     let g = gateway(&routes).await;
     let url = g.url("/");
-    let first = tokio::spawn({ let u = url.clone(); async move { get(&u).await } });
+    let first = tokio::spawn({
+        let u = url.clone();
+        async move { get(&u).await }
+    });
     eventually("one request in flight", Duration::from_secs(5), || async { slow.hits() == 1 }).await;
     // The second waits for the only connection (pending) …
-    let second = tokio::spawn({ let u = url.clone(); async move { get(&u).await } });
+    let second = tokio::spawn({
+        let u = url.clone();
+        async move { get(&u).await }
+    });
     let m = g.admin_url("/metrics");
     // … and the third finds the pending queue full.
     let mut third = None;
@@ -248,7 +264,14 @@ async fn max_retries_caps_concurrent_retries() {
         + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 1\non = [\"5xx\"]\nbackoff = \"1ms\"\nbudget = 1.0\n";
     let g = gateway(&routes).await;
     let url = g.url("/");
-    let tasks: Vec<_> = (0..4).map(|_| tokio::spawn({ let u = url.clone(); async move { get(&u).await } })).collect();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn({
+                let u = url.clone();
+                async move { get(&u).await }
+            })
+        })
+        .collect();
     for t in tasks {
         assert_eq!(t.await.unwrap().status, 503);
     }

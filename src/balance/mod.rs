@@ -38,6 +38,7 @@ use crate::config::{Balance, StaticEndpoint, UpstreamConfig};
 use crate::health::{self, Health};
 use crate::metrics::{EndpointStateLabels, Metrics, Name};
 use crate::proxy::UpstreamClient;
+use crate::resilience::limits::Limits;
 
 pub use endpoint::{Endpoint, EndpointState, Phase};
 pub use round_robin::SmoothSchedule;
@@ -249,6 +250,8 @@ pub struct Upstream {
     cursor: AtomicUsize,
     /// The pooled client for all of this upstream's endpoints.
     pub client: UpstreamClient,
+    /// `[upstream.limits]`, shared by every route that uses this upstream.
+    pub limits: Arc<Limits>,
     status: Mutex<DiscoveryStatus>,
     /// Serialises set rebuilds (discovery, health, ejection) so none is lost; never held on the
     /// request path's fast path nor across an await.
@@ -275,8 +278,12 @@ impl Upstream {
     /// Build an upstream that keeps `switchyard_upstream_endpoints` current in `metrics`.
     pub fn with_metrics(config: UpstreamConfig, metrics: Option<Arc<Metrics>>) -> Result<Arc<Self>, String> {
         let client = UpstreamClient::new(&config);
+        let name: Name = Arc::new(config.name.clone());
+        let limits =
+            Limits::new(config.limits.clone(), Arc::clone(&name), metrics.clone().unwrap_or_default());
         let up = Arc::new_cyclic(|this| Upstream {
-            name: Arc::new(config.name.clone()),
+            name,
+            limits,
             endpoints: ArcSwap::from_pointee(EndpointSet::new(config.balance, Vec::new(), 0)),
             cursor: AtomicUsize::new(0),
             client,
