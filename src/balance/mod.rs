@@ -79,7 +79,7 @@ pub struct Upstream {
 impl Upstream {
     /// Build an upstream; static endpoints are installed at once.
     pub fn new(config: UpstreamConfig) -> Result<Arc<Self>, String> {
-        let client = UpstreamClient::new(&config);
+        let client = UpstreamClient::new(&config)?;
         let up = Arc::new(Upstream {
             name: Arc::new(config.name.clone()),
             endpoints: ArcSwap::from_pointee(EndpointSet::new(Vec::new())),
