@@ -8,6 +8,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: a proxy allocates and frees many small, short-lived objects per request (header
+/// maps, futures, body frames); mimalloc's thread-local free lists serve them at a fraction of
+/// glibc malloc's cost (measured in the closing note of the performance issue).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "switchyard", version, about = "An HTTP reverse-proxy gateway")]
 struct Cli {
