@@ -8,6 +8,10 @@
 #   SWITCHYARD_BIN=target/release/switchyard bench/compare.sh   # skip the cargo build
 #   UPSTREAM_MODE=slow PROXIES=switchyard_rr,switchyard_p2c SCENARIOS=get64 bench/compare.sh
 #                                                         # one of three upstreams slow: p99 by balancer
+#   PROXIES=switchyard_bare,switchyard_full SCENARIOS=get64,post1k bench/compare.sh
+#                                                         # the cost of retry/timeout/limits/rate-limit layers
+#   UPSTREAM_MODE=failing PROXIES=nginx,haproxy,switchyard SCENARIOS=get64 bench/compare.sh
+#                                                         # one of three upstreams refuses connections: error rate
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,7 +30,8 @@ THREADS=${THREADS:-2}                    # wrk -t
 WARMUP=${WARMUP:-2}                      # seconds of un-measured load per proxy before round 1; 0 = none
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
 SWITCHYARD_BIN=${SWITCHYARD_BIN:-}
-UPSTREAM_MODE=${UPSTREAM_MODE:-single}   # single: one fast upstream; slow: two fast + one slow (SLOW_MS)
+UPSTREAM_MODE=${UPSTREAM_MODE:-single}   # single: one fast upstream; slow: two fast + one slow (SLOW_MS);
+                                         # failing: two fast + one refusing connections
 SLOW_MS=${SLOW_MS:-50}                   # slow mode: delay of the slow upstream per request
 BALANCE=${BALANCE:-round_robin}          # balance of the plain "switchyard" proxy
 
@@ -34,7 +39,7 @@ for v in DURATION ROUNDS WORKERS UPSTREAM_WORKERS CONNECTIONS THREADS WARMUP SLO
     [[ ${!v} =~ ^[0-9]+$ ]] || { echo "compare.sh: $v must be a whole number, got '${!v}'" >&2; exit 2; }
 done
 (( DURATION > 0 && ROUNDS > 0 && WORKERS > 0 )) || { echo "compare.sh: DURATION, ROUNDS and WORKERS must be > 0" >&2; exit 2; }
-[[ $UPSTREAM_MODE == single || $UPSTREAM_MODE == slow ]] || { echo "compare.sh: UPSTREAM_MODE must be single or slow, got '$UPSTREAM_MODE'" >&2; exit 2; }
+[[ $UPSTREAM_MODE == single || $UPSTREAM_MODE == slow || $UPSTREAM_MODE == failing ]] || { echo "compare.sh: UPSTREAM_MODE must be single, slow or failing, got '$UPSTREAM_MODE'" >&2; exit 2; }
 
 IFS=, read -ra SCENARIO_LIST <<< "$SCENARIOS"
 IFS=, read -ra PROXY_LIST <<< "$PROXIES"
@@ -195,7 +200,7 @@ start_upstream() {
     UPSTREAM_PORT=$(free_port)
     UPSTREAM_ADDRS=("127.0.0.1:$UPSTREAM_PORT")
     local second_listen=""
-    if [[ $UPSTREAM_MODE == slow ]]; then
+    if [[ $UPSTREAM_MODE == slow || $UPSTREAM_MODE == failing ]]; then
         UPSTREAM_PORT2=$(free_port)
         second_listen="listen 127.0.0.1:$UPSTREAM_PORT2 backlog=4096;"
     fi
@@ -240,7 +245,18 @@ EOF
     track_children "$UPSTREAM_PID"
     log "upstream nginx pid $UPSTREAM_PID on 127.0.0.1:$UPSTREAM_PORT (worker_processes $UPSTREAM_WORKERS)"
     [[ $UPSTREAM_MODE == slow ]] && start_slow_upstream
+    [[ $UPSTREAM_MODE == failing ]] && start_failing_upstream
     return 0
+}
+
+# Failing mode: nginx answers on a second port too, and a third address is a free loopback port
+# that nothing listens on (connections to it are refused at once). Proxies balance over all
+# three, the refusing one listed second: one upstream in three fails.
+start_failing_upstream() {
+    DEAD_PORT=$(free_port)
+    [[ -z $(ss -Htln "sport = :$DEAD_PORT" 2>/dev/null) ]] || die "port $DEAD_PORT picked for the refusing upstream is in use"
+    UPSTREAM_ADDRS=("127.0.0.1:$UPSTREAM_PORT" "127.0.0.1:$DEAD_PORT" "127.0.0.1:$UPSTREAM_PORT2")
+    log "failing mode: upstreams ${UPSTREAM_ADDRS[*]}; 127.0.0.1:$DEAD_PORT has nothing listening (connection refused)"
 }
 
 # Slow mode: nginx answers on a second port too, and a third upstream (python asyncio, the
@@ -349,6 +365,7 @@ $(for a in "${UPSTREAM_ADDRS[@]}"; do echo "        server $a;"; done)
             proxy_set_header X-Forwarded-Proto \$scheme;
             proxy_set_header X-Forwarded-Host \$http_host;
             proxy_set_header X-Request-Id \$bench_request_id;
+$([[ $UPSTREAM_MODE == failing ]] && echo "            proxy_next_upstream error timeout;   # nginx's default, stated: try the next server on a refused connect")
             add_header X-Request-Id \$bench_request_id always;
         }
     }
@@ -368,8 +385,11 @@ EOF
     track_children "${PROXY_PID[nginx]}"
 }
 
-start_proxy_haproxy() {
-    local d=$TMP/haproxy port tls_port
+# start_haproxy NAME SERVER_OPTS: haproxy with SERVER_OPTS appended to every `server` line.
+# In failing mode the backend also gets `retries 3` and `option redispatch` (a retry of a refused
+# connect, the last one on another server), what an HAProxy user sets to hide a dead server.
+start_haproxy() {
+    local name=$1 server_opts=$2 d=$TMP/$1 port tls_port
     mkdir -p "$d"
     port=$(free_port)
     tls_port=$(free_port)
@@ -404,25 +424,32 @@ frontend bench
     default_backend fast
 
 backend fast
-$(i=0; for a in "${UPSTREAM_ADDRS[@]}"; do i=$((i + 1)); echo "    server up$i $a"; done)
+$([[ $UPSTREAM_MODE == failing ]] && printf '    retries 3\n    option redispatch\n')
+$(i=0; for a in "${UPSTREAM_ADDRS[@]}"; do i=$((i + 1)); echo "    server up$i $a$server_opts"; done)
 EOF
-    PROXY_LOG[haproxy]="$d/stderr.log"
+    PROXY_LOG[$name]="$d/stderr.log"
     if ! "$HAPROXY_BIN" -c -q -f "$d/haproxy.cfg" >"$d/stderr.log" 2>&1; then
         return 1
     fi
     # -db: foreground, no master-worker: one process, nbthread threads.
     "$HAPROXY_BIN" -db -f "$d/haproxy.cfg" >"$d/stdout.log" 2>"$d/stderr.log" &
-    PROXY_PID[haproxy]=$!
-    PROXY_PORT[haproxy]=$port
-    PROXY_TLS_PORT[haproxy]=$tls_port
+    PROXY_PID[$name]=$!
+    PROXY_PORT[$name]=$port
+    PROXY_TLS_PORT[$name]=$tls_port
     STARTED_PIDS+=("$!")
     wait_listen "$!" "$port"
 }
 
-# start_switchyard NAME BALANCE: switchyard with `balance = BALANCE` over the upstreams,
-# plus a TLS listener with the bench certificate.
+start_proxy_haproxy()       { start_haproxy haproxy ""; }
+# haproxy_check: the same with active TCP health checks on every server (`check`: a connect every
+# 2 s, down after 3 failures, up after 2 successes), for the failing mode.
+start_proxy_haproxy_check() { start_haproxy haproxy_check " check"; }
+
+# start_switchyard NAME BALANCE [UPSTREAM_TOML] [ROUTE_TOML]: switchyard with `balance = BALANCE`
+# over the upstreams, plus a TLS listener with the bench certificate. UPSTREAM_TOML and ROUTE_TOML,
+# if given, are appended to the [[upstream]] and the [[route]] table (keys first, then sub-tables).
 start_switchyard() {
-    local name=$1 balance=$2 d=$TMP/$1 port tls_port
+    local name=$1 balance=$2 upstream_toml=${3:-} route_toml=${4:-} d=$TMP/$1 port tls_port
     mkdir -p "$d/routes"
     port=$(free_port)
     tls_port=$(free_port)
@@ -456,11 +483,12 @@ EOF
 name = "fast"
 endpoints = [$(printf '"%s", ' "${UPSTREAM_ADDRS[@]}" | sed 's/, $//')]
 balance = "$balance"
-
+${upstream_toml}
 [[route]]
 name = "all"
 path_prefix = "/"
 upstream = "fast"
+${route_toml}
 EOF
     # The gateway must honour SWITCHYARD_WORKER_THREADS (its runtime's worker
     # count); TOKIO_WORKER_THREADS is what a #[tokio::main] runtime reads.
@@ -477,6 +505,51 @@ EOF
 start_proxy_switchyard()     { start_switchyard switchyard "$BALANCE"; }
 start_proxy_switchyard_rr()  { start_switchyard switchyard_rr round_robin; }
 start_proxy_switchyard_p2c() { start_switchyard switchyard_p2c p2c_ewma; }
+
+# The cost of the resilience layers (issue 5): the same route without and with them.
+# switchyard_bare: no retries at all (not even the default one on connect-failure), no timeout,
+# no rate limit, upstream limits too high to matter.
+start_proxy_switchyard_bare() {
+    start_switchyard switchyard_bare "$BALANCE" '
+[upstream.limits]
+max_connections = 1000000
+max_pending_requests = 1000000
+max_requests = 1000000
+max_retries = 1000000
+' '
+[route.retry]
+attempts = 0
+'
+}
+# switchyard_full: the full stack, present on every request but never triggered on a healthy
+# upstream: retry policy with budget, whole-request timeout, upstream limits (the defaults,
+# 1024 each, far above CONNECTIONS) and a rate limit per client IP that is never reached.
+start_proxy_switchyard_full() {
+    start_switchyard switchyard_full "$BALANCE" '
+[upstream.limits]
+max_connections = 1024
+max_pending_requests = 1024
+max_requests = 1024
+max_retries = 3
+' '
+timeout = "15s"
+rate_limit = { requests_per_second = 10000000, burst = 10000000, key = "client_ip" }
+
+[route.retry]
+attempts = 2
+on = ["connect-failure", "reset", "5xx"]
+per_try_timeout = "2s"
+backoff = "25ms"
+budget = 0.2
+'
+}
+# switchyard_outlier: the default retry policy plus passive ejection with its defaults
+# (5 consecutive failures, 30 s, max_ejection_percent 10: one endpoint can always be ejected).
+start_proxy_switchyard_outlier() {
+    start_switchyard switchyard_outlier "$BALANCE" '
+[upstream.outlier]
+'
+}
 
 # A proxy is usable only if it answers all three paths correctly.
 check_proxy() {
@@ -501,7 +574,7 @@ start_proxy() {
     local name=$1 why=""
     PROXY_STATUS[$name]=failed
     if ! declare -F "start_proxy_$name" >/dev/null; then
-        log "unknown proxy '$name' (known: nginx, haproxy, switchyard, switchyard_rr, switchyard_p2c)"; return
+        log "unknown proxy '$name' (known: nginx, haproxy, haproxy_check, switchyard, switchyard_rr, switchyard_p2c, switchyard_bare, switchyard_full, switchyard_outlier)"; return
     fi
     if "start_proxy_$name" && why=$(check_proxy "$name"); then
         PROXY_STATUS[$name]=ok
@@ -730,9 +803,9 @@ done
     echo "switchyard bench/compare.sh  $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(nproc) CPU(s), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)"
     echo "nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///'), haproxy $("$HAPROXY_BIN" -v | awk 'NR==1 {print $3}'), $(wrk --version 2>&1 | awk 'NR==1 {print $1, $2}')"
-    echo "rounds=$ROUNDS duration=${DURATION}s workers/proxy=$WORKERS upstream_workers=$UPSTREAM_WORKERS wrk -t$THREADS -c$CONNECTIONS upstream_mode=$UPSTREAM_MODE$([[ $UPSTREAM_MODE == slow ]] && echo " slow_ms=$SLOW_MS")"
+    echo "rounds=$ROUNDS duration=${DURATION}s workers/proxy=$WORKERS upstream_workers=$UPSTREAM_WORKERS wrk -t$THREADS -c$CONNECTIONS upstream_mode=$UPSTREAM_MODE$([[ $UPSTREAM_MODE == slow ]] && echo " slow_ms=$SLOW_MS")$([[ $UPSTREAM_MODE == failing ]] && echo " refusing=127.0.0.1:$DEAD_PORT")"
     echo
-    python3 - "$CSV" "$PROXIES" "$SCENARIOS" "$(nproc)" <<'PY'
+    python3 - "$CSV" "$PROXIES" "$SCENARIOS" "$(nproc)" "$UPSTREAM_MODE" <<'PY'
 import csv, statistics, sys
 path, proxies, scenarios = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
 rows = list(csv.DictReader(open(path)))
@@ -788,6 +861,33 @@ for sc in scenarios:
     if len(p99) == 2:
         print("%-8s p99 switchyard p2c_ewma %.3f ms vs round_robin %.3f ms (%.2fx)" % (
             sc, p99["switchyard_p2c"], p99["switchyard_rr"], p99["switchyard_rr"] / max(p99["switchyard_p2c"], 1e-9)))
+# issue 5: the cost of the resilience layers, switchyard_full against switchyard_bare (medians).
+for sc in scenarios:
+    m = {}
+    for px in ("switchyard_bare", "switchyard_full"):
+        ok = [r for r in rows if r["scenario"] == sc and r["proxy"] == px and r["status"] == "ok"]
+        if ok:
+            m[px] = {k: med([float(r[k]) for r in ok]) for k in ("req_per_s", "p99_ms", "req_per_cpu_s")}
+    if len(m) == 2:
+        b, f = m["switchyard_bare"], m["switchyard_full"]
+        pct = lambda k: 100.0 * (f[k] / b[k] - 1) if b[k] else float("nan")
+        print("%-8s layers (switchyard_full vs switchyard_bare): req/s %+.1f%%, req/cpu-s %+.1f%%, p99 %.3f -> %.3f ms (%+.1f%%)" % (
+            sc, pct("req_per_s"), pct("req_per_cpu_s"), b["p99_ms"], f["p99_ms"], pct("p99_ms")))
+# issue 5: failing mode, the error rate wrk sees: (non-2xx/3xx + socket errors) / completed requests,
+# summed over rounds.
+if sys.argv[5] == "failing":
+    print()
+    print("failing mode: error rate seen by wrk = (non-2xx/3xx + socket errors) / requests, summed over rounds")
+    for sc in scenarios:
+        for px in proxies:
+            ok = [r for r in rows if r["scenario"] == sc and r["proxy"] == px and r["status"] == "ok"]
+            if not ok:
+                continue
+            req = sum(int(r["requests"]) for r in ok)
+            st = sum(int(r["err_status"]) for r in ok)
+            sock = sum(int(r["errors"]) - int(r["err_status"]) for r in ok)
+            print("%-8s %-20s error rate %.4f%%  (%d non-2xx/3xx + %d socket errors / %d requests)" % (
+                sc, px, 100.0 * (st + sock) / req if req else float("nan"), st, sock, req))
 PY
 } | tee "$TABLE"
 log "raw per-round results: $CSV"
