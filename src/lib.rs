@@ -113,6 +113,7 @@ impl Gateway {
             snapshot: Arc::clone(reloader.current()),
             metrics: Arc::clone(&metrics),
             access_log: access_log.clone(),
+            empty: Arc::new(String::new()),
         });
         let stop_accepting = CancellationToken::new();
         let stop_admin = CancellationToken::new();

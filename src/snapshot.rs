@@ -15,9 +15,10 @@ use arc_swap::ArcSwap;
 
 use crate::balance::Upstream;
 use crate::config::{self, ConfigError, ConfigErrors, Limits, RouteConfig, RouteSet};
-use crate::metrics::{Metrics, Name, ResultLabel};
+use crate::metrics::{Metrics, Name, ResultLabel, RouteLabel};
 use crate::router::Router;
 use crate::stack::{self, RouteService};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// One route, ready to serve.
 #[derive(Debug)]
@@ -28,6 +29,9 @@ pub struct RouteEntry {
     pub name: Name,
     /// Its tower stack.
     pub service: RouteService,
+    /// Its `switchyard_request_duration_seconds` series, resolved once here rather than looked
+    /// up per request.
+    pub duration: Histogram,
 }
 
 /// Everything routing needs, immutable once built.
@@ -71,10 +75,16 @@ impl Snapshot {
         let routes = set
             .routes
             .into_iter()
-            .map(|config| RouteEntry {
-                name: Arc::new(config.name.clone()),
-                service: stack::build(&config, &by_name, limits, metrics),
-                config,
+            .map(|config| {
+                let name: Name = Arc::new(config.name.clone());
+                RouteEntry {
+                    duration: metrics
+                        .request_duration
+                        .get_or_create_owned(&RouteLabel { route: Arc::clone(&name) }),
+                    service: stack::build(&config, &by_name, limits, metrics),
+                    name,
+                    config,
+                }
             })
             .collect();
         Ok(Snapshot { version, loaded_at: SystemTime::now(), files: set.files, router, routes, upstreams })

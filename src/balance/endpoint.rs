@@ -120,7 +120,13 @@ pub struct EndpointState {
     ewma_ns: AtomicU64,
     /// Nanoseconds since [`epoch`] of the last sample, plus one; 0 = no sample yet.
     ewma_at: AtomicU64,
+    /// `switchyard_upstream_requests_total` series of this endpoint, one per outcome (in the
+    /// order of [`OUTCOMES`]), resolved on first use instead of looked up per request.
+    pub outcomes: std::sync::OnceLock<[prometheus_client::metrics::counter::Counter; 5]>,
 }
+
+/// The `outcome` label values of `switchyard_upstream_requests_total`.
+pub const OUTCOMES: [&str; 5] = ["ok", "5xx", "connect_failed", "reset", "timeout"];
 
 impl EndpointState {
     fn new(health: Health) -> Self {
@@ -131,6 +137,7 @@ impl EndpointState {
             ejections: Mutex::new(Ejections::default()),
             ewma_ns: AtomicU64::new(DEFAULT_RTT_NS.to_bits()),
             ewma_at: AtomicU64::new(0),
+            outcomes: std::sync::OnceLock::new(),
         }
     }
 

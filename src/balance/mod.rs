@@ -40,7 +40,7 @@ use crate::metrics::{EndpointStateLabels, Metrics, Name};
 use crate::proxy::UpstreamClient;
 use crate::resilience::limits::Limits;
 
-pub use endpoint::{Endpoint, EndpointState, Phase};
+pub use endpoint::{Endpoint, EndpointState, Phase, OUTCOMES};
 pub use round_robin::SmoothSchedule;
 
 /// The longest ejection, whatever the multiplier (Envoy's `max_ejection_time` default).

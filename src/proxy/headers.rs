@@ -1,8 +1,6 @@
 //! Header rules of SPEC 3: hop-by-hop removal (RFC 9110 §7.6.1), forwarded headers and the
 //! request id.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// `x-request-id`.
@@ -39,13 +37,23 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// `proxy-connection`, `te` (except `te: trailers`, which gRPC needs), `trailer`,
 /// `transfer-encoding` and `upgrade`. With `upgrade`, the headers an upgrade needs are put back.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
+    // Most messages carry none of these (or only `connection: keep-alive`): one pass over the
+    // names, comparing interned standard names, decides whether there is anything to do.
+    if upgrade.is_none() && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> =
-            connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+        // Names the `connection` header lists, beyond the ones removed below anyway.
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|t| {
+                !["close", "keep-alive", "upgrade", "te", "trailer", "transfer-encoding", "proxy-connection"]
+                    .iter()
+                    .any(|k| t.eq_ignore_ascii_case(k))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
         for n in named {
-            if n != header::TE {
-                headers.remove(&n);
-            }
+            headers.remove(&n);
         }
         headers.remove(header::CONNECTION);
     }
@@ -72,10 +80,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
     }
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Append the client IP to `x-forwarded-for`, set `x-forwarded-proto` and `x-forwarded-host`.
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, https: bool, host: Option<&HeaderValue>) {
-    let ip = client.to_string();
+pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, https: bool, host: Option<&HeaderValue>) {
+    let ip = client.to_str().unwrap_or_default();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        // The common case: no previous proxy; the client's value is reused as it is.
+        None => {
+            headers.insert(&X_FORWARDED_FOR, client.clone());
+            None
+        }
         Some(prev) if !prev.trim().is_empty() => {
             let mut all = String::with_capacity(prev.len() + 2 + ip.len());
             // Fold repeated x-forwarded-for headers into one list.
@@ -88,12 +111,15 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, https: bool, host:
                 first = false;
             }
             all.push_str(", ");
-            all.push_str(&ip);
-            all
+            all.push_str(ip);
+            Some(all)
         }
-        _ => ip,
+        Some(_) => {
+            headers.insert(&X_FORWARDED_FOR, client.clone());
+            None
+        }
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff.and_then(|x| HeaderValue::from_str(&x).ok()) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(if https { "https" } else { "http" }));
@@ -172,7 +198,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
-        set_forwarded(&mut h, "127.0.0.1".parse().unwrap(), false, None);
+        set_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), false, None);
         assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "1.1.1.1, 2.2.2.2, 127.0.0.1");
         assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(h.get(&X_FORWARDED_PROTO).unwrap(), "http");

@@ -42,9 +42,26 @@ pub struct RequestInfo {
     pub request_id: HeaderValue,
     /// Request body bytes read so far.
     pub bytes_in: Arc<AtomicU64>,
+    /// The client IP as a header value, made once per connection (for `x-forwarded-for`).
+    pub client_ip: HeaderValue,
+    /// The upstream exchange of the latest attempt, set by the forwarder whether it succeeded
+    /// or not, read for metrics and the access log.
+    pub exchange: std::sync::Mutex<Option<UpstreamInfo>>,
 }
 
-/// Which upstream exchange produced a response; in its extensions for the access log.
+impl RequestInfo {
+    /// Record the latest attempt's exchange.
+    pub fn set_exchange(&self, x: UpstreamInfo) {
+        *self.exchange.lock().unwrap_or_else(|p| p.into_inner()) = Some(x);
+    }
+
+    /// The latest attempt's exchange, if any.
+    pub fn exchange(&self) -> Option<UpstreamInfo> {
+        self.exchange.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Which upstream exchange produced a response (or the failure), for metrics and the access log.
 #[derive(Clone, Debug)]
 pub struct UpstreamInfo {
     /// Upstream name.

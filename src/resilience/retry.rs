@@ -4,6 +4,8 @@
 //! - Conditions (`on`): `connect-failure` (the request never reached an upstream, so it is safe
 //!   for every method), and — for idempotent methods only — `reset`, `5xx`, `gateway-error`
 //!   (502/503/504), `status:NNN` and `timeout` (a per-try timeout fired).
+//! - A request that never reached an upstream (`connect-failure`) is retried at once and outside
+//!   the budget and `max_retries` (see the comment in `call`).
 //! - The budget is tower's `TpsBudget` (Finagle/Linkerd's design): every request deposits, every
 //!   retry withdraws; retries may add at most `budget` × recent requests, with a floor of
 //!   [`MIN_RETRIES_PER_SEC`] so that a quiet route can still retry.
@@ -235,16 +237,26 @@ where
                 if attempt >= policy.attempts || !allowed_for_method || !replayable {
                     return out;
                 }
-                if !layer.budget.withdraw() {
-                    tracing::debug!(route = %layer.route, "retry budget exhausted");
-                    return out;
-                }
-                let slot = match &layer.gate {
-                    Some(g) => match g.try_begin() {
-                        Some(s) => Some(s),
-                        None => return out,
-                    },
-                    None => None,
+                // A request that never reached an upstream (connect refused or timed out) is sent
+                // elsewhere at once, outside the budget and `max_retries`: it adds no load to the
+                // upstream that failed, and it is what NGINX's `proxy_next_upstream error` and
+                // HAProxy's `redispatch` do. Those limits exist to stop retry storms against
+                // upstreams that *did* get the request.
+                let never_sent = matches!(&out, Err(e) if cause_ref::<ConnectFailed>(e.as_ref()).is_some());
+                let slot = if never_sent {
+                    None
+                } else {
+                    if !layer.budget.withdraw() {
+                        tracing::debug!(route = %layer.route, "retry budget exhausted");
+                        return out;
+                    }
+                    match &layer.gate {
+                        Some(g) => match g.try_begin() {
+                            Some(s) => Some(s),
+                            None => return out,
+                        },
+                        None => None,
+                    }
                 };
                 layer
                     .metrics
@@ -252,7 +264,7 @@ where
                     .get_or_create(&RetryLabels { route: Arc::clone(&layer.route), reason: cond.label() })
                     .inc();
                 drop(out);
-                let wait = backoff(policy.backoff, attempt);
+                let wait = if never_sent { Duration::ZERO } else { backoff(policy.backoff, attempt) };
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }

@@ -175,21 +175,43 @@ const MAX_SCANNED_HEAD: usize = 64 * 1024;
 /// Feed `bytes` to the head being collected in `head`; at its end, record whether it declared
 /// both `content-length` and `transfer-encoding`.
 fn scan_head(head: &mut Vec<u8>, bytes: &[u8], state: &ConnState) {
+    // The common case: the whole head arrived in one read; scan it where it is.
+    if head.is_empty() {
+        if let Some(end) = head_end(bytes, 0) {
+            note_framing(&bytes[..end], state);
+            return;
+        }
+    }
     // Search only the new bytes (and the two before them), so a head sent a byte at a time
     // costs linear time.
     let from = head.len().saturating_sub(2);
     head.extend_from_slice(bytes);
-    // The head ends at the first empty line (CRLF, or a bare LF as httparse also accepts).
-    let end = head[from..].windows(3).position(|w| w[0] == b'\n' && (w[1] == b'\n' || w[1..] == *b"\r\n"));
-    let Some(end) = end.map(|i| from + i) else {
-        if head.len() > MAX_SCANNED_HEAD {
+    match head_end(head, from) {
+        Some(end) => {
+            note_framing(&head[..end], state);
+            *head = Vec::new();
+        }
+        None if head.len() > MAX_SCANNED_HEAD => {
             *head = Vec::new();
             state.head_scanned.store(true, Ordering::Relaxed);
         }
-        return;
-    };
+        None => {}
+    }
+}
+
+/// Where the head in `buf` ends: the first empty line (CRLF, or a bare LF as httparse also
+/// accepts), searched from `from`.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    buf.get(from..)?
+        .windows(3)
+        .position(|w| w[0] == b'\n' && (w[1] == b'\n' || w[1..] == *b"\r\n"))
+        .map(|i| from + i)
+}
+
+/// Record whether `head` declared both `content-length` and `transfer-encoding`.
+fn note_framing(head: &[u8], state: &ConnState) {
     let has = |name: &[u8]| {
-        head[..end].split(|&b| b == b'\n').any(|line| {
+        head.split(|&b| b == b'\n').any(|line| {
             line.len() > name.len()
                 && line[..name.len()].eq_ignore_ascii_case(name)
                 && line[name.len()] == b':'
@@ -198,7 +220,6 @@ fn scan_head(head: &mut Vec<u8>, bytes: &[u8], state: &ConnState) {
     if has(b"content-length") && has(b"transfer-encoding") {
         state.conflicting_framing.store(true, Ordering::Relaxed);
     }
-    *head = Vec::new();
     state.head_scanned.store(true, Ordering::Relaxed);
 }
 

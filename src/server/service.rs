@@ -22,10 +22,11 @@ use super::conn::{ConnState, RequestGuard};
 use crate::access_log::{AccessLog, Record};
 use crate::body::{self, Body};
 use crate::error::{error_response, response_for, ErrorReason, Reason};
-use crate::metrics::{Metrics, Name, RequestLabels, RouteLabel};
+use crate::metrics::{Metrics, Name, RequestLabels};
 use crate::proxy::headers::{self, X_FORWARDED_CLIENT_CERT, X_REQUEST_ID};
 use crate::proxy::{RequestInfo, UpstreamInfo};
 use crate::snapshot::Snapshot;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// What every connection of every listener shares.
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Access log.
     pub access_log: AccessLog,
+    /// The empty label value (no route, no upstream), shared so that no request allocates it.
+    pub empty: Name,
 }
 
 /// The per-connection service.
@@ -47,6 +50,8 @@ pub struct GatewayService {
     https: bool,
     conn: Arc<ConnState>,
     client_cert: Option<HeaderValue>,
+    /// The client IP as a header value, made once per connection.
+    client_ip: HeaderValue,
 }
 
 impl GatewayService {
@@ -58,7 +63,10 @@ impl GatewayService {
         https: bool,
         conn: Arc<ConnState>,
     ) -> Self {
-        GatewayService { shared, listener, client, https, conn, client_cert: None }
+        // An IP address is always a valid header value.
+        let client_ip = HeaderValue::try_from(client.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        GatewayService { shared, listener, client, https, conn, client_cert: None, client_ip }
     }
 
     /// On an mTLS connection: the `x-forwarded-client-cert` value (SPEC 3) for the verified
@@ -101,11 +109,11 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
             started,
             method: req.method().clone(),
             host: host.clone(),
-            path: req.uri().path().to_owned(),
+            path: self.shared.access_log.enabled().then(|| req.uri().path().to_owned()),
             protocol: if req.version() == Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" },
             route: None,
             request_id: request_id.clone(),
-            bytes_in: Default::default(),
+            info: None,
             _guard: guard,
         };
 
@@ -124,7 +132,7 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
             return Box::pin(std::future::ready(Ok(done.finish(error_response(Reason::NoRoute)))));
         };
         let entry = &snap.routes[idx];
-        done.route = Some(Arc::clone(&entry.name));
+        done.route = Some((Arc::clone(&entry.name), entry.duration.clone()));
         let svc = entry.service.clone();
         let info = Arc::new(RequestInfo {
             client: self.client,
@@ -132,8 +140,11 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
             https: self.https,
             host,
             request_id,
-            bytes_in: Arc::clone(&done.bytes_in),
+            bytes_in: Default::default(),
+            client_ip: self.client_ip.clone(),
+            exchange: Default::default(),
         });
+        done.info = Some(Arc::clone(&info));
         req.extensions_mut().insert(info);
         let req = req.map(body::boxed);
         Box::pin(async move {
@@ -170,11 +181,12 @@ struct Done {
     started: Instant,
     method: Method,
     host: Option<HeaderValue>,
-    path: String,
+    /// Only kept when the access log wants it.
+    path: Option<String>,
     protocol: &'static str,
-    route: Option<Name>,
+    route: Option<(Name, Histogram)>,
     request_id: HeaderValue,
-    bytes_in: Arc<std::sync::atomic::AtomicU64>,
+    info: Option<Arc<RequestInfo>>,
     _guard: RequestGuard,
 }
 
@@ -182,7 +194,7 @@ impl Done {
     fn finish(self, mut res: Response<Body>) -> Response<Body> {
         res.headers_mut().insert(&X_REQUEST_ID, self.request_id.clone());
         let status = res.status().as_u16();
-        let upstream = res.extensions().get::<UpstreamInfo>().cloned();
+        let upstream = self.info.as_ref().and_then(|i| i.exchange());
         let error = res.extensions().get::<ErrorReason>().map(|r| r.0.as_str());
         res.map(|inner| {
             body::boxed(Logged {
@@ -207,19 +219,17 @@ impl End {
         let d = self.done;
         let elapsed = d.started.elapsed();
         let m = &d.shared.metrics;
-        let empty = || Arc::new(String::new());
+        let empty = &d.shared.empty;
         m.requests
             .get_or_create(&RequestLabels {
                 listener: Arc::clone(&d.listener),
-                route: d.route.clone().unwrap_or_else(empty),
-                upstream: self.upstream.as_ref().map(|u| Arc::clone(&u.upstream)).unwrap_or_else(empty),
+                route: Arc::clone(d.route.as_ref().map_or(empty, |r| &r.0)),
+                upstream: Arc::clone(self.upstream.as_ref().map_or(empty, |u| &u.upstream)),
                 code: self.status,
             })
             .inc();
-        if let Some(route) = &d.route {
-            m.request_duration
-                .get_or_create(&RouteLabel { route: Arc::clone(route) })
-                .observe(elapsed.as_secs_f64());
+        if let Some((_, hist)) = &d.route {
+            hist.observe(elapsed.as_secs_f64());
         }
         let log = &d.shared.access_log;
         if log.enabled() {
@@ -230,16 +240,16 @@ impl End {
                 client: d.client.ip().to_string(),
                 method: d.method.to_string(),
                 host: d.host.as_ref().and_then(|h| h.to_str().ok()).map(str::to_owned),
-                path: d.path,
+                path: d.path.unwrap_or_default(),
                 protocol: d.protocol,
                 status: self.status,
-                route: d.route.clone(),
+                route: d.route.as_ref().map(|r| Arc::clone(&r.0)),
                 upstream: up.as_ref().map(|u| Arc::clone(&u.upstream)),
                 endpoint: up.as_ref().and_then(|u| u.endpoint.clone()),
                 attempts: up.as_ref().map_or(0, |u| u.attempts),
                 duration_ms: elapsed.as_secs_f64() * 1e3,
                 upstream_ms: up.as_ref().map(|u| u.upstream_ms),
-                bytes_in: d.bytes_in.load(Ordering::Relaxed),
+                bytes_in: d.info.as_ref().map_or(0, |i| i.bytes_in.load(Ordering::Relaxed)),
                 bytes_out,
                 request_id: d.request_id.to_str().unwrap_or_default().to_owned(),
                 error: self.error,

@@ -18,9 +18,9 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, Request, Response, StatusCode};
 
-use crate::balance::{Endpoint, Phase, Upstream};
+use crate::balance::{Endpoint, Phase, Upstream, OUTCOMES};
 use crate::body::{self, Body};
-use crate::error::{cause_ref, ConnectFailed, Elapsed, Error, NoHealthyUpstream, UpstreamReset};
+use crate::error::{cause_ref, ConnectFailed, Elapsed, Error, NoHealthyUpstream, Overloaded, UpstreamReset};
 use crate::metrics::{Metrics, UpstreamRequestLabels};
 use crate::proxy::headers::{self, upgrade_requested, X_REQUEST_ID};
 use crate::proxy::{self, RequestInfo, UpstreamInfo};
@@ -45,15 +45,18 @@ impl Forward {
         &self.upstream
     }
 
-    fn record(&self, ep: &Endpoint, outcome: &'static str) {
-        self.metrics
-            .upstream_requests
-            .get_or_create(&UpstreamRequestLabels {
-                upstream: Arc::clone(&self.upstream.name),
-                endpoint: Arc::clone(&ep.address),
-                outcome,
+    /// Count an attempt's outcome (index into [`OUTCOMES`]).
+    fn record(&self, ep: &Endpoint, outcome: usize) {
+        let counters = ep.state.outcomes.get_or_init(|| {
+            OUTCOMES.map(|outcome| {
+                self.metrics.upstream_requests.get_or_create_owned(&UpstreamRequestLabels {
+                    upstream: Arc::clone(&self.upstream.name),
+                    endpoint: Arc::clone(&ep.address),
+                    outcome,
+                })
             })
-            .inc();
+        });
+        counters[outcome].inc();
     }
 }
 
@@ -98,13 +101,14 @@ impl Drop for TrialGuard<'_> {
     }
 }
 
-fn outcome_of(err: &Error) -> &'static str {
+/// The [`OUTCOMES`] index of a failed attempt.
+fn outcome_of(err: &Error) -> usize {
     if cause_ref::<ConnectFailed>(err.as_ref()).is_some() {
-        "connect_failed"
+        2
     } else if cause_ref::<Elapsed>(err.as_ref()).is_some() {
-        "timeout"
+        4
     } else {
-        "reset"
+        3
     }
 }
 
@@ -129,11 +133,23 @@ impl tower::Service<Request<Body>> for Forward {
             let set = this.upstream.endpoints();
             let key =
                 this.upstream.request_key(req.headers(), req.uri(), info.as_deref().map(|i| i.client.ip()));
+            let exchange = |endpoint: Option<&Arc<Endpoint>>, attempts: u32, upstream_ms: f64| {
+                if let Some(info) = &info {
+                    info.set_exchange(UpstreamInfo {
+                        upstream: Arc::clone(&this.upstream.name),
+                        endpoint: endpoint.map(|e| Arc::clone(&e.address)),
+                        attempts,
+                        upstream_ms,
+                    });
+                }
+            };
             let Some(ep) = this.upstream.pick_keyed(&set, key, &tried.list()) else {
+                exchange(None, tried.len() as u32, 0.0);
                 return Err(NoHealthyUpstream { upstream: this.upstream.name.to_string() }.into());
             };
             tried.push(Arc::as_ptr(&ep) as usize);
             let attempts = tried.len() as u32;
+            exchange(Some(&ep), attempts, 0.0);
             let slot = this.upstream.limits.request()?;
             proxy::address_to(&mut req, &ep.authority, this.upstream.client.version());
 
@@ -146,7 +162,7 @@ impl tower::Service<Request<Body>> for Forward {
                     let upstream_ms = rtt.as_secs_f64() * 1e3;
                     ep.state.observe_rtt(rtt);
                     let ok = !res.status().is_server_error();
-                    this.record(&ep, if ok { "ok" } else { "5xx" });
+                    this.record(&ep, if ok { 0 } else { 1 });
                     trial.disarm();
                     this.upstream.report(&ep, ok);
                     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -164,13 +180,15 @@ impl tower::Service<Request<Body>> for Forward {
                     } else {
                         headers::strip_hop_by_hop(res.headers_mut(), None);
                     }
-                    res.extensions_mut().insert(UpstreamInfo {
-                        upstream: Arc::clone(&this.upstream.name),
-                        endpoint: Some(Arc::clone(&ep.address)),
-                        attempts,
-                        upstream_ms,
-                    });
+                    exchange(Some(&ep), attempts, upstream_ms);
                     Ok(res.map(|b| body::boxed(Guarded { inner: b, _guard: (guard, slot) })))
+                }
+                Err(e) if cause_ref::<Overloaded>(e.as_ref()).is_some() => {
+                    // Shed before reaching the endpoint (`max_pending_requests`): not the
+                    // endpoint's failure, so neither an outcome nor an outlier signal.
+                    drop((guard, slot));
+                    drop(trial);
+                    Err(e)
                 }
                 Err(e) => {
                     drop((guard, slot));
@@ -194,7 +212,7 @@ fn prepare_headers(headers: &mut HeaderMap, info: Option<&RequestInfo>, upgrade:
                 headers.insert(header::HOST, host.clone());
             }
         }
-        headers::set_forwarded(headers, info.client.ip(), info.https, info.host.as_ref());
+        headers::set_forwarded(headers, &info.client_ip, info.https, info.host.as_ref());
         headers.insert(&X_REQUEST_ID, info.request_id.clone());
     }
 }
