@@ -251,3 +251,8 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))
 }
+
+pub mod consul_double;
+pub mod disc;
+pub mod dns;
+pub mod zk;
