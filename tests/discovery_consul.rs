@@ -43,11 +43,15 @@ async fn registration_and_deregistration_are_followed_within_a_second() {
     let consul = Consul::start().await;
     let name = svc("follow");
     let (a, b) = (echo("a").await, echo("b").await);
-    consul.register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() }).await;
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
     let gw = gateway(&routes(&consul, &name, "")).await;
     until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
 
-    consul.register(Reg { id: &format!("{name}-b"), name: &name, port: port(&b), ..Default::default() }).await;
+    consul
+        .register(Reg { id: &format!("{name}-b"), name: &name, port: port(&b), ..Default::default() })
+        .await;
     until_served(&gw, "/", &["a", "b"], Duration::from_secs(1)).await;
     consul.deregister(&format!("{name}-a")).await;
     until_served(&gw, "/", &["b"], Duration::from_secs(1)).await;
@@ -67,7 +71,9 @@ async fn no_busy_polling_while_nothing_changes_and_a_server_that_never_blocks_ca
     let Some(double) = consul.double("count requests") else { return };
     let name = svc("quiet");
     let a = echo("a").await;
-    consul.register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() }).await;
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
     let gw = gateway(&routes(&consul, &name, "")).await;
     until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -92,7 +98,9 @@ async fn an_outage_keeps_the_set_and_recovery_resumes_the_watch() {
     let Some(double) = consul.double("outage") else { return };
     let name = svc("outage");
     let (a, b) = (echo("a").await, echo("b").await);
-    consul.register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() }).await;
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
     let gw = gateway(&routes(&consul, &name, "")).await;
     until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
 
@@ -108,7 +116,9 @@ async fn an_outage_keeps_the_set_and_recovery_resumes_the_watch() {
     assert_eq!(served(&gw, "/", 10).await, set(&["a"]), "still the last set after retries");
 
     double.restart().await;
-    consul.register(Reg { id: &format!("{name}-b"), name: &name, port: port(&b), ..Default::default() }).await;
+    consul
+        .register(Reg { id: &format!("{name}-b"), name: &name, port: port(&b), ..Default::default() })
+        .await;
     // The next retry is at most ~4.8 s away (backoff 1 s, 2 s, 4 s with jitter).
     until_served(&gw, "/", &["a", "b"], Duration::from_secs(8)).await;
     let v = upstream_view(&gw, "svc").await;
@@ -121,14 +131,18 @@ async fn an_index_that_goes_backwards_resets_the_watch() {
     let Some(double) = consul.double("index reset") else { return };
     let name = svc("reset");
     let (a, b) = (echo("a").await, echo("b").await);
-    consul.register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() }).await;
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
     let gw = gateway(&routes(&consul, &name, "")).await;
     until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
     // A restored server: the index is far below what the gateway last saw. A client that kept
     // its old index would now block for the whole `wait` (30 s) and miss the change below.
     double.reset_index(2);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    consul.register(Reg { id: &format!("{name}-b"), name: &name, port: port(&b), ..Default::default() }).await;
+    consul
+        .register(Reg { id: &format!("{name}-b"), name: &name, port: port(&b), ..Default::default() })
+        .await;
     until_served(&gw, "/", &["a", "b"], Duration::from_secs(2)).await;
 }
 
@@ -137,10 +151,35 @@ async fn tag_and_passing_filters() {
     let consul = Consul::start().await;
     let name = svc("filters");
     let (a, b, c) = (echo("a").await, echo("b").await, echo("c").await);
-    consul.register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), tags: &["v1"], ..Default::default() }).await;
-    consul.register(Reg { id: &format!("{name}-b"), name: &name, port: port(&b), tags: &["v2"], ..Default::default() }).await;
+    consul
+        .register(Reg {
+            id: &format!("{name}-a"),
+            name: &name,
+            port: port(&a),
+            tags: &["v1"],
+            ..Default::default()
+        })
+        .await;
+    consul
+        .register(Reg {
+            id: &format!("{name}-b"),
+            name: &name,
+            port: port(&b),
+            tags: &["v2"],
+            ..Default::default()
+        })
+        .await;
     let c_id = format!("{name}-c");
-    consul.register(Reg { id: &c_id, name: &name, port: port(&c), tags: &["v2"], ttl_check: true, ..Default::default() }).await;
+    consul
+        .register(Reg {
+            id: &c_id,
+            name: &name,
+            port: port(&c),
+            tags: &["v2"],
+            ttl_check: true,
+            ..Default::default()
+        })
+        .await;
     let text = format!(
         r#"
 [[upstream]]
@@ -184,9 +223,24 @@ async fn service_address_beats_node_address_and_weights_come_from_the_service() 
     let on2 = echo_on("127.0.0.2", "service-address").await;
     let on1 = echo("node-address").await;
     consul
-        .register(Reg { id: &format!("{name}-s"), name: &name, address: "127.0.0.2", port: port(&on2), weight: Some(3), ..Default::default() })
+        .register(Reg {
+            id: &format!("{name}-s"),
+            name: &name,
+            address: "127.0.0.2",
+            port: port(&on2),
+            weight: Some(3),
+            ..Default::default()
+        })
         .await;
-    consul.register(Reg { id: &format!("{name}-n"), name: &name, address: "", port: port(&on1), ..Default::default() }).await;
+    consul
+        .register(Reg {
+            id: &format!("{name}-n"),
+            name: &name,
+            address: "",
+            port: port(&on1),
+            ..Default::default()
+        })
+        .await;
     let gw = gateway(&routes(&consul, &name, "")).await;
     until_served(&gw, "/", &["node-address", "service-address"], Duration::from_secs(5)).await;
     let v = upstream_view(&gw, "svc").await;
@@ -208,7 +262,9 @@ async fn the_acl_token_comes_from_token_env() {
     std::env::set_var(&var, "s3cret");
     let name = svc("token");
     let a = echo("a").await;
-    consul.register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() }).await;
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
     double.require_token("s3cret");
     let text = format!(
         r#"
@@ -241,8 +297,11 @@ async fn equal_sources_share_one_watch_that_stops_when_no_upstream_uses_it() {
     let Some(double) = consul.double("count requests") else { return };
     let name = svc("shared");
     let a = echo("a").await;
-    consul.register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() }).await;
-    let disc = format!(r#"{{ type = "consul", address = "{}", service = "{name}", wait = "30s" }}"#, consul.url);
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
+    let disc =
+        format!(r#"{{ type = "consul", address = "{}", service = "{name}", wait = "30s" }}"#, consul.url);
     let text = format!(
         "[[upstream]]\nname = \"one\"\ndiscovery = {disc}\n[[upstream]]\nname = \"two\"\ndiscovery = {disc}\n\
          [[route]]\nname = \"one\"\npath_prefix = \"/one\"\nupstream = \"one\"\n\

@@ -46,8 +46,12 @@ async fn a_and_aaaa_records_with_port() {
     let gw = gateway(&routes(&dns, "users.test", port, "")).await;
     until_served(&gw, "/", &["127.0.0.2", "127.0.0.3", "::1"], Duration::from_secs(5)).await;
     let v = upstream_view(&gw, "svc").await;
-    let mut addrs: Vec<String> =
-        v["endpoints"].as_array().unwrap().iter().map(|e| e["address"].as_str().unwrap().to_owned()).collect();
+    let mut addrs: Vec<String> = v["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["address"].as_str().unwrap().to_owned())
+        .collect();
     addrs.sort();
     assert_eq!(addrs, [format!("127.0.0.2:{port}"), format!("127.0.0.3:{port}"), format!("[::1]:{port}")]);
     assert_eq!(v["discovery"]["type"], "dns");
@@ -62,7 +66,11 @@ async fn srv_uses_targets_ports_weights_and_only_the_lowest_priority() {
     dns.set_ips("c.test", &["127.0.0.1"], 30);
     dns.set_srv(
         "_http._tcp.users.test",
-        &[(10, 1, a.addr.port(), "a.test"), (10, 3, b.addr.port(), "b.test"), (20, 5, c.addr.port(), "c.test")],
+        &[
+            (10, 1, a.addr.port(), "a.test"),
+            (10, 3, b.addr.port(), "b.test"),
+            (20, 5, c.addr.port(), "c.test"),
+        ],
         1,
     );
     let gw = gateway(&routes(&dns, "_http._tcp.users.test", 1, ", record = \"srv\"")).await;

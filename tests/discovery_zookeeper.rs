@@ -46,12 +46,18 @@ async fn each_member_format_is_read_and_data_changes_are_followed() {
     let server = shared().connect_string();
     let c = zk::client(&server).await;
     let ups: Vec<FakeUpstream> = futures_util::future::join_all(
-        ["cur-a", "cur-off", "ss-a", "ss-http", "ss-dead", "hp-data", "hp-name", "auto-cur", "auto-ss", "auto-hp"]
-            .map(echo),
+        [
+            "cur-a", "cur-off", "ss-a", "ss-http", "ss-dead", "hp-data", "hp-name", "auto-cur", "auto-ss",
+            "auto-hp",
+        ]
+        .map(echo),
     )
     .await;
     let u = |n: &str| {
-        let names = ["cur-a", "cur-off", "ss-a", "ss-http", "ss-dead", "hp-data", "hp-name", "auto-cur", "auto-ss", "auto-hp"];
+        let names = [
+            "cur-a", "cur-off", "ss-a", "ss-http", "ss-dead", "hp-data", "hp-name", "auto-cur", "auto-ss",
+            "auto-hp",
+        ];
         &ups[names.iter().position(|x| *x == n).unwrap()]
     };
     let base = format!("/formats-{}", std::process::id());
@@ -60,9 +66,20 @@ async fn each_member_format_is_read_and_data_changes_are_followed() {
     }
     zk::ephemeral(&c, &format!("{base}/curator"), "a", &curator(u("cur-a"), true)).await;
     zk::ephemeral(&c, &format!("{base}/curator"), "off", &curator(u("cur-off"), false)).await;
-    zk::ephemeral(&c, &format!("{base}/serverset"), "member_0000000001", &serverset(u("ss-a"), u("ss-http"), "ALIVE")).await;
-    zk::ephemeral(&c, &format!("{base}/serverset"), "member_0000000002", &serverset(u("ss-dead"), u("ss-dead"), "STOPPING"))
-        .await;
+    zk::ephemeral(
+        &c,
+        &format!("{base}/serverset"),
+        "member_0000000001",
+        &serverset(u("ss-a"), u("ss-http"), "ALIVE"),
+    )
+    .await;
+    zk::ephemeral(
+        &c,
+        &format!("{base}/serverset"),
+        "member_0000000002",
+        &serverset(u("ss-dead"), u("ss-dead"), "STOPPING"),
+    )
+    .await;
     zk::ephemeral(&c, &format!("{base}/hostport"), "m1", u("hp-data").authority().as_bytes()).await;
     zk::ephemeral(&c, &format!("{base}/hostport"), &u("hp-name").authority(), b"").await;
     zk::ephemeral(&c, &format!("{base}/auto"), "c", &curator(u("auto-cur"), true)).await;
@@ -73,7 +90,12 @@ async fn each_member_format_is_read_and_data_changes_are_followed() {
     let routes = [
         upstream("curator", &server, &format!("{base}/curator"), ", format = \"curator\""),
         upstream("serverset", &server, &format!("{base}/serverset"), ", format = \"serverset\""),
-        upstream("ss-http", &server, &format!("{base}/serverset"), ", format = \"serverset\", endpoint_name = \"http\""),
+        upstream(
+            "ss-http",
+            &server,
+            &format!("{base}/serverset"),
+            ", format = \"serverset\", endpoint_name = \"http\"",
+        ),
         upstream("hostport", &server, &format!("{base}/hostport"), ", format = \"hostport\""),
         upstream("auto", &server, &format!("{base}/auto"), ""),
     ]
@@ -87,8 +109,18 @@ async fn each_member_format_is_read_and_data_changes_are_followed() {
     until_served(&gw, "/auto", &["auto-cur", "auto-hp", "auto-ss"], t).await;
 
     // Data watches: a serverset member leaving ALIVE, a Curator instance turning enabled.
-    zk::set_data(&c, &format!("{base}/serverset/member_0000000001"), &serverset(u("ss-a"), u("ss-http"), "DEAD")).await;
-    zk::set_data(&c, &format!("{base}/serverset/member_0000000002"), &serverset(u("ss-dead"), u("ss-dead"), "ALIVE")).await;
+    zk::set_data(
+        &c,
+        &format!("{base}/serverset/member_0000000001"),
+        &serverset(u("ss-a"), u("ss-http"), "DEAD"),
+    )
+    .await;
+    zk::set_data(
+        &c,
+        &format!("{base}/serverset/member_0000000002"),
+        &serverset(u("ss-dead"), u("ss-dead"), "ALIVE"),
+    )
+    .await;
     until_served(&gw, "/serverset", &["ss-dead"], Duration::from_secs(1)).await;
     zk::set_data(&c, &format!("{base}/curator/off"), &curator(u("cur-off"), true)).await;
     until_served(&gw, "/curator", &["cur-a", "cur-off"], Duration::from_secs(1)).await;
@@ -115,7 +147,8 @@ async fn ephemeral_members_appearing_and_vanishing_are_followed_within_a_second(
     until_served(&gw, "/svc", &["503"], Duration::from_secs(1)).await;
     let v = upstream_view(&gw, "svc").await;
     assert!(v["discovery"]["last_error"].is_null(), "no children is an answer: {v}");
-    let updates = metric(&gw, "switchyard_discovery_updates_total{upstream=\"svc\",type=\"zookeeper\"}").await;
+    let updates =
+        metric(&gw, "switchyard_discovery_updates_total{upstream=\"svc\",type=\"zookeeper\"}").await;
     assert!(updates >= 4.0, "{updates}");
 }
 

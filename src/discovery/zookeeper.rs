@@ -186,8 +186,12 @@ async fn watch_session(client: &zk::Client, src: &ZkSource, out: &Publisher, bac
         need_children: true,
         missing: false,
     };
+    // While disconnected there is nothing to read: wait for the library to reconnect.
+    let mut connected = true;
     loop {
-        match m.read(client, src).await {
+        let read = if connected { m.read(client, src).await } else { Ok(()) };
+        match read {
+            Ok(()) if !connected => {}
             Ok(()) if m.settled() => {
                 out.reset(m.set());
                 backoff.reset();
@@ -228,11 +232,13 @@ async fn watch_session(client: &zk::Client, src: &ZkSource, out: &Publisher, bac
             }
             s = state.changed() => match s {
                 zk::SessionState::Disconnected => {
+                    connected = false;
                     out.fail(format!("lost the connection to ZooKeeper {}; keeping the last set", src.servers));
                 }
                 zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
                     // The library re-registered our watches; list again to be sure (and to
                     // clear the error).
+                    connected = true;
                     m.need_children = true;
                 }
                 s => return Ended::Session(format!("{s}")),

@@ -265,9 +265,9 @@ async fn handle(state: &DoubleState, req: Request<Incoming>) -> Response<Full<By
             name,
             address: v["Address"].as_str().unwrap_or_default().to_owned(),
             port: v["Port"].as_u64().unwrap_or(0) as u16,
-            tags: v["Tags"].as_array().map_or_else(Vec::new, |a| {
-                a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect()
-            }),
+            tags: v["Tags"]
+                .as_array()
+                .map_or_else(Vec::new, |a| a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect()),
             weight: v["Weights"]["Passing"].as_u64(),
             // No check: passing. A TTL check starts critical until it is passed.
             passing: v["Check"]["TTL"].is_null(),
@@ -281,7 +281,9 @@ async fn handle(state: &DoubleState, req: Request<Incoming>) -> Response<Full<By
         state.index.send_modify(|(i, _)| *i += 1);
         return reply(StatusCode::OK, "");
     }
-    for (prefix, passing) in [("/v1/agent/check/pass/service:", true), ("/v1/agent/check/fail/service:", false)] {
+    for (prefix, passing) in
+        [("/v1/agent/check/pass/service:", true), ("/v1/agent/check/fail/service:", false)]
+    {
         if let Some(id) = path.strip_prefix(prefix) {
             if let Some(i) = state.inner.lock().unwrap().services.get_mut(id) {
                 i.passing = passing;
@@ -346,7 +348,8 @@ impl Consul {
     }
 
     pub async fn register(&self, r: Reg<'_>) {
-        let mut v = json!({ "ID": r.id, "Name": r.name, "Address": r.address, "Port": r.port, "Tags": r.tags });
+        let mut v =
+            json!({ "ID": r.id, "Name": r.name, "Address": r.address, "Port": r.port, "Tags": r.tags });
         if let Some(w) = r.weight {
             v["Weights"] = json!({ "Passing": w, "Warning": 1 });
         }

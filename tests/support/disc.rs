@@ -82,7 +82,5 @@ pub async fn upstream_view(gw: &TestGateway, name: &str) -> serde_json::Value {
 /// A metric sample's value from `/metrics` (0 when absent).
 pub async fn metric(gw: &TestGateway, sample: &str) -> f64 {
     let text = get(&gw.admin_url("/metrics")).await.text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
-        .unwrap_or(0.0)
+    text.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
 }

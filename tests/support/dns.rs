@@ -168,7 +168,11 @@ impl DnsServer {
         let records = srv
             .iter()
             .map(|(p, w, port, target)| {
-                Record::from_rdata(n.clone(), ttl, RData::SRV(SRV::new(*p, *w, *port, Name::from_ascii(key(target)).unwrap())))
+                Record::from_rdata(
+                    n.clone(),
+                    ttl,
+                    RData::SRV(SRV::new(*p, *w, *port, Name::from_ascii(key(target)).unwrap())),
+                )
             })
             .collect();
         self.put(name, RecordType::SRV, records);

@@ -167,7 +167,9 @@ pub async fn mkdirs(c: &zk::Client, path: &str) {
 /// Create an ephemeral member `path/name` holding `data`.
 pub async fn ephemeral(c: &zk::Client, path: &str, name: &str, data: &[u8]) {
     let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
-    c.create(&format!("{path}/{name}"), data, &opts).await.unwrap_or_else(|e| panic!("create {path}/{name}: {e}"));
+    c.create(&format!("{path}/{name}"), data, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("create {path}/{name}: {e}"));
 }
 
 pub async fn set_data(c: &zk::Client, path: &str, data: &[u8]) {
