@@ -328,3 +328,42 @@ async fn equal_sources_share_one_watch_that_stops_when_no_upstream_uses_it() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(double.health_requests(), before, "the source stopped with its last upstream");
 }
+
+/// Benchmark (ignored; run with `cargo test --release --test discovery_consul -- --ignored
+/// --nocapture`): time from a registration in the Consul double (the PUT returning) to the
+/// first request through the gateway that reaches the new instance, median over 20 changes.
+#[tokio::test]
+#[ignore = "benchmark"]
+async fn bench_registration_to_first_request() {
+    let consul = Consul::start().await;
+    let name = svc("bench");
+    let first = upstream(status(200)).await;
+    consul
+        .register(Reg { id: &format!("{name}-0"), name: &name, port: port(&first), ..Default::default() })
+        .await;
+    let gw = gateway(&routes(&consul, &name, "")).await;
+    eventually(Duration::from_secs(10), "served", || async { get(&gw.url("/")).await.status == 200 }).await;
+    let mut times = Vec::new();
+    let mut prev = (format!("{name}-0"), first);
+    for i in 1..=20 {
+        let next = upstream(status(200)).await;
+        let id = format!("{name}-{i}");
+        let t0 = std::time::Instant::now();
+        consul.register(Reg { id: &id, name: &name, port: port(&next), ..Default::default() }).await;
+        while next.hits() == 0 {
+            let _ = get(&gw.url("/")).await;
+        }
+        times.push(t0.elapsed());
+        consul.deregister(&prev.0).await;
+        prev = (id, next);
+        // Two changes per round (register + deregister): pace the rounds to stay within the
+        // 2 queries/s budget, so each change meets a held blocking query. Faster churn than
+        // that is followed at the rate limit instead (up to ~0.5 s per change).
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    times.sort();
+    println!(
+        "consul change -> first request: median {:?}, min {:?}, max {:?} (20 changes)",
+        times[10], times[0], times[19]
+    );
+}

@@ -252,3 +252,47 @@ async fn an_expired_session_is_replaced_by_a_new_one_that_reads_again() {
     drop(c);
     tokio::task::spawn_blocking(move || drop(server)).await.unwrap();
 }
+
+/// Benchmark (ignored; run with `cargo test --release --test discovery_zookeeper -- --ignored
+/// --nocapture`): time from a ZooKeeper member appearing (the `create` call returning) to the
+/// first request through the gateway that reaches it, median over 20 changes.
+#[tokio::test]
+#[ignore = "benchmark"]
+async fn bench_node_change_to_first_request() {
+    let server = shared().connect_string();
+    let path = format!("/bench-{}", std::process::id());
+    let c = zk::client(&server).await;
+    zk::mkdirs(&c, &path).await;
+    let first = support::upstream(status(200)).await;
+    zk::ephemeral(&c, &path, "m0", first.authority().as_bytes()).await;
+    let gw = gateway(&upstream_routes(&server, &path)).await;
+    until_served_status(&gw).await;
+    let mut times = Vec::new();
+    let mut prev = ("m0".to_owned(), first);
+    for i in 1..=20 {
+        let next = support::upstream(status(200)).await;
+        let name = format!("m{i}");
+        let t0 = std::time::Instant::now();
+        zk::ephemeral(&c, &path, &name, next.authority().as_bytes()).await;
+        while next.hits() == 0 {
+            let _ = get(&gw.url("/svc")).await;
+        }
+        times.push(t0.elapsed());
+        zk::delete(&c, &format!("{path}/{}", prev.0)).await;
+        prev = (name, next);
+    }
+    times.sort();
+    println!(
+        "zookeeper change -> first request: median {:?}, min {:?}, max {:?} (20 changes)",
+        times[10], times[0], times[19]
+    );
+}
+
+fn upstream_routes(server: &str, path: &str) -> String {
+    upstream("svc", server, path, "")
+}
+
+async fn until_served_status(gw: &TestGateway) {
+    eventually(Duration::from_secs(10), "served", || async { get(&gw.url("/svc")).await.status == 200 })
+        .await;
+}
