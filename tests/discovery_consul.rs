@@ -61,7 +61,7 @@ async fn registration_and_deregistration_are_followed_within_a_second() {
     assert_eq!(v["discovery"]["type"], "consul");
     assert!(v["discovery"]["last_error"].is_null(), "{v}");
     assert!(v["discovery"]["last_update"].is_string(), "{v}");
-    let updates = metric(&gw, "switchyard_discovery_updates_total{upstream=\"svc\",type=\"consul\"}").await;
+    let updates = metric_value(&gw, "switchyard_discovery_updates_total{upstream=\"svc\",type=\"consul\"}").await;
     assert!(updates >= 4.0, "updates counted: {updates}");
 }
 
@@ -105,12 +105,12 @@ async fn an_outage_keeps_the_set_and_recovery_resumes_the_watch() {
     until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
 
     double.stop();
-    eventually(Duration::from_secs(5), "last_error shown in /upstreams", || async {
+    poll_until(Duration::from_secs(5), "last_error shown in /upstreams", || async {
         !upstream_view(&gw, "svc").await["discovery"]["last_error"].is_null()
     })
     .await;
     assert_eq!(served(&gw, "/", 10).await, set(&["a"]), "traffic continues to the last set");
-    let errors = metric(&gw, "switchyard_discovery_errors_total{upstream=\"svc\",type=\"consul\"}").await;
+    let errors = metric_value(&gw, "switchyard_discovery_errors_total{upstream=\"svc\",type=\"consul\"}").await;
     assert!(errors >= 1.0, "errors counted: {errors}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(served(&gw, "/", 10).await, set(&["a"]), "still the last set after retries");
@@ -342,7 +342,7 @@ async fn bench_registration_to_first_request() {
         .register(Reg { id: &format!("{name}-0"), name: &name, port: port(&first), ..Default::default() })
         .await;
     let gw = gateway(&routes(&consul, &name, "")).await;
-    eventually(Duration::from_secs(10), "served", || async { get(&gw.url("/")).await.status == 200 }).await;
+    poll_until(Duration::from_secs(10), "served", || async { get(&gw.url("/")).await.status == 200 }).await;
     let mut times = Vec::new();
     let mut prev = (format!("{name}-0"), first);
     for i in 1..=20 {

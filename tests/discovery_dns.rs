@@ -144,22 +144,22 @@ async fn servfail_and_a_dead_resolver_keep_the_set_nxdomain_empties_it() {
     until_served(&gw, "/", &["127.0.0.2"], Duration::from_secs(5)).await;
 
     dns.force("users.test", Some(Forced::ServFail));
-    eventually(Duration::from_secs(5), "SERVFAIL shown as last_error", || async {
+    poll_until(Duration::from_secs(5), "SERVFAIL shown as last_error", || async {
         upstream_view(&gw, "svc").await["discovery"]["last_error"].as_str().is_some()
     })
     .await;
     assert_eq!(served(&gw, "/", 5).await, set(&["127.0.0.2"]), "SERVFAIL keeps the set");
-    let errors = metric(&gw, "switchyard_discovery_errors_total{upstream=\"svc\",type=\"dns\"}").await;
+    let errors = metric_value(&gw, "switchyard_discovery_errors_total{upstream=\"svc\",type=\"dns\"}").await;
     assert!(errors >= 1.0);
 
     dns.force("users.test", None);
-    eventually(Duration::from_secs(5), "recovery clears last_error", || async {
+    poll_until(Duration::from_secs(5), "recovery clears last_error", || async {
         upstream_view(&gw, "svc").await["discovery"]["last_error"].is_null()
     })
     .await;
 
     dns.stop();
-    eventually(Duration::from_secs(10), "a dead resolver shown as last_error", || async {
+    poll_until(Duration::from_secs(10), "a dead resolver shown as last_error", || async {
         upstream_view(&gw, "svc").await["discovery"]["last_error"].as_str().is_some()
     })
     .await;
@@ -186,7 +186,7 @@ async fn ready_waits_for_the_first_answer_and_an_error_counts_as_one() {
     dns.set_ips("users.test", &["127.0.0.2"], 30);
     dns.force("users.test", Some(Forced::ServFail));
     let gw = gateway(&routes(&dns, "users.test", 1, "")).await;
-    eventually(Duration::from_secs(5), "ready after the first (failed) resolution", || async {
+    poll_until(Duration::from_secs(5), "ready after the first (failed) resolution", || async {
         get(&gw.admin_url("/ready")).await.status == 200
     })
     .await;

@@ -148,7 +148,7 @@ async fn ephemeral_members_appearing_and_vanishing_are_followed_within_a_second(
     let v = upstream_view(&gw, "svc").await;
     assert!(v["discovery"]["last_error"].is_null(), "no children is an answer: {v}");
     let updates =
-        metric(&gw, "switchyard_discovery_updates_total{upstream=\"svc\",type=\"zookeeper\"}").await;
+        metric_value(&gw, "switchyard_discovery_updates_total{upstream=\"svc\",type=\"zookeeper\"}").await;
     assert!(updates >= 4.0, "{updates}");
 }
 
@@ -158,7 +158,7 @@ async fn a_missing_path_is_an_empty_set_until_it_appears() {
     let path = format!("/not-yet-{}/svc", std::process::id());
     let a = echo("a").await;
     let gw = gateway(&upstream("svc", &server, &path, "")).await;
-    eventually(Duration::from_secs(10), "ready with an empty set", || async {
+    poll_until(Duration::from_secs(10), "ready with an empty set", || async {
         get(&gw.admin_url("/ready")).await.status == 200
     })
     .await;
@@ -190,7 +190,7 @@ async fn killing_zookeeper_keeps_the_set_and_a_restart_resumes_the_watches() {
     })
     .await
     .unwrap();
-    eventually(Duration::from_secs(10), "the outage shown as last_error", || async {
+    poll_until(Duration::from_secs(10), "the outage shown as last_error", || async {
         upstream_view(&gw, "svc").await["discovery"]["last_error"].as_str().is_some()
     })
     .await;
@@ -198,7 +198,7 @@ async fn killing_zookeeper_keeps_the_set_and_a_restart_resumes_the_watches() {
         assert_eq!(served(&gw, "/svc", 6).await, set(&["a"]), "traffic continues to the last set");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let errors = metric(&gw, "switchyard_discovery_errors_total{upstream=\"svc\",type=\"zookeeper\"}").await;
+    let errors = metric_value(&gw, "switchyard_discovery_errors_total{upstream=\"svc\",type=\"zookeeper\"}").await;
     assert!(errors >= 1.0);
 
     server = tokio::task::spawn_blocking(move || {
@@ -207,7 +207,7 @@ async fn killing_zookeeper_keeps_the_set_and_a_restart_resumes_the_watches() {
     })
     .await
     .unwrap();
-    eventually(Duration::from_secs(15), "reconnected: last_error cleared", || async {
+    poll_until(Duration::from_secs(15), "reconnected: last_error cleared", || async {
         upstream_view(&gw, "svc").await["discovery"]["last_error"].is_null()
     })
     .await;
@@ -245,7 +245,7 @@ async fn an_expired_session_is_replaced_by_a_new_one_that_reads_again() {
     let c = zk::client(&cs).await;
     zk::mkdirs(&c, &format!("{path}/{}", b.authority())).await;
     until_served(&gw, "/svc", &["a", "b"], Duration::from_secs(10)).await;
-    eventually(Duration::from_secs(5), "last_error cleared", || async {
+    poll_until(Duration::from_secs(5), "last_error cleared", || async {
         upstream_view(&gw, "svc").await["discovery"]["last_error"].is_null()
     })
     .await;
@@ -293,6 +293,6 @@ fn upstream_routes(server: &str, path: &str) -> String {
 }
 
 async fn until_served_status(gw: &TestGateway) {
-    eventually(Duration::from_secs(10), "served", || async { get(&gw.url("/svc")).await.status == 200 })
+    poll_until(Duration::from_secs(10), "served", || async { get(&gw.url("/svc")).await.status == 200 })
         .await;
 }

@@ -45,7 +45,7 @@ pub fn set(names: &[&str]) -> BTreeSet<String> {
 }
 
 /// Poll `check` every 20 ms until it returns true or `within` passes; returns how long it took.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
+pub async fn poll_until<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -66,7 +66,7 @@ where
 pub async fn until_served(gw: &TestGateway, path: &str, want: &[&str], within: Duration) -> Duration {
     let want = set(want);
     let n = want.len() * 4;
-    eventually(within, &format!("{path} served by {want:?}"), || {
+    poll_until(within, &format!("{path} served by {want:?}"), || {
         let want = want.clone();
         async move { served(gw, path, n).await == want }
     })
@@ -80,7 +80,7 @@ pub async fn upstream_view(gw: &TestGateway, name: &str) -> serde_json::Value {
 }
 
 /// A metric sample's value from `/metrics` (0 when absent).
-pub async fn metric(gw: &TestGateway, sample: &str) -> f64 {
+pub async fn metric_value(gw: &TestGateway, sample: &str) -> f64 {
     let text = get(&gw.admin_url("/metrics")).await.text();
     text.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
 }
