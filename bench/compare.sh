@@ -6,6 +6,8 @@
 #   bench/compare.sh                                      # everything, ~5 min
 #   PROXIES=nginx,haproxy DURATION=3 ROUNDS=1 bench/compare.sh
 #   SWITCHYARD_BIN=target/release/switchyard bench/compare.sh   # skip the cargo build
+#   UPSTREAM_MODE=slow PROXIES=switchyard_rr,switchyard_p2c SCENARIOS=get64 bench/compare.sh
+#                                                         # one of three upstreams slow: p99 by balancer
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,11 +26,15 @@ THREADS=${THREADS:-2}                    # wrk -t
 WARMUP=${WARMUP:-2}                      # seconds of un-measured load per proxy before round 1; 0 = none
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
 SWITCHYARD_BIN=${SWITCHYARD_BIN:-}
+UPSTREAM_MODE=${UPSTREAM_MODE:-single}   # single: one fast upstream; slow: two fast + one slow (SLOW_MS)
+SLOW_MS=${SLOW_MS:-50}                   # slow mode: delay of the slow upstream per request
+BALANCE=${BALANCE:-round_robin}          # balance of the plain "switchyard" proxy
 
-for v in DURATION ROUNDS WORKERS UPSTREAM_WORKERS CONNECTIONS THREADS WARMUP; do
+for v in DURATION ROUNDS WORKERS UPSTREAM_WORKERS CONNECTIONS THREADS WARMUP SLOW_MS; do
     [[ ${!v} =~ ^[0-9]+$ ]] || { echo "compare.sh: $v must be a whole number, got '${!v}'" >&2; exit 2; }
 done
 (( DURATION > 0 && ROUNDS > 0 && WORKERS > 0 )) || { echo "compare.sh: DURATION, ROUNDS and WORKERS must be > 0" >&2; exit 2; }
+[[ $UPSTREAM_MODE == single || $UPSTREAM_MODE == slow ]] || { echo "compare.sh: UPSTREAM_MODE must be single or slow, got '$UPSTREAM_MODE'" >&2; exit 2; }
 
 IFS=, read -ra SCENARIO_LIST <<< "$SCENARIOS"
 IFS=, read -ra PROXY_LIST <<< "$PROXIES"
@@ -173,6 +179,12 @@ start_upstream() {
     mkdir -p "$d/www" "$d/tmp"
     head -c 16384 /dev/zero | tr '\0' 'y' > "$d/www/16k"
     UPSTREAM_PORT=$(free_port)
+    UPSTREAM_ADDRS=("127.0.0.1:$UPSTREAM_PORT")
+    local second_listen=""
+    if [[ $UPSTREAM_MODE == slow ]]; then
+        UPSTREAM_PORT2=$(free_port)
+        second_listen="listen 127.0.0.1:$UPSTREAM_PORT2 backlog=4096;"
+    fi
     cat > "$d/nginx.conf" <<EOF
 worker_processes $UPSTREAM_WORKERS;
 daemon off;
@@ -195,6 +207,7 @@ http {
     keepalive_timeout 300s;
     server {
         listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
+        $second_listen
         client_max_body_size 1m;
         client_body_buffer_size 64k;
         location = / { return 200 "$BODY63\n"; }
@@ -212,6 +225,54 @@ EOF
     wait_listen "$UPSTREAM_PID" "$UPSTREAM_PORT" || { cat "$d/stderr.log" "$d/error.log" >&2 2>/dev/null; die "upstream nginx did not start"; }
     track_children "$UPSTREAM_PID"
     log "upstream nginx pid $UPSTREAM_PID on 127.0.0.1:$UPSTREAM_PORT (worker_processes $UPSTREAM_WORKERS)"
+    [[ $UPSTREAM_MODE == slow ]] && start_slow_upstream
+    return 0
+}
+
+# Slow mode: nginx answers on a second port too, and a third upstream (python asyncio, the
+# same three paths and bodies) answers every request after SLOW_MS. Proxies balance over all
+# three, listed slow one second: one upstream in three is slow.
+start_slow_upstream() {
+    local d=$TMP/slow
+    mkdir -p "$d"
+    SLOW_PORT=$(free_port)
+    cat > "$d/slow.py" <<'EOF'
+import asyncio, sys
+port, delay = int(sys.argv[1]), int(sys.argv[2]) / 1000.0
+small = b"x" * 63 + b"\n"
+big = b"y" * 16384
+async def handle(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            path = lines[0].split(" ")[1]
+            length = 0
+            for l in lines[1:]:
+                if l.lower().startswith("content-length:"):
+                    length = int(l.split(":", 1)[1])
+            if length:
+                await reader.readexactly(length)
+            await asyncio.sleep(delay)
+            body = big if path == "/16k" else (b"ok\n" if path == "/echo" else small)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+EOF
+    python3 "$d/slow.py" "$SLOW_PORT" "$SLOW_MS" >"$d/stdout.log" 2>"$d/stderr.log" &
+    SLOW_PID=$!
+    STARTED_PIDS+=("$SLOW_PID")
+    wait_listen "$SLOW_PID" "$SLOW_PORT" || { cat "$d/stderr.log" >&2; die "slow upstream did not start"; }
+    UPSTREAM_ADDRS=("127.0.0.1:$UPSTREAM_PORT" "127.0.0.1:$SLOW_PORT" "127.0.0.1:$UPSTREAM_PORT2")
+    log "slow mode: upstreams ${UPSTREAM_ADDRS[*]}; 127.0.0.1:$SLOW_PORT (python, pid $SLOW_PID) answers after ${SLOW_MS} ms"
 }
 
 # ----------------------------------------------------------------- proxies --
@@ -249,7 +310,7 @@ http {
         default \$http_x_request_id;
     }
     upstream fast {
-        server 127.0.0.1:$UPSTREAM_PORT;
+$(for a in "${UPSTREAM_ADDRS[@]}"; do echo "        server $a;"; done)
         keepalive 64;
         keepalive_requests 10000000;
         keepalive_timeout 60s;
@@ -317,7 +378,7 @@ frontend bench
     default_backend fast
 
 backend fast
-    server up1 127.0.0.1:$UPSTREAM_PORT
+$(i=0; for a in "${UPSTREAM_ADDRS[@]}"; do i=$((i + 1)); echo "    server up$i $a"; done)
 EOF
     PROXY_LOG[haproxy]="$d/stderr.log"
     if ! "$HAPROXY_BIN" -c -q -f "$d/haproxy.cfg" >"$d/stderr.log" 2>&1; then
@@ -331,11 +392,12 @@ EOF
     wait_listen "$!" "$port"
 }
 
-start_proxy_switchyard() {
-    local d=$TMP/switchyard port
+# start_switchyard NAME BALANCE: switchyard with `balance = BALANCE` over the upstreams.
+start_switchyard() {
+    local name=$1 balance=$2 d=$TMP/$1 port
     mkdir -p "$d/routes"
     port=$(free_port)
-    PROXY_LOG[switchyard]="$d/stderr.log"
+    PROXY_LOG[$name]="$d/stderr.log"
     : > "$d/stderr.log"
     if [[ -z $SWITCHYARD_BIN ]]; then
         echo "switchyard binary unavailable (build failed or not built)" >> "$d/stderr.log"
@@ -357,7 +419,8 @@ EOF
     cat > "$d/routes/bench.toml" <<EOF
 [[upstream]]
 name = "fast"
-endpoints = ["127.0.0.1:$UPSTREAM_PORT"]
+endpoints = [$(printf '"%s", ' "${UPSTREAM_ADDRS[@]}" | sed 's/, $//')]
+balance = "$balance"
 
 [[route]]
 name = "all"
@@ -369,11 +432,15 @@ EOF
     SWITCHYARD_WORKER_THREADS=$WORKERS TOKIO_WORKER_THREADS=$WORKERS \
         SWITCHYARD_LOG=${SWITCHYARD_LOG:-warn} \
         "$SWITCHYARD_BIN" --config "$d/gateway.toml" >"$d/stdout.log" 2>"$d/stderr.log" &
-    PROXY_PID[switchyard]=$!
-    PROXY_PORT[switchyard]=$port
+    PROXY_PID[$name]=$!
+    PROXY_PORT[$name]=$port
     STARTED_PIDS+=("$!")
     wait_listen "$!" "$port"
 }
+
+start_proxy_switchyard()     { start_switchyard switchyard "$BALANCE"; }
+start_proxy_switchyard_rr()  { start_switchyard switchyard_rr round_robin; }
+start_proxy_switchyard_p2c() { start_switchyard switchyard_p2c p2c_ewma; }
 
 # A proxy is usable only if it answers all three paths correctly.
 check_proxy() {
@@ -391,7 +458,7 @@ start_proxy() {
     local name=$1 why=""
     PROXY_STATUS[$name]=failed
     if ! declare -F "start_proxy_$name" >/dev/null; then
-        log "unknown proxy '$name' (known: nginx, haproxy, switchyard)"; return
+        log "unknown proxy '$name' (known: nginx, haproxy, switchyard, switchyard_rr, switchyard_p2c)"; return
     fi
     if "start_proxy_$name" && why=$(check_proxy "$name"); then
         PROXY_STATUS[$name]=ok
@@ -496,7 +563,7 @@ log "plan: $ROUNDS round(s) x $n_s scenario(s) [$SCENARIOS] x $n_p prox(ies) [$P
 log "estimated time: ~${est}s (~$(( (est + 59) / 60 )) min), plus a cargo build if switchyard is included and SWITCHYARD_BIN is unset"
 log "each proxy gets WORKERS=$WORKERS worker(s); wrk -t$THREADS -c$CONNECTIONS; machine: $(nproc) CPU(s)"
 
-if [[ " ${PROXY_LIST[*]} " == *" switchyard "* && -z $SWITCHYARD_BIN ]]; then
+if [[ " ${PROXY_LIST[*]} " == *" switchyard"* && -z $SWITCHYARD_BIN ]]; then
     log "building switchyard: cargo build --release (set SWITCHYARD_BIN to skip)"
     if (cd "$REPO_DIR" && cargo build --release) > "$TMP/build.log" 2>&1; then
         SWITCHYARD_BIN=$REPO_DIR/target/release/switchyard
@@ -580,7 +647,7 @@ done
     echo "switchyard bench/compare.sh  $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(nproc) CPU(s), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)"
     echo "nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///'), haproxy $("$HAPROXY_BIN" -v | awk 'NR==1 {print $3}'), $(wrk --version 2>&1 | awk 'NR==1 {print $1, $2}')"
-    echo "rounds=$ROUNDS duration=${DURATION}s workers/proxy=$WORKERS upstream_workers=$UPSTREAM_WORKERS wrk -t$THREADS -c$CONNECTIONS"
+    echo "rounds=$ROUNDS duration=${DURATION}s workers/proxy=$WORKERS upstream_workers=$UPSTREAM_WORKERS wrk -t$THREADS -c$CONNECTIONS upstream_mode=$UPSTREAM_MODE$([[ $UPSTREAM_MODE == slow ]] && echo " slow_ms=$SLOW_MS")"
     echo
     python3 - "$CSV" "$PROXIES" "$SCENARIOS" "$(nproc)" <<'PY'
 import csv, statistics, sys
@@ -629,6 +696,15 @@ if ok:
         "  <-- WARNING: the machine was not quiet; treat req/s and latency with care" if share(worst) > 0.10 else ""))
 for r in ratios:
     print(r)
+for sc in scenarios:
+    p99 = {}
+    for px in ("switchyard_rr", "switchyard_p2c"):
+        ok = [float(r["p99_ms"]) for r in rows if r["scenario"] == sc and r["proxy"] == px and r["status"] == "ok"]
+        if ok:
+            p99[px] = med(ok)
+    if len(p99) == 2:
+        print("%-8s p99 switchyard p2c_ewma %.3f ms vs round_robin %.3f ms (%.2fx)" % (
+            sc, p99["switchyard_p2c"], p99["switchyard_rr"], p99["switchyard_rr"] / max(p99["switchyard_p2c"], 1e-9)))
 PY
 } | tee "$TABLE"
 log "raw per-round results: $CSV"

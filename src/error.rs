@@ -92,6 +92,24 @@ pub struct NoHealthyUpstream {
     pub upstream: String,
 }
 
+/// Over a route's rate limit.
+#[derive(Debug, thiserror::Error)]
+#[error("rate limited; retry after {retry_after:?}")]
+pub struct RateLimited {
+    /// When a token is expected.
+    pub retry_after: Duration,
+}
+
+/// An `[upstream.limits]` threshold was reached.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream {upstream:?} is over its {limit} limit")]
+pub struct Overloaded {
+    /// The upstream's name.
+    pub upstream: String,
+    /// The `[upstream.limits]` key that was hit.
+    pub limit: &'static str,
+}
+
 /// The reason codes of SPEC 3's error table, as sent in `x-switchyard-error`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
@@ -154,6 +172,10 @@ impl Reason {
     pub fn of(err: &(dyn std::error::Error + 'static)) -> Reason {
         if cause_ref::<BodyTooLarge>(err).is_some() {
             Reason::BodyTooLarge
+        } else if cause_ref::<RateLimited>(err).is_some() {
+            Reason::RateLimited
+        } else if cause_ref::<Overloaded>(err).is_some() {
+            Reason::Overloaded
         } else if cause_ref::<Elapsed>(err).is_some() {
             Reason::Timeout
         } else if cause_ref::<ConnectFailed>(err).is_some() {
@@ -176,7 +198,19 @@ impl Reason {
 #[derive(Clone, Copy, Debug)]
 pub struct ErrorReason(pub Reason);
 
-/// The one place a failure becomes a response.
+/// The one place a failure becomes a response: its reason, status, and for 429/503 a
+/// `retry-after` in whole seconds (at least 1).
+pub fn response_for(err: &(dyn std::error::Error + 'static)) -> Response<Body> {
+    let reason = Reason::of(err);
+    let mut res = error_response(reason);
+    if let Some(r) = cause_ref::<RateLimited>(err) {
+        let secs = r.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res
+}
+
+/// A gateway-made response for `reason` (status, `x-switchyard-error`, short body).
 pub fn error_response(reason: Reason) -> Response<Body> {
     let status = reason.status();
     let text = format!("{} {}\n", status.as_u16(), reason.as_str());

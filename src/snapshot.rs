@@ -77,7 +77,7 @@ impl Snapshot {
                     discovery.push(Arc::clone(a));
                 }
                 _ => {
-                    let u = Upstream::new(cfg)?;
+                    let u = Upstream::with_metrics(cfg, Some(Arc::clone(metrics)))?;
                     discovery.push(Arc::new(registry.attach(&u, &u.name, &u.config.discovery)));
                     upstreams.push(u);
                 }

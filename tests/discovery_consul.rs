@@ -61,7 +61,8 @@ async fn registration_and_deregistration_are_followed_within_a_second() {
     assert_eq!(v["discovery"]["type"], "consul");
     assert!(v["discovery"]["last_error"].is_null(), "{v}");
     assert!(v["discovery"]["last_update"].is_string(), "{v}");
-    let updates = metric_value(&gw, "switchyard_discovery_updates_total{upstream=\"svc\",type=\"consul\"}").await;
+    let updates =
+        metric_value(&gw, "switchyard_discovery_updates_total{upstream=\"svc\",type=\"consul\"}").await;
     assert!(updates >= 4.0, "updates counted: {updates}");
 }
 
@@ -110,7 +111,8 @@ async fn an_outage_keeps_the_set_and_recovery_resumes_the_watch() {
     })
     .await;
     assert_eq!(served(&gw, "/", 10).await, set(&["a"]), "traffic continues to the last set");
-    let errors = metric_value(&gw, "switchyard_discovery_errors_total{upstream=\"svc\",type=\"consul\"}").await;
+    let errors =
+        metric_value(&gw, "switchyard_discovery_errors_total{upstream=\"svc\",type=\"consul\"}").await;
     assert!(errors >= 1.0, "errors counted: {errors}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(served(&gw, "/", 10).await, set(&["a"]), "still the last set after retries");

@@ -198,7 +198,8 @@ async fn killing_zookeeper_keeps_the_set_and_a_restart_resumes_the_watches() {
         assert_eq!(served(&gw, "/svc", 6).await, set(&["a"]), "traffic continues to the last set");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let errors = metric_value(&gw, "switchyard_discovery_errors_total{upstream=\"svc\",type=\"zookeeper\"}").await;
+    let errors =
+        metric_value(&gw, "switchyard_discovery_errors_total{upstream=\"svc\",type=\"zookeeper\"}").await;
     assert!(errors >= 1.0);
 
     server = tokio::task::spawn_blocking(move || {

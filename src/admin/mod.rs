@@ -245,10 +245,10 @@ fn upstreams_view(snap: &Snapshot) -> Value {
                         "address": e.address.as_str(),
                         "weight": e.weight,
                         // Without active probes an endpoint is taken as healthy (Envoy's rule).
-                        "health": "healthy",
-                        "ejected_until": null,
+                        "health": e.state.health().as_str(),
+                        "ejected_until": e.state.ejected_until().map(rfc3339),
                         "in_flight": e.in_flight.load(Ordering::Relaxed),
-                        "ewma_ms": null,
+                        "ewma_ms": e.state.ewma_ms(),
                     })
                 })
                 .collect();
@@ -260,6 +260,7 @@ fn upstreams_view(snap: &Snapshot) -> Value {
                     "last_update": st.last_update.map(rfc3339),
                     "last_error": st.last_error,
                 },
+                "panic": set.is_panic(),
                 "endpoints": eps,
             })
         })

@@ -11,6 +11,11 @@
 //!
 //! The IO wrapper notes when bytes arrive while idle; the service notes when a request starts
 //! and ends; the connection task sleeps until the next deadline and checks.
+//!
+//! The IO wrapper also reads each HTTP/1 request head as it arrives between requests, for one
+//! thing hyper hides: a head with both `Content-Length` and `Transfer-Encoding`. hyper drops
+//! the `Content-Length` (RFC 9112 §6.3 allows that) and closes the connection afterwards, so
+//! the request the service sees looks clean; like NGINX and Envoy we answer 400 instead.
 
 use std::io;
 use std::pin::Pin;
@@ -41,6 +46,10 @@ pub struct ConnState {
     idle_since: AtomicU64,
     partial_since: AtomicU64,
     http2: AtomicBool,
+    /// The head of the next request has been read (and scanned) by the IO wrapper.
+    head_scanned: AtomicBool,
+    /// That head had both `content-length` and `transfer-encoding`.
+    conflicting_framing: AtomicBool,
 }
 
 /// What the connection task should do at a deadline.
@@ -62,6 +71,8 @@ impl Default for ConnState {
             idle_since: AtomicU64::new(now_ms()),
             partial_since: AtomicU64::new(0),
             http2: AtomicBool::new(false),
+            head_scanned: AtomicBool::new(false),
+            conflicting_framing: AtomicBool::new(false),
         }
     }
 }
@@ -74,7 +85,22 @@ impl ConnState {
         if http2 {
             self.http2.store(true, Ordering::Relaxed);
         }
+        // The next head to scan is the one after this request.
+        self.head_scanned.store(false, Ordering::Relaxed);
         RequestGuard(Arc::clone(self))
+    }
+
+    /// Whether the request that just began (see [`ConnState::begin`]) had both
+    /// `content-length` and `transfer-encoding` in its head. Asking clears it.
+    pub fn take_conflicting_framing(&self) -> bool {
+        self.conflicting_framing.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether bytes read now belong to the head of the next HTTP/1 request.
+    fn wants_head(&self) -> bool {
+        self.active.load(Ordering::Acquire) == 0
+            && !self.head_scanned.load(Ordering::Relaxed)
+            && !self.http2.load(Ordering::Relaxed)
     }
 
     fn end(&self) {
@@ -138,13 +164,48 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: T,
         state: Arc<ConnState>,
+        head: Vec<u8>,
     }
+}
+
+/// A request head longer than this is not scanned for conflicting framing (hyper still takes
+/// the Transfer-Encoding framing and closes the connection after it, so nothing is smuggled).
+const MAX_SCANNED_HEAD: usize = 64 * 1024;
+
+/// Feed `bytes` to the head being collected in `head`; at its end, record whether it declared
+/// both `content-length` and `transfer-encoding`.
+fn scan_head(head: &mut Vec<u8>, bytes: &[u8], state: &ConnState) {
+    // Search only the new bytes (and the two before them), so a head sent a byte at a time
+    // costs linear time.
+    let from = head.len().saturating_sub(2);
+    head.extend_from_slice(bytes);
+    // The head ends at the first empty line (CRLF, or a bare LF as httparse also accepts).
+    let end = head[from..].windows(3).position(|w| w[0] == b'\n' && (w[1] == b'\n' || w[1..] == *b"\r\n"));
+    let Some(end) = end.map(|i| from + i) else {
+        if head.len() > MAX_SCANNED_HEAD {
+            *head = Vec::new();
+            state.head_scanned.store(true, Ordering::Relaxed);
+        }
+        return;
+    };
+    let has = |name: &[u8]| {
+        head[..end].split(|&b| b == b'\n').any(|line| {
+            line.len() > name.len()
+                && line[..name.len()].eq_ignore_ascii_case(name)
+                && line[name.len()] == b':'
+        })
+    };
+    if has(b"content-length") && has(b"transfer-encoding") {
+        state.conflicting_framing.store(true, Ordering::Relaxed);
+    }
+    *head = Vec::new();
+    state.head_scanned.store(true, Ordering::Relaxed);
 }
 
 impl<T> Watched<T> {
     /// Wrap `inner`.
     pub fn new(inner: T, state: Arc<ConnState>) -> Self {
-        Watched { inner, state }
+        Watched { inner, state, head: Vec::new() }
     }
 
     /// The wrapped stream.
@@ -160,6 +221,12 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
         let r = this.inner.poll_read(cx, buf);
         if buf.filled().len() > before {
             this.state.on_read();
+            if this.state.wants_head() {
+                scan_head(this.head, &buf.filled()[before..], this.state);
+            } else if !this.head.is_empty() {
+                // A head we could not finish scanning before its request began.
+                *this.head = Vec::new();
+            }
         }
         r
     }

@@ -92,7 +92,10 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     // hyper's read buffer bounds the request head; past it hyper answers 431.
     let head = usize::try_from(limits.max_request_header_bytes).unwrap_or(usize::MAX).max(8192);
-    b.http1().timer(TokioTimer::new()).max_buf_size(head).keep_alive(true);
+    // hyper's own header-read timer (30 s by default) also runs while a keep-alive connection
+    // waits for its next request; `conn.rs` enforces header_read_timeout and idle_timeout
+    // apart, so hyper's is turned off or it would cut every idle connection at 30 s.
+    b.http1().timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(head).keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_concurrent_streams)

@@ -21,7 +21,7 @@ use tower::ServiceExt as _;
 use super::conn::{ConnState, RequestGuard};
 use crate::access_log::{AccessLog, Record};
 use crate::body::{self, Body};
-use crate::error::{error_response, ErrorReason, Reason};
+use crate::error::{error_response, response_for, ErrorReason, Reason};
 use crate::metrics::{Metrics, Name, RequestLabels, RouteLabel};
 use crate::proxy::headers::{self, X_FORWARDED_CLIENT_CERT, X_REQUEST_ID};
 use crate::proxy::{RequestInfo, UpstreamInfo};
@@ -98,7 +98,8 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
             _guard: guard,
         };
 
-        if malformed(&req) {
+        let conflicting = self.conn.take_conflicting_framing();
+        if conflicting || malformed(&req) {
             return Box::pin(std::future::ready(Ok(done.finish(error_response(Reason::BadRequest)))));
         }
         let found = snap.router.lookup(
@@ -129,9 +130,8 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
             let res = match call(&mut svc, req).await {
                 Ok(res) => res,
                 Err(e) => {
-                    let reason = Reason::of(e.as_ref());
-                    tracing::debug!(error = %e, reason = reason.as_str(), "request failed");
-                    error_response(reason)
+                    tracing::debug!(error = %e, "request failed");
+                    response_for(e.as_ref())
                 }
             };
             // `snap` lives until here: the request finished on the snapshot it started on.

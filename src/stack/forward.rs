@@ -1,10 +1,14 @@
 //! The forwarding terminal: pick an endpoint of the upstream, rewrite the request for it, send
 //! it on the upstream's pooled client, and record the outcome.
 //!
-//! Retrying here is limited to what needs no body replay: a request with no body is retried on
-//! another endpoint when connecting failed and the route's policy allows `connect-failure`
-//! (SPEC 2.2's default). General retries (other conditions, replayed bodies, budgets) belong
-//! to the resilience layer.
+//! Each attempt's outcome feeds the upstream's passive outlier detection
+//! ([`Upstream::report`]) and its time to the response head feeds the endpoint's peak-EWMA
+//! latency (`p2c_ewma`); hashing pickers get the request's `hash_on` key.
+//!
+//! One call is one attempt. Retries are the resilience layer's (`resilience::retry`), which
+//! wraps this service and shares a [`Tried`] list through the request extensions: the pick
+//! avoids endpoints already tried, and adds the one it chose. Each attempt holds one
+//! `max_requests` slot of the upstream (`[upstream.limits]`) until its response body ends.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,29 +17,27 @@ use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, Request, Response, StatusCode};
-use http_body::Body as _;
 
-use crate::balance::{Endpoint, Upstream};
+use crate::balance::{Endpoint, Phase, Upstream};
 use crate::body::{self, Body};
-use crate::config::{RetryOn, RetryPolicy};
 use crate::error::{cause_ref, ConnectFailed, Elapsed, Error, NoHealthyUpstream, UpstreamReset};
-use crate::metrics::{Metrics, Name, RetryLabels, UpstreamRequestLabels};
+use crate::metrics::{Metrics, UpstreamRequestLabels};
 use crate::proxy::headers::{self, upgrade_requested, X_REQUEST_ID};
 use crate::proxy::{self, RequestInfo, UpstreamInfo};
+use crate::resilience::limits::Slot;
+use crate::resilience::retry::Tried;
 
 /// Forwards to one upstream.
 #[derive(Clone, Debug)]
 pub struct Forward {
-    route: Name,
     upstream: Arc<Upstream>,
-    retry: Arc<RetryPolicy>,
     metrics: Arc<Metrics>,
 }
 
 impl Forward {
-    /// A forwarder to `upstream` under the route's retry policy.
-    pub fn new(route: Name, upstream: Arc<Upstream>, retry: RetryPolicy, metrics: Arc<Metrics>) -> Self {
-        Forward { route, upstream, retry: Arc::new(retry), metrics }
+    /// A forwarder to `upstream`.
+    pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
+        Forward { upstream, metrics }
     }
 
     /// The upstream.
@@ -73,6 +75,29 @@ impl Drop for InFlight {
     }
 }
 
+/// Hands a half-open endpoint's trial back when the attempt that holds it ends without an
+/// outcome (its future was dropped: route timeout, client gone), so another request may try.
+#[derive(Debug)]
+struct TrialGuard<'a>(Option<(&'a Upstream, &'a Endpoint)>);
+
+impl<'a> TrialGuard<'a> {
+    fn arm(up: &'a Upstream, ep: &'a Endpoint) -> Self {
+        TrialGuard((ep.state.phase() == Phase::Trial).then_some((up, ep)))
+    }
+
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TrialGuard<'_> {
+    fn drop(&mut self) {
+        if let Some((up, ep)) = self.0 {
+            up.abandon(ep);
+        }
+    }
+}
+
 fn outcome_of(err: &Error) -> &'static str {
     if cause_ref::<ConnectFailed>(err.as_ref()).is_some() {
         "connect_failed"
@@ -96,79 +121,63 @@ impl tower::Service<Request<Body>> for Forward {
         let this = self.clone();
         Box::pin(async move {
             let info = req.extensions().get::<Arc<RequestInfo>>().cloned();
+            let tried = req.extensions().get::<Tried>().cloned().unwrap_or_default();
             let upgrade = upgrade_requested(req.headers());
             let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
             prepare_headers(req.headers_mut(), info.as_deref(), upgrade);
 
             let set = this.upstream.endpoints();
-            let version = this.upstream.client.version();
-            let may_retry_connect = this.retry.attempts > 0
-                && this.retry.on.contains(&RetryOn::ConnectFailure)
-                && req.body().is_end_stream();
-            let max_attempts = if may_retry_connect { 1 + this.retry.attempts } else { 1 };
+            let key =
+                this.upstream.request_key(req.headers(), req.uri(), info.as_deref().map(|i| i.client.ip()));
+            let Some(ep) = this.upstream.pick_keyed(&set, key, &tried.list()) else {
+                return Err(NoHealthyUpstream { upstream: this.upstream.name.to_string() }.into());
+            };
+            tried.push(Arc::as_ptr(&ep) as usize);
+            let attempts = tried.len() as u32;
+            let slot = this.upstream.limits.request()?;
+            proxy::address_to(&mut req, &ep.authority, this.upstream.client.version());
 
-            let (parts, body) = req.into_parts();
-            let mut body = Some(body);
-            let mut tried: Vec<usize> = Vec::new();
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let Some(ep) = this.upstream.pick(&set, &tried) else {
-                    return Err(NoHealthyUpstream { upstream: this.upstream.name.to_string() }.into());
-                };
-                tried.push(Arc::as_ptr(&ep) as usize);
-                let mut out = Request::new(body.take().unwrap_or_else(body::empty));
-                *out.method_mut() = parts.method.clone();
-                *out.uri_mut() = parts.uri.clone();
-                *out.headers_mut() = parts.headers.clone();
-                proxy::address_to(&mut out, &ep.authority, version);
-
-                let guard = InFlight::new(Arc::clone(&ep));
-                let sent = Instant::now();
-                match this.upstream.client.send(&ep.address, out).await {
-                    Ok(mut res) => {
-                        let upstream_ms = sent.elapsed().as_secs_f64() * 1e3;
-                        this.record(&ep, if res.status().is_server_error() { "5xx" } else { "ok" });
-                        let upgraded = res.status() == StatusCode::SWITCHING_PROTOCOLS;
-                        if upgraded {
-                            match client_upgrade {
-                                Some(cu) => proxy::tunnel(cu, hyper::upgrade::on(&mut res)),
-                                None => {
-                                    // A 101 we did not ask for cannot be relayed.
-                                    return Err(UpstreamReset {
-                                        endpoint: ep.address.to_string(),
-                                        source: "unexpected 101 from upstream".into(),
-                                    }
-                                    .into());
+            let guard = InFlight::new(Arc::clone(&ep));
+            let trial = TrialGuard::arm(&this.upstream, &ep);
+            let sent = Instant::now();
+            match this.upstream.client.send(&ep.address, req).await {
+                Ok(mut res) => {
+                    let rtt = sent.elapsed();
+                    let upstream_ms = rtt.as_secs_f64() * 1e3;
+                    ep.state.observe_rtt(rtt);
+                    let ok = !res.status().is_server_error();
+                    this.record(&ep, if ok { "ok" } else { "5xx" });
+                    trial.disarm();
+                    this.upstream.report(&ep, ok);
+                    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        match client_upgrade {
+                            Some(cu) => proxy::tunnel(cu, hyper::upgrade::on(&mut res)),
+                            None => {
+                                // A 101 we did not ask for cannot be relayed.
+                                return Err(UpstreamReset {
+                                    endpoint: ep.address.to_string(),
+                                    source: "unexpected 101 from upstream".into(),
                                 }
+                                .into());
                             }
-                        } else {
-                            headers::strip_hop_by_hop(res.headers_mut(), None);
                         }
-                        res.extensions_mut().insert(UpstreamInfo {
-                            upstream: Arc::clone(&this.upstream.name),
-                            endpoint: Some(Arc::clone(&ep.address)),
-                            attempts: attempt,
-                            upstream_ms,
-                        });
-                        return Ok(res.map(|b| body::boxed(Guarded { inner: b, _guard: guard })));
+                    } else {
+                        headers::strip_hop_by_hop(res.headers_mut(), None);
                     }
-                    Err(e) => {
-                        drop(guard);
-                        this.record(&ep, outcome_of(&e));
-                        let connect = cause_ref::<ConnectFailed>(e.as_ref()).is_some();
-                        if connect && attempt < max_attempts {
-                            this.metrics
-                                .retries
-                                .get_or_create(&RetryLabels {
-                                    route: Arc::clone(&this.route),
-                                    reason: RetryOn::ConnectFailure.label(),
-                                })
-                                .inc();
-                            continue;
-                        }
-                        return Err(e);
-                    }
+                    res.extensions_mut().insert(UpstreamInfo {
+                        upstream: Arc::clone(&this.upstream.name),
+                        endpoint: Some(Arc::clone(&ep.address)),
+                        attempts,
+                        upstream_ms,
+                    });
+                    Ok(res.map(|b| body::boxed(Guarded { inner: b, _guard: (guard, slot) })))
+                }
+                Err(e) => {
+                    drop((guard, slot));
+                    this.record(&ep, outcome_of(&e));
+                    trial.disarm();
+                    this.upstream.report(&ep, false);
+                    Err(e)
                 }
             }
         })
@@ -195,7 +204,7 @@ pin_project_lite::pin_project! {
     struct Guarded<B> {
         #[pin]
         inner: B,
-        _guard: InFlight,
+        _guard: (InFlight, Slot),
     }
 }
 

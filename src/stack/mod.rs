@@ -1,8 +1,8 @@
 //! The per-route tower stack, built once per route at load time:
 //!
 //! ```text
-//! ResponseHeaders → RequestRewrite → BodyLimit → Timeout → terminal
-//! terminal = Forward(upstream) | Split(weighted Forward) | Respond | Redirect
+//! ResponseHeaders → RequestRewrite → RateLimit → BodyLimit → Timeout → terminal
+//! terminal = Retry(Forward(upstream)) | Split(weighted Retry(Forward)) | Respond | Redirect
 //! ```
 //!
 //! Every per-request concern is its own Layer/Service; the listener's service looks the route up
@@ -24,7 +24,10 @@ use crate::balance::Upstream;
 use crate::body::Body;
 use crate::config::{Action, Limits, PathMatch, RouteConfig};
 use crate::error::Error;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Name};
+use crate::resilience::limits::RetryLimit;
+use crate::resilience::rate_limit::RateLimitLayer;
+use crate::resilience::retry::{RetryGate, RetryLayer};
 
 pub use forward::Forward;
 pub use layers::{
@@ -44,12 +47,23 @@ pub fn build(
     limits: &Limits,
     metrics: &Arc<Metrics>,
 ) -> RouteService {
-    let forward = |name: &String| {
+    let route_name: Name = Arc::new(route.name.clone());
+    // One retry budget per route, shared by the upstreams of a split.
+    let budget = RetryLayer::budget_for(&route.retry);
+    let forward = |name: &String| -> RouteService {
         let up = upstreams.get(name).map(Arc::clone).expect("validated: upstream exists");
-        Forward::new(Arc::new(route.name.clone()), up, route.retry.clone(), Arc::clone(metrics))
+        let gate: Arc<dyn RetryGate> = Arc::new(RetryLimit(Arc::clone(&up.limits)));
+        let retry = RetryLayer::new(
+            route.retry.clone(),
+            Arc::clone(&budget),
+            Arc::clone(&route_name),
+            Arc::clone(metrics),
+            Some(gate),
+        );
+        BoxCloneSyncService::new(retry.layer(Forward::new(up, Arc::clone(metrics))))
     };
     let terminal: RouteService = match &route.action {
-        Action::Upstream(name) => BoxCloneSyncService::new(forward(name)),
+        Action::Upstream(name) => forward(name),
         Action::Split(choices) => {
             BoxCloneSyncService::new(Split::new(choices.iter().map(|(n, w)| (forward(n), *w)).collect()))
         }
@@ -67,6 +81,8 @@ pub fn build(
 
     let svc = TimeoutLayer::new(route.timeout).layer(terminal);
     let svc = BodyLimitLayer::new(body_limit).layer(svc);
+    let svc = RateLimitLayer::new(route.rate_limit.as_ref(), Arc::clone(&route_name), Arc::clone(metrics))
+        .layer(svc);
     let svc = RequestRewriteLayer::new(
         prefix,
         route.rewrite_prefix.clone(),

@@ -9,7 +9,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tower::Service;
 
-use super::Forward;
+use super::RouteService;
 use crate::body::{self, Body};
 use crate::error::Error;
 
@@ -110,13 +110,13 @@ impl Service<Request<Body>> for Redirect {
 /// `split = [...]`: picks an upstream by weight per request, then forwards to it.
 #[derive(Clone, Debug)]
 pub struct Split {
-    choices: Arc<[(Forward, u32)]>,
+    choices: Arc<[(RouteService, u32)]>,
     total: u32,
 }
 
 impl Split {
     /// Choices with their weights (cumulative weights are computed per pick; the list is short).
-    pub fn new(choices: Vec<(Forward, u32)>) -> Self {
+    pub fn new(choices: Vec<(RouteService, u32)>) -> Self {
         let total = choices.iter().map(|(_, w)| *w).sum::<u32>().max(1);
         Split { choices: choices.into(), total }
     }
@@ -142,6 +142,9 @@ impl Service<Request<Body>> for Split {
             n -= w;
         }
         let mut f = pick.clone();
-        Box::pin(async move { f.call(req).await })
+        Box::pin(async move {
+            use tower::ServiceExt;
+            f.ready().await?.call(req).await
+        })
     }
 }

@@ -252,6 +252,107 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))
 }
 
+/// Poll `check` until it returns true, panicking with `what` if `within` passes first. Used
+/// instead of sleeps wherever there is an observable condition to wait for.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("not within {within:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A route file with one upstream `name` at `addr` and one route `name` (any host, `/`).
+pub fn one_upstream(name: &str, addr: SocketAddr) -> String {
+    format!(
+        "[[upstream]]\nname = \"{name}\"\nendpoints = [\"{addr}\"]\n\n[[route]]\nname = \"{name}\"\nupstream = \"{name}\"\n"
+    )
+}
+
+/// The value of the sample `series` (name with labels exactly as exposed, e.g.
+/// `switchyard_config_reloads_total{result="success"}`) in a Prometheus text exposition.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// `GET /metrics` on the admin API, and one series' value (0 when absent).
+pub async fn admin_metric(admin: SocketAddr, series: &str) -> f64 {
+    let m = get(&format!("http://{admin}/metrics")).await;
+    metric(&m.text(), series).unwrap_or(0.0)
+}
+
+/// An upstream whose requests wait until the test opens `gate` (with `gate.add_permits`), so
+/// a test can hold a request in flight for exactly as long as it needs to.
+pub async fn gated(gate: Arc<tokio::sync::Semaphore>) -> FakeUpstream {
+    upstream(move |_| {
+        let gate = Arc::clone(&gate);
+        async move {
+            let _ = gate.acquire().await.map(|p| p.forget());
+            Response::new(full("released"))
+        }
+    })
+    .await
+}
+
+/// One HTTP/1.1 exchange on a raw keep-alive connection: write `req`, read one response
+/// (head plus a `content-length` body). `None` if the server closed the connection first.
+pub async fn raw_exchange(s: &mut tokio::net::TcpStream, req: &[u8]) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(req).await.ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return Some(text);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.ok()?.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Wait until the server closes `s` (EOF or reset); returns how long that took from `since`.
+pub async fn closed_after(
+    s: &mut tokio::net::TcpStream,
+    since: std::time::Instant,
+    within: Duration,
+) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => panic!("the connection was still open after {within:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return since.elapsed(),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
 pub mod consul_double;
 pub mod disc;
 pub mod dns;

@@ -1,0 +1,249 @@
+//! One endpoint and the state that follows its address across endpoint-set changes: active
+//! health, the passive outlier breaker (Closed → Ejected → HalfOpen → one Trial → Closed), and
+//! the peak-EWMA latency estimate.
+//!
+//! Peak EWMA is Finagle's (`PeakEwma` in finagle-core) as Linkerd and tower use it: a sample
+//! above the estimate replaces it at once (peak-sensitive), a lower one is blended in with a
+//! weight that depends on the time since the last sample (`exp(-Δt/τ)`, τ = 10 s), and the
+//! estimate decays towards zero while nothing is observed, so an endpoint that was slow once is
+//! retried eventually. Everything is atomics: a pick reads two endpoints without a lock.
+//! Concurrent samples may overwrite each other; losing one sample of many is harmless here.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::uri::Authority;
+
+use crate::health::Health;
+use crate::metrics::Name;
+
+/// The EWMA's time constant: Finagle's and Linkerd's default decay of 10 s.
+const DECAY_NS: f64 = 10e9;
+
+/// The estimate of an endpoint that has answered nothing yet: Linkerd's `DEFAULT_RTT` (30 ms),
+/// high enough that a new endpoint is not flooded before it has shown its latency.
+const DEFAULT_RTT_NS: f64 = 30e6;
+
+/// One endpoint of an upstream. Shared by every endpoint set it stays in.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// `host:port`, as discovered.
+    pub address: Name,
+    /// The same, parsed for building request URIs.
+    pub authority: Authority,
+    /// Relative weight (at least 1).
+    pub weight: u32,
+    /// Requests in flight to it.
+    pub in_flight: AtomicU32,
+    /// Health, outlier and latency state; kept when the address stays (even if its weight
+    /// changes).
+    pub state: Arc<EndpointState>,
+}
+
+impl Endpoint {
+    /// A new endpoint at `address` (`host:port`) with `weight`, starting in `health`.
+    pub fn new(address: &str, weight: u32, health: Health) -> Result<Arc<Endpoint>, String> {
+        let authority: Authority =
+            address.parse().map_err(|e| format!("endpoint {address:?} is not host:port: {e}"))?;
+        Ok(Arc::new(Endpoint {
+            address: Arc::new(address.to_owned()),
+            authority,
+            weight: weight.max(1),
+            in_flight: AtomicU32::new(0),
+            state: Arc::new(EndpointState::new(health)),
+        }))
+    }
+
+    /// The same endpoint under a new weight: state shared, in-flight count starting afresh
+    /// (requests in flight on the old object finish there).
+    pub(crate) fn reweighted(&self, weight: u32) -> Arc<Endpoint> {
+        Arc::new(Endpoint {
+            address: Arc::clone(&self.address),
+            authority: self.authority.clone(),
+            weight: weight.max(1),
+            in_flight: AtomicU32::new(0),
+            state: Arc::clone(&self.state),
+        })
+    }
+
+    /// Whether it may be chosen at all: healthy (or unprobed) and not ejected.
+    pub fn is_eligible(&self) -> bool {
+        self.state.health() == Health::Healthy && self.state.phase() != Phase::Ejected
+    }
+}
+
+/// The outlier breaker's phase (STYLE naming: Closed lets traffic flow).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Traffic flows; consecutive failures are counted.
+    Closed,
+    /// Ejected until its time ends; out of the pick set.
+    Ejected,
+    /// Ejection ended; the next request (or probe) is the trial.
+    HalfOpen,
+    /// The trial request is in flight; nothing else goes there.
+    Trial,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            1 => Phase::Ejected,
+            2 => Phase::HalfOpen,
+            3 => Phase::Trial,
+            _ => Phase::Closed,
+        }
+    }
+}
+
+/// Ejection bookkeeping, touched only when an endpoint fails, is ejected or recovers.
+#[derive(Debug, Default)]
+pub(crate) struct Ejections {
+    /// Ejections so far (the multiplier of `ejection_time`).
+    pub(crate) times: u32,
+    /// When the current ejection ends (wall clock, for `GET /upstreams`).
+    pub(crate) until: Option<SystemTime>,
+    /// When the last ejection ended: a long quiet spell resets `times`.
+    pub(crate) last_end: Option<Instant>,
+    /// Bumped by every ejection, so that a stale expiry timer does nothing.
+    pub(crate) generation: u64,
+}
+
+/// The state of an endpoint that outlives endpoint-set changes.
+#[derive(Debug)]
+pub struct EndpointState {
+    health: AtomicU8,
+    phase: AtomicU8,
+    pub(crate) failures: AtomicU32,
+    pub(crate) ejections: Mutex<Ejections>,
+    ewma_ns: AtomicU64,
+    /// Nanoseconds since [`epoch`] of the last sample, plus one; 0 = no sample yet.
+    ewma_at: AtomicU64,
+}
+
+impl EndpointState {
+    fn new(health: Health) -> Self {
+        EndpointState {
+            health: AtomicU8::new(health as u8),
+            phase: AtomicU8::new(Phase::Closed as u8),
+            failures: AtomicU32::new(0),
+            ejections: Mutex::new(Ejections::default()),
+            ewma_ns: AtomicU64::new(DEFAULT_RTT_NS.to_bits()),
+            ewma_at: AtomicU64::new(0),
+        }
+    }
+
+    /// Active health.
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_health(&self, h: Health) {
+        self.health.store(h as u8, Ordering::Release);
+    }
+
+    /// The outlier breaker's phase.
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_phase(&self, p: Phase) {
+        self.phase.store(p as u8, Ordering::Release);
+    }
+
+    /// Move `from` → `to` if the phase is still `from`.
+    pub(crate) fn swap_phase(&self, from: Phase, to: Phase) -> bool {
+        self.phase.compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// May a request go here now? Closed: yes. HalfOpen: the first caller wins the trial.
+    pub(crate) fn admit(&self) -> bool {
+        match self.phase() {
+            Phase::Closed => true,
+            Phase::HalfOpen => self.swap_phase(Phase::HalfOpen, Phase::Trial),
+            Phase::Ejected | Phase::Trial => false,
+        }
+    }
+
+    /// When the current ejection ends, if ejected.
+    pub fn ejected_until(&self) -> Option<SystemTime> {
+        if self.phase() != Phase::Ejected {
+            return None;
+        }
+        self.ejections.lock().unwrap_or_else(|p| p.into_inner()).until
+    }
+
+    /// Record the time to a response head (peak EWMA).
+    pub fn observe_rtt(&self, rtt: Duration) {
+        let now = now_ns();
+        let rtt = rtt.as_nanos() as f64;
+        let at = self.ewma_at.load(Ordering::Relaxed);
+        let prev = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
+        let next = if at == 0 || rtt > prev {
+            rtt
+        } else {
+            let w = (-(now.saturating_sub(at - 1) as f64) / DECAY_NS).exp();
+            prev * w + rtt * (1.0 - w)
+        };
+        self.ewma_ns.store(next.to_bits(), Ordering::Relaxed);
+        self.ewma_at.store(now + 1, Ordering::Relaxed);
+    }
+
+    /// The latency estimate at `now` (nanoseconds since [`epoch`]), decayed since the last sample.
+    pub(crate) fn ewma_at(&self, now: u64) -> f64 {
+        let at = self.ewma_at.load(Ordering::Relaxed);
+        let est = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
+        if at == 0 {
+            return est;
+        }
+        est * (-(now.saturating_sub(at - 1) as f64) / DECAY_NS).exp()
+    }
+
+    /// The current estimate in milliseconds, or `None` before the first response.
+    pub fn ewma_ms(&self) -> Option<f64> {
+        if self.ewma_at.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        Some(self.ewma_at(now_ns()) / 1e6)
+    }
+}
+
+/// The process's monotonic epoch for EWMA timestamps.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since [`epoch`].
+pub(crate) fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_ewma_jumps_up_and_decays_down() {
+        let s = EndpointState::new(Health::Healthy);
+        s.observe_rtt(Duration::from_millis(1));
+        s.observe_rtt(Duration::from_millis(100));
+        assert!((s.ewma_ms().unwrap() - 100.0).abs() < 1.0);
+        // A fast sample right after barely moves a peak (time-weighted).
+        s.observe_rtt(Duration::from_millis(1));
+        assert!(s.ewma_ms().unwrap() > 90.0);
+        // Read 10 s later: decayed by e.
+        let later = now_ns() + 10_000_000_000;
+        assert!((s.ewma_at(later) / 1e6 - 100.0 / std::f64::consts::E).abs() < 3.0);
+    }
+
+    #[test]
+    fn half_open_admits_exactly_one() {
+        let s = EndpointState::new(Health::Healthy);
+        s.set_phase(Phase::HalfOpen);
+        assert!(s.admit());
+        assert!(!s.admit());
+        assert_eq!(s.phase(), Phase::Trial);
+    }
+}

@@ -1,0 +1,469 @@
+//! `[route.retry]`: retries with a budget, full-jitter exponential backoff, per-try timeouts and
+//! bounded body replay.
+//!
+//! - Conditions (`on`): `connect-failure` (the request never reached an upstream, so it is safe
+//!   for every method), and — for idempotent methods only — `reset`, `5xx`, `gateway-error`
+//!   (502/503/504), `status:NNN` and `timeout` (a per-try timeout fired).
+//! - The budget is tower's `TpsBudget` (Finagle/Linkerd's design): every request deposits, every
+//!   retry withdraws; retries may add at most `budget` × recent requests, with a floor of
+//!   [`MIN_RETRIES_PER_SEC`] so that a quiet route can still retry.
+//! - Backoff is "full jitter" (AWS architecture blog): sleep a uniform random time in
+//!   `[0, min(cap, base × 2^n))`, `cap` = 10 × base.
+//! - Retries go to an endpoint not yet tried whenever one exists: the attempts share a
+//!   [`Tried`] list in the request extensions that the forwarder reads and fills.
+//! - When retries on a status run out, the upstream's last response is returned as it is.
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use http::{Method, Request, Response};
+use http_body::Body as _;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::{Layer, Service, ServiceExt};
+
+use super::replay::ReplayBody;
+use crate::body::{self, Body};
+use crate::config::{RetryOn, RetryPolicy};
+use crate::error::{cause_ref, ConnectFailed, Elapsed, Error, UpstreamReset};
+use crate::metrics::{Metrics, Name, RetryLabels};
+use crate::proxy::headers::upgrade_requested;
+
+/// The budget's floor (SPEC 2.2): at least this many retries per second are always allowed.
+pub const MIN_RETRIES_PER_SEC: u32 = 10;
+/// How far back the budget looks (Linkerd's default window).
+const BUDGET_TTL: Duration = Duration::from_secs(10);
+
+/// The endpoints (by `Arc` address) already tried for one request.
+#[derive(Clone, Debug, Default)]
+pub struct Tried(pub Arc<Mutex<Vec<usize>>>);
+
+impl Tried {
+    /// A snapshot of the list.
+    pub fn list(&self) -> Vec<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Note an endpoint as tried.
+    pub fn push(&self, ep: usize) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(ep);
+    }
+
+    /// How many attempts picked an endpoint.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether nothing was tried yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Limits retries in flight across an upstream (`[upstream.limits] max_retries`).
+pub trait RetryGate: Send + Sync + std::fmt::Debug {
+    /// Take a retry slot, or say no.
+    fn try_begin(&self) -> Option<Box<dyn Send>>;
+}
+
+/// `[route.retry]` for one upstream of a route.
+#[derive(Clone, Debug)]
+pub struct RetryLayer {
+    policy: Arc<RetryPolicy>,
+    budget: Arc<TpsBudget>,
+    route: Name,
+    metrics: Arc<Metrics>,
+    gate: Option<Arc<dyn RetryGate>>,
+}
+
+impl RetryLayer {
+    /// A layer for `policy`; `budget` is shared by every upstream of the route.
+    pub fn new(
+        policy: RetryPolicy,
+        budget: Arc<TpsBudget>,
+        route: Name,
+        metrics: Arc<Metrics>,
+        gate: Option<Arc<dyn RetryGate>>,
+    ) -> Self {
+        RetryLayer { policy: Arc::new(policy), budget, route, metrics, gate }
+    }
+
+    /// The route's budget for `policy`.
+    pub fn budget_for(policy: &RetryPolicy) -> Arc<TpsBudget> {
+        Arc::new(TpsBudget::new(BUDGET_TTL, MIN_RETRIES_PER_SEC, policy.budget as f32))
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry { inner, layer: self.clone() }
+    }
+}
+
+/// See [`RetryLayer`].
+#[derive(Clone, Debug)]
+pub struct Retry<S> {
+    inner: S,
+    layer: RetryLayer,
+}
+
+impl<S> Retry<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwrap.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// Which configured condition, if any, this outcome meets.
+fn fired(on: &[RetryOn], out: &Result<Response<Body>, Error>) -> Option<RetryOn> {
+    match out {
+        Ok(res) => {
+            let s = res.status().as_u16();
+            on.iter().copied().find(|c| match c {
+                RetryOn::Status5xx => (500..600).contains(&s),
+                RetryOn::GatewayError => matches!(s, 502..=504),
+                RetryOn::Status(n) => *n == s,
+                _ => false,
+            })
+        }
+        Err(e) => {
+            let e = e.as_ref();
+            let kind = if cause_ref::<ConnectFailed>(e).is_some() {
+                RetryOn::ConnectFailure
+            } else if cause_ref::<Elapsed>(e).is_some() {
+                RetryOn::Timeout
+            } else if cause_ref::<UpstreamReset>(e).is_some() {
+                RetryOn::Reset
+            } else {
+                return None;
+            };
+            // A connect failure or reset is also a "gateway error" (it would have been a 502).
+            on.iter().copied().find(|c| {
+                *c == kind
+                    || (*c == RetryOn::GatewayError
+                        && matches!(kind, RetryOn::ConnectFailure | RetryOn::Reset))
+            })
+        }
+    }
+}
+
+/// Full-jitter exponential backoff: uniform in `[0, min(10 × base, base × 2^n))`.
+pub fn backoff(base: Duration, n: u32) -> Duration {
+    if base.is_zero() {
+        return Duration::ZERO;
+    }
+    let cap = base * 10;
+    let ceiling = base.saturating_mul(1u32 << n.min(16)).min(cap);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+impl<S> Service<Request<Body>> for Retry<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let layer = self.layer.clone();
+        let inner = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, inner);
+        layer.budget.deposit();
+        let policy = Arc::clone(&layer.policy);
+        // Upgrades cannot be replayed (the client connection is handed over once), and a policy
+        // with no retries needs no bookkeeping.
+        if policy.attempts == 0 || upgrade_requested(req.headers()).is_some() {
+            return Box::pin(inner.call(req));
+        }
+        Box::pin(async move {
+            let may_retry_all = idempotent(req.method());
+            let (mut parts, body) = req.into_parts();
+            let tried = Tried::default();
+            parts.extensions.insert(tried.clone());
+            let empty = body.is_end_stream();
+            let replay = (!empty).then(|| ReplayBody::new(body, policy.max_replay_body_bytes));
+            let mut attempt = 0u32;
+            // Held while a retry is in flight (`max_retries`); replaced by the next one.
+            let mut _retry_slot: Option<Box<dyn Send>> = None;
+            loop {
+                // Replayability is checked before every retry and nothing reads in between, so
+                // a reader is always available here.
+                let body = match &replay {
+                    None => body::empty(),
+                    Some(r) => match r.replay() {
+                        Some(b) => body::boxed(b),
+                        None => return Err(NotReplayable.into()),
+                    },
+                };
+                let mut req = Request::new(body);
+                *req.method_mut() = parts.method.clone();
+                *req.uri_mut() = parts.uri.clone();
+                *req.version_mut() = parts.version;
+                *req.headers_mut() = parts.headers.clone();
+                *req.extensions_mut() = parts.extensions.clone();
+                let fut = call_boxed(inner.ready().await?, req);
+                let out = match policy.per_try_timeout {
+                    Some(t) => match tokio::time::timeout(t, fut).await {
+                        Ok(r) => r,
+                        Err(_) => Err(Elapsed(t).into()),
+                    },
+                    None => fut.await,
+                };
+                let Some(cond) = fired(&policy.on, &out) else { return out };
+                let allowed_for_method = may_retry_all || cond == RetryOn::ConnectFailure;
+                let replayable = match &replay {
+                    None => true,
+                    Some(r) => r.replay().is_some(),
+                };
+                if attempt >= policy.attempts || !allowed_for_method || !replayable {
+                    return out;
+                }
+                if !layer.budget.withdraw() {
+                    tracing::debug!(route = %layer.route, "retry budget exhausted");
+                    return out;
+                }
+                let slot = match &layer.gate {
+                    Some(g) => match g.try_begin() {
+                        Some(s) => Some(s),
+                        None => return out,
+                    },
+                    None => None,
+                };
+                layer
+                    .metrics
+                    .retries
+                    .get_or_create(&RetryLabels { route: Arc::clone(&layer.route), reason: cond.label() })
+                    .inc();
+                drop(out);
+                let wait = backoff(policy.backoff, attempt);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                attempt += 1;
+                _retry_slot = slot;
+            }
+        })
+    }
+}
+
+/// Box the inner future outside the `async` block, where the `Send` bound is checked for the
+/// concrete (`'static`) error type rather than for every lifetime.
+fn call_boxed<S>(svc: &mut S, req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, Error>>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Error>,
+    S::Future: Send + 'static,
+{
+    Box::pin(svc.call(req))
+}
+
+/// The request body could not be sent again (it outgrew `max_replay_body_bytes`).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body cannot be replayed")]
+struct NotReplayable;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A service that answers `script[n]` to its n-th call (the last entry repeats), and
+    /// records each request body it read.
+    #[derive(Clone)]
+    struct Scripted {
+        calls: Arc<AtomicUsize>,
+        bodies: Arc<Mutex<Vec<bytes::Bytes>>>,
+        script: Arc<Vec<Outcome>>,
+    }
+
+    #[derive(Clone, Copy)]
+    enum Outcome {
+        Status(u16),
+        Refused,
+        Hang,
+    }
+
+    impl Scripted {
+        fn new(script: Vec<Outcome>) -> Self {
+            Scripted { calls: Default::default(), bodies: Default::default(), script: Arc::new(script) }
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Service<Request<Body>> for Scripted {
+        type Response = Response<Body>;
+        type Error = Error;
+        type Future = BoxFuture<'static, Result<Response<Body>, Error>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: Request<Body>) -> Self::Future {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            let out = self.script[n.min(self.script.len() - 1)];
+            let bodies = Arc::clone(&self.bodies);
+            Box::pin(async move {
+                if let Outcome::Refused = out {
+                    return Err(ConnectFailed { endpoint: "e".into(), source: "refused".into() }.into());
+                }
+                let b = req.into_body().collect().await?.to_bytes();
+                bodies.lock().unwrap().push(b);
+                match out {
+                    Outcome::Status(s) => {
+                        let mut r = Response::new(body::empty());
+                        *r.status_mut() = http::StatusCode::from_u16(s).unwrap();
+                        Ok(r)
+                    }
+                    _ => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    fn policy(attempts: u32, on: Vec<RetryOn>) -> RetryPolicy {
+        RetryPolicy {
+            attempts,
+            on,
+            per_try_timeout: None,
+            backoff: Duration::ZERO,
+            budget: 1.0,
+            max_replay_body_bytes: 16,
+        }
+    }
+
+    fn retry(p: RetryPolicy, inner: Scripted) -> Retry<Scripted> {
+        let budget = RetryLayer::budget_for(&p);
+        RetryLayer::new(p, budget, Arc::new("r".into()), Arc::new(Metrics::new()), None).layer(inner)
+    }
+
+    fn req(method: Method, body: &'static str) -> Request<Body> {
+        let mut r = Request::new(if body.is_empty() { body::empty() } else { body::full(body) });
+        *r.method_mut() = method;
+        r
+    }
+
+    #[tokio::test]
+    async fn get_is_retried_on_5xx_up_to_attempts_and_the_last_answer_returned() {
+        let inner = Scripted::new(vec![Outcome::Status(503)]);
+        let mut svc = retry(policy(2, vec![RetryOn::Status5xx]), inner.clone());
+        let res = svc.call(req(Method::GET, "")).await.unwrap();
+        assert_eq!(res.status(), 503);
+        assert_eq!(inner.calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn post_is_not_retried_on_5xx_but_is_on_connect_failure() {
+        let inner = Scripted::new(vec![Outcome::Status(500)]);
+        let mut svc = retry(policy(2, vec![RetryOn::Status5xx, RetryOn::ConnectFailure]), inner.clone());
+        assert_eq!(svc.call(req(Method::POST, "hello")).await.unwrap().status(), 500);
+        assert_eq!(inner.calls(), 1);
+
+        let inner = Scripted::new(vec![Outcome::Refused, Outcome::Status(200)]);
+        let mut svc = retry(policy(2, vec![RetryOn::Status5xx, RetryOn::ConnectFailure]), inner.clone());
+        assert_eq!(svc.call(req(Method::POST, "hello")).await.unwrap().status(), 200);
+        assert_eq!(inner.calls(), 2);
+        assert_eq!(inner.bodies.lock().unwrap().as_slice(), ["hello"], "the body reached the upstream whole");
+    }
+
+    #[tokio::test]
+    async fn replayed_bodies_are_whole_and_large_ones_are_not_replayed() {
+        let inner = Scripted::new(vec![Outcome::Status(503), Outcome::Status(200)]);
+        let mut svc = retry(policy(1, vec![RetryOn::Status5xx]), inner.clone());
+        assert_eq!(svc.call(req(Method::PUT, "small body")).await.unwrap().status(), 200);
+        assert_eq!(inner.bodies.lock().unwrap().as_slice(), ["small body", "small body"]);
+
+        let inner = Scripted::new(vec![Outcome::Status(503), Outcome::Status(200)]);
+        let mut svc = retry(policy(1, vec![RetryOn::Status5xx]), inner.clone());
+        let res = svc.call(req(Method::PUT, "a body longer than sixteen bytes")).await.unwrap();
+        assert_eq!(res.status(), 503, "not replayed: the upstream's answer is returned");
+        assert_eq!(inner.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn per_try_timeout_moves_on_to_the_next_attempt() {
+        let inner = Scripted::new(vec![Outcome::Hang, Outcome::Status(200)]);
+        let mut p = policy(1, vec![RetryOn::Timeout]);
+        p.per_try_timeout = Some(Duration::from_millis(50));
+        let mut svc = retry(p, inner.clone());
+        assert_eq!(svc.call(req(Method::GET, "")).await.unwrap().status(), 200);
+        assert_eq!(inner.calls(), 2);
+
+        // When the last try times out, the error is a timeout (504).
+        let inner = Scripted::new(vec![Outcome::Hang]);
+        let mut p = policy(1, vec![RetryOn::Timeout]);
+        p.per_try_timeout = Some(Duration::from_millis(20));
+        let mut svc = retry(p, inner.clone());
+        let err = svc.call(req(Method::GET, "")).await.unwrap_err();
+        assert!(cause_ref::<Elapsed>(err.as_ref()).is_some());
+        assert_eq!(inner.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_budget_caps_retries_near_its_ratio() {
+        let inner = Scripted::new(vec![Outcome::Status(503)]);
+        let mut p = policy(3, vec![RetryOn::Status5xx]);
+        p.budget = 0.1;
+        let mut svc = retry(p, inner.clone());
+        let n = 2_000;
+        for _ in 0..n {
+            let _ = svc.call(req(Method::GET, "")).await;
+        }
+        let retries = inner.calls() - n;
+        // 10% of requests plus the floor's reserve (10/s over the 10 s window); without the
+        // budget it would be 3 per request.
+        let bound = n / 10 + (MIN_RETRIES_PER_SEC as usize) * 10;
+        assert!(retries <= bound, "{retries} retries > {bound}");
+        assert!(retries >= n / 10, "{retries} retries: the ratio itself must be usable");
+    }
+
+    #[test]
+    fn backoff_is_bounded_by_ten_times_base() {
+        let base = Duration::from_millis(25);
+        for n in 0..20 {
+            let d = backoff(base, n);
+            assert!(d < base * 10, "{d:?}");
+            assert!(d < base.saturating_mul(1 << n.min(16)) || n > 3);
+        }
+        assert_eq!(backoff(Duration::ZERO, 3), Duration::ZERO);
+    }
+
+    #[test]
+    fn conditions() {
+        let ok = |s: u16| -> Result<Response<Body>, Error> {
+            let mut r = Response::new(body::empty());
+            *r.status_mut() = http::StatusCode::from_u16(s).unwrap();
+            Ok(r)
+        };
+        assert_eq!(fired(&[RetryOn::Status5xx], &ok(500)), Some(RetryOn::Status5xx));
+        assert_eq!(fired(&[RetryOn::Status5xx], &ok(404)), None);
+        assert_eq!(fired(&[RetryOn::GatewayError], &ok(503)), Some(RetryOn::GatewayError));
+        assert_eq!(fired(&[RetryOn::GatewayError], &ok(500)), None);
+        assert_eq!(fired(&[RetryOn::Status(409)], &ok(409)), Some(RetryOn::Status(409)));
+        let cf: Result<Response<Body>, Error> =
+            Err(ConnectFailed { endpoint: "x".into(), source: "refused".into() }.into());
+        assert_eq!(fired(&[RetryOn::ConnectFailure], &cf), Some(RetryOn::ConnectFailure));
+        assert_eq!(fired(&[RetryOn::GatewayError], &cf), Some(RetryOn::GatewayError));
+        assert_eq!(fired(&[RetryOn::Reset], &cf), None);
+        let to: Result<Response<Body>, Error> = Err(Elapsed(Duration::from_secs(1)).into());
+        assert_eq!(fired(&[RetryOn::Timeout], &to), Some(RetryOn::Timeout));
+    }
+}

@@ -1,0 +1,350 @@
+//! The built binary (SPEC 1): `check`, start-up failures, `echo`, signals (SIGTERM drain,
+//! SIGHUP reload), JSON logs, and the access log file (SPEC 7).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+/// A running `switchyard` whose stderr lines are collected; killed (by its PID) if the test
+/// ends while it still runs.
+struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn start(args: &[&str], dir: &Path) -> Proc {
+        let mut child = Command::new(bin())
+            .args(args)
+            .current_dir(dir)
+            .env("SWITCHYARD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (err, l) = (child.stderr.take().unwrap(), Arc::clone(&lines));
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        Proc { child, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The first JSON log line whose message is `message`, waiting for it.
+    async fn log(&self, message: &str) -> Value {
+        let mut found = None;
+        eventually(&format!("log line {message:?}"), Duration::from_secs(10), || {
+            let hit = self
+                .lines()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|j| j["fields"]["message"] == message);
+            let got = hit.is_some();
+            found = hit;
+            async move { got }
+        })
+        .await;
+        found.unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok =
+            Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+
+    async fn exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(std::time::Instant::now() < deadline, "still running after {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A config dir: gateway.toml with `listen` (and an admin API on port 0), plus route files.
+fn config_dir(listen: &str, extra: &str, routes: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    for (name, text) in routes {
+        std::fs::write(dir.path().join("routes").join(name), text).unwrap();
+    }
+    let access = if extra.contains("[access_log]") { "" } else { "[access_log]\nenabled = false\n" };
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        format!(
+            "[gateway]\nroutes_dir = \"routes\"\ndrain_timeout = \"10s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[listener]]\nname = \"http\"\nlisten = \"{listen}\"\n\n{extra}\n{access}"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn run_check(dir: &Path) -> std::process::Output {
+    let cfg = dir.join("gateway.toml");
+    Command::new(bin()).args(["check", "--config", cfg.to_str().unwrap()]).output().unwrap()
+}
+
+/// Start the gateway with JSON logs; returns it with its listener and admin addresses.
+async fn start(dir: &Path) -> (Proc, SocketAddr, SocketAddr) {
+    let p = Proc::start(&["--log-format", "json", "--config", "gateway.toml"], dir);
+    let addr = p.log("listening").await["fields"]["addr"].as_str().unwrap().parse().unwrap();
+    let admin = p.log("admin API listening").await["fields"]["addr"].as_str().unwrap().parse().unwrap();
+    (p, addr, admin)
+}
+
+#[test]
+fn check_reports_a_typo_with_line_and_column() {
+    let dir = config_dir(
+        "127.0.0.1:0",
+        "",
+        &[("a.toml", "[[route]]\nname = \"a\"\n\nrespnd = { status = 200 }\n")],
+    );
+    let out = run_check(dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let file = dir.path().join("routes").join("a.toml");
+    let first = stderr.lines().next().unwrap_or_default();
+    let prefix = format!("{}:4:1: ", file.display());
+    assert!(first.starts_with(&prefix), "want {prefix}…, got:\n{stderr}");
+    assert!(first.contains("respnd"), "{first}");
+    for l in stderr.lines() {
+        assert!(l.starts_with(&format!("{}:", file.display())), "every line is path:line:column: {l}");
+    }
+}
+
+#[test]
+fn check_accepts_a_valid_config_silently() {
+    let dir =
+        config_dir("127.0.0.1:0", "", &[("a.toml", "[[route]]\nname = \"a\"\nrespond = { status = 200 }\n")]);
+    let out = run_check(dir.path());
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+#[test]
+fn a_port_in_use_is_one_clear_line_and_a_failed_exit() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = config_dir(&addr, "", &[("a.toml", "[[route]]\nname = \"a\"\nrespond = { status = 200 }\n")]);
+    let out =
+        Command::new(bin()).args(["--config", "gateway.toml"]).current_dir(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "exactly one line:\n{stderr}");
+    assert!(lines[0].contains(&addr), "names the address: {}", lines[0]);
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+}
+
+#[tokio::test]
+async fn echo_answers_json_and_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let p =
+        Proc::start(&["--log-format", "json", "echo", "--listen", "127.0.0.1:0", "--name", "n"], dir.path());
+    let addr: SocketAddr =
+        p.log("echo upstream listening").await["fields"]["addr"].as_str().unwrap().parse().unwrap();
+
+    let r = send(
+        http::Request::post(format!("http://{addr}/some/path?b=2&a=1"))
+            .header("X-Multi", "one")
+            .header("x-multi", "two")
+            .body(full("12345"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    let keys: Vec<&String> = j.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 6, "{j}");
+    assert_eq!(j["name"], "n");
+    assert_eq!(j["method"], "POST");
+    assert_eq!(j["path"], "/some/path");
+    assert_eq!(j["query"], "b=2&a=1");
+    assert_eq!(j["headers"]["x-multi"], "one, two");
+    assert_eq!(j["body_bytes"], 5);
+    let r = get(&format!("http://{addr}/plain")).await;
+    assert_eq!(r.json()["query"], "", "no query is an empty string");
+    assert_eq!(get(&format!("http://{addr}/healthz")).await.status, 200);
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let slow = gated(Arc::clone(&gate)).await;
+    let dir = config_dir("127.0.0.1:0", "", &[("a.toml", &one_upstream("slow", slow.addr))]);
+    let (mut p, addr, _) = start(dir.path()).await;
+
+    let pending = tokio::spawn(async move { get(&format!("http://{addr}/")).await });
+    eventually("the request is in flight", Duration::from_secs(10), || async { slow.hits() == 1 }).await;
+    p.signal("TERM");
+    p.log("draining").await;
+    eventually("new connections are refused while draining", Duration::from_secs(5), || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    assert!(p.child.try_wait().unwrap().is_none(), "still running while a request is in flight");
+
+    gate.add_permits(1);
+    let r = pending.await.unwrap();
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "released"));
+    let st = p.exit(Duration::from_secs(10)).await;
+    assert_eq!(st.code(), Some(0));
+    // --log-format json: every stderr line is a JSON log record.
+    for l in p.lines() {
+        let j: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(j["level"].is_string() && j["fields"].is_object(), "{l}");
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads() {
+    let dir =
+        config_dir("127.0.0.1:0", "", &[("a.toml", "[[route]]\nname = \"a\"\nrespond = { status = 200 }\n")]);
+    let (p, _, admin) = start(dir.path()).await;
+    let series = "switchyard_config_reloads_total{result=\"success\"}";
+    let before = admin_metric(admin, series).await;
+    p.signal("HUP");
+    eventually("SIGHUP counts a reload", Duration::from_secs(10), || async {
+        admin_metric(admin, series).await == before + 1.0
+    })
+    .await;
+    let v = get(&format!("http://{admin}/config")).await.json()["version"].clone();
+    assert_eq!(v, 2, "a new snapshot was loaded");
+    assert!(p.child.id() > 0);
+}
+
+#[tokio::test]
+async fn access_log_file_has_every_field_with_its_type() {
+    let up = upstream(status(200)).await;
+    let routes = format!(
+        "{}\n[[route]]\nname = \"fixed\"\npath = \"/fixed\"\nrespond = {{ status = 204 }}\n",
+        one_upstream("u", up.addr)
+    )
+    .replace("[[route]]\nname = \"u\"\n", "[[route]]\nname = \"u\"\npath_prefix = \"/up\"\n");
+    let dir = config_dir(
+        "127.0.0.1:0",
+        "[access_log]\nenabled = true\npath = \"access.log\"\n",
+        &[("a.toml", &routes)],
+    );
+    let (_p, addr, _) = start(dir.path()).await;
+
+    let r = send(
+        http::Request::post(format!("http://{addr}/up/x"))
+            .header("x-request-id", "req-1")
+            .body(full("hello"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(get(&format!("http://{addr}/missing")).await.status, 404);
+    assert_eq!(get(&format!("http://{addr}/fixed")).await.status, 204);
+
+    let path = dir.path().join("access.log");
+    let mut lines: Vec<Value> = Vec::new();
+    eventually("three access log lines", Duration::from_secs(10), || {
+        lines = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let n = lines.len();
+        async move { n == 3 }
+    })
+    .await;
+    let by_path =
+        |p: &str| lines.iter().find(|l| l["path"] == p).unwrap_or_else(|| panic!("{p}: {lines:?}")).clone();
+
+    let fields = [
+        "ts",
+        "listener",
+        "client",
+        "method",
+        "host",
+        "path",
+        "protocol",
+        "status",
+        "route",
+        "upstream",
+        "endpoint",
+        "attempts",
+        "duration_ms",
+        "upstream_ms",
+        "bytes_in",
+        "bytes_out",
+        "request_id",
+        "error",
+    ];
+    for l in &lines {
+        let o = l.as_object().unwrap();
+        for f in fields {
+            assert!(o.contains_key(f), "{f} missing: {l}");
+        }
+        let ts = l["ts"].as_str().unwrap();
+        // RFC 3339, UTC, milliseconds: 2024-01-02T03:04:05.678Z
+        let b = ts.as_bytes();
+        assert!(ts.len() == 24 && b[4] == b'-' && b[10] == b'T' && b[19] == b'.' && b[23] == b'Z', "ts {ts}");
+        assert!(ts[20..23].bytes().all(|c| c.is_ascii_digit()), "ts {ts}");
+        assert_eq!(l["listener"], "http");
+        assert_eq!(l["client"], "127.0.0.1");
+        assert_eq!(l["protocol"], "HTTP/1.1");
+        assert!(l["host"].is_string());
+        assert!(l["status"].is_u64() && l["attempts"].is_u64());
+        assert!(l["duration_ms"].is_number() && l["bytes_in"].is_u64() && l["bytes_out"].is_u64());
+        assert!(l["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+
+    let up_line = by_path("/up/x");
+    assert_eq!(up_line["method"], "POST");
+    assert_eq!(up_line["status"], 200);
+    assert_eq!(up_line["route"], "u");
+    assert_eq!(up_line["upstream"], "u");
+    assert_eq!(up_line["endpoint"], up.addr.to_string());
+    assert_eq!(up_line["attempts"], 1);
+    assert!(up_line["upstream_ms"].is_number());
+    assert_eq!(up_line["bytes_in"], 5);
+    assert_eq!(up_line["request_id"], "req-1");
+    assert!(up_line["error"].is_null());
+
+    let missing = by_path("/missing");
+    assert_eq!(missing["status"], 404);
+    assert_eq!(missing["attempts"], 0, "the gateway answered itself");
+    assert!(missing["route"].is_null() && missing["upstream"].is_null() && missing["endpoint"].is_null());
+    assert!(missing["upstream_ms"].is_null());
+    assert_eq!(missing["error"], "no_route");
+    assert!(missing["bytes_out"].as_u64().unwrap() > 0, "the plain-text error body is counted");
+
+    let fixed = by_path("/fixed");
+    assert_eq!(fixed["status"], 204);
+    assert_eq!(fixed["route"], "fixed");
+    assert_eq!(fixed["attempts"], 0);
+    assert!(fixed["upstream"].is_null() && fixed["endpoint"].is_null());
+    assert!(fixed["error"].is_null());
+}

@@ -1,0 +1,292 @@
+//! The `[limits]` table and bad input, end to end: header and body size limits, malformed
+//! requests that must never reach an upstream, the header-read and idle timeouts kept apart,
+//! `max_connections`, and the advertised HTTP/2 stream limit.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+
+#[tokio::test]
+async fn headers_over_the_limit_get_431() {
+    let up = upstream(status(200)).await;
+    let g = gateway_with(
+        "[limits]\nmax_request_header_bytes = \"16KiB\"\n",
+        &[("r.toml", &one_upstream("u", up.addr))],
+    )
+    .await;
+    let fits = "a".repeat(12 * 1024);
+    let r = send(Request::get(g.url("/")).header("x-big", fits).body(full("")).unwrap()).await;
+    assert_eq!(r.status, 200, "12 KiB of headers fit in a 16 KiB limit");
+
+    let big = "a".repeat(20 * 1024);
+    let out = raw(
+        g.addr,
+        format!("GET / HTTP/1.1\r\nHost: t\r\nx-big: {big}\r\n\r\n").as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    assert_eq!(up.hits(), 1, "the oversized request never reached the upstream");
+}
+
+#[tokio::test]
+async fn declared_body_over_the_global_or_route_limit_gets_413() {
+    let up = upstream(status(200)).await;
+    let routes = format!(
+        r#"
+[[upstream]]
+name = "u"
+endpoints = ["{}"]
+[[route]]
+name = "global"
+path_prefix = "/global"
+upstream = "u"
+[[route]]
+name = "roomy"
+path_prefix = "/roomy"
+max_request_body_bytes = "1KiB"
+upstream = "u"
+"#,
+        up.addr
+    );
+    let g = gateway_with("[limits]\nmax_request_body_bytes = 100\n", &[("r.toml", &routes)]).await;
+    let post = |path: &str, n: usize| Request::post(g.url(path)).body(full(vec![b'x'; n])).unwrap();
+
+    assert_eq!(send(post("/global", 100)).await.status, 200, "exactly the limit is allowed");
+    let r = send(post("/global", 101)).await;
+    assert_eq!((r.status.as_u16(), r.error()), (413, Some("body_too_large")));
+
+    // The route's own limit replaces the global one, in both directions.
+    assert_eq!(send(post("/roomy", 500)).await.status, 200);
+    let r = send(post("/roomy", 1025)).await;
+    assert_eq!((r.status.as_u16(), r.error()), (413, Some("body_too_large")));
+    assert_eq!(up.hits(), 2, "refused bodies never reached the upstream");
+}
+
+#[tokio::test]
+async fn chunked_body_crossing_the_limit_gets_413_and_aborts_the_upstream_request() {
+    // The upstream reads the whole body before answering, so no response has started when the
+    // limit is crossed; it counts bodies it read whole and bodies that were cut off.
+    let whole = Arc::new(AtomicUsize::new(0));
+    let cut = Arc::new(AtomicUsize::new(0));
+    let (w, c) = (Arc::clone(&whole), Arc::clone(&cut));
+    let up = upstream(move |req: Request<hyper::body::Incoming>| {
+        let (w, c) = (Arc::clone(&w), Arc::clone(&c));
+        async move {
+            match req.into_body().collect().await {
+                Ok(_) => w.fetch_add(1, Ordering::SeqCst),
+                Err(_) => c.fetch_add(1, Ordering::SeqCst),
+            };
+            Response::new(full("read it all"))
+        }
+    })
+    .await;
+    let g =
+        gateway_with("[limits]\nmax_request_body_bytes = 1000\n", &[("r.toml", &one_upstream("u", up.addr))])
+            .await;
+
+    // No content-length: the body streams in chunks, and the limit is crossed mid-stream. The
+    // last chunk is held back until the upstream has the request, so forwarding has begun.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(http_body::Frame::data(b)), rx))
+    });
+    let body = http_body_util::StreamBody::new(stream).map_err(|e| e.into()).boxed();
+    let req = Request::post(g.url("/")).body(body).unwrap();
+    let pending = tokio::spawn(async move { send(req).await });
+    tx.send(Bytes::from(vec![b'x'; 600])).await.unwrap();
+    eventually("the upstream received the request", Duration::from_secs(5), || async { up.hits() == 1 })
+        .await;
+    tx.send(Bytes::from(vec![b'x'; 600])).await.unwrap();
+
+    let r = pending.await.unwrap();
+    assert_eq!((r.status.as_u16(), r.error()), (413, Some("body_too_large")));
+    eventually("the upstream saw its request body cut off", Duration::from_secs(5), || async {
+        cut.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(whole.load(Ordering::SeqCst), 0, "the upstream never got a complete body");
+    drop(tx);
+
+    // A chunked body within the limit goes through.
+    let chunks = futures_util::stream::iter(
+        (0..4).map(|_| Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(vec![b'y'; 250])))),
+    );
+    let body = http_body_util::StreamBody::new(chunks).map_err(|e| e.into()).boxed();
+    let r = send(Request::post(g.url("/")).body(body).unwrap()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(whole.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_and_never_reach_the_upstream() {
+    let up = upstream(status(200)).await;
+    let g = gateway(&one_upstream("u", up.addr)).await;
+    let cases: [(&str, &[u8]); 4] = [
+        (
+            "transfer-encoding, then content-length",
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\ncontent-length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        (
+            "content-length and transfer-encoding",
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        (
+            "two differing content-length headers",
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        ),
+        ("an obs-fold header line", b"GET / HTTP/1.1\r\nHost: t\r\nX-Folded: a\r\n  b\r\n\r\n"),
+    ];
+    for (what, bytes) in cases {
+        let out = raw(g.addr, bytes, Duration::from_secs(5)).await;
+        // The last response on the connection is the 400 (after the good one's 200, if any).
+        let last = out.rfind("HTTP/1.1 ").map(|i| &out[i..]).unwrap_or_default();
+        assert!(last.starts_with("HTTP/1.1 400"), "{what}: {out}");
+    }
+    assert_eq!(up.hits(), 0, "no malformed request reached the upstream");
+
+    // The same on a keep-alive connection, after a good request.
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
+    assert!(raw_exchange(&mut s, GET).await.unwrap().starts_with("HTTP/1.1 200"));
+    let bad = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let out = raw_exchange(&mut s, bad).await.unwrap_or_default();
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_eq!(up.hits(), 1, "only the good request reached the upstream");
+    // The same connection setup with a well-formed request does reach it (the count can move).
+    let out =
+        raw(g.addr, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert_eq!(up.hits(), 2);
+}
+
+const TIMEOUTS: &str = "[limits]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"1500ms\"\n";
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_header_read_timeout() {
+    let g =
+        gateway_with(TIMEOUTS, &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")]).await;
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
+    let took = closed_after(&mut s, t0, Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(250), "closed too early: {took:?}");
+    assert!(took < Duration::from_millis(1400), "closed by header_read_timeout, not idle_timeout: {took:?}");
+}
+
+#[tokio::test]
+async fn a_slowloris_is_closed_after_header_read_timeout() {
+    let g =
+        gateway_with(TIMEOUTS, &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")]).await;
+    // Half a request head on a new connection.
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").await.unwrap();
+    let took = closed_after(&mut s, t0, Duration::from_secs(5)).await;
+    assert!((Duration::from_millis(250)..Duration::from_millis(1400)).contains(&took), "{took:?}");
+
+    // Half of a second request head on a keep-alive connection: the clock starts at its first
+    // byte, and it is header_read_timeout, not idle_timeout, that closes it.
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
+    let first = raw_exchange(&mut s, GET).await.expect("first request answered");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let t0 = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    let took = closed_after(&mut s, t0, Duration::from_secs(5)).await;
+    assert!((Duration::from_millis(250)..Duration::from_millis(1400)).contains(&took), "{took:?}");
+}
+
+#[tokio::test]
+async fn idle_timeout_closes_an_idle_keep_alive_connection_but_not_before() {
+    let g =
+        gateway_with(TIMEOUTS, &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")]).await;
+
+    // Idle for longer than header_read_timeout but less than idle_timeout: still served.
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
+    assert!(raw_exchange(&mut s, GET).await.unwrap().starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(800)).await; // the idleness under test
+    let again = raw_exchange(&mut s, GET).await.expect("a connection idle for 800ms is still open");
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+
+    // Idle past idle_timeout: closed, and not much earlier.
+    let t0 = Instant::now();
+    let took = closed_after(&mut s, t0, Duration::from_secs(5)).await;
+    assert!((Duration::from_millis(1000)..Duration::from_millis(3500)).contains(&took), "{took:?}");
+}
+
+/// hyper's own HTTP/1 header-read timer defaults to 30 s and also runs while a keep-alive
+/// connection waits for its next request; our `idle_timeout` must be the one that decides.
+#[tokio::test]
+async fn idle_timeout_longer_than_hypers_default_header_timer_is_honoured() {
+    let g = gateway_with(
+        "[limits]\nheader_read_timeout = \"2s\"\nidle_timeout = \"60s\"\n",
+        &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")],
+    )
+    .await;
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
+    assert!(raw_exchange(&mut s, GET).await.unwrap().starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_secs(31)).await; // the idleness under test
+    let again = raw_exchange(&mut s, GET).await.expect("idle 31s of a 60s idle_timeout: still open");
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+}
+
+#[tokio::test]
+async fn max_connections_holds_a_third_connection_until_one_closes() {
+    let g = gateway_with(
+        "[limits]\nmax_connections = 2\n",
+        &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")],
+    )
+    .await;
+    let mut a = TcpStream::connect(g.addr).await.unwrap();
+    let mut b = TcpStream::connect(g.addr).await.unwrap();
+    assert!(raw_exchange(&mut a, GET).await.unwrap().starts_with("HTTP/1.1 200"));
+    assert!(raw_exchange(&mut b, GET).await.unwrap().starts_with("HTTP/1.1 200"));
+
+    // The third connects (the kernel's backlog) but is not served while two are open.
+    let mut c = TcpStream::connect(g.addr).await.unwrap();
+    c.write_all(GET).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(500), c.read(&mut buf)).await;
+    assert!(early.is_err(), "the third connection was served while two were open");
+
+    drop(a);
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("served once a slot frees")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(raw_exchange(&mut b, GET).await.unwrap().starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn http2_max_concurrent_streams_is_advertised() {
+    let g = gateway_with(
+        "[limits]\nhttp2_max_concurrent_streams = 7\n",
+        &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")],
+    )
+    .await;
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
+    // The h2c prior-knowledge preface and an empty SETTINGS frame.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
+    // The server's first frame is its SETTINGS: a 9-byte header, then 6-byte (id, value) pairs.
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head)).await.unwrap().unwrap();
+    assert_eq!(head[3], 0x4, "first frame is SETTINGS");
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.unwrap();
+    let max_streams = payload
+        .chunks(6)
+        .find(|p| u16::from_be_bytes([p[0], p[1]]) == 0x3)
+        .map(|p| u32::from_be_bytes([p[2], p[3], p[4], p[5]]));
+    assert_eq!(max_streams, Some(7));
+}

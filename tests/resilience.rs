@@ -1,0 +1,319 @@
+//! Retries, timeouts, upstream limits and rate limits, against real upstream servers that fail
+//! in each way: refusing connections, resetting, answering 5xx, hanging, closing early.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use support::*;
+
+fn upstream_block(name: &str, addrs: &[String], extra: &str) -> String {
+    let eps: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    format!("[[upstream]]\nname = \"{name}\"\nendpoints = [{}]\n{extra}\n", eps.join(", "))
+}
+
+/// An upstream that closes every connection right after reading the request.
+async fn closer() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = Arc::clone(&hits);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let h = Arc::clone(&h);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if s.read(&mut buf).await.unwrap_or(0) > 0 {
+                    h.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn default_policy_hides_a_dead_endpoint_from_gets() {
+    let dead = dead_addr().await.to_string();
+    let a = upstream(status(200)).await;
+    let b = upstream(status(200)).await;
+    let routes = upstream_block("u", &[a.authority(), dead, b.authority()], "")
+        + "[[route]]\nname = \"r\"\nupstream = \"u\"\n";
+    let g = gateway(&routes).await;
+    for _ in 0..60 {
+        let r = get(&g.url("/")).await;
+        assert_eq!(r.status, 200, "{:?} {}", r.error(), r.text());
+    }
+    assert_eq!(a.hits() + b.hits(), 60);
+}
+
+#[tokio::test]
+async fn gets_retry_on_5xx_up_to_attempts_never_on_the_same_endpoint() {
+    let ups = [upstream(status(503)).await, upstream(status(503)).await, upstream(status(503)).await];
+    let addrs: Vec<String> = ups.iter().map(|u| u.authority()).collect();
+    let routes = upstream_block("u", &addrs, "")
+        + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 2\non = [\"5xx\"]\nbackoff = \"1ms\"\n";
+    let g = gateway(&routes).await;
+    let r = get(&g.url("/")).await;
+    assert_eq!(r.status, 503, "the upstream's last answer is returned as it is");
+    assert_eq!(r.error(), None);
+    // One try and two retries, each on a different endpoint.
+    assert_eq!(ups.iter().map(|u| u.hits()).collect::<Vec<_>>(), [1, 1, 1]);
+    let m = get(&g.admin_url("/metrics")).await.text();
+    assert!(m.contains(r#"switchyard_retries_total{route="r",reason="5xx"} 2"#), "{m}");
+}
+
+#[tokio::test]
+async fn post_is_not_retried_on_5xx_but_is_on_connect_failure() {
+    let bad = upstream(status(500)).await;
+    let routes = upstream_block("u", &[bad.authority()], "")
+        + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 3\non = [\"5xx\", \"connect-failure\"]\nbackoff = \"1ms\"\n";
+    let g = gateway(&routes).await;
+    let r = send(Request::post(g.url("/")).body(full("payload")).unwrap()).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(bad.hits(), 1);
+
+    let dead = dead_addr().await.to_string();
+    let e = echo("alive").await;
+    let routes = upstream_block("u", &[dead, e.authority()], "")
+        + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 3\non = [\"5xx\", \"connect-failure\"]\nbackoff = \"1ms\"\n";
+    let g = gateway(&routes).await;
+    for _ in 0..4 {
+        let r = send(Request::post(g.url("/")).body(full("payload")).unwrap()).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["body_bytes"], 7, "the replayed body arrives whole");
+    }
+}
+
+#[tokio::test]
+async fn a_body_over_max_replay_is_not_retried_once_sent() {
+    let a = upstream(status(503)).await;
+    let b = upstream(status(503)).await;
+    let routes = upstream_block("u", &[a.authority(), b.authority()], "")
+        + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 1\non = [\"5xx\"]\nbackoff = \"1ms\"\nmax_replay_body_bytes = 8\n";
+    let g = gateway(&routes).await;
+    let r = send(Request::put(g.url("/")).body(full("0123456789abcdef")).unwrap()).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(a.hits() + b.hits(), 1, "not replayed");
+    let r = send(Request::put(g.url("/")).body(full("small")).unwrap()).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(a.hits() + b.hits(), 3, "a small body is replayed");
+}
+
+#[tokio::test]
+async fn per_try_timeout_then_success_on_the_next_endpoint() {
+    let slow = upstream(|_| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Response::new(full("late"))
+    })
+    .await;
+    let fast = upstream(status(200)).await;
+    let routes = upstream_block("u", &[slow.authority(), fast.authority()], "")
+        + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 1\non = [\"timeout\"]\nper_try_timeout = \"100ms\"\nbackoff = \"1ms\"\n";
+    let g = gateway(&routes).await;
+    for _ in 0..4 {
+        assert_eq!(get(&g.url("/")).await.status, 200);
+    }
+    assert_eq!(fast.hits(), 4);
+}
+
+#[tokio::test]
+async fn route_timeout_covers_retries_and_gives_504() {
+    let slow = upstream(|_| async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Response::new(full("late"))
+    })
+    .await;
+    let routes = upstream_block("u", &[slow.authority()], "")
+        + "[[route]]\nname = \"r\"\nupstream = \"u\"\ntimeout = \"300ms\"\n[route.retry]\nattempts = 5\non = [\"timeout\"]\nper_try_timeout = \"200ms\"\nbackoff = \"1ms\"\n";
+    let g = gateway(&routes).await;
+    let started = std::time::Instant::now();
+    let r = get(&g.url("/")).await;
+    assert_eq!((r.status.as_u16(), r.error()), (504, Some("timeout")));
+    assert!(slow.hits() <= 2, "the route timeout stopped the retries ({} tries)", slow.hits());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn resets_and_early_closes_are_retried_for_gets() {
+    let (c, closer_hits) = closer().await;
+    let e = echo("ok").await;
+    let routes = upstream_block("u", &[c.to_string(), e.authority()], "")
+        + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 1\non = [\"reset\"]\nbackoff = \"1ms\"\n";
+    let g = gateway(&routes).await;
+    for _ in 0..6 {
+        let r = get(&g.url("/")).await;
+        assert_eq!(r.status, 200, "{:?}", r.error());
+    }
+    assert!(closer_hits.load(Ordering::SeqCst) >= 1);
+    // Without a retry the reset is a 502 upstream_reset.
+    let routes = upstream_block("c", &[c.to_string()], "") + "[[route]]\nname = \"r\"\nupstream = \"c\"\n";
+    let g = gateway(&routes).await;
+    let r = get(&g.url("/")).await;
+    assert_eq!((r.status.as_u16(), r.error()), (502, Some("upstream_reset")));
+}
+
+#[tokio::test]
+async fn the_budget_holds_retries_near_its_ratio() {
+    let bad = upstream(status(503)).await;
+    let routes = upstream_block("u", &[bad.authority()], "")
+        + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 3\non = [\"5xx\"]\nbackoff = \"1ms\"\nbudget = 0.1\n";
+    let g = gateway(&routes).await;
+    let c = client();
+    let n = 600;
+    for _ in 0..n {
+        let r = send_with(&c, Request::get(g.url("/")).body(full("")).unwrap()).await;
+        assert_eq!(r.status, 503);
+    }
+    let retries = bad.hits() - n;
+    // 10% of the requests, plus the floor's reserve of 10/s over the 10 s window.
+    assert!(retries <= n / 10 + 100, "{retries} retries");
+    assert!(retries >= n / 10, "{retries} retries");
+}
+
+#[tokio::test]
+async fn max_requests_sheds_load_with_retry_after_while_slow_requests_complete() {
+    let slow = upstream(|_| async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        Response::new(full("done"))
+    })
+    .await;
+    let routes = upstream_block("u", &[slow.authority()], "[upstream.limits]\nmax_requests = 2\n")
+        + "[[route]]\nname = \"r\"\nupstream = \"u\"\n";
+    let g = gateway(&routes).await;
+    let url = g.url("/");
+    let inflight: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn({
+                let u = url.clone();
+                async move { get(&u).await }
+            })
+        })
+        .collect();
+    eventually("two requests in flight", Duration::from_secs(5), || async { slow.hits() == 2 }).await;
+    let r = get(&url).await;
+    assert_eq!((r.status.as_u16(), r.error()), (503, Some("overloaded")));
+    assert!(r.header("retry-after").is_some());
+    for t in inflight {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    let m = get(&g.admin_url("/metrics")).await.text();
+    assert!(
+        m.contains(r#"switchyard_upstream_overloaded_total{upstream="u",limit="max_requests"} 1"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn max_pending_requests_overflows_when_connections_are_all_busy() {
+    let slow = upstream(|_| async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        Response::new(full("done"))
+    })
+    .await;
+    let routes = upstream_block(
+        "u",
+        &[slow.authority()],
+        "connect_timeout = \"5s\"\n[upstream.limits]\nmax_connections = 1\nmax_pending_requests = 1\n",
+    ) + "[[route]]\nname = \"r\"\nupstream = \"u\"\n";
+    let g = gateway(&routes).await;
+    let url = g.url("/");
+    let first = tokio::spawn({
+        let u = url.clone();
+        async move { get(&u).await }
+    });
+    eventually("one request in flight", Duration::from_secs(5), || async { slow.hits() == 1 }).await;
+    // The second waits for the only connection (pending) …
+    let second = tokio::spawn({
+        let u = url.clone();
+        async move { get(&u).await }
+    });
+    let m = g.admin_url("/metrics");
+    // … and the third finds the pending queue full.
+    let mut third = None;
+    for _ in 0..50 {
+        let r = get(&url).await;
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            third = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let third = third.expect("a request over max_pending_requests is refused");
+    assert_eq!(third.error(), Some("overloaded"));
+    assert!(third.header("retry-after").is_some());
+    assert_eq!(first.await.unwrap().status, 200);
+    assert_eq!(second.await.unwrap().status, 200);
+    assert!(get(&m).await.text().contains(r#"limit="max_pending_requests""#));
+}
+
+#[tokio::test]
+async fn max_retries_caps_concurrent_retries() {
+    let slow_fail = upstream(|_| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut r = Response::new(full(""));
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        r
+    })
+    .await;
+    let routes = upstream_block("u", &[slow_fail.authority()], "[upstream.limits]\nmax_retries = 1\n")
+        + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 1\non = [\"5xx\"]\nbackoff = \"1ms\"\nbudget = 1.0\n";
+    let g = gateway(&routes).await;
+    let url = g.url("/");
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn({
+                let u = url.clone();
+                async move { get(&u).await }
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, 503);
+    }
+    // 4 first tries; only one retry could be in flight at once, and they all overlapped.
+    assert!(slow_fail.hits() < 8, "{} upstream hits", slow_fail.hits());
+    let m = get(&g.admin_url("/metrics")).await.text();
+    assert!(m.contains(r#"limit="max_retries""#), "{m}");
+}
+
+#[tokio::test]
+async fn rate_limit_by_client_ip_and_by_header() {
+    let routes = r#"
+[[route]]
+name = "by-ip"
+path = "/ip"
+respond = { status = 200 }
+rate_limit = { requests_per_second = 1, burst = 3, key = "client_ip" }
+[[route]]
+name = "by-header"
+path = "/hdr"
+respond = { status = 200 }
+rate_limit = { requests_per_second = 1, burst = 2, key = "header:x-api-key" }
+"#;
+    let g = gateway(routes).await;
+    let codes: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..5 {
+            v.push(get(&g.url("/ip")).await.status.as_u16());
+        }
+        v
+    };
+    assert_eq!(codes, [200, 200, 200, 429, 429]);
+    let r = get(&g.url("/ip")).await;
+    assert_eq!(r.error(), Some("rate_limited"));
+    assert_eq!(r.header("retry-after"), Some("1"));
+
+    let with = |k: &'static str| Request::get(g.url("/hdr")).header("x-api-key", k).body(full("")).unwrap();
+    assert_eq!(send(with("a")).await.status, 200);
+    assert_eq!(send(with("a")).await.status, 200);
+    assert_eq!(send(with("a")).await.status, 429);
+    assert_eq!(send(with("b")).await.status, 200, "another key has its own bucket");
+    let m = get(&g.admin_url("/metrics")).await.text();
+    assert!(m.contains(r#"switchyard_rate_limited_total{route="by-ip"} 3"#), "{m}");
+    assert!(m.contains(r#"switchyard_rate_limited_total{route="by-header"} 1"#), "{m}");
+}
