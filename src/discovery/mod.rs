@@ -66,8 +66,8 @@ pub enum Update {
 /// What a source has said so far: the value carried by its `watch` channel.
 #[derive(Clone, Debug, Default)]
 pub struct Resolution {
-    /// The last authoritative set (sorted by address, duplicates merged); `None` until the
-    /// first one.
+    /// The last authoritative set (duplicates merged, in the source's order); `None` until
+    /// the first one.
     pub endpoints: Option<Arc<Vec<StaticEndpoint>>>,
     /// The current failure; `None` while the source is healthy.
     pub error: Option<Arc<str>>,
@@ -118,7 +118,7 @@ impl Publisher {
             if let Some(e) = &recovered {
                 tracing::info!(source = %what, endpoints = set.len(), previous_error = %e, "discovery recovered");
             }
-            let same = r.endpoints.as_deref().is_some_and(|old| *old == set);
+            let same = r.endpoints.as_deref().is_some_and(|old| same_endpoints(old, &set));
             if !same {
                 tracing::debug!(source = %what, endpoints = set.len(), "discovery update");
                 r.endpoints = Some(Arc::new(set));
@@ -154,14 +154,39 @@ impl Publisher {
     }
 }
 
-/// Sort by address and merge duplicates (the highest weight wins), so equal sets compare
-/// equal whatever order a server lists them in, and round robin order is stable.
+/// Merge duplicate addresses (the first keeps its place, the highest weight wins) and make
+/// weights at least 1. The order is kept: a static list is served in the order written.
 fn canonicalize(set: &mut Vec<StaticEndpoint>) {
-    for e in set.iter_mut() {
+    let mut seen: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::with_capacity(set.len());
+    let mut out: Vec<StaticEndpoint> = Vec::with_capacity(set.len());
+    for mut e in set.drain(..) {
         e.weight = e.weight.max(1);
+        match seen.get(&e.address) {
+            Some(&i) => out[i].weight = out[i].weight.max(e.weight),
+            None => {
+                seen.insert(e.address.clone(), out.len());
+                out.push(e);
+            }
+        }
     }
-    set.sort_by(|a, b| a.address.cmp(&b.address).then(b.weight.cmp(&a.weight)));
-    set.dedup_by(|later, first| later.address == first.address);
+    *set = out;
+}
+
+/// Whether two sets hold the same endpoints, whatever the order (a DNS server rotating its
+/// answers is not a change).
+fn same_endpoints(a: &[StaticEndpoint], b: &[StaticEndpoint]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    if a == b {
+        return true;
+    }
+    let mut x: Vec<(&str, u32)> = a.iter().map(|e| (e.address.as_str(), e.weight)).collect();
+    let mut y: Vec<(&str, u32)> = b.iter().map(|e| (e.address.as_str(), e.weight)).collect();
+    x.sort_unstable();
+    y.sort_unstable();
+    x == y
 }
 
 // === impl Backoff ===
@@ -451,10 +476,10 @@ mod tests {
         let (p, rx) = Publisher::new("t");
         p.reset(vec![ep("b:1", 1), ep("a:1", 2), ep("a:1", 1)]);
         let r = rx.borrow().clone();
-        assert_eq!(*r.endpoints.unwrap(), vec![ep("a:1", 2), ep("b:1", 1)]);
+        assert_eq!(*r.endpoints.unwrap(), vec![ep("b:1", 1), ep("a:1", 2)]);
         assert_eq!(r.updates, 1);
         p.reset(vec![ep("a:1", 2), ep("b:1", 1)]);
-        assert_eq!(rx.borrow().updates, 1, "an equal set is not an update");
+        assert_eq!(rx.borrow().updates, 1, "an equal set in another order is not an update");
         p.fail("down");
         p.fail("down");
         let r = rx.borrow().clone();
