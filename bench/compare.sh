@@ -82,6 +82,7 @@ command -v wrk     >/dev/null 2>&1 || need_install+=(wrk)
 command -v h2load  >/dev/null 2>&1 || need_install+=(nghttp2-client)
 command -v curl    >/dev/null 2>&1 || need_install+=(curl)
 command -v python3 >/dev/null 2>&1 || need_install+=(python3)
+command -v openssl >/dev/null 2>&1 || need_install+=(openssl)
 command -v ss      >/dev/null 2>&1 || need_install+=(iproute2)
 if ((${#need_install[@]})); then
     log "installing missing packages: ${need_install[*]}"
@@ -102,6 +103,19 @@ RUN_DIR="$OUT_DIR/compare-$STAMP"        # results.csv, table.txt, one load-tool
 mkdir -p "$RUN_DIR"
 CSV="$RUN_DIR/results.csv"
 TABLE="$RUN_DIR/table.txt"
+
+# ------------------------------------------------------------- certificate --
+# One certificate for every proxy's TLS listener (ECDSA P-256, localhost and 127.0.0.1), made
+# fresh for each run: switchyard reads certs/ (bench.crt + bench.key), nginx the same two files,
+# haproxy one PEM holding both.
+TLS_DIR=$TMP/tls
+mkdir -p "$TLS_DIR/certs"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$TLS_DIR/certs/bench.key" -out "$TLS_DIR/certs/bench.crt" >"$TLS_DIR/openssl.log" 2>&1 \
+    || { cat "$TLS_DIR/openssl.log" >&2; die "cannot make the benchmark certificate"; }
+cat "$TLS_DIR/certs/bench.crt" "$TLS_DIR/certs/bench.key" > "$TLS_DIR/bench.pem"
+chmod 644 "$TLS_DIR/certs/bench.key" "$TLS_DIR/bench.pem"   # nginx workers are unprivileged
 
 # ------------------------------------------------------------------- ports --
 USED_PORTS=" "
@@ -279,12 +293,13 @@ EOF
 # Each start_proxy_<name> writes its config under $TMP/<name>, starts it in the
 # foreground-mode as a background job, and sets PROXY_PID[name], PROXY_PORT[name].
 # It returns non-zero (after printing why) if the proxy did not come up.
-declare -A PROXY_PID PROXY_PORT PROXY_STATUS PROXY_LOG
+declare -A PROXY_PID PROXY_PORT PROXY_TLS_PORT PROXY_STATUS PROXY_LOG
 
 start_proxy_nginx() {
-    local d=$TMP/nginx port
+    local d=$TMP/nginx port tls_port
     mkdir -p "$d/tmp"
     port=$(free_port)
+    tls_port=$(free_port)
     cat > "$d/nginx.conf" <<EOF
 worker_processes $WORKERS;
 daemon off;
@@ -315,8 +330,15 @@ $(for a in "${UPSTREAM_ADDRS[@]}"; do echo "        server $a;"; done)
         keepalive_requests 10000000;
         keepalive_timeout 60s;
     }
+    # TLS: the versions and ALPN switchyard offers, a session cache and tickets (resumption).
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_tickets on;
+    ssl_certificate $TLS_DIR/certs/bench.crt;
+    ssl_certificate_key $TLS_DIR/certs/bench.key;
     server {
         listen 127.0.0.1:$port backlog=4096;
+        listen 127.0.0.1:$tls_port ssl http2 backlog=4096;
         location / {
             proxy_pass http://fast;
             proxy_http_version 1.1;
@@ -339,6 +361,7 @@ EOF
     "$NGINX_BIN" -p "$d" -c "$d/nginx.conf" >"$d/stdout.log" 2>"$d/stderr.log" &
     PROXY_PID[nginx]=$!
     PROXY_PORT[nginx]=$port
+    PROXY_TLS_PORT[nginx]=$tls_port
     STARTED_PIDS+=("$!")
     wait_listen "$!" "$port" || return 1
     sleep 0.2   # let the master fork its workers before we record them
@@ -346,9 +369,10 @@ EOF
 }
 
 start_proxy_haproxy() {
-    local d=$TMP/haproxy port
+    local d=$TMP/haproxy port tls_port
     mkdir -p "$d"
     port=$(free_port)
+    tls_port=$(free_port)
     cat > "$d/haproxy.cfg" <<EOF
 global
     nbthread $WORKERS
@@ -366,9 +390,11 @@ defaults
 
 frontend bench
     bind 127.0.0.1:$port
+    bind 127.0.0.1:$tls_port ssl crt $TLS_DIR/bench.pem alpn h2,http/1.1 ssl-min-ver TLSv1.2
     # the same header work switchyard does (SPEC 3)
     option forwardfor
-    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Proto http unless { ssl_fc }
+    http-request set-header X-Forwarded-Proto https if { ssl_fc }
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
     unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
     http-request set-var(txn.rid) req.hdr(x-request-id) if { req.hdr(x-request-id) -m found }
@@ -388,15 +414,18 @@ EOF
     "$HAPROXY_BIN" -db -f "$d/haproxy.cfg" >"$d/stdout.log" 2>"$d/stderr.log" &
     PROXY_PID[haproxy]=$!
     PROXY_PORT[haproxy]=$port
+    PROXY_TLS_PORT[haproxy]=$tls_port
     STARTED_PIDS+=("$!")
     wait_listen "$!" "$port"
 }
 
-# start_switchyard NAME BALANCE: switchyard with `balance = BALANCE` over the upstreams.
+# start_switchyard NAME BALANCE: switchyard with `balance = BALANCE` over the upstreams,
+# plus a TLS listener with the bench certificate.
 start_switchyard() {
-    local name=$1 balance=$2 d=$TMP/$1 port
+    local name=$1 balance=$2 d=$TMP/$1 port tls_port
     mkdir -p "$d/routes"
     port=$(free_port)
+    tls_port=$(free_port)
     PROXY_LOG[$name]="$d/stderr.log"
     : > "$d/stderr.log"
     if [[ -z $SWITCHYARD_BIN ]]; then
@@ -412,6 +441,12 @@ drain_timeout = "1s"
 [[listener]]
 name = "bench"
 listen = "127.0.0.1:$port"
+
+[[listener]]
+name = "bench-tls"
+listen = "127.0.0.1:$tls_port"
+[listener.tls]
+certs_dir = "$TLS_DIR/certs"
 
 [access_log]
 enabled = false
@@ -434,6 +469,7 @@ EOF
         "$SWITCHYARD_BIN" --config "$d/gateway.toml" >"$d/stdout.log" 2>"$d/stderr.log" &
     PROXY_PID[$name]=$!
     PROXY_PORT[$name]=$port
+    PROXY_TLS_PORT[$name]=$tls_port
     STARTED_PIDS+=("$!")
     wait_listen "$!" "$port"
 }
@@ -452,6 +488,13 @@ check_proxy() {
     out=$(head -c 1024 /dev/zero | tr '\0' 'p' | curl -s -o /dev/null -w '%{http_code}' \
         -H 'content-type: application/octet-stream' --data-binary @- "http://127.0.0.1:$port/echo") || return 1
     [[ $out == "200" ]] || { echo "POST /echo -> $out (want 200)"; return 1; }
+    local tls=${PROXY_TLS_PORT[$1]:-}
+    [[ -n $tls ]] || { echo "no TLS listener"; return 1; }
+    wait_listen "${PROXY_PID[$1]}" "$tls" || { echo "TLS port $tls not listening"; return 1; }
+    for v in --http1.1 --http2; do
+        out=$(curl -sk "$v" -o /dev/null -w '%{http_version} %{http_code} %{size_download}' "https://127.0.0.1:$tls/") || return 1
+        [[ $out == *" 200 64" ]] || { echo "TLS $v GET / -> $out (want 200 64)"; return 1; }
+    done
 }
 
 start_proxy() {
@@ -540,6 +583,38 @@ run_h2load() {
     rm -f "$reqlog"
 }
 
+# run_h2load_batches URL LOGFILE [h2load options...]: for load that h2load cannot run by
+# duration (HTTP/1.1 with "Connection: close": every request on a new connection, a full
+# handshake; h2load does not reconnect in -D mode), run batches of -n $HS_BATCH requests with
+# -c $CONNECTIONS until $DURATION seconds of measured time, and sum them; sets R_*.
+HS_BATCH=${HS_BATCH:-2000}
+run_h2load_batches() {
+    local url=$1 logf=$2; shift 2
+    local reqlog=$logf.requests total=0 secs=0 failed=0 timeout=0 one
+    : > "$logf"; : > "$reqlog"
+    while awk -v s="$secs" -v d="$DURATION" 'BEGIN { exit !(s < d) }'; do
+        h2load -t"$THREADS" -c"$CONNECTIONS" -n"$HS_BATCH" --log-file="$reqlog.1" "$@" "$url" > "$logf.1" 2>&1 || true
+        cat "$logf.1" >> "$logf"; cat "$reqlog.1" >> "$reqlog" 2>/dev/null || true
+        grep -q '^finished in' "$logf.1" || { sed 's/^/    h2load| /' "$logf.1" >&2; return 1; }
+        one=$(awk '/^finished in/ { v = $3; sub(/,$/, "", v); u = v; gsub(/[0-9.]/, "", u); sub(/[a-z]+$/, "", v);
+            printf "%.6f", (u == "ms" ? v / 1e3 : (u == "us" ? v / 1e6 : v)) }' "$logf.1")
+        secs=$(awk -v a="$secs" -v b="$one" 'BEGIN { printf "%.6f", a + b }')
+        total=$(( total + $(awk '/^requests:/ { print $8 }' "$logf.1") ))
+        failed=$(( failed + $(awk '/^requests:/ { f = $10 + $12 } /^status codes:/ { s = $7 + $9 } END { print f + s }' "$logf.1") ))
+        timeout=$(( timeout + $(awk '/^requests:/ { print $14 }' "$logf.1") ))
+    done
+    R_SECONDS=$(awk -v s="$secs" 'BEGIN { printf "%.3f", s }')
+    R_REQUESTS=$total R_ERR_CONNECT=0 R_ERR_READ=0 R_ERR_WRITE=0 R_ERR_TIMEOUT=$timeout R_ERR_STATUS=$failed
+    local stats
+    stats=$(awk -F'\t' '$2 >= 200 && $2 < 400 { print $3 }' "$reqlog" | sort -n | awk '
+        { v[NR] = $1; sum += $1 }
+        END { if (NR == 0) { print "0 0 0 0"; exit }
+              p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
+              printf "%.3f %.3f %.3f %.3f", p50 / 1e3, p99 / 1e3, sum / NR / 1e3, v[NR] / 1e3 }')
+    read -r R_P50_MS R_P99_MS R_MEAN_MS R_MAX_MS <<< "$stats"
+    rm -f "$reqlog" "$reqlog.1" "$logf.1"
+}
+
 # --------------------------------------------------------------- scenarios --
 # One function per scenario: scenario_NAME PROXY LOGFILE runs the load for
 # $DURATION seconds against that proxy and sets the R_* values. To add one
@@ -551,6 +626,14 @@ scenario_get16k() { run_wrk "http://127.0.0.1:${PROXY_PORT[$1]}/16k"  "$TMP/lua/
 # second client (cross-checks wrk). h2/TLS scenarios follow this shape once the
 # start_proxy_* functions also open an h2c / TLS listener (see README).
 scenario_h1get64() { run_h2load "http://127.0.0.1:${PROXY_PORT[$1]}/" "$2" --h1; }
+# TLS (same certificate for every proxy; TLS 1.3 is what h2load and all three negotiate):
+# tls13hs: a full TLS 1.3 handshake per request (HTTP/1.1, "Connection: close"; h2load never
+#          resumes a session), so req/s = handshakes/s;
+# tlsh1 / tlsh2: GET / over keep-alive TLS connections (handshake once, then reused), HTTP/1.1
+#          and HTTP/2 (ALPN h2, one stream at a time per connection).
+scenario_tls13hs() { run_h2load_batches "https://127.0.0.1:${PROXY_TLS_PORT[$1]}/" "$2" --h1 -H 'Connection: close'; }
+scenario_tlsh1()   { run_h2load "https://127.0.0.1:${PROXY_TLS_PORT[$1]}/" "$2" --h1; }
+scenario_tlsh2()   { run_h2load "https://127.0.0.1:${PROXY_TLS_PORT[$1]}/" "$2"; }
 
 for s in "${SCENARIO_LIST[@]}"; do
     declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: $(declare -F | awk '$3 ~ /^scenario_/ { sub(/^scenario_/, "", $3); printf "%s ", $3 }'))"

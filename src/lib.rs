@@ -26,6 +26,7 @@ pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod stack;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -66,6 +67,8 @@ pub struct Gateway {
     access_log: AccessLog,
     drain_timeout: Duration,
     _watch: Option<config::watch::FolderWatch>,
+    certs: tls::Stores,
+    _certs_watch: Option<config::watch::FolderWatch>,
 }
 
 impl Gateway {
@@ -86,8 +89,21 @@ impl Gateway {
 
         // Bind everything before serving anything, so a port in use fails the start cleanly.
         let mut bound = Vec::new();
+        let mut certs = tls::Stores::default();
         for l in &cfg.listeners {
-            bound.push((l, server::bind(l).await.map_err(StartError::Other)?));
+            let socket = server::bind(l).await.map_err(StartError::Other)?;
+            let acceptor = match &l.tls {
+                Some(t) => {
+                    let name = Arc::new(l.name.clone());
+                    let timeout = cfg.limits.header_read_timeout;
+                    let a = tls::Acceptor::new(name, t, Arc::clone(&metrics), timeout)
+                        .map_err(StartError::Other)?;
+                    certs.0.push(Arc::clone(a.store()));
+                    Some(Arc::new(a))
+                }
+                None => None,
+            };
+            bound.push((l, socket, acceptor));
         }
         let admin_socket = match cfg.admin {
             Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -108,12 +124,12 @@ impl Gateway {
         let tracker = TaskTracker::new();
         let limits = Arc::new(cfg.limits.clone());
         let mut listeners = Vec::new();
-        for (l, socket) in bound {
+        for (l, socket, tls) in bound {
             let addr = socket.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
             tracing::info!(listener = %l.name, %addr, "listening");
             listeners.push((l.name.clone(), addr));
             server::spawn(
-                server::Listener { name: Arc::new(l.name.clone()), socket, limits: Arc::clone(&limits) },
+                server::Listener { name: Arc::new(l.name.clone()), socket, limits: Arc::clone(&limits), tls },
                 Arc::clone(&shared),
                 stop_accepting.clone(),
                 tracker.clone(),
@@ -125,6 +141,7 @@ impl Gateway {
             metrics,
             listening: true.into(),
             draining: false.into(),
+            certs: certs.clone(),
         });
         let admin = match admin_socket {
             Some(s) => {
@@ -162,6 +179,8 @@ impl Gateway {
             access_log,
             drain_timeout: cfg.drain_timeout,
             _watch: watch,
+            _certs_watch: certs.watch(),
+            certs,
         })
     }
 
@@ -180,10 +199,16 @@ impl Gateway {
         self.admin
     }
 
-    /// Reload routes now (as SIGHUP does).
+    /// Reload routes and certificates now (as SIGHUP does).
     pub async fn reload(&self) -> Result<u64, ConfigErrors> {
         let r = Arc::clone(&self.admin_state.reloader);
-        tokio::task::spawn_blocking(move || r.reload()).await.unwrap_or_else(|e| {
+        let certs = self.certs.clone();
+        tokio::task::spawn_blocking(move || {
+            certs.reload();
+            r.reload()
+        })
+        .await
+        .unwrap_or_else(|e| {
             Err(ConfigErrors(vec![config::ConfigError {
                 file: Default::default(),
                 line: 1,
@@ -229,7 +254,7 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), StartError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading routes");
+                tracing::info!("SIGHUP: reloading routes and certificates");
                 let _ = gw.reload().await;
             }
             _ = usr1.recv() => gw.reopen_access_log(),

@@ -64,8 +64,20 @@ fn check(path: &std::path::Path) -> ExitCode {
     let mut errors = Vec::new();
     match switchyard::config::load_gateway(path) {
         Ok(gw) => {
-            if let Err(e) = switchyard::config::load_routes(&gw.routes_dir) {
-                errors.extend(e.0);
+            match switchyard::config::load_routes(&gw.routes_dir) {
+                Ok(set) => {
+                    // Upstream CA bundles ([upstream.tls] ca).
+                    for ca in set.upstreams.iter().filter_map(|u| u.tls.as_ref()?.ca.as_ref()) {
+                        if let Err(e) = switchyard::tls::roots(ca) {
+                            errors.push(e);
+                        }
+                    }
+                }
+                Err(e) => errors.extend(e.0),
+            }
+            // Every certificate pair of every TLS listener, and its client_ca.
+            for t in gw.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+                errors.extend(switchyard::tls::store::check(&t.certs_dir, t.client_ca.as_deref()));
             }
         }
         Err(e) => errors.extend(e.0),

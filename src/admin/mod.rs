@@ -30,6 +30,8 @@ pub struct AdminState {
     pub listening: AtomicBool,
     /// Set when draining starts.
     pub draining: AtomicBool,
+    /// The TLS listeners' certificate stores (reloaded by `POST /reload` too).
+    pub certs: crate::tls::Stores,
 }
 
 /// Serve the admin API on `socket` until `stop`.
@@ -101,7 +103,12 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
         (&Method::GET, "/upstreams") => json_response(StatusCode::OK, &upstreams_view(&snap)),
         (&Method::POST, "/reload") => {
             let r = Arc::clone(&state.reloader);
-            match tokio::task::spawn_blocking(move || r.reload()).await {
+            let certs = state.certs.clone();
+            let reload = move || {
+                certs.reload();
+                r.reload()
+            };
+            match tokio::task::spawn_blocking(reload).await {
                 Ok(Ok(version)) => json_response(StatusCode::OK, &json!({ "version": version })),
                 Ok(Err(errs)) => json_response(
                     StatusCode::BAD_REQUEST,
@@ -178,6 +185,8 @@ fn config_view(state: &AdminState, snap: &Snapshot) -> Value {
         "loaded_at": rfc3339(snap.loaded_at),
         "files": snap.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         "last_error": last.map(|l| error_view(&l.error, Some(l.at))),
+        // Certificate pairs skipped at the last certificate load (they do not fail a reload).
+        "tls_errors": state.certs.errors().iter().map(|(e, at)| error_view(e, *at)).collect::<Vec<_>>(),
     })
 }
 

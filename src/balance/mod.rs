@@ -277,10 +277,10 @@ impl Upstream {
 
     /// Build an upstream that keeps `switchyard_upstream_endpoints` current in `metrics`.
     pub fn with_metrics(config: UpstreamConfig, metrics: Option<Arc<Metrics>>) -> Result<Arc<Self>, String> {
-        let client = UpstreamClient::new(&config);
         let name: Name = Arc::new(config.name.clone());
         let limits =
             Limits::new(config.limits.clone(), Arc::clone(&name), metrics.clone().unwrap_or_default());
+        let client = UpstreamClient::new(&config, Arc::clone(&limits))?;
         let up = Arc::new_cyclic(|this| Upstream {
             name,
             limits,

@@ -1,7 +1,9 @@
 //! One upstream exchange on the pooled client: the request rewritten for the upstream
 //! (forwarded headers, hop-by-hop rules of SPEC 3), sent on hyper-util's pooled client
 //! (keep-alive reuse per endpoint), its failure classified, and HTTP/1.1 upgrades tunnelled.
+//! Upstreams with `[upstream.tls]` connect through rustls ([`connect`]).
 
+pub mod connect;
 pub mod headers;
 
 use std::net::SocketAddr;
@@ -16,10 +18,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use self::connect::UpstreamConnector;
 use crate::body::Body;
 use crate::config::{UpstreamConfig, UpstreamProtocol};
-use crate::error::{cause_ref, BadUpstreamResponse, BodyTooLarge, ConnectFailed, Error, UpstreamReset};
+use crate::error::{
+    cause_ref, BadUpstreamResponse, BodyTooLarge, ConnectFailed, Error, Overloaded, UpstreamReset,
+};
 use crate::metrics::Name;
+use crate::resilience::limits::{LimitedConnector, Limits};
 
 /// What the listener knows about a request, put in its extensions for every layer below.
 #[derive(Debug)]
@@ -59,17 +65,34 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// The pooled client of one upstream (pools are per endpoint, keyed by authority).
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, Body>,
+    client: Client<LimitedConnector<UpstreamConnector>, Body>,
     version: Version,
+    tls: bool,
 }
 
 impl UpstreamClient {
-    /// A client for `cfg`'s protocol and connect timeout.
-    pub fn new(cfg: &UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.enforce_http(true);
+    /// A client for `cfg`'s protocol, connect timeout and TLS settings, whose connections each
+    /// hold a `max_connections` permit of `limits`. Fails when the TLS settings cannot be used
+    /// (an unreadable `ca` file, an invalid `sni`).
+    pub fn new(cfg: &UpstreamConfig, limits: Arc<Limits>) -> Result<Self, String> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        // TLS upstreams are addressed as https:// (for h2's :scheme); TLS itself is ours.
+        http.enforce_http(false);
+        let tls = match &cfg.tls {
+            Some(t) => Some((
+                crate::tls::client::config(t, cfg.protocol)
+                    .map_err(|e| format!("upstream {:?}: {e}", cfg.name))?,
+                t.sni.clone(),
+            )),
+            None => None,
+        };
+        let connector =
+            UpstreamConnector::new(http, tls).map_err(|e| format!("upstream {:?}: {e}", cfg.name))?;
+        let tls = connector.is_tls();
+        // A request waiting for a connection waits at most as long as connecting may take.
+        let connector = LimitedConnector::new(connector, limits, cfg.connect_timeout);
         let mut b = Client::builder(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -83,7 +106,7 @@ impl UpstreamClient {
                 Version::HTTP_2
             }
         };
-        UpstreamClient { client: b.build(connector), version }
+        Ok(UpstreamClient { client: b.build(connector), version, tls })
     }
 
     /// The HTTP version spoken to the upstream.
@@ -92,7 +115,14 @@ impl UpstreamClient {
     }
 
     /// Send `req` (already addressed to `endpoint`) and classify any failure.
-    pub async fn send(&self, endpoint: &str, req: Request<Body>) -> Result<Response<Incoming>, Error> {
+    pub async fn send(&self, endpoint: &str, mut req: Request<Body>) -> Result<Response<Incoming>, Error> {
+        if self.tls && req.uri().scheme() != Some(&Scheme::HTTPS) {
+            let mut parts = req.uri().clone().into_parts();
+            parts.scheme = Some(Scheme::HTTPS);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
         self.client.request(req).await.map_err(|e| classify(endpoint, e))
     }
 }
@@ -100,6 +130,9 @@ impl UpstreamClient {
 /// Turn a client failure into the gateway's typed leaves.
 fn classify(endpoint: &str, e: hyper_util::client::legacy::Error) -> Error {
     let endpoint = endpoint.to_owned();
+    if let Some(o) = cause_ref::<Overloaded>(&e) {
+        return Overloaded { upstream: o.upstream.clone(), limit: o.limit }.into();
+    }
     if cause_ref::<BodyTooLarge>(&e).is_some() {
         let limit = cause_ref::<BodyTooLarge>(&e).map_or(0, |b| b.limit);
         return BodyTooLarge { limit }.into();
@@ -115,8 +148,8 @@ fn classify(endpoint: &str, e: hyper_util::client::legacy::Error) -> Error {
     UpstreamReset { endpoint, source: e.into() }.into()
 }
 
-/// Point `req` at `authority` over plain HTTP (TLS to upstreams comes with `[upstream.tls]`),
-/// keeping its path and query, and set the version spoken upstream.
+/// Point `req` at `authority` over plain HTTP (an upstream with `[upstream.tls]` switches the
+/// scheme to https in [`UpstreamClient::send`]), keeping its path and query, and set the version spoken upstream.
 pub fn address_to(req: &mut Request<Body>, authority: &http::uri::Authority, version: Version) {
     let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut parts = http::uri::Parts::default();

@@ -1,6 +1,10 @@
 //! Listeners: the accept loop (bounded by `max_connections`), one task per connection serving
 //! HTTP/1.1 and h2c on the same port with hyper-util's auto builder, the `[limits]` timeouts,
 //! and graceful drain (stop accepting, let in-flight requests finish).
+//!
+//! On a TLS listener each connection's task first runs the handshake (bounded by
+//! `header_read_timeout`; a failure closes only that connection), then ALPN picks the
+//! protocol: `h2` serves HTTP/2 only, `http/1.1` HTTP/1.1 only, no ALPN either (auto).
 
 pub mod conn;
 pub mod service;
@@ -11,13 +15,14 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Limits, ListenerConfig};
 use crate::metrics::{ListenerLabel, Name};
+use crate::tls;
 use conn::{ConnState, Verdict, Watched};
 use service::{GatewayService, Shared};
 
@@ -46,11 +51,13 @@ pub struct Listener {
     pub socket: TcpListener,
     /// Connection limits.
     pub limits: Arc<Limits>,
+    /// The TLS side, for a listener with `[listener.tls]`.
+    pub tls: Option<Arc<tls::Acceptor>>,
 }
 
 /// Accept connections until `shutdown`, serving each on a task tracked by `tracker`.
 pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToken, tracker: TaskTracker) {
-    let builder = Arc::new(builder(&listener.limits));
+    let builder = Arc::new(Builders::new(&listener.limits));
     let slots = Arc::new(Semaphore::new(listener.limits.max_connections.max(1)));
     let t = tracker.clone();
     t.spawn(async move {
@@ -80,12 +87,57 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToke
                 builder: Arc::clone(&builder),
                 shutdown: shutdown.clone(),
             };
+            let tls = listener.tls.clone();
             tracker.spawn(async move {
-                conn.serve(stream, peer).await;
+                match tls {
+                    None => conn.serve(stream, peer, Protocol::Auto, None).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(a) => {
+                            let protocol = match a.h2 {
+                                Some(true) => Protocol::Http2,
+                                Some(false) => Protocol::Http1,
+                                None => Protocol::Auto,
+                            };
+                            conn.serve(a.stream, peer, protocol, Some(a.client_cert)).await
+                        }
+                        Err(e) => tracing::debug!(listener = %conn.name, client = %peer, error = %e, "TLS handshake failed"),
+                    },
+                }
                 drop(permit);
             });
         }
     });
+}
+
+/// Which protocol a connection speaks: both (plain listeners: HTTP/1.1 and h2c by preface,
+/// or TLS without ALPN), or the one ALPN chose.
+#[derive(Clone, Copy, Debug)]
+enum Protocol {
+    Auto,
+    Http1,
+    Http2,
+}
+
+/// The connection builders, one per [`Protocol`], built once per listener.
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(limits: &Limits) -> Self {
+        let auto = builder(limits);
+        Builders { http1: auto.clone().http1_only(), http2: auto.clone().http2_only(), auto }
+    }
+
+    fn get(&self, p: Protocol) -> &auto::Builder<TokioExecutor> {
+        match p {
+            Protocol::Auto => &self.auto,
+            Protocol::Http1 => &self.http1,
+            Protocol::Http2 => &self.http2,
+        }
+    }
 }
 
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -107,12 +159,22 @@ struct Connection {
     name: Name,
     limits: Arc<Limits>,
     shared: Arc<Shared>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<Builders>,
     shutdown: CancellationToken,
 }
 
 impl Connection {
-    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
+    /// Serve one connection. `client_cert` is `Some` on TLS connections (holding the
+    /// `x-forwarded-client-cert` value when the client presented a certificate).
+    async fn serve<I>(
+        self,
+        stream: I,
+        peer: SocketAddr,
+        protocol: Protocol,
+        client_cert: Option<Option<http::HeaderValue>>,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let gauge = self
             .shared
             .metrics
@@ -120,15 +182,17 @@ impl Connection {
             .get_or_create_owned(&ListenerLabel { listener: Arc::clone(&self.name) });
         gauge.inc();
         let state = Arc::new(ConnState::default());
+        let https = client_cert.is_some();
         let svc = GatewayService::new(
             Arc::clone(&self.shared),
             Arc::clone(&self.name),
             peer,
-            false,
+            https,
             Arc::clone(&state),
-        );
+        )
+        .with_client_cert(client_cert.flatten());
         let io = TokioIo::new(Watched::new(stream, Arc::clone(&state)));
-        let conn = self.builder.serve_connection_with_upgrades(io, svc);
+        let conn = self.builder.get(protocol).serve_connection_with_upgrades(io, svc);
         tokio::pin!(conn);
         let mut draining = false;
         let mut closing = false;

@@ -46,6 +46,7 @@ pub struct GatewayService {
     client: SocketAddr,
     https: bool,
     conn: Arc<ConnState>,
+    client_cert: Option<HeaderValue>,
 }
 
 impl GatewayService {
@@ -57,7 +58,14 @@ impl GatewayService {
         https: bool,
         conn: Arc<ConnState>,
     ) -> Self {
-        GatewayService { shared, listener, client, https, conn }
+        GatewayService { shared, listener, client, https, conn, client_cert: None }
+    }
+
+    /// On an mTLS connection: the `x-forwarded-client-cert` value (SPEC 3) for the verified
+    /// client certificate, set on every request after any client-sent one is removed.
+    pub fn with_client_cert(mut self, xfcc: Option<HeaderValue>) -> Self {
+        self.client_cert = xfcc;
+        self
     }
 }
 
@@ -80,6 +88,9 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
         let guard = self.conn.begin(req.version() == Version::HTTP_2);
         let snap = self.shared.snapshot.load_full();
         req.headers_mut().remove(&X_FORWARDED_CLIENT_CERT);
+        if let Some(xfcc) = &self.client_cert {
+            req.headers_mut().insert(&X_FORWARDED_CLIENT_CERT, xfcc.clone());
+        }
         let request_id = headers::request_id(req.headers());
         let host = headers::request_host(&req).and_then(|h| HeaderValue::from_str(h).ok());
 

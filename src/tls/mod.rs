@@ -1,0 +1,313 @@
+//! TLS termination with rustls (SPEC 2.1 `[listener.tls]`, 2.3, 3 XFCC) and the rustls client
+//! configuration for TLS to upstreams (SPEC 2.2 `[upstream.tls]`).
+//!
+//! - [`store`]: the certificates of one listener's `certs_dir`, loaded, checked, indexed by SNI
+//!   name and swapped atomically on reload, keeping the last good version of each pair.
+//! - [`resolver`]: rustls' `ResolvesServerCert` over the live set (exact, wildcard, default,
+//!   single).
+//! - [`Acceptor`]: the per-listener handshake: read the ClientHello first (tokio-rustls'
+//!   `LazyConfigAcceptor`) so that an unknown SNI name is refused with the `unrecognized_name`
+//!   alert that SPEC 2.3 names (rustls' own resolver failure sends `access_denied`), then finish
+//!   the handshake with the shared `ServerConfig`. The whole handshake is bounded by
+//!   `header_read_timeout` (a client that connects and says nothing is a slowloris too), and
+//!   counted in `switchyard_tls_handshakes_total{listener,result}`.
+//! - [`client`]: the upstream side (webpki roots or a CA file, SNI override, insecure mode).
+//!
+//! TLS 1.2 and 1.3 only (rustls implements nothing older), ALPN `h2` then `http/1.1`; the ring
+//! provider (no native build step). Sessions resume by TLS 1.3 tickets and a session cache.
+
+pub mod client;
+pub mod resolver;
+pub mod store;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
+use rustls::{RootCertStore, ServerConfig};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
+
+use crate::config::{ConfigError, ListenerTls};
+use crate::metrics::{HandshakeLabels, Metrics, Name};
+pub use resolver::SniResolver;
+pub use store::{CertSet, CertStore};
+
+/// Session-cache entries (TLS 1.2 session ids, and TLS 1.3 when tickets are off): about
+/// 200 bytes each, so this bounds the cache near 4 MiB, like NGINX's `ssl_session_cache
+/// shared:SSL:4m` order of magnitude.
+const SESSION_CACHE_ENTRIES: usize = 20_480;
+
+/// The TLS alert record `fatal unrecognized_name` (RFC 6066 §3), written by hand because
+/// rustls' acceptor has no way to send it: record type 21 (alert), legacy version 3.3,
+/// length 2, level 2 (fatal), description 112.
+const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 112];
+
+/// The crypto provider: ring builds without cmake or clang.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Read a PEM CA bundle into a root store.
+pub fn roots(path: &Path) -> Result<RootCertStore, ConfigError> {
+    let certs = store::read_certs(path)?;
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        let message = format!("bad CA bundle: none of its {ignored} certificates is a usable trust anchor");
+        return Err(ConfigError { file: path.to_owned(), line: 1, column: 1, message });
+    }
+    Ok(roots)
+}
+
+// === impl Acceptor ===
+
+/// The TLS side of one listener: its certificate store and rustls configuration.
+#[derive(Debug)]
+pub struct Acceptor {
+    listener: Name,
+    store: Arc<CertStore>,
+    resolver: Arc<SniResolver>,
+    config: Arc<ServerConfig>,
+    metrics: Arc<Metrics>,
+    timeout: Duration,
+}
+
+/// A finished handshake.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The decrypted stream.
+    pub stream: TlsStream<TcpStream>,
+    /// Whether ALPN chose `h2` (`Some(false)`: `http/1.1`; `None`: the client offered no ALPN).
+    pub h2: Option<bool>,
+    /// `x-forwarded-client-cert` for the verified client certificate (mTLS listeners).
+    pub client_cert: Option<HeaderValue>,
+}
+
+/// Why a handshake did not finish; logged at debug level (clients cause these).
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// Not done within `header_read_timeout`.
+    #[error("TLS handshake not finished within {0:?}")]
+    Timeout(Duration),
+    /// No certificate for the SNI name (and no default); `unrecognized_name` was sent.
+    #[error("no certificate for server name {0:?}")]
+    UnrecognizedName(Option<String>),
+    /// Anything rustls or the socket reported (garbage, plain HTTP, bad client certificate).
+    #[error("TLS handshake failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Acceptor {
+    /// Build a listener's TLS side: generate a development certificate if `certs_dir` holds
+    /// none, load the certificates, and read `client_ca` for mTLS. Errors are fatal at start.
+    pub fn new(
+        listener: Name,
+        cfg: &ListenerTls,
+        metrics: Arc<Metrics>,
+        handshake_timeout: Duration,
+    ) -> Result<Self, String> {
+        store::ensure_dev_cert(&cfg.certs_dir, cfg.client_ca.as_deref())?;
+        let store =
+            Arc::new(CertStore::open(cfg.certs_dir.clone(), cfg.client_ca.clone(), Arc::clone(&metrics)));
+        if store.current().load().certs.is_empty() {
+            return Err(format!(
+                "listener {listener:?}: no usable certificate in {} (see the errors above)",
+                cfg.certs_dir.display()
+            ));
+        }
+        let resolver = Arc::new(SniResolver::new(Arc::clone(store.current()), cfg.default_cert.clone()));
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| format!("listener {listener:?}: TLS setup failed: {e}"))?;
+        let builder = match &cfg.client_ca {
+            Some(ca) => {
+                let roots = roots(ca).map_err(|e| format!("listener {listener:?}: client_ca: {e}"))?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .build()
+                    .map_err(|e| format!("listener {listener:?}: client_ca {}: {e}", ca.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::clone(&resolver) as _);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+        config.ticketer = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| format!("listener {listener:?}: TLS ticketer: {e}"))?;
+        Ok(Acceptor {
+            listener,
+            store,
+            resolver,
+            config: Arc::new(config),
+            metrics,
+            timeout: handshake_timeout,
+        })
+    }
+
+    /// The certificate store (reloaded by the certs watch, SIGHUP and `POST /reload`).
+    pub fn store(&self) -> &Arc<CertStore> {
+        &self.store
+    }
+
+    /// Run the handshake on a freshly accepted connection.
+    pub async fn accept(&self, tcp: TcpStream) -> Result<Accepted, HandshakeError> {
+        let r = self.handshake(tcp).await;
+        let result = if r.is_ok() { "success" } else { "failure" };
+        self.metrics
+            .tls_handshakes
+            .get_or_create(&HandshakeLabels { listener: Arc::clone(&self.listener), result })
+            .inc();
+        r
+    }
+
+    async fn handshake(&self, tcp: TcpStream) -> Result<Accepted, HandshakeError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timeout = || HandshakeError::Timeout(self.timeout);
+        let lazy = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+        let mut start = tokio::time::timeout_at(deadline, lazy).await.map_err(|_| timeout())??;
+        let sni = start.client_hello().server_name().map(str::to_owned);
+        if !self.resolver.knows(sni.as_deref()) {
+            // Best effort: the connection is closed either way.
+            let _ = tokio::time::timeout_at(deadline, async {
+                start.io.write_all(&UNRECOGNIZED_NAME_ALERT).await?;
+                start.io.shutdown().await
+            })
+            .await;
+            return Err(HandshakeError::UnrecognizedName(sni));
+        }
+        let stream = tokio::time::timeout_at(deadline, start.into_stream(Arc::clone(&self.config)))
+            .await
+            .map_err(|_| timeout())??;
+        let conn = stream.get_ref().1;
+        let h2 = conn.alpn_protocol().map(|p| p == b"h2");
+        let client_cert =
+            conn.peer_certificates().and_then(|c| c.first()).and_then(|leaf| xfcc(leaf.as_ref()));
+        Ok(Accepted { stream, h2, client_cert })
+    }
+}
+
+// === x-forwarded-client-cert ===
+
+/// Envoy's XFCC form for a client leaf certificate (DER):
+/// `Hash=<sha256 hex>;Subject="<RFC 4514 subject DN>"`.
+pub fn xfcc(der: &[u8]) -> Option<HeaderValue> {
+    let hash = ring::digest::digest(&ring::digest::SHA256, der);
+    let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let subject = x509_parser::parse_x509_certificate(der).ok().map(|(_, c)| rfc4514(c.subject()));
+    let mut v = format!("Hash={hex}");
+    if let Some(s) = subject {
+        v.push_str(";Subject=\"");
+        v.push_str(&s);
+        v.push('"');
+    }
+    // A UTF-8 subject is sent as obs-text bytes, as Envoy does.
+    HeaderValue::from_bytes(v.as_bytes()).ok()
+}
+
+/// A distinguished name as RFC 4514 writes it: the last RDN first, `,` between RDNs, `+`
+/// inside one, special characters escaped.
+fn rfc4514(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let registry = x509_parser::objects::oid_registry();
+    let rdns: Vec<String> = name
+        .iter()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|attr| {
+                    let key = x509_parser::objects::oid2abbrev(attr.attr_type(), registry)
+                        .map(str::to_owned)
+                        .unwrap_or_else(|_| attr.attr_type().to_id_string());
+                    let value = match attr.as_str() {
+                        Ok(s) => escape_dn_value(s),
+                        Err(_) => {
+                            let raw: String =
+                                attr.attr_value().data.iter().map(|b| format!("{b:02x}")).collect();
+                            format!("#{raw}")
+                        }
+                    };
+                    format!("{key}={value}")
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+fn escape_dn_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, c) in s.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && matches!(c, '#' | ' '))
+            || (i + 1 == s.chars().count() && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        if c.is_control() {
+            out.push_str(&format!("\\{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+// === impl Stores ===
+
+/// Every TLS listener's certificate store, reloaded together: on a change under a
+/// `certs_dir` (debounced, SPEC 2.4), on SIGHUP and on `POST /reload`.
+#[derive(Clone, Debug, Default)]
+pub struct Stores(pub Vec<Arc<CertStore>>);
+
+impl Stores {
+    /// Reload every store (blocking file IO: call from `spawn_blocking`).
+    pub fn reload(&self) {
+        for s in &self.0 {
+            s.reload();
+        }
+    }
+
+    /// The problems of the current sets, with the time each set was loaded; `GET /config`
+    /// shows them as `tls_errors` (a bad pair does not fail a reload, so it is not
+    /// `last_error`).
+    pub fn errors(&self) -> Vec<(ConfigError, Option<std::time::SystemTime>)> {
+        self.0
+            .iter()
+            .flat_map(|s| {
+                let set = s.current().load_full();
+                set.errors.iter().map(|e| (e.clone(), set.loaded_at)).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Watch every `certs_dir` and reload on changes. `None` when there is nothing to watch
+    /// or the watch failed (logged: SIGHUP and `POST /reload` still work).
+    pub fn watch(&self) -> Option<crate::config::watch::FolderWatch> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut dirs: Vec<&Path> = self.0.iter().map(|s| s.dir()).collect();
+        dirs.sort();
+        dirs.dedup();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let w = match crate::config::watch::watch(&dirs, tx) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the certificates folders; reload with SIGHUP or POST /reload");
+                return None;
+            }
+        };
+        let stores = self.clone();
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                let s = stores.clone();
+                let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+            }
+        });
+        Some(w)
+    }
+}
