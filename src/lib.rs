@@ -5,8 +5,9 @@
 //! place that knows every module: it wires them into a running [`Gateway`].
 //!
 //! Modules, from the bottom up: `error` and `body` (shared types) ← `config` (files → validated
-//! model) ← `metrics`, `proxy` (one upstream exchange) ← `balance` (upstreams, endpoints,
-//! pickers) ← `router` (compiled route table), `stack` (per-route layers) ← `snapshot` (what
+//! model) ← `metrics`, `discovery` (sources that push endpoint sets), `proxy` (one upstream
+//! exchange) ← `balance` (upstreams, endpoints, pickers) ← `router` (compiled route table),
+//! `stack` (per-route layers) ← `snapshot` (what
 //! a request needs, swapped atomically) ← `server` (listeners) and `admin`.
 
 pub mod access_log;
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod config;
+pub mod discovery;
 pub mod echo;
 pub mod error;
 pub mod health;
@@ -74,7 +76,10 @@ impl Gateway {
     pub async fn start(cfg: GatewayConfig) -> Result<Gateway, StartError> {
         let metrics = Arc::new(Metrics::new());
         let routes_dir = cfg.routes_dir.clone();
-        let reloader = Arc::new(Reloader::new(routes_dir.clone(), cfg.limits.clone(), Arc::clone(&metrics))?);
+        // Discovery sources are shared by every snapshot and started as upstreams need them.
+        let registry = discovery::Registry::new(Arc::clone(&metrics));
+        let reloader =
+            Arc::new(Reloader::new(routes_dir.clone(), cfg.limits.clone(), Arc::clone(&metrics), registry)?);
         let access_log = AccessLog::start(&cfg.access_log).map_err(|e| {
             StartError::Other(format!(
                 "cannot open the access log {}: {e}",

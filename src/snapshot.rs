@@ -5,6 +5,11 @@
 //! The [`Reloader`] serialises reloads (file changes, SIGHUP, `POST /reload`): load and validate
 //! the whole set, build a new snapshot reusing every upstream whose definition did not change
 //! (endpoints, pools and state kept), swap, and keep the last error for `GET /config`.
+//!
+//! Each upstream is fed by a discovery [`Attachment`] held here, next to it: a reused upstream
+//! keeps its attachment (its source keeps running), a new one is attached to the shared source
+//! for its config, and a removed one's attachment is dropped with the old snapshot, which stops
+//! its source once no upstream uses it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,7 +19,8 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use crate::balance::Upstream;
-use crate::config::{self, ConfigError, ConfigErrors, Limits, RouteConfig, RouteSet};
+use crate::config::{self, ConfigError, ConfigErrors, Limits, RouteConfig, RouteSet, StaticEndpoint};
+use crate::discovery::{Attachment, Registry, Target};
 use crate::metrics::{Metrics, Name, ResultLabel, RouteLabel};
 use crate::router::Router;
 use crate::stack::{self, RouteService};
@@ -49,6 +55,8 @@ pub struct Snapshot {
     pub routes: Vec<RouteEntry>,
     /// The upstreams, in load order.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// What feeds each upstream (same order as `upstreams`); dropping one stops feeding it.
+    pub discovery: Vec<Arc<Attachment>>,
 }
 
 impl Snapshot {
@@ -59,14 +67,24 @@ impl Snapshot {
         version: u64,
         limits: &Limits,
         metrics: &Arc<Metrics>,
+        registry: &Registry,
     ) -> Result<Snapshot, String> {
-        let old: HashMap<&str, &Arc<Upstream>> =
-            previous.map(|p| p.upstreams.iter().map(|u| (u.name.as_str(), u)).collect()).unwrap_or_default();
+        let old: HashMap<&str, (&Arc<Upstream>, &Arc<Attachment>)> = previous
+            .map(|p| p.upstreams.iter().zip(&p.discovery).map(|(u, a)| (u.name.as_str(), (u, a))).collect())
+            .unwrap_or_default();
         let mut upstreams = Vec::with_capacity(set.upstreams.len());
+        let mut discovery = Vec::with_capacity(set.upstreams.len());
         for cfg in set.upstreams {
             match old.get(cfg.name.as_str()) {
-                Some(u) if u.config == cfg => upstreams.push(Arc::clone(u)),
-                _ => upstreams.push(Upstream::with_metrics(cfg, Some(Arc::clone(metrics)))?),
+                Some((u, a)) if u.config == cfg => {
+                    upstreams.push(Arc::clone(u));
+                    discovery.push(Arc::clone(a));
+                }
+                _ => {
+                    let u = Upstream::with_metrics(cfg, Some(Arc::clone(metrics)))?;
+                    discovery.push(Arc::new(registry.attach(&u, &u.name, &u.config.discovery)));
+                    upstreams.push(u);
+                }
             }
         }
         let by_name: HashMap<String, Arc<Upstream>> =
@@ -87,7 +105,25 @@ impl Snapshot {
                 }
             })
             .collect();
-        Ok(Snapshot { version, loaded_at: SystemTime::now(), files: set.files, router, routes, upstreams })
+        Ok(Snapshot {
+            version,
+            loaded_at: SystemTime::now(),
+            files: set.files,
+            router,
+            routes,
+            upstreams,
+            discovery,
+        })
+    }
+}
+
+/// Discovery feeds an upstream through its own bookkeeping (`balance` owns the set).
+impl Target for Upstream {
+    fn apply_endpoints(&self, set: &[StaticEndpoint]) -> Result<(), String> {
+        self.set_endpoints(set)
+    }
+    fn apply_error(&self, error: String) {
+        self.set_discovery_error(error)
     }
 }
 
@@ -108,22 +144,30 @@ pub struct Reloader {
     routes_dir: PathBuf,
     limits: Limits,
     metrics: Arc<Metrics>,
+    registry: Registry,
     current: Arc<ArcSwap<Snapshot>>,
     last_error: Mutex<Option<LastError>>,
     serial: Mutex<()>,
 }
 
 impl Reloader {
-    /// Load the first snapshot; errors here are fatal at start.
-    pub fn new(routes_dir: PathBuf, limits: Limits, metrics: Arc<Metrics>) -> Result<Self, ConfigErrors> {
+    /// Load the first snapshot, starting its discovery sources in `registry`; errors here are
+    /// fatal at start.
+    pub fn new(
+        routes_dir: PathBuf,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        registry: Registry,
+    ) -> Result<Self, ConfigErrors> {
         let set = config::load_routes(&routes_dir)?;
-        let snap = Snapshot::build(set, None, 1, &limits, &metrics).map_err(|m| {
+        let snap = Snapshot::build(set, None, 1, &limits, &metrics, &registry).map_err(|m| {
             ConfigErrors(vec![ConfigError { file: routes_dir.clone(), line: 1, column: 1, message: m }])
         })?;
         Ok(Reloader {
             routes_dir,
             limits,
             metrics,
+            registry,
             current: Arc::new(ArcSwap::from_pointee(snap)),
             last_error: Mutex::new(None),
             serial: Mutex::new(()),
@@ -133,6 +177,11 @@ impl Reloader {
     /// The live snapshot cell, shared with the listeners.
     pub fn current(&self) -> &Arc<ArcSwap<Snapshot>> {
         &self.current
+    }
+
+    /// The shared discovery sources.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The last failure, if the last attempt failed.
@@ -145,14 +194,15 @@ impl Reloader {
         let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
         let result = config::load_routes(&self.routes_dir).and_then(|set| {
             let prev = self.current.load_full();
-            Snapshot::build(set, Some(&prev), prev.version + 1, &self.limits, &self.metrics).map_err(|m| {
-                ConfigErrors(vec![ConfigError {
-                    file: self.routes_dir.clone(),
-                    line: 1,
-                    column: 1,
-                    message: m,
-                }])
-            })
+            Snapshot::build(set, Some(&prev), prev.version + 1, &self.limits, &self.metrics, &self.registry)
+                .map_err(|m| {
+                    ConfigErrors(vec![ConfigError {
+                        file: self.routes_dir.clone(),
+                        line: 1,
+                        column: 1,
+                        message: m,
+                    }])
+                })
         });
         let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         match result {

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Action, ConfigError, HostMatch, PathMatch, ValueMatch};
+use crate::discovery;
 use crate::metrics::Metrics;
 use crate::snapshot::{Reloader, Snapshot};
 
@@ -89,7 +90,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             } else if !state.listening.load(Ordering::Relaxed) {
                 text(StatusCode::SERVICE_UNAVAILABLE, "starting\n", "text/plain")
             } else {
-                text(StatusCode::OK, "ready\n", "text/plain")
+                ready(state, &snap)
             }
         }
         (&Method::GET, "/metrics") => text(
@@ -127,6 +128,41 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
             "text/plain",
         ),
     }
+}
+
+/// `GET /ready` once listening (SPEC 5, 3.1): wait for every upstream's first discovery result
+/// (endpoints, an authoritative empty answer, or an error), but at most
+/// [`discovery::READY_BOUND`] after start; then ready, with what is still missing or failing
+/// listed in the body.
+fn ready(state: &AdminState, snap: &Snapshot) -> Response<Full<Bytes>> {
+    let mut pending = Vec::new();
+    let mut failing = Vec::new();
+    for u in &snap.upstreams {
+        let st = u.discovery_status();
+        if st.first_result_at.is_none() {
+            pending.push(u.name.as_str());
+        }
+        if let Some(e) = st.last_error {
+            failing.push(format!("upstream {}: discovery error: {e}", u.name));
+        }
+    }
+    let bounded = state.reloader.registry().started().elapsed() >= discovery::READY_BOUND;
+    let mut body = String::new();
+    let status = if pending.is_empty() || bounded {
+        body.push_str("ready\n");
+        StatusCode::OK
+    } else {
+        body.push_str("waiting for discovery\n");
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    for p in &pending {
+        body.push_str(&format!("upstream {p}: no discovery result yet\n"));
+    }
+    for f in &failing {
+        body.push_str(f);
+        body.push('\n');
+    }
+    text(status, body, "text/plain")
 }
 
 fn error_view(e: &ConfigError, at: Option<SystemTime>) -> Value {

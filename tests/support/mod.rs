@@ -352,3 +352,8 @@ pub async fn closed_after(
         }
     }
 }
+
+pub mod consul_double;
+pub mod disc;
+pub mod dns;
+pub mod zk;

@@ -1,0 +1,297 @@
+//! The `consul` source: blocking queries on `GET /v1/health/service/<service>` (SPEC 2.2.1).
+//!
+//! The loop follows Consul's "Blocking Queries" documentation and its implementation
+//! details section: send `index` = the last `X-Consul-Index` and `wait`; the server holds the
+//! request until the result may have changed or `wait` (plus up to `wait/16` of jitter) passes.
+//! A returned index is not a promise of change, so equal sets are dropped by the publisher.
+//! Per the docs, an index that goes backwards resets to 0 (a plain read), a returned index of
+//! 0 is treated as 1, and the loop is rate-limited — here a token bucket of [`RATE`] queries
+//! per second with a burst of [`BURST`] — so a server (or proxy) that answers at once cannot
+//! make us spin. Errors (unreachable agent, non-200, bad JSON) keep the set, back off with
+//! jitter from 1 s to 30 s, and the next query after an error is a plain read.
+//!
+//! Address = `Service.Address`, else `Node.Address`; weight = `Service.Weights.Passing`
+//! (default 1). The client is hyper-util's pooled client over plain HTTP; the ACL token is read
+//! from the environment variable named by `token_env` at every query, so a rotated token is
+//! picked up without a reload.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use crate::config::StaticEndpoint;
+
+use super::{Backoff, Publisher};
+
+/// Sustained queries per second at most (SPEC 3.1): a blocking query that returns because of a
+/// change is re-issued at once, but a server that never blocks costs at most this.
+pub const RATE: f64 = 2.0;
+/// Queries that may go out back to back before the rate applies (a change right after a
+/// change is followed without delay).
+pub const BURST: f64 = 2.0;
+/// Consul caps `wait` at 10 minutes.
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// What to watch.
+#[derive(Debug, Clone)]
+pub struct ConsulSource {
+    /// `http://host:port` of an agent.
+    pub address: String,
+    /// Service name.
+    pub service: String,
+    /// `tag` filter.
+    pub tag: Option<String>,
+    /// `dc`.
+    pub datacenter: Option<String>,
+    /// `passing`.
+    pub passing_only: bool,
+    /// Env var holding the ACL token.
+    pub token_env: Option<String>,
+    /// Blocking-query `wait`.
+    pub wait: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Entry {
+    node: Node,
+    service: Service,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Node {
+    #[serde(default)]
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Service {
+    #[serde(default)]
+    address: String,
+    port: u16,
+    #[serde(default)]
+    weights: Option<Weights>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Weights {
+    #[serde(default)]
+    passing: Option<u32>,
+}
+
+/// Parse a `/v1/health/service` answer into endpoints.
+pub fn parse(body: &[u8]) -> Result<Vec<StaticEndpoint>, String> {
+    let entries: Vec<Entry> =
+        serde_json::from_slice(body).map_err(|e| format!("bad JSON from Consul: {e}"))?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|e| {
+            let host = if e.service.address.is_empty() { e.node.address } else { e.service.address };
+            if host.is_empty() || e.service.port == 0 {
+                return None;
+            }
+            let address = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]:{}", e.service.port)
+            } else {
+                format!("{host}:{}", e.service.port)
+            };
+            let weight = e.service.weights.and_then(|w| w.passing).unwrap_or(1).max(1);
+            Some(StaticEndpoint { address, weight })
+        })
+        .collect())
+}
+
+/// Percent-encode a path segment or query value (RFC 3986 unreserved characters pass).
+fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The query URL for `index` (0 = a plain read).
+pub fn url(src: &ConsulSource, index: u64) -> String {
+    let mut u = format!("{}/v1/health/service/{}?", src.address.trim_end_matches('/'), enc(&src.service));
+    let mut q = Vec::new();
+    if index > 0 {
+        q.push(format!("index={index}"));
+        q.push(format!("wait={}ms", src.wait.min(MAX_WAIT).as_millis()));
+    }
+    if src.passing_only {
+        q.push("passing=true".into());
+    }
+    if let Some(t) = &src.tag {
+        q.push(format!("tag={}", enc(t)));
+    }
+    if let Some(dc) = &src.datacenter {
+        q.push(format!("dc={}", enc(dc)));
+    }
+    u.push_str(&q.join("&"));
+    u
+}
+
+/// The next index from the last one and the server's `X-Consul-Index` (Consul's rules).
+pub fn next_index(last: u64, returned: u64) -> u64 {
+    if returned == 0 {
+        1
+    } else if returned < last {
+        0
+    } else {
+        returned
+    }
+}
+
+/// A token bucket: `rate` per second, `burst` at once.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    async fn take(&mut self) {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * RATE).min(BURST);
+        self.at = now;
+        if self.tokens < 1.0 {
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / RATE);
+            tokio::time::sleep(wait).await;
+            self.tokens = 1.0;
+            self.at = Instant::now();
+        }
+        self.tokens -= 1.0;
+    }
+}
+
+/// Run the source until the registry aborts it.
+pub async fn run(src: ConsulSource, out: Publisher) {
+    if !src.address.starts_with("http://") {
+        out.fail(format!(
+            "consul address {:?}: only http:// is supported (put a local agent or a TLS-terminating proxy in front)",
+            src.address
+        ));
+        return std::future::pending().await;
+    }
+    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut bucket = Bucket { tokens: BURST, at: Instant::now() };
+    let mut backoff = Backoff::new();
+    let mut index = 0u64;
+    loop {
+        bucket.take().await;
+        match query(&client, &src, index).await {
+            Ok((returned, set)) => {
+                index = next_index(index, returned);
+                out.reset(set);
+                backoff.reset();
+            }
+            Err(e) => {
+                out.fail(e);
+                index = 0;
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+async fn query(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    src: &ConsulSource,
+    index: u64,
+) -> Result<(u64, Vec<StaticEndpoint>), String> {
+    let uri = url(src, index);
+    let mut req = Request::get(&uri);
+    if let Some(var) = &src.token_env {
+        if let Ok(token) = std::env::var(var) {
+            req = req.header("x-consul-token", token);
+        }
+    }
+    let req = req.body(Empty::new()).map_err(|e| format!("bad Consul request {uri}: {e}"))?;
+    // Consul holds a blocking query up to `wait` plus wait/16 of jitter; allow for that.
+    let limit = if index > 0 {
+        let w = src.wait.min(MAX_WAIT);
+        w + w / 16 + Duration::from_secs(10)
+    } else {
+        Duration::from_secs(10)
+    };
+    let res = tokio::time::timeout(limit, client.request(req))
+        .await
+        .map_err(|_| format!("Consul query {uri} timed out"))?
+        .map_err(|e| format!("Consul query {uri} failed: {e}"))?;
+    let status = res.status();
+    let returned = res
+        .headers()
+        .get("x-consul-index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let body = tokio::time::timeout(Duration::from_secs(30), res.into_body().collect())
+        .await
+        .map_err(|_| format!("Consul answer from {uri} timed out"))?
+        .map_err(|e| format!("Consul answer from {uri} failed: {e}"))?
+        .to_bytes();
+    if status != StatusCode::OK {
+        let text = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_owned();
+        return Err(format!("Consul answered {status} to {uri}: {text}"));
+    }
+    Ok((returned, parse(&body)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_rules() {
+        assert_eq!(next_index(0, 5), 5);
+        assert_eq!(next_index(5, 5), 5);
+        assert_eq!(next_index(5, 3), 0, "backwards resets");
+        assert_eq!(next_index(5, 0), 1, "zero is treated as one");
+    }
+
+    #[test]
+    fn addresses_and_weights() {
+        let body = br#"[
+          {"Node":{"Address":"10.0.0.1"},"Service":{"Address":"","Port":80}},
+          {"Node":{"Address":"10.0.0.1"},"Service":{"Address":"10.0.0.2","Port":81,"Weights":{"Passing":3,"Warning":1}}},
+          {"Node":{"Address":"::1"},"Service":{"Address":"","Port":82}}
+        ]"#;
+        let eps = parse(body).unwrap();
+        let got: Vec<(&str, u32)> = eps.iter().map(|e| (e.address.as_str(), e.weight)).collect();
+        assert_eq!(got, [("10.0.0.1:80", 1), ("10.0.0.2:81", 3), ("[::1]:82", 1)]);
+    }
+
+    #[test]
+    fn query_url() {
+        let src = ConsulSource {
+            address: "http://127.0.0.1:8500/".into(),
+            service: "web api".into(),
+            tag: Some("v2".into()),
+            datacenter: Some("dc1".into()),
+            passing_only: true,
+            token_env: None,
+            wait: Duration::from_secs(300),
+        };
+        assert_eq!(
+            url(&src, 0),
+            "http://127.0.0.1:8500/v1/health/service/web%20api?passing=true&tag=v2&dc=dc1"
+        );
+        assert_eq!(
+            url(&src, 7),
+            "http://127.0.0.1:8500/v1/health/service/web%20api?index=7&wait=300000ms&passing=true&tag=v2&dc=dc1"
+        );
+    }
+}

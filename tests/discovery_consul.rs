@@ -1,0 +1,371 @@
+//! Consul discovery end to end: the real gateway against the Consul API double
+//! (tests/support/consul_double.rs), or a real `consul agent -dev` when
+//! `SWITCHYARD_CONSUL_ADDR` is set (steps that need the double's controls are then skipped,
+//! with a note on stderr).
+
+mod support;
+
+use std::time::Duration;
+
+use support::consul_double::{Consul, Reg};
+use support::disc::*;
+use support::*;
+
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A service name unique to this run (a real agent is shared between tests and runs).
+fn svc(test: &str) -> String {
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("sy-{test}-{}-{n}", std::process::id())
+}
+
+fn routes(consul: &Consul, service: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[upstream]]
+name = "svc"
+discovery = {{ type = "consul", address = "{}", service = "{service}", wait = "30s"{extra} }}
+
+[[route]]
+name = "svc"
+upstream = "svc"
+"#,
+        consul.url
+    )
+}
+
+fn port(u: &FakeUpstream) -> u16 {
+    u.addr.port()
+}
+
+#[tokio::test]
+async fn registration_and_deregistration_are_followed_within_a_second() {
+    let consul = Consul::start().await;
+    let name = svc("follow");
+    let (a, b) = (echo("a").await, echo("b").await);
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
+    let gw = gateway(&routes(&consul, &name, "")).await;
+    until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
+
+    consul
+        .register(Reg { id: &format!("{name}-b"), name: &name, port: port(&b), ..Default::default() })
+        .await;
+    until_served(&gw, "/", &["a", "b"], Duration::from_secs(1)).await;
+    consul.deregister(&format!("{name}-a")).await;
+    until_served(&gw, "/", &["b"], Duration::from_secs(1)).await;
+    consul.deregister(&format!("{name}-b")).await;
+    until_served(&gw, "/", &["503"], Duration::from_secs(1)).await;
+    let v = upstream_view(&gw, "svc").await;
+    assert_eq!(v["discovery"]["type"], "consul");
+    assert!(v["discovery"]["last_error"].is_null(), "{v}");
+    assert!(v["discovery"]["last_update"].is_string(), "{v}");
+    let updates =
+        metric_value(&gw, "switchyard_discovery_updates_total{upstream=\"svc\",type=\"consul\"}").await;
+    assert!(updates >= 4.0, "updates counted: {updates}");
+}
+
+#[tokio::test]
+async fn no_busy_polling_while_nothing_changes_and_a_server_that_never_blocks_cannot_make_it_spin() {
+    let consul = Consul::start().await;
+    let Some(double) = consul.double("count requests") else { return };
+    let name = svc("quiet");
+    let a = echo("a").await;
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
+    let gw = gateway(&routes(&consul, &name, "")).await;
+    until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = double.health_requests();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let quiet = double.health_requests() - before;
+    assert_eq!(quiet, 0, "a blocking query is held while nothing changes; {quiet} requests in 3 s");
+
+    double.answer_at_once(true);
+    let before = double.health_requests();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let spun = double.health_requests() - before;
+    assert!(spun <= 2 * 3 + 3, "at most 2 queries/s sustained: {spun} in 3 s");
+    assert!(spun >= 3, "it keeps polling: {spun} in 3 s");
+    double.answer_at_once(false);
+    until_served(&gw, "/", &["a"], Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn an_outage_keeps_the_set_and_recovery_resumes_the_watch() {
+    let consul = Consul::start().await;
+    let Some(double) = consul.double("outage") else { return };
+    let name = svc("outage");
+    let (a, b) = (echo("a").await, echo("b").await);
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
+    let gw = gateway(&routes(&consul, &name, "")).await;
+    until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
+
+    double.stop();
+    poll_until(Duration::from_secs(5), "last_error shown in /upstreams", || async {
+        !upstream_view(&gw, "svc").await["discovery"]["last_error"].is_null()
+    })
+    .await;
+    assert_eq!(served(&gw, "/", 10).await, set(&["a"]), "traffic continues to the last set");
+    let errors =
+        metric_value(&gw, "switchyard_discovery_errors_total{upstream=\"svc\",type=\"consul\"}").await;
+    assert!(errors >= 1.0, "errors counted: {errors}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(served(&gw, "/", 10).await, set(&["a"]), "still the last set after retries");
+
+    double.restart().await;
+    consul
+        .register(Reg { id: &format!("{name}-b"), name: &name, port: port(&b), ..Default::default() })
+        .await;
+    // The next retry is at most ~4.8 s away (backoff 1 s, 2 s, 4 s with jitter).
+    until_served(&gw, "/", &["a", "b"], Duration::from_secs(8)).await;
+    let v = upstream_view(&gw, "svc").await;
+    assert!(v["discovery"]["last_error"].is_null(), "recovery clears the error: {v}");
+}
+
+#[tokio::test]
+async fn an_index_that_goes_backwards_resets_the_watch() {
+    let consul = Consul::start().await;
+    let Some(double) = consul.double("index reset") else { return };
+    let name = svc("reset");
+    let (a, b) = (echo("a").await, echo("b").await);
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
+    let gw = gateway(&routes(&consul, &name, "")).await;
+    until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
+    // A restored server: the index is far below what the gateway last saw. A client that kept
+    // its old index would now block for the whole `wait` (30 s) and miss the change below.
+    double.reset_index(2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    consul
+        .register(Reg { id: &format!("{name}-b"), name: &name, port: port(&b), ..Default::default() })
+        .await;
+    until_served(&gw, "/", &["a", "b"], Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn tag_and_passing_filters() {
+    let consul = Consul::start().await;
+    let name = svc("filters");
+    let (a, b, c) = (echo("a").await, echo("b").await, echo("c").await);
+    consul
+        .register(Reg {
+            id: &format!("{name}-a"),
+            name: &name,
+            port: port(&a),
+            tags: &["v1"],
+            ..Default::default()
+        })
+        .await;
+    consul
+        .register(Reg {
+            id: &format!("{name}-b"),
+            name: &name,
+            port: port(&b),
+            tags: &["v2"],
+            ..Default::default()
+        })
+        .await;
+    let c_id = format!("{name}-c");
+    consul
+        .register(Reg {
+            id: &c_id,
+            name: &name,
+            port: port(&c),
+            tags: &["v2"],
+            ttl_check: true,
+            ..Default::default()
+        })
+        .await;
+    let text = format!(
+        r#"
+[[upstream]]
+name = "v2"
+discovery = {{ type = "consul", address = "{url}", service = "{name}", tag = "v2", wait = "30s" }}
+[[upstream]]
+name = "v2-all"
+discovery = {{ type = "consul", address = "{url}", service = "{name}", tag = "v2", passing_only = false, wait = "30s" }}
+[[upstream]]
+name = "any"
+discovery = {{ type = "consul", address = "{url}", service = "{name}", datacenter = "dc1", wait = "30s" }}
+[[route]]
+name = "v2"
+path_prefix = "/v2"
+upstream = "v2"
+[[route]]
+name = "v2-all"
+path_prefix = "/all"
+upstream = "v2-all"
+[[route]]
+name = "any"
+upstream = "any"
+"#,
+        url = consul.url
+    );
+    let gw = gateway(&text).await;
+    until_served(&gw, "/v2", &["b"], Duration::from_secs(5)).await;
+    until_served(&gw, "/all", &["b", "c"], Duration::from_secs(5)).await;
+    until_served(&gw, "/", &["a", "b"], Duration::from_secs(5)).await;
+    consul.set_passing(&c_id, true).await;
+    until_served(&gw, "/v2", &["b", "c"], Duration::from_secs(1)).await;
+    until_served(&gw, "/", &["a", "b", "c"], Duration::from_secs(1)).await;
+    consul.set_passing(&c_id, false).await;
+    until_served(&gw, "/v2", &["b"], Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn service_address_beats_node_address_and_weights_come_from_the_service() {
+    let consul = Consul::start().await;
+    let name = svc("address");
+    let on2 = echo_on("127.0.0.2", "service-address").await;
+    let on1 = echo("node-address").await;
+    consul
+        .register(Reg {
+            id: &format!("{name}-s"),
+            name: &name,
+            address: "127.0.0.2",
+            port: port(&on2),
+            weight: Some(3),
+            ..Default::default()
+        })
+        .await;
+    consul
+        .register(Reg {
+            id: &format!("{name}-n"),
+            name: &name,
+            address: "",
+            port: port(&on1),
+            ..Default::default()
+        })
+        .await;
+    let gw = gateway(&routes(&consul, &name, "")).await;
+    until_served(&gw, "/", &["node-address", "service-address"], Duration::from_secs(5)).await;
+    let v = upstream_view(&gw, "svc").await;
+    let mut eps: Vec<(String, u64)> = v["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["address"].as_str().unwrap().to_owned(), e["weight"].as_u64().unwrap()))
+        .collect();
+    eps.sort();
+    assert_eq!(eps, [(format!("127.0.0.1:{}", port(&on1)), 1), (format!("127.0.0.2:{}", port(&on2)), 3)]);
+}
+
+#[tokio::test]
+async fn the_acl_token_comes_from_token_env() {
+    let consul = Consul::start().await;
+    let Some(double) = consul.double("ACL token") else { return };
+    let var = format!("SWITCHYARD_TEST_CONSUL_TOKEN_{}", std::process::id());
+    std::env::set_var(&var, "s3cret");
+    let name = svc("token");
+    let a = echo("a").await;
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
+    double.require_token("s3cret");
+    let text = format!(
+        r#"
+[[upstream]]
+name = "svc"
+discovery = {{ type = "consul", address = "{url}", service = "{name}", token_env = "{var}", wait = "30s" }}
+[[upstream]]
+name = "no-token"
+discovery = {{ type = "consul", address = "{url}", service = "{name}", wait = "30s" }}
+[[route]]
+name = "svc"
+upstream = "svc"
+[[route]]
+name = "no-token"
+path_prefix = "/nt"
+upstream = "no-token"
+"#,
+        url = consul.url
+    );
+    let gw = gateway(&text).await;
+    until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
+    let v = upstream_view(&gw, "no-token").await;
+    assert!(v["discovery"]["last_error"].as_str().unwrap_or_default().contains("403"), "{v}");
+    assert_eq!(served(&gw, "/nt", 2).await, set(&["503"]));
+}
+
+#[tokio::test]
+async fn equal_sources_share_one_watch_that_stops_when_no_upstream_uses_it() {
+    let consul = Consul::start().await;
+    let Some(double) = consul.double("count requests") else { return };
+    let name = svc("shared");
+    let a = echo("a").await;
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
+    let disc =
+        format!(r#"{{ type = "consul", address = "{}", service = "{name}", wait = "30s" }}"#, consul.url);
+    let text = format!(
+        "[[upstream]]\nname = \"one\"\ndiscovery = {disc}\n[[upstream]]\nname = \"two\"\ndiscovery = {disc}\n\
+         [[route]]\nname = \"one\"\npath_prefix = \"/one\"\nupstream = \"one\"\n\
+         [[route]]\nname = \"two\"\nupstream = \"two\"\n"
+    );
+    let gw = gateway(&text).await;
+    until_served(&gw, "/one", &["a"], Duration::from_secs(5)).await;
+    until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(double.health_requests(), 2, "one watch: a plain read, then one held blocking query");
+
+    // A reload that keeps both upstreams keeps the watch: no new query.
+    gw.write_routes("extra.toml", "[[route]]\nname = \"x\"\npath = \"/x\"\nrespond = { status = 204 }\n");
+    gw.gateway().reload().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(double.health_requests(), 2, "unchanged upstreams keep their source across a reload");
+
+    // A reload without them stops it: changes no longer cause queries.
+    gw.write_routes("routes.toml", "");
+    gw.gateway().reload().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = double.health_requests();
+    consul.deregister(&format!("{name}-a")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(double.health_requests(), before, "the source stopped with its last upstream");
+}
+
+/// Benchmark (ignored; run with `cargo test --release --test discovery_consul -- --ignored
+/// --nocapture`): time from a registration in the Consul double (the PUT returning) to the
+/// first request through the gateway that reaches the new instance, median over 20 changes.
+#[tokio::test]
+#[ignore = "benchmark"]
+async fn bench_registration_to_first_request() {
+    let consul = Consul::start().await;
+    let name = svc("bench");
+    let first = upstream(status(200)).await;
+    consul
+        .register(Reg { id: &format!("{name}-0"), name: &name, port: port(&first), ..Default::default() })
+        .await;
+    let gw = gateway(&routes(&consul, &name, "")).await;
+    poll_until(Duration::from_secs(10), "served", || async { get(&gw.url("/")).await.status == 200 }).await;
+    let mut times = Vec::new();
+    let mut prev = (format!("{name}-0"), first);
+    for i in 1..=20 {
+        let next = upstream(status(200)).await;
+        let id = format!("{name}-{i}");
+        let t0 = std::time::Instant::now();
+        consul.register(Reg { id: &id, name: &name, port: port(&next), ..Default::default() }).await;
+        while next.hits() == 0 {
+            let _ = get(&gw.url("/")).await;
+        }
+        times.push(t0.elapsed());
+        consul.deregister(&prev.0).await;
+        prev = (id, next);
+        // Two changes per round (register + deregister): pace the rounds to stay within the
+        // 2 queries/s budget, so each change meets a held blocking query. Faster churn than
+        // that is followed at the rate limit instead (up to ~0.5 s per change).
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    times.sort();
+    println!(
+        "consul change -> first request: median {:?}, min {:?}, max {:?} (20 changes)",
+        times[10], times[0], times[19]
+    );
+}

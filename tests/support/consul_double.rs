@@ -1,0 +1,370 @@
+//! A Consul HTTP API double, written from Consul's API documentation (no Consul binary can be
+//! installed on these machines). It serves what switchyard's consul source and the tests use:
+//!
+//! - `GET /v1/health/service/<name>` with `passing`, `tag`, `dc`, and blocking queries: with an
+//!   `index` at or above the current one the request is held until the catalog changes or
+//!   `wait` (default 5 m, max 10 m) passes; every answer carries `X-Consul-Index`. The entries
+//!   are `{Node: {Node, Address, Datacenter}, Service: {ID, Service, Tags, Address, Port,
+//!   Weights}, Checks: [...]}`.
+//! - The agent endpoints the tests drive it with, as on a real agent:
+//!   `PUT /v1/agent/service/register` (`ID`, `Name`, `Tags`, `Address`, `Port`, `Weights`,
+//!   `Check: {TTL}` — a TTL check starts critical, like Consul's), `PUT
+//!   /v1/agent/service/deregister/<id>`, `PUT /v1/agent/check/pass|fail/service:<id>`.
+//! - An ACL token: when set, requests without a matching `X-Consul-Token` get 403.
+//!
+//! Controls a real agent does not have: count requests, stop and restart (an outage), move the
+//! index backwards (a restarted server), answer blocking queries at once (a misbehaving proxy).
+//!
+//! `SWITCHYARD_CONSUL_ADDR=http://127.0.0.1:8500` makes [`Consul::start`] use a real
+//! `consul agent -dev` instead; tests that need the double-only controls then say so and skip
+//! those steps.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+struct Instance {
+    id: String,
+    name: String,
+    address: String,
+    port: u16,
+    tags: Vec<String>,
+    weight: Option<u64>,
+    passing: bool,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    services: BTreeMap<String, Instance>,
+    token: Option<String>,
+    answer_at_once: bool,
+}
+
+#[derive(Debug)]
+struct DoubleState {
+    inner: Mutex<Inner>,
+    /// (index, restarts): a restart releases every held query even if the index went down.
+    index: watch::Sender<(u64, u64)>,
+    health_requests: AtomicUsize,
+}
+
+/// The double.
+#[derive(Debug)]
+pub struct ConsulDouble {
+    pub addr: SocketAddr,
+    state: Arc<DoubleState>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ConsulDouble {
+    pub async fn start() -> ConsulDouble {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(DoubleState {
+            inner: Mutex::new(Inner::default()),
+            index: watch::channel((10, 0)).0,
+            health_requests: AtomicUsize::new(0),
+        });
+        let task = serve(listener, Arc::clone(&state));
+        ConsulDouble { addr, state, task: Mutex::new(Some(task)) }
+    }
+
+    /// `GET /v1/health/service` requests received so far.
+    pub fn health_requests(&self) -> usize {
+        self.state.health_requests.load(Ordering::SeqCst)
+    }
+
+    /// Require this ACL token.
+    pub fn require_token(&self, token: &str) {
+        self.state.inner.lock().unwrap().token = Some(token.to_owned());
+    }
+
+    /// Answer blocking queries at once (ignore `index`), as a broken proxy would.
+    pub fn answer_at_once(&self, yes: bool) {
+        self.state.inner.lock().unwrap().answer_at_once = yes;
+        self.state.index.send_modify(|_| {});
+    }
+
+    /// Move the index back to `to` (a restarted server that lost its raft log), waking every
+    /// blocked query.
+    pub fn reset_index(&self, to: u64) {
+        self.state.index.send_modify(|(i, r)| {
+            *i = to;
+            *r += 1;
+        });
+    }
+
+    /// An outage: close the listener and every connection.
+    pub fn stop(&self) {
+        if let Some(t) = self.task.lock().unwrap().take() {
+            t.abort();
+        }
+    }
+
+    /// Serve again on the same port.
+    pub async fn restart(&self) {
+        self.stop();
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot rebind {}: {e}", self.addr),
+            }
+        };
+        *self.task.lock().unwrap() = Some(serve(listener, Arc::clone(&self.state)));
+    }
+}
+
+impl Drop for ConsulDouble {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve(listener: TcpListener, state: Arc<DoubleState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // Connections live in the set, so aborting this task closes them all (an outage).
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let state = Arc::clone(&state);
+            conns.spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let state = Arc::clone(&state);
+                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+            while conns.try_join_next().is_some() {}
+        }
+    })
+}
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_owned(), v.replace("%20", " "))
+        })
+        .collect()
+}
+
+/// Go's duration syntax, the subset Consul clients send.
+fn parse_wait(s: &str) -> Option<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return None,
+    })
+}
+
+async fn handle(state: &DoubleState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let token = state.inner.lock().unwrap().token.clone();
+    if let Some(t) = token {
+        if req.headers().get("x-consul-token").and_then(|v| v.to_str().ok()) != Some(t.as_str()) {
+            return reply(StatusCode::FORBIDDEN, "Permission denied: token not found");
+        }
+    }
+    if let (&Method::GET, Some(name)) = (req.method(), path.strip_prefix("/v1/health/service/")) {
+        state.health_requests.fetch_add(1, Ordering::SeqCst);
+        let q = query(&req);
+        let name = name.replace("%20", " ");
+        if let Some(index) = q.get("index").and_then(|i| i.parse::<u64>().ok()) {
+            let wait = q.get("wait").and_then(|w| parse_wait(w)).unwrap_or(Duration::from_secs(300));
+            let wait = wait.min(Duration::from_secs(600));
+            let mut rx = state.index.subscribe();
+            let restarts = rx.borrow_and_update().1;
+            // As Consul does: held while the index is at or below the requested one, until
+            // `wait` passes; a "restart" (reset_index) releases held queries with the lower index.
+            let deadline = tokio::time::Instant::now() + wait;
+            while !state.inner.lock().unwrap().answer_at_once {
+                let (now, r) = *rx.borrow_and_update();
+                if now > index || r != restarts {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let index = state.index.borrow().0;
+        let inner = state.inner.lock().unwrap();
+        let passing_only = q.get("passing").is_some_and(|v| v != "false" && v != "0");
+        let entries: Vec<Value> = inner
+            .services
+            .values()
+            .filter(|i| i.name == name)
+            .filter(|i| !passing_only || i.passing)
+            .filter(|i| q.get("tag").is_none_or(|t| i.tags.contains(t)))
+            .filter(|_| q.get("dc").is_none_or(|d| d == "dc1"))
+            .map(|i| {
+                let status = if i.passing { "passing" } else { "critical" };
+                json!({
+                    "Node": { "Node": "double", "Address": "127.0.0.1", "Datacenter": "dc1" },
+                    "Service": {
+                        "ID": i.id, "Service": i.name, "Tags": i.tags, "Address": i.address, "Port": i.port,
+                        "Weights": { "Passing": i.weight.unwrap_or(1), "Warning": 1 },
+                    },
+                    "Checks": [
+                        { "CheckID": "serfHealth", "Status": "passing" },
+                        { "CheckID": format!("service:{}", i.id), "Status": status },
+                    ],
+                })
+            })
+            .collect();
+        let mut r = reply(StatusCode::OK, serde_json::to_vec(&entries).unwrap());
+        r.headers_mut().insert("x-consul-index", index.to_string().parse().unwrap());
+        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        return r;
+    }
+    if req.method() != Method::PUT {
+        return reply(StatusCode::NOT_FOUND, "not found");
+    }
+    if path == "/v1/agent/service/register" {
+        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+            return reply(StatusCode::BAD_REQUEST, "bad JSON");
+        };
+        let name = v["Name"].as_str().unwrap_or_default().to_owned();
+        let inst = Instance {
+            id: v["ID"].as_str().map_or_else(|| name.clone(), str::to_owned),
+            name,
+            address: v["Address"].as_str().unwrap_or_default().to_owned(),
+            port: v["Port"].as_u64().unwrap_or(0) as u16,
+            tags: v["Tags"]
+                .as_array()
+                .map_or_else(Vec::new, |a| a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect()),
+            weight: v["Weights"]["Passing"].as_u64(),
+            // No check: passing. A TTL check starts critical until it is passed.
+            passing: v["Check"]["TTL"].is_null(),
+        };
+        state.inner.lock().unwrap().services.insert(inst.id.clone(), inst);
+        state.index.send_modify(|(i, _)| *i += 1);
+        return reply(StatusCode::OK, "");
+    }
+    if let Some(id) = path.strip_prefix("/v1/agent/service/deregister/") {
+        state.inner.lock().unwrap().services.remove(id);
+        state.index.send_modify(|(i, _)| *i += 1);
+        return reply(StatusCode::OK, "");
+    }
+    for (prefix, passing) in
+        [("/v1/agent/check/pass/service:", true), ("/v1/agent/check/fail/service:", false)]
+    {
+        if let Some(id) = path.strip_prefix(prefix) {
+            if let Some(i) = state.inner.lock().unwrap().services.get_mut(id) {
+                i.passing = passing;
+            }
+            state.index.send_modify(|(i, _)| *i += 1);
+            return reply(StatusCode::OK, "");
+        }
+    }
+    reply(StatusCode::NOT_FOUND, "not found")
+}
+
+// === the backend the tests drive: the double, or a real agent ===
+
+/// A Consul the tests register services with.
+#[derive(Debug)]
+pub struct Consul {
+    /// `http://host:port`.
+    pub url: String,
+    /// The double, unless `SWITCHYARD_CONSUL_ADDR` points at a real agent.
+    pub double: Option<ConsulDouble>,
+}
+
+/// One service instance to register.
+#[derive(Debug, Clone, Default)]
+pub struct Reg<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub address: &'a str,
+    pub port: u16,
+    pub tags: &'a [&'a str],
+    pub weight: Option<u32>,
+    /// Register with a TTL check (starts critical).
+    pub ttl_check: bool,
+}
+
+impl Consul {
+    pub async fn start() -> Consul {
+        match std::env::var("SWITCHYARD_CONSUL_ADDR") {
+            Ok(url) if !url.is_empty() => {
+                eprintln!("consul tests: using the real Consul agent at {url} (SWITCHYARD_CONSUL_ADDR)");
+                Consul { url: url.trim_end_matches('/').to_owned(), double: None }
+            }
+            _ => {
+                let d = ConsulDouble::start().await;
+                Consul { url: format!("http://{}", d.addr), double: Some(d) }
+            }
+        }
+    }
+
+    /// The double, or `None` (with a note on stderr) against a real agent.
+    pub fn double(&self, what: &str) -> Option<&ConsulDouble> {
+        if self.double.is_none() {
+            eprintln!("consul tests: skipping the double-only step \"{what}\" against a real agent");
+        }
+        self.double.as_ref()
+    }
+
+    async fn put(&self, path: &str, body: Value) {
+        let req = Request::put(format!("{}{path}", self.url)).body(super::full(body.to_string())).unwrap();
+        let got = super::send(req).await;
+        assert!(got.status.is_success(), "PUT {path}: {} {}", got.status, got.text());
+    }
+
+    pub async fn register(&self, r: Reg<'_>) {
+        let mut v =
+            json!({ "ID": r.id, "Name": r.name, "Address": r.address, "Port": r.port, "Tags": r.tags });
+        if let Some(w) = r.weight {
+            v["Weights"] = json!({ "Passing": w, "Warning": 1 });
+        }
+        if r.ttl_check {
+            v["Check"] = json!({ "TTL": "10m", "Status": "critical" });
+        }
+        self.put("/v1/agent/service/register", v).await;
+    }
+
+    pub async fn deregister(&self, id: &str) {
+        self.put(&format!("/v1/agent/service/deregister/{id}"), Value::Null).await;
+    }
+
+    pub async fn set_passing(&self, id: &str, passing: bool) {
+        let verb = if passing { "pass" } else { "fail" };
+        self.put(&format!("/v1/agent/check/{verb}/service:{id}"), Value::Null).await;
+    }
+}
