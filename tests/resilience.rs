@@ -317,3 +317,28 @@ rate_limit = { requests_per_second = 1, burst = 2, key = "header:x-api-key" }
     assert!(m.contains(r#"switchyard_rate_limited_total{route="by-ip"} 3"#), "{m}");
     assert!(m.contains(r#"switchyard_rate_limited_total{route="by-header"} 1"#), "{m}");
 }
+
+#[tokio::test]
+async fn a_timed_out_attempt_releases_its_connection_and_request_slot() {
+    // One connection and one request slot: if a timed-out attempt leaked either, the next
+    // request would be refused with 503 overloaded instead of timing out again.
+    let hang = upstream(|_| async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Response::new(full("late"))
+    })
+    .await;
+    let routes = upstream_block(
+        "u",
+        &[hang.authority()],
+        "connect_timeout = \"2s\"\n[upstream.limits]\nmax_connections = 1\nmax_requests = 1\nmax_pending_requests = 0\n",
+    ) + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 0\nper_try_timeout = \"100ms\"\n";
+    let g = gateway(&routes).await;
+    for i in 0..5 {
+        let r = get(&g.url("/")).await;
+        assert_eq!((r.status.as_u16(), r.error()), (504, Some("timeout")), "request {i}");
+    }
+    // Each timed-out attempt's connection was closed, so each request opened a new one.
+    assert_eq!(hang.conns(), 5);
+    let m = get(&g.admin_url("/metrics")).await.text();
+    assert!(!m.contains("switchyard_upstream_overloaded_total{"), "{m}");
+}

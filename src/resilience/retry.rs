@@ -190,9 +190,18 @@ where
         layer.budget.deposit();
         let policy = Arc::clone(&layer.policy);
         // Upgrades cannot be replayed (the client connection is handed over once), and a policy
-        // with no retries needs no bookkeeping.
+        // with no retries needs no bookkeeping — but its per-try timeout still applies.
         if policy.attempts == 0 || upgrade_requested(req.headers()).is_some() {
-            return Box::pin(inner.call(req));
+            let fut = call_boxed(&mut inner, req);
+            return match policy.per_try_timeout {
+                Some(t) => Box::pin(async move {
+                    match tokio::time::timeout(t, fut).await {
+                        Ok(r) => r,
+                        Err(_) => Err(Elapsed(t).into()),
+                    }
+                }),
+                None => fut,
+            };
         }
         Box::pin(async move {
             let may_retry_all = idempotent(req.method());
