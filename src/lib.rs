@@ -74,6 +74,16 @@ pub struct Gateway {
 impl Gateway {
     /// Load the routes, bind every listener and the admin API, and start serving.
     pub async fn start(cfg: GatewayConfig) -> Result<Gateway, StartError> {
+        Self::start_with(cfg, 1).await
+    }
+
+    /// Like [`Gateway::start`], serving the listeners on `threads` threads: the calling runtime
+    /// plus `threads - 1` threads of our own, each with a single-threaded runtime and its own
+    /// copy of every listening socket (`SO_REUSEPORT`, so the kernel spreads connections).
+    /// A connection then lives on one thread from accept to close, with no work stealing or
+    /// cross-thread wake-ups on the request path (the design of NGINX workers and Pingora).
+    pub async fn start_with(cfg: GatewayConfig, threads: usize) -> Result<Gateway, StartError> {
+        let threads = threads.max(1);
         let metrics = Arc::new(Metrics::new());
         let routes_dir = cfg.routes_dir.clone();
         // Discovery sources are shared by every snapshot and started as upstreams need them.
@@ -91,7 +101,7 @@ impl Gateway {
         let mut bound = Vec::new();
         let mut certs = tls::Stores::default();
         for l in &cfg.listeners {
-            let socket = server::bind(l).await.map_err(StartError::Other)?;
+            let sockets = server::bind(l, threads).map_err(StartError::Other)?;
             let acceptor = match &l.tls {
                 Some(t) => {
                     let name = Arc::new(l.name.clone());
@@ -103,7 +113,7 @@ impl Gateway {
                 }
                 None => None,
             };
-            bound.push((l, socket, acceptor));
+            bound.push((l, sockets, acceptor));
         }
         let admin_socket = match cfg.admin {
             Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -125,16 +135,32 @@ impl Gateway {
         let tracker = TaskTracker::new();
         let limits = Arc::new(cfg.limits.clone());
         let mut listeners = Vec::new();
-        for (l, socket, tls) in bound {
-            let addr = socket.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
-            tracing::info!(listener = %l.name, %addr, "listening");
+        // per_thread[i] holds thread i's copy of every listener.
+        let mut per_thread: Vec<Vec<server::Listener>> = (0..threads).map(|_| Vec::new()).collect();
+        for (l, sockets, tls) in bound {
+            let addr = sockets[0].local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+            tracing::info!(listener = %l.name, %addr, threads, "listening");
             listeners.push((l.name.clone(), addr));
-            server::spawn(
-                server::Listener { name: Arc::new(l.name.clone()), socket, limits: Arc::clone(&limits), tls },
-                Arc::clone(&shared),
-                stop_accepting.clone(),
-                tracker.clone(),
-            );
+            let name = Arc::new(l.name.clone());
+            for (i, socket) in sockets.into_iter().enumerate() {
+                per_thread[i].push(server::Listener {
+                    name: Arc::clone(&name),
+                    socket,
+                    limits: Arc::clone(&limits),
+                    tls: tls.clone(),
+                });
+            }
+        }
+        let mut per_thread = per_thread.into_iter();
+        for l in per_thread.next().unwrap_or_default() {
+            server::spawn(l, Arc::clone(&shared), stop_accepting.clone(), tracker.clone());
+        }
+        for (i, set) in per_thread.enumerate() {
+            let (shared, stop, tracker) = (Arc::clone(&shared), stop_accepting.clone(), tracker.clone());
+            std::thread::Builder::new()
+                .name(format!("switchyard-worker-{}", i + 1))
+                .spawn(move || serve_thread(set, shared, stop, tracker))
+                .map_err(|e| StartError::Other(format!("cannot start a worker thread: {e}")))?;
         }
 
         let admin_state = Arc::new(AdminState {
@@ -239,6 +265,40 @@ impl Gateway {
     }
 }
 
+/// One extra serving thread: a single-threaded runtime accepting on its copies of the listening
+/// sockets until draining ends.
+fn serve_thread(
+    listeners: Vec<server::Listener>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a worker runtime; this thread will not serve");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        for l in listeners {
+            server::spawn(l, Arc::clone(&shared), stop.clone(), tracker.clone());
+        }
+        stop.cancelled().await;
+        // Keep serving this thread's connections until the drain is over.
+        tracker.wait().await;
+    });
+}
+
+/// The number of serving threads: `SWITCHYARD_WORKER_THREADS`, else one per CPU.
+pub fn serving_threads() -> usize {
+    std::env::var("SWITCHYARD_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Run until SIGTERM/SIGINT, reloading on SIGHUP and reopening the access log on SIGUSR1.
 pub async fn run(cfg: GatewayConfig) -> Result<(), StartError> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -249,7 +309,7 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), StartError> {
         sig(SignalKind::hangup())?,
         sig(SignalKind::user_defined1())?,
     );
-    let gw = Gateway::start(cfg).await?;
+    let gw = Gateway::start_with(cfg, serving_threads()).await?;
     loop {
         tokio::select! {
             _ = term.recv() => break,

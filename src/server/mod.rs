@@ -26,9 +26,16 @@ use crate::tls;
 use conn::{ConnState, Verdict, Watched};
 use service::{GatewayService, Shared};
 
-/// Bind a listener's address, or say plainly why not.
-pub async fn bind(cfg: &ListenerConfig) -> Result<TcpListener, String> {
-    TcpListener::bind(cfg.listen).await.map_err(|e| {
+/// The kernel's accept queue per socket (NGINX's default on Linux is 511; we allow bursts).
+const BACKLOG: i32 = 1024;
+
+/// Bind a listener's address `copies` times (one socket per serving thread, spread by the
+/// kernel with `SO_REUSEPORT`), or say plainly why not.
+///
+/// With several copies the port is first bound once without `SO_REUSEPORT`: otherwise a second
+/// gateway started by mistake on the same port would silently share it instead of failing.
+pub fn bind(cfg: &ListenerConfig, copies: usize) -> Result<Vec<std::net::TcpListener>, String> {
+    let fail = |e: std::io::Error| {
         let hint = match e.kind() {
             std::io::ErrorKind::AddrInUse => {
                 " (another process is using it: stop it, or change `listen` in gateway.toml)"
@@ -39,7 +46,31 @@ pub async fn bind(cfg: &ListenerConfig) -> Result<TcpListener, String> {
             _ => "",
         };
         format!("cannot listen on {} for listener {:?}: {e}{hint}", cfg.listen, cfg.name)
-    })
+    };
+    let copies = copies.max(1);
+    if copies > 1 && cfg.listen.port() != 0 {
+        drop(bind_one(cfg.listen, false).map_err(fail)?);
+    }
+    let first = bind_one(cfg.listen, copies > 1).map_err(fail)?;
+    let addr = first.local_addr().map_err(fail)?;
+    let mut all = vec![first];
+    for _ in 1..copies {
+        all.push(bind_one(addr, true).map_err(fail)?);
+    }
+    Ok(all)
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(SockProtocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(BACKLOG)?;
+    Ok(s.into())
 }
 
 /// Everything a listener needs to serve.
@@ -47,16 +78,33 @@ pub async fn bind(cfg: &ListenerConfig) -> Result<TcpListener, String> {
 pub struct Listener {
     /// Its name.
     pub name: Name,
-    /// The bound socket.
-    pub socket: TcpListener,
+    /// The bound socket (registered with the runtime that serves it, in [`spawn`]).
+    pub socket: std::net::TcpListener,
     /// Connection limits.
     pub limits: Arc<Limits>,
     /// The TLS side, for a listener with `[listener.tls]`.
     pub tls: Option<Arc<tls::Acceptor>>,
 }
 
-/// Accept connections until `shutdown`, serving each on a task tracked by `tracker`.
+/// A listener registered with the runtime that accepts on it.
+struct Accepting {
+    name: Name,
+    socket: TcpListener,
+    limits: Arc<Limits>,
+    tls: Option<Arc<tls::Acceptor>>,
+}
+
+/// Accept connections until `shutdown`, serving each on a task tracked by `tracker`. Call it
+/// from within the runtime that is to serve the listener.
 pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToken, tracker: TaskTracker) {
+    let socket = match TcpListener::from_std(listener.socket) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(listener = %listener.name, error = %e, "cannot register the listening socket");
+            return;
+        }
+    };
+    let listener = Accepting { name: listener.name, socket, limits: listener.limits, tls: listener.tls };
     let builder = Arc::new(Builders::new(&listener.limits));
     let slots = Arc::new(Semaphore::new(listener.limits.max_connections.max(1)));
     let t = tracker.clone();
