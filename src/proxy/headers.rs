@@ -37,12 +37,13 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// `proxy-connection`, `te` (except `te: trailers`, which gRPC needs), `trailer`,
 /// `transfer-encoding` and `upgrade`. With `upgrade`, the headers an upgrade needs are put back.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
-    // Most messages carry none of these (or only `connection: keep-alive`): one pass over the
-    // names, comparing interned standard names, decides whether there is anything to do.
-    if upgrade.is_none() && !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names (standard names compare as interned values) tells which
+    // hop-by-hop headers are present; most messages carry none, or only `connection`.
+    let present = headers.keys().fold(0u8, |acc, n| acc | hop_bit(n));
+    if present == 0 && upgrade.is_none() {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    if present & CONNECTION != 0 {
         // Names the `connection` header lists, beyond the ones removed below anyway.
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter(|t| {
@@ -57,12 +58,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
         }
         headers.remove(header::CONNECTION);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::UPGRADE);
-    if headers.contains_key(header::TE) {
+    if present & KEEP_ALIVE_BIT != 0 {
+        headers.remove(&KEEP_ALIVE);
+    }
+    if present & PROXY_CONNECTION_BIT != 0 {
+        headers.remove(&PROXY_CONNECTION);
+    }
+    if present & TRAILER != 0 {
+        headers.remove(header::TRAILER);
+    }
+    if present & TRANSFER_ENCODING != 0 {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    if present & UPGRADE != 0 {
+        headers.remove(header::UPGRADE);
+    }
+    if present & TE != 0 {
         let trailers = headers
             .get_all(header::TE)
             .iter()
@@ -80,14 +91,33 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
     }
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
+const CONNECTION: u8 = 1;
+const TE: u8 = 2;
+const TRAILER: u8 = 4;
+const TRANSFER_ENCODING: u8 = 8;
+const UPGRADE: u8 = 16;
+const KEEP_ALIVE_BIT: u8 = 32;
+const PROXY_CONNECTION_BIT: u8 = 64;
+
+/// Which hop-by-hop header `name` is, as a bit (0 for any other header).
+fn hop_bit(name: &HeaderName) -> u8 {
+    if name == header::CONNECTION {
+        CONNECTION
+    } else if name == header::TE {
+        TE
+    } else if name == header::TRAILER {
+        TRAILER
+    } else if name == header::TRANSFER_ENCODING {
+        TRANSFER_ENCODING
+    } else if name == header::UPGRADE {
+        UPGRADE
+    } else if name == KEEP_ALIVE {
+        KEEP_ALIVE_BIT
+    } else if name == PROXY_CONNECTION {
+        PROXY_CONNECTION_BIT
+    } else {
+        0
+    }
 }
 
 /// Append the client IP to `x-forwarded-for`, set `x-forwarded-proto` and `x-forwarded-host`.

@@ -47,12 +47,54 @@ pub struct RequestInfo {
     /// The upstream exchange of the latest attempt, set by the forwarder whether it succeeded
     /// or not, read for metrics and the access log.
     pub exchange: std::sync::Mutex<Option<UpstreamInfo>>,
+    /// The endpoints (by `Arc<Endpoint>` address) the attempts so far went to.
+    pub tried: std::sync::Mutex<Tried>,
+}
+
+/// The endpoints tried for one request, kept inline: a request makes a handful of attempts at
+/// most, and this list must not allocate on the request path. Past its capacity the oldest
+/// entries are overwritten (a retry may then revisit one of them).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tried {
+    items: [usize; 8],
+    len: usize,
+}
+
+impl Tried {
+    /// The endpoints tried.
+    pub fn as_slice(&self) -> &[usize] {
+        &self.items[..self.len.min(self.items.len())]
+    }
+
+    /// Note an endpoint as tried.
+    pub fn push(&mut self, ep: usize) {
+        let cap = self.items.len();
+        self.items[self.len % cap] = ep;
+        self.len += 1;
+    }
+
+    /// How many attempts picked an endpoint.
+    pub fn attempts(&self) -> usize {
+        self.len
+    }
 }
 
 impl RequestInfo {
     /// Record the latest attempt's exchange.
     pub fn set_exchange(&self, x: UpstreamInfo) {
         *self.exchange.lock().unwrap_or_else(|p| p.into_inner()) = Some(x);
+    }
+
+    /// Note the endpoint an attempt goes to; returns the attempt number (1-based).
+    pub fn note_tried(&self, ep: usize) -> u32 {
+        let mut t = self.tried.lock().unwrap_or_else(|p| p.into_inner());
+        t.push(ep);
+        t.attempts() as u32
+    }
+
+    /// The endpoints tried so far.
+    pub fn tried(&self) -> Tried {
+        *self.tried.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The latest attempt's exchange, if any.

@@ -11,11 +11,11 @@
 //!   [`MIN_RETRIES_PER_SEC`] so that a quiet route can still retry.
 //! - Backoff is "full jitter" (AWS architecture blog): sleep a uniform random time in
 //!   `[0, min(cap, base × 2^n))`, `cap` = 10 × base.
-//! - Retries go to an endpoint not yet tried whenever one exists: the attempts share a
-//!   [`Tried`] list in the request extensions that the forwarder reads and fills.
+//! - Retries go to an endpoint not yet tried whenever one exists: the attempts share the
+//!   request's `RequestInfo` (in its extensions), whose tried list the forwarder reads and fills.
 //! - When retries on a status run out, the upstream's last response is returned as it is.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,37 +31,12 @@ use crate::config::{RetryOn, RetryPolicy};
 use crate::error::{cause_ref, ConnectFailed, Elapsed, Error, UpstreamReset};
 use crate::metrics::{Metrics, Name, RetryLabels};
 use crate::proxy::headers::upgrade_requested;
+use crate::proxy::RequestInfo;
 
 /// The budget's floor (SPEC 2.2): at least this many retries per second are always allowed.
 pub const MIN_RETRIES_PER_SEC: u32 = 10;
 /// How far back the budget looks (Linkerd's default window).
 const BUDGET_TTL: Duration = Duration::from_secs(10);
-
-/// The endpoints (by `Arc` address) already tried for one request.
-#[derive(Clone, Debug, Default)]
-pub struct Tried(pub Arc<Mutex<Vec<usize>>>);
-
-impl Tried {
-    /// A snapshot of the list.
-    pub fn list(&self) -> Vec<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Note an endpoint as tried.
-    pub fn push(&self, ep: usize) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(ep);
-    }
-
-    /// How many attempts picked an endpoint.
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Whether nothing was tried yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// Limits retries in flight across an upstream (`[upstream.limits] max_retries`).
 pub trait RetryGate: Send + Sync + std::fmt::Debug {
@@ -206,8 +181,11 @@ where
         Box::pin(async move {
             let may_retry_all = idempotent(req.method());
             let (mut parts, body) = req.into_parts();
-            let tried = Tried::default();
-            parts.extensions.insert(tried.clone());
+            // The first attempt takes the request's extensions as they are; later ones carry
+            // only the request's shared facts (`RequestInfo`, which also holds the endpoints
+            // already tried), so nothing is cloned per attempt but an `Arc`.
+            let info = parts.extensions.get::<Arc<RequestInfo>>().cloned();
+            let mut first_extensions = Some(std::mem::take(&mut parts.extensions));
             let empty = body.is_end_stream();
             let replay = (!empty).then(|| ReplayBody::new(body, policy.max_replay_body_bytes));
             let mut attempt = 0u32;
@@ -228,7 +206,16 @@ where
                 *req.uri_mut() = parts.uri.clone();
                 *req.version_mut() = parts.version;
                 *req.headers_mut() = parts.headers.clone();
-                *req.extensions_mut() = parts.extensions.clone();
+                *req.extensions_mut() = match first_extensions.take() {
+                    Some(e) => e,
+                    None => {
+                        let mut e = http::Extensions::new();
+                        if let Some(i) = &info {
+                            e.insert(Arc::clone(i));
+                        }
+                        e
+                    }
+                };
                 let fut = call_boxed(inner.ready().await?, req);
                 let out = match policy.per_try_timeout {
                     Some(t) => match tokio::time::timeout(t, fut).await {
@@ -305,6 +292,7 @@ mod tests {
 
     use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
     /// A service that answers `script[n]` to its n-th call (the last entry repeats), and
     /// records each request body it read.

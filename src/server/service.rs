@@ -143,6 +143,7 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
             bytes_in: Default::default(),
             client_ip: self.client_ip.clone(),
             exchange: Default::default(),
+            tried: Default::default(),
         });
         done.info = Some(Arc::clone(&info));
         req.extensions_mut().insert(info);

@@ -6,8 +6,8 @@
 //! latency (`p2c_ewma`); hashing pickers get the request's `hash_on` key.
 //!
 //! One call is one attempt. Retries are the resilience layer's (`resilience::retry`), which
-//! wraps this service and shares a [`Tried`] list through the request extensions: the pick
-//! avoids endpoints already tried, and adds the one it chose. Each attempt holds one
+//! wraps this service; the attempts of a request share its `RequestInfo`, whose tried list the
+//! pick avoids and this service adds to. Each attempt holds one
 //! `max_requests` slot of the upstream (`[upstream.limits]`) until its response body ends.
 
 use std::sync::atomic::Ordering;
@@ -25,7 +25,6 @@ use crate::metrics::{Metrics, UpstreamRequestLabels};
 use crate::proxy::headers::{self, upgrade_requested, X_REQUEST_ID};
 use crate::proxy::{self, RequestInfo, UpstreamInfo};
 use crate::resilience::limits::Slot;
-use crate::resilience::retry::Tried;
 
 /// Forwards to one upstream.
 #[derive(Clone, Debug)]
@@ -125,7 +124,7 @@ impl tower::Service<Request<Body>> for Forward {
         let this = self.clone();
         Box::pin(async move {
             let info = req.extensions().get::<Arc<RequestInfo>>().cloned();
-            let tried = req.extensions().get::<Tried>().cloned().unwrap_or_default();
+            let tried = info.as_deref().map(RequestInfo::tried).unwrap_or_default();
             let upgrade = upgrade_requested(req.headers());
             let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
             prepare_headers(req.headers_mut(), info.as_deref(), upgrade);
@@ -143,12 +142,14 @@ impl tower::Service<Request<Body>> for Forward {
                     });
                 }
             };
-            let Some(ep) = this.upstream.pick_keyed(&set, key, &tried.list()) else {
-                exchange(None, tried.len() as u32, 0.0);
+            let Some(ep) = this.upstream.pick_keyed(&set, key, tried.as_slice()) else {
+                exchange(None, tried.attempts() as u32, 0.0);
                 return Err(NoHealthyUpstream { upstream: this.upstream.name.to_string() }.into());
             };
-            tried.push(Arc::as_ptr(&ep) as usize);
-            let attempts = tried.len() as u32;
+            let attempts = match &info {
+                Some(i) => i.note_tried(Arc::as_ptr(&ep) as usize),
+                None => 1,
+            };
             exchange(Some(&ep), attempts, 0.0);
             let slot = this.upstream.limits.request()?;
             proxy::address_to(&mut req, &ep.authority, this.upstream.client.version());
