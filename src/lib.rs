@@ -129,6 +129,7 @@ impl Gateway {
             metrics: Arc::clone(&metrics),
             access_log: access_log.clone(),
             empty: Arc::new(String::new()),
+            unrouted: Default::default(),
         });
         let stop_accepting = CancellationToken::new();
         let stop_admin = CancellationToken::new();

@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use crate::balance::Upstream;
 use crate::config::{self, ConfigError, ConfigErrors, Limits, RouteConfig, RouteSet, StaticEndpoint};
 use crate::discovery::{Attachment, Registry, Target};
-use crate::metrics::{Metrics, Name, ResultLabel, RouteLabel};
+use crate::metrics::{Metrics, Name, RequestCounters, ResultLabel, RouteLabel};
 use crate::router::Router;
 use crate::stack::{self, RouteService};
 use prometheus_client::metrics::histogram::Histogram;
@@ -35,9 +35,19 @@ pub struct RouteEntry {
     pub name: Name,
     /// Its tower stack.
     pub service: RouteService,
-    /// Its `switchyard_request_duration_seconds` series, resolved once here rather than looked
-    /// up per request.
+    /// Its metric series, resolved here rather than looked up per request.
+    pub metrics: Arc<RouteMetrics>,
+}
+
+/// A route's metric series.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    /// The route's name (the `route` label).
+    pub name: Name,
+    /// `switchyard_request_duration_seconds{route}`.
     pub duration: Histogram,
+    /// `switchyard_requests_total{…, route, …}`.
+    pub requests: RequestCounters,
 }
 
 /// Everything routing needs, immutable once built.
@@ -96,9 +106,13 @@ impl Snapshot {
             .map(|config| {
                 let name: Name = Arc::new(config.name.clone());
                 RouteEntry {
-                    duration: metrics
-                        .request_duration
-                        .get_or_create_owned(&RouteLabel { route: Arc::clone(&name) }),
+                    metrics: Arc::new(RouteMetrics {
+                        duration: metrics
+                            .request_duration
+                            .get_or_create_owned(&RouteLabel { route: Arc::clone(&name) }),
+                        requests: RequestCounters::default(),
+                        name: Arc::clone(&name),
+                    }),
                     service: stack::build(&config, &by_name, limits, metrics),
                     name,
                     config,

@@ -114,6 +114,40 @@ pub struct CertLabel {
     pub cert: String,
 }
 
+/// The `switchyard_requests_total` series one route (or the unrouted requests) has used, found
+/// by comparing label pointers instead of hashing label strings on every request. Label values
+/// are `Arc`s shared by everything that carries them, so a pointer names a value; a new `Arc`
+/// for an equal string only costs one more entry resolving to the same series. At most
+/// [`MAX_CACHED`] entries are kept; past that, lookups go to the family as usual.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    seen: std::sync::RwLock<Vec<(usize, usize, u16, Counter)>>,
+}
+
+/// Entries a [`RequestCounters`] keeps (listeners × upstreams × status codes of one route).
+const MAX_CACHED: usize = 64;
+
+impl RequestCounters {
+    /// Count one request.
+    pub fn inc(&self, family: &Family<RequestLabels, Counter>, labels: RequestLabels) {
+        let key =
+            (Arc::as_ptr(&labels.listener) as usize, Arc::as_ptr(&labels.upstream) as usize, labels.code);
+        {
+            let seen = self.seen.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = seen.iter().find(|e| (e.0, e.1, e.2) == key) {
+                e.3.inc();
+                return;
+            }
+        }
+        let c = family.get_or_create_owned(&labels);
+        c.inc();
+        let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
+        if seen.len() < MAX_CACHED {
+            seen.push((key.0, key.1, key.2, c));
+        }
+    }
+}
+
 fn duration_histogram() -> Histogram {
     // 0.5 ms .. ~65 s in powers of two: proxy latencies span that range.
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))

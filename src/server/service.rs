@@ -22,11 +22,11 @@ use super::conn::{ConnState, RequestGuard};
 use crate::access_log::{AccessLog, Record};
 use crate::body::{self, Body};
 use crate::error::{error_response, response_for, ErrorReason, Reason};
-use crate::metrics::{Metrics, Name, RequestLabels};
+use crate::metrics::{Metrics, Name, RequestCounters, RequestLabels};
 use crate::proxy::headers::{self, X_FORWARDED_CLIENT_CERT, X_REQUEST_ID};
 use crate::proxy::{RequestInfo, UpstreamInfo};
+use crate::snapshot::RouteMetrics;
 use crate::snapshot::Snapshot;
-use prometheus_client::metrics::histogram::Histogram;
 
 /// What every connection of every listener shares.
 #[derive(Debug)]
@@ -39,6 +39,8 @@ pub struct Shared {
     pub access_log: AccessLog,
     /// The empty label value (no route, no upstream), shared so that no request allocates it.
     pub empty: Name,
+    /// `switchyard_requests_total` series of requests that matched no route.
+    pub unrouted: RequestCounters,
 }
 
 /// The per-connection service.
@@ -132,7 +134,7 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
             return Box::pin(std::future::ready(Ok(done.finish(error_response(Reason::NoRoute)))));
         };
         let entry = &snap.routes[idx];
-        done.route = Some((Arc::clone(&entry.name), entry.duration.clone()));
+        done.route = Some(Arc::clone(&entry.metrics));
         let svc = entry.service.clone();
         let info = Arc::new(RequestInfo {
             client: self.client,
@@ -185,7 +187,7 @@ struct Done {
     /// Only kept when the access log wants it.
     path: Option<String>,
     protocol: &'static str,
-    route: Option<(Name, Histogram)>,
+    route: Option<Arc<RouteMetrics>>,
     request_id: HeaderValue,
     info: Option<Arc<RequestInfo>>,
     _guard: RequestGuard,
@@ -221,16 +223,18 @@ impl End {
         let elapsed = d.started.elapsed();
         let m = &d.shared.metrics;
         let empty = &d.shared.empty;
-        m.requests
-            .get_or_create(&RequestLabels {
-                listener: Arc::clone(&d.listener),
-                route: Arc::clone(d.route.as_ref().map_or(empty, |r| &r.0)),
-                upstream: Arc::clone(self.upstream.as_ref().map_or(empty, |u| &u.upstream)),
-                code: self.status,
-            })
-            .inc();
-        if let Some((_, hist)) = &d.route {
-            hist.observe(elapsed.as_secs_f64());
+        let labels = RequestLabels {
+            listener: Arc::clone(&d.listener),
+            route: Arc::clone(d.route.as_ref().map_or(empty, |r| &r.name)),
+            upstream: Arc::clone(self.upstream.as_ref().map_or(empty, |u| &u.upstream)),
+            code: self.status,
+        };
+        match &d.route {
+            Some(r) => {
+                r.requests.inc(&m.requests, labels);
+                r.duration.observe(elapsed.as_secs_f64());
+            }
+            None => d.shared.unrouted.inc(&m.requests, labels),
         }
         let log = &d.shared.access_log;
         if log.enabled() {
@@ -244,7 +248,7 @@ impl End {
                 path: d.path.unwrap_or_default(),
                 protocol: d.protocol,
                 status: self.status,
-                route: d.route.as_ref().map(|r| Arc::clone(&r.0)),
+                route: d.route.as_ref().map(|r| Arc::clone(&r.name)),
                 upstream: up.as_ref().map(|u| Arc::clone(&u.upstream)),
                 endpoint: up.as_ref().and_then(|u| u.endpoint.clone()),
                 attempts: up.as_ref().map_or(0, |u| u.attempts),

@@ -277,6 +277,10 @@ where
                 return Either::Right(std::future::ready(Err(BodyTooLarge { limit }.into())));
             }
         }
+        // A request without a body (most GETs) has nothing to count or limit.
+        if http_body::Body::is_end_stream(req.body()) {
+            return Either::Left(self.inner.call(req));
+        }
         let count = req.extensions().get::<Arc<RequestInfo>>().map(|i| Arc::clone(&i.bytes_in));
         let req = match count {
             Some(count) => req.map(|b| body::boxed(Metered::new(b, count, limit))),
