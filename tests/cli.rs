@@ -348,3 +348,29 @@ async fn access_log_file_has_every_field_with_its_type() {
     assert!(fixed["upstream"].is_null() && fixed["endpoint"].is_null());
     assert!(fixed["error"].is_null());
 }
+
+#[tokio::test]
+async fn the_access_log_file_is_reopened_on_sigusr1() {
+    let dir = config_dir(
+        "127.0.0.1:0",
+        "[access_log]\nenabled = true\npath = \"access.log\"\n",
+        &[("a.toml", "[[route]]\nname = \"a\"\nrespond = { status = 200 }\n")],
+    );
+    let (p, addr, _) = start(dir.path()).await;
+    let log = dir.path().join("access.log");
+    let rotated = dir.path().join("access.log.1");
+    let lines = |f: &Path| std::fs::read_to_string(f).map(|s| s.lines().count()).unwrap_or(0);
+    assert_eq!(get(&format!("http://{addr}/before")).await.status, 200);
+    eventually("the first line", Duration::from_secs(10), || async { lines(&log) == 1 }).await;
+    // What logrotate does: move the file away, then tell the process.
+    std::fs::rename(&log, &rotated).unwrap();
+    p.signal("USR1");
+    eventually("a new access.log after SIGUSR1", Duration::from_secs(10), || async {
+        let _ = get(&format!("http://{addr}/after")).await;
+        lines(&log) >= 1
+    })
+    .await;
+    let fresh = std::fs::read_to_string(&log).unwrap();
+    assert!(fresh.lines().all(|l| l.contains("\"/after\"")), "{fresh}");
+    assert!(std::fs::read_to_string(&rotated).unwrap().contains("\"/before\""));
+}
