@@ -54,26 +54,6 @@ async fn controlled(name: &str) -> (FakeUpstream, Arc<Ctl>) {
     (up, ctl)
 }
 
-/// Poll `f` every 10 ms until it holds; panic with `what` after 10 s.
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The `/upstreams` entry of endpoint `addr` of upstream `up`.
-async fn endpoint_view(gw: &TestGateway, up: &str, addr: &str) -> serde_json::Value {
-    let v = get(&gw.admin_url("/upstreams")).await.json();
-    let u = v["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == up).unwrap().clone();
-    u["endpoints"].as_array().unwrap().iter().find(|e| e["address"] == addr).unwrap().clone()
-}
-
 fn ejected_for(v: &serde_json::Value) -> Option<Duration> {
     let t = humantime::parse_rfc3339(v["ejected_until"].as_str()?).unwrap();
     Some(t.duration_since(SystemTime::now()).unwrap_or_default())
@@ -363,8 +343,10 @@ async fn consecutive_5xx_eject_for_growing_durations_and_a_good_trial_closes() {
     assert_eq!(cb.traffic.load(Ordering::SeqCst), before);
 
     // Half-open after the time; the trial fails: ejected again, for twice as long.
-    eventually("half-open", || async { endpoint_view(&gw, "u", &bad_addr).await["ejected_until"].is_null() })
-        .await;
+    eventually("half-open", Duration::from_secs(10), || async {
+        endpoint_view(&gw, "u", &bad_addr).await["ejected_until"].is_null()
+    })
+    .await;
     let before = cb.traffic.load(Ordering::SeqCst);
     while cb.traffic.load(Ordering::SeqCst) == before {
         get(&gw.url("/")).await;
@@ -374,7 +356,7 @@ async fn consecutive_5xx_eject_for_growing_durations_and_a_good_trial_closes() {
 
     // Healthy again: the next trial succeeds and closes; traffic alternates again.
     cb.fail.store(false, Ordering::SeqCst);
-    eventually("half-open again", || async {
+    eventually("half-open again", Duration::from_secs(10), || async {
         endpoint_view(&gw, "u", &bad_addr).await["ejected_until"].is_null()
     })
     .await;
@@ -443,7 +425,7 @@ async fn half_open_lets_exactly_one_trial_through() {
     up.report(&a, false);
     assert_eq!(a.state.phase(), Phase::Ejected);
     assert_eq!(up.endpoints().active().len(), 1);
-    eventually("half-open", || async { a.state.phase() == Phase::HalfOpen }).await;
+    eventually("half-open", Duration::from_secs(10), || async { a.state.phase() == Phase::HalfOpen }).await;
     let set = up.endpoints();
     let to_a = (0..20).filter(|_| Arc::ptr_eq(&up.pick(&set, &[]).unwrap(), &a)).count();
     assert_eq!(to_a, 1, "exactly one trial");
@@ -460,7 +442,7 @@ async fn abandoned_trial_is_offered_again_and_failed_trial_ejects_longer() {
     let up = outlier_upstream(Duration::from_millis(40));
     let a = Arc::clone(&up.endpoints().endpoints[0]);
     up.report(&a, false);
-    eventually("half-open", || async { a.state.phase() == Phase::HalfOpen }).await;
+    eventually("half-open", Duration::from_secs(10), || async { a.state.phase() == Phase::HalfOpen }).await;
     let set = up.endpoints();
     while !Arc::ptr_eq(&up.pick(&set, &[]).unwrap(), &a) {}
     up.abandon(&a);
@@ -469,7 +451,8 @@ async fn abandoned_trial_is_offered_again_and_failed_trial_ejects_longer() {
     let t0 = Instant::now();
     up.report(&a, false);
     assert_eq!(a.state.phase(), Phase::Ejected);
-    eventually("half-open again", || async { a.state.phase() == Phase::HalfOpen }).await;
+    eventually("half-open again", Duration::from_secs(10), || async { a.state.phase() == Phase::HalfOpen })
+        .await;
     // Second ejection: 2 × 40 ms.
     assert!(t0.elapsed() >= Duration::from_millis(80), "{:?}", t0.elapsed());
 }

@@ -7,7 +7,7 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use support::*;
@@ -61,24 +61,6 @@ async fn controlled(name: &str, gated: bool) -> (FakeUpstream, Arc<Ctl>) {
     (up, ctl)
 }
 
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-async fn endpoint_view(gw: &TestGateway, up: &str, addr: &str) -> serde_json::Value {
-    let v = get(&gw.admin_url("/upstreams")).await.json();
-    let u = v["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == up).unwrap().clone();
-    u["endpoints"].as_array().unwrap().iter().find(|e| e["address"] == addr).unwrap().clone()
-}
-
 async fn health_of(gw: &TestGateway, up: &str, addr: &str) -> String {
     endpoint_view(gw, up, addr).await["health"].as_str().unwrap().to_owned()
 }
@@ -95,11 +77,17 @@ async fn probes_flip_an_endpoint_after_the_thresholds_both_ways() {
     ))
     .await;
     let addr = a.addr.to_string();
-    eventually("a healthy", || async { health_of(&gw, "u", &addr).await == "healthy" }).await;
+    eventually("a healthy", Duration::from_secs(10), || async {
+        health_of(&gw, "u", &addr).await == "healthy"
+    })
+    .await;
 
     // Three failed probes in a row make it unhealthy (not two).
     ca.sick.store(true, Ordering::SeqCst);
-    eventually("a unhealthy", || async { health_of(&gw, "u", &addr).await == "unhealthy" }).await;
+    eventually("a unhealthy", Duration::from_secs(10), || async {
+        health_of(&gw, "u", &addr).await == "unhealthy"
+    })
+    .await;
     // Exactly three, unless a fourth probe ran before this poll saw the change.
     let failed = ca.failed.load(Ordering::SeqCst);
     assert!((3..=4).contains(&failed), "{failed} failed probes before unhealthy");
@@ -116,7 +104,10 @@ async fn probes_flip_an_endpoint_after_the_thresholds_both_ways() {
     // Two passing probes make it healthy again.
     let p1 = ca.passed.load(Ordering::SeqCst);
     ca.sick.store(false, Ordering::SeqCst);
-    eventually("a healthy again", || async { health_of(&gw, "u", &addr).await == "healthy" }).await;
+    eventually("a healthy again", Duration::from_secs(10), || async {
+        health_of(&gw, "u", &addr).await == "healthy"
+    })
+    .await;
     let passed = ca.passed.load(Ordering::SeqCst) - p1;
     assert!((2..=3).contains(&passed), "{passed} passing probes before healthy");
     let mut names = std::collections::HashSet::new();
@@ -144,7 +135,10 @@ async fn a_new_endpoint_takes_no_traffic_until_its_first_probe_passes() {
     assert_eq!(ca.traffic.load(Ordering::SeqCst), 0);
     // Let the first probe (sent at once, not after the 10 s interval) answer: one success.
     ca.gate.as_ref().unwrap().add_permits(1);
-    eventually("a healthy", || async { health_of(&gw, "u", &addr).await == "healthy" }).await;
+    eventually("a healthy", Duration::from_secs(10), || async {
+        health_of(&gw, "u", &addr).await == "healthy"
+    })
+    .await;
     assert_eq!(ca.probes.load(Ordering::SeqCst), 1);
     assert_eq!(get(&gw.url("/")).await.text(), "a");
 }
@@ -161,8 +155,14 @@ async fn tcp_probes_follow_a_listener_going_and_coming() {
     ))
     .await;
     let (live_addr, dead_s) = (live.addr.to_string(), dead.to_string());
-    eventually("live healthy", || async { health_of(&gw, "u", &live_addr).await == "healthy" }).await;
-    eventually("dead unhealthy", || async { health_of(&gw, "u", &dead_s).await == "unhealthy" }).await;
+    eventually("live healthy", Duration::from_secs(10), || async {
+        health_of(&gw, "u", &live_addr).await == "healthy"
+    })
+    .await;
+    eventually("dead unhealthy", Duration::from_secs(10), || async {
+        health_of(&gw, "u", &dead_s).await == "unhealthy"
+    })
+    .await;
     for _ in 0..6 {
         let g = get(&gw.url("/")).await;
         assert_eq!(g.status, StatusCode::OK);
@@ -171,7 +171,10 @@ async fn tcp_probes_follow_a_listener_going_and_coming() {
     // Bring the dead address up: tcp probes see it after healthy_threshold connects.
     let l = tokio::net::TcpListener::bind(dead).await.unwrap();
     let revived = tokio::spawn(switchyard::echo::serve(l, "revived".into()));
-    eventually("revived healthy", || async { health_of(&gw, "u", &dead_s).await == "healthy" }).await;
+    eventually("revived healthy", Duration::from_secs(10), || async {
+        health_of(&gw, "u", &dead_s).await == "healthy"
+    })
+    .await;
     let mut names = std::collections::HashSet::new();
     for _ in 0..6 {
         names.insert(get(&gw.url("/")).await.json()["name"].as_str().unwrap().to_owned());
@@ -198,7 +201,10 @@ async fn all_unhealthy_is_503_unless_panic_mode_routes_to_all() {
     .await;
     for up in ["strict", "panicky"] {
         for addr in [a.addr.to_string(), b.addr.to_string()] {
-            eventually("unhealthy", || async { health_of(&gw, up, &addr).await == "unhealthy" }).await;
+            eventually("unhealthy", Duration::from_secs(10), || async {
+                health_of(&gw, up, &addr).await == "unhealthy"
+            })
+            .await;
         }
     }
     let g = get(&gw.url("/strict")).await;
@@ -241,7 +247,10 @@ async fn state_survives_an_unrelated_reload_and_replaced_upstreams_stop_probing(
     );
     let gw = gateway_with("", &[("a.toml", &probed("50ms")), ("b.toml", &ejecting)]).await;
     let (a_addr, c_addr) = (a.addr.to_string(), c.addr.to_string());
-    eventually("a unhealthy", || async { health_of(&gw, "probed", &a_addr).await == "unhealthy" }).await;
+    eventually("a unhealthy", Duration::from_secs(10), || async {
+        health_of(&gw, "probed", &a_addr).await == "unhealthy"
+    })
+    .await;
     while endpoint_view(&gw, "ejecting", &c_addr).await["ejected_until"].is_null() {
         get(&gw.url("/e")).await;
     }

@@ -357,3 +357,10 @@ pub mod consul_double;
 pub mod disc;
 pub mod dns;
 pub mod zk;
+
+/// The `/upstreams` entry of endpoint `addr` of upstream `up`.
+pub async fn endpoint_view(gw: &TestGateway, up: &str, addr: &str) -> serde_json::Value {
+    let v = get(&gw.admin_url("/upstreams")).await.json();
+    let u = v["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == up).unwrap().clone();
+    u["endpoints"].as_array().unwrap().iter().find(|e| e["address"] == addr).unwrap().clone()
+}
