@@ -143,12 +143,15 @@ impl Gateway {
             tracing::info!(listener = %l.name, %addr, threads, "listening");
             listeners.push((l.name.clone(), addr));
             let name = Arc::new(l.name.clone());
+            // max_connections holds per listener, whichever thread accepted the connection.
+            let slots = server::Listener::slots(&limits);
             for (i, socket) in sockets.into_iter().enumerate() {
                 per_thread[i].push(server::Listener {
                     name: Arc::clone(&name),
                     socket,
                     limits: Arc::clone(&limits),
                     tls: tls.clone(),
+                    slots: Arc::clone(&slots),
                 });
             }
         }

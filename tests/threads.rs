@@ -53,3 +53,39 @@ async fn several_serving_threads_share_the_port_and_drain() {
     assert!(err.contains("cannot listen on") && err.contains("in use"), "{err}");
     assert!(tokio::time::timeout(Duration::from_secs(10), gw.drain()).await.unwrap());
 }
+
+#[tokio::test]
+async fn max_connections_holds_across_serving_threads() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    std::fs::write(
+        dir.path().join("routes/r.toml"),
+        "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n",
+    )
+    .unwrap();
+    let toml =
+        "[gateway]\nroutes_dir = \"routes\"\n\n[[listener]]\nname = \"http\"\nlisten = \"127.0.0.1:0\"\n\n\
+                [limits]\nmax_connections = 2\n\n[access_log]\nenabled = false\n";
+    std::fs::write(dir.path().join("gateway.toml"), toml).unwrap();
+    let cfg = switchyard::config::load_gateway(&dir.path().join("gateway.toml")).unwrap();
+    let gw = switchyard::Gateway::start_with(cfg, 3).await.unwrap();
+    let addr = gw.listener_addr("http").unwrap();
+    // Six connections, spread by the kernel over three threads' sockets: only two may be served.
+    let mut conns = Vec::new();
+    for _ in 0..6 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        conns.push(s);
+    }
+    let mut served = 0;
+    for s in &mut conns {
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+            if n > 0 && buf.starts_with(b"HTTP/1.1 200") {
+                served += 1;
+            }
+        }
+    }
+    assert_eq!(served, 2, "max_connections = 2 is per listener, not per thread");
+}

@@ -84,6 +84,15 @@ pub struct Listener {
     pub limits: Arc<Limits>,
     /// The TLS side, for a listener with `[listener.tls]`.
     pub tls: Option<Arc<tls::Acceptor>>,
+    /// `max_connections` permits, shared by every thread's copy of this listener.
+    pub slots: Arc<Semaphore>,
+}
+
+impl Listener {
+    /// The permits for `max_connections`, made once per listener and shared by its copies.
+    pub fn slots(limits: &Limits) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(limits.max_connections.max(1)))
+    }
 }
 
 /// A listener registered with the runtime that accepts on it.
@@ -104,9 +113,9 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToke
             return;
         }
     };
+    let slots = listener.slots;
     let listener = Accepting { name: listener.name, socket, limits: listener.limits, tls: listener.tls };
     let builder = Arc::new(Builders::new(&listener.limits));
-    let slots = Arc::new(Semaphore::new(listener.limits.max_connections.max(1)));
     let t = tracker.clone();
     t.spawn(async move {
         loop {
