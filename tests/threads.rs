@@ -78,14 +78,24 @@ async fn max_connections_holds_across_serving_threads() {
         s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
         conns.push(s);
     }
+    // Read all six at once: the two served answer at once; give the others 1.5 s to (wrongly) answer.
+    let reads: Vec<_> = conns
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                let r = tokio::time::timeout(Duration::from_millis(1500), s.read(&mut buf)).await;
+                // The stream goes back to the test: closing it would free its slot.
+                (matches!(r, Ok(Ok(n)) if n > 0 && buf.starts_with(b"HTTP/1.1 200")), s)
+            })
+        })
+        .collect();
     let mut served = 0;
-    for s in &mut conns {
-        let mut buf = [0u8; 256];
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
-            if n > 0 && buf.starts_with(b"HTTP/1.1 200") {
-                served += 1;
-            }
-        }
+    let mut open = Vec::new();
+    for r in reads {
+        let (ok, s) = r.await.unwrap();
+        served += usize::from(ok);
+        open.push(s);
     }
     assert_eq!(served, 2, "max_connections = 2 is per listener, not per thread");
 }

@@ -119,11 +119,6 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToke
     let t = tracker.clone();
     t.spawn(async move {
         loop {
-            // Over max_connections, new connections wait in the kernel's accept backlog.
-            let permit = tokio::select! {
-                p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                _ = shutdown.cancelled() => return,
-            };
             let (stream, peer) = tokio::select! {
                 r = listener.socket.accept() => match r {
                     Ok(pair) => pair,
@@ -134,6 +129,14 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToke
                         continue;
                     }
                 },
+                _ = shutdown.cancelled() => return,
+            };
+            // Over max_connections, the accepted connection waits unserved until one closes (and
+            // this thread accepts no more meanwhile, so the rest wait in the kernel's backlog).
+            // The permit is taken after accepting, not before: a thread idling in accept must
+            // not hold a permit that another thread's connection is waiting for.
+            let permit = tokio::select! {
+                p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                 _ = shutdown.cancelled() => return,
             };
             let _ = stream.set_nodelay(true);
