@@ -542,7 +542,7 @@ impl Upstream {
                     Box::pin(async move {
                         let authority = req.uri().authority().cloned();
                         if let Some(a) = authority {
-                            crate::proxy::address_to(&mut req, &a, client.version());
+                            client.address(&mut req, &a);
                         }
                         client.send(&address, req).await
                     })

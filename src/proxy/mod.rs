@@ -174,15 +174,24 @@ impl UpstreamClient {
     }
 
     /// Send `req` (already addressed to `endpoint`) and classify any failure.
-    pub async fn send(&self, endpoint: &str, mut req: Request<Body>) -> Result<Response<Incoming>, Error> {
-        if self.tls && req.uri().scheme() != Some(&Scheme::HTTPS) {
-            let mut parts = req.uri().clone().into_parts();
-            parts.scheme = Some(Scheme::HTTPS);
-            if let Ok(uri) = Uri::from_parts(parts) {
-                *req.uri_mut() = uri;
-            }
-        }
+    pub async fn send(&self, endpoint: &str, req: Request<Body>) -> Result<Response<Incoming>, Error> {
         self.client.request(req).await.map_err(|e| classify(endpoint, e))
+    }
+
+    /// Point `req` at `authority` — `https://` when this upstream speaks TLS (for h2's
+    /// `:scheme`; the TLS itself is the connector's), else `http://` — keeping its path and
+    /// query, and set the version spoken upstream.
+    pub fn address(&self, req: &mut Request<Body>, authority: &http::uri::Authority) {
+        let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(if self.tls { Scheme::HTTPS } else { Scheme::HTTP });
+        parts.authority = Some(authority.clone());
+        parts.path_and_query = Some(pq);
+        // Scheme, authority and path are all present, so this cannot fail.
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = self.version;
     }
 }
 
@@ -205,21 +214,6 @@ fn classify(endpoint: &str, e: hyper_util::client::legacy::Error) -> Error {
         }
     }
     UpstreamReset { endpoint, source: e.into() }.into()
-}
-
-/// Point `req` at `authority` over plain HTTP (an upstream with `[upstream.tls]` switches the
-/// scheme to https in [`UpstreamClient::send`]), keeping its path and query, and set the version spoken upstream.
-pub fn address_to(req: &mut Request<Body>, authority: &http::uri::Authority, version: Version) {
-    let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority.clone());
-    parts.path_and_query = Some(pq);
-    // Scheme, authority and path are all present, so this cannot fail.
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *req.uri_mut() = uri;
-    }
-    *req.version_mut() = version;
 }
 
 /// Tunnel an upgraded connection (WebSocket or another HTTP/1.1 upgrade) between the client

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::{header, HeaderValue, Method, Request, Response, Version};
+use http::{HeaderValue, Method, Request, Response, Version};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tower::ServiceExt as _;
@@ -79,15 +79,6 @@ impl GatewayService {
     }
 }
 
-/// RFC 9112 §6.1: a request with both `transfer-encoding` and `content-length` is a smuggling
-/// vector; we refuse it rather than guess which framing the upstream will believe.
-fn malformed(req: &Request<Incoming>) -> bool {
-    let h = req.headers();
-    req.version() <= Version::HTTP_11
-        && h.contains_key(header::TRANSFER_ENCODING)
-        && h.contains_key(header::CONTENT_LENGTH)
-}
-
 impl hyper::service::Service<Request<Incoming>> for GatewayService {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -120,7 +111,10 @@ impl hyper::service::Service<Request<Incoming>> for GatewayService {
         };
 
         let conflicting = self.conn.take_conflicting_framing();
-        if conflicting || malformed(&req) {
+        // RFC 9112 §6.1: both `transfer-encoding` and `content-length` is a smuggling vector;
+        // hyper drops the `content-length` before we see the request, so the connection's
+        // reader noted it (`server::conn`), and we refuse rather than forward.
+        if conflicting {
             return Box::pin(std::future::ready(Ok(done.finish(error_response(Reason::BadRequest)))));
         }
         let found = snap.router.lookup(

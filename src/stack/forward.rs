@@ -152,7 +152,7 @@ impl tower::Service<Request<Body>> for Forward {
             };
             exchange(Some(&ep), attempts, 0.0);
             let slot = this.upstream.limits.request()?;
-            proxy::address_to(&mut req, &ep.authority, this.upstream.client.version());
+            this.upstream.client.address(&mut req, &ep.authority);
 
             let guard = InFlight::new(Arc::clone(&ep));
             let trial = TrialGuard::arm(&this.upstream, &ep);
