@@ -9,13 +9,17 @@
 pub mod conn;
 pub mod service;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -149,8 +153,14 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToke
             };
             let tls = listener.tls.clone();
             tracker.spawn(async move {
+                // The first request head is due `header_read_timeout` after the accept, however
+                // long the TLS handshake or the protocol sniffing took.
+                let state = Arc::new(ConnState::default());
                 match tls {
-                    None => conn.serve(stream, peer, Protocol::Auto, None).await,
+                    None => match conn.sniff(&stream).await {
+                        Some(protocol) => conn.serve(stream, peer, protocol, None, state).await,
+                        None => tracing::debug!(client = %peer, "closed before sending a request"),
+                    },
                     Some(acceptor) => match acceptor.accept(stream).await {
                         Ok(a) => {
                             let protocol = match a.h2 {
@@ -158,7 +168,7 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToke
                                 Some(false) => Protocol::Http1,
                                 None => Protocol::Auto,
                             };
-                            conn.serve(a.stream, peer, protocol, Some(a.client_cert)).await
+                            conn.serve(a.stream, peer, protocol, Some(a.client_cert), state).await
                         }
                         Err(e) => tracing::debug!(listener = %conn.name, client = %peer, error = %e, "TLS handshake failed"),
                     },
@@ -169,8 +179,9 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToke
     });
 }
 
-/// Which protocol a connection speaks: both (plain listeners: HTTP/1.1 and h2c by preface,
-/// or TLS without ALPN), or the one ALPN chose.
+/// Which protocol a connection speaks: the one ALPN chose or the first bytes showed, or not
+/// known yet (TLS without ALPN, or the start of an h2c preface): hyper-util's auto reader then
+/// decides.
 #[derive(Clone, Copy, Debug)]
 enum Protocol {
     Auto,
@@ -178,41 +189,89 @@ enum Protocol {
     Http2,
 }
 
-/// The connection builders, one per [`Protocol`], built once per listener.
+/// The HTTP/2 client preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The connection builders, built once per listener.
+///
+/// HTTP/1.1 and HTTP/2 connections are served by hyper's own builders rather than hyper-util's
+/// auto builder: the auto reader reads the first 24 bytes itself and replays them, so hyper's
+/// first read returns only those and its read buffer then doubles to 16 KiB for the life of
+/// the connection. Deciding first (ALPN, or peeking at a plain connection's first bytes) keeps
+/// every keep-alive connection at hyper's 8 KiB.
 struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     auto: auto::Builder<TokioExecutor>,
-    http1: auto::Builder<TokioExecutor>,
-    http2: auto::Builder<TokioExecutor>,
 }
 
 impl Builders {
     fn new(limits: &Limits) -> Self {
-        let auto = builder(limits);
-        Builders { http1: auto.clone().http1_only(), http2: auto.clone().http2_only(), auto }
+        // hyper's read buffer bounds the request head; past it hyper answers 431.
+        let head = usize::try_from(limits.max_request_header_bytes).unwrap_or(usize::MAX).max(8192);
+        let header_list = u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX);
+        let streams = limits.http2_max_concurrent_streams;
+        // hyper's own header-read timer (30 s by default) also runs while a keep-alive connection
+        // waits for its next request; `conn.rs` enforces header_read_timeout and idle_timeout
+        // apart, so hyper's is turned off or it would cut every idle connection at 30 s.
+        let mut http1 = http1::Builder::new();
+        http1.timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(head).keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2.timer(TokioTimer::new()).max_concurrent_streams(streams).max_header_list_size(header_list);
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1().timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(head).keep_alive(true);
+        auto.http2().timer(TokioTimer::new()).max_concurrent_streams(streams).max_header_list_size(header_list);
+        Builders { http1, http2, auto }
+    }
+}
+
+type Io<I> = TokioIo<Watched<I>>;
+
+pin_project_lite::pin_project! {
+    /// One connection being served by the protocol it speaks.
+    #[project = ServedProj]
+    enum Served<'a, I> {
+        Http1 { #[pin] conn: http1::UpgradeableConnection<Io<I>, GatewayService> },
+        // Rare or few (one per h2 client), so kept out of every HTTP/1 connection's task.
+        Http2 { conn: Pin<Box<http2::Connection<Io<I>, GatewayService, TokioExecutor>>> },
+        Auto { conn: Pin<Box<auto::UpgradeableConnection<'a, Io<I>, GatewayService, TokioExecutor>>> },
+    }
+}
+
+impl<'a, I> Served<'a, I>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    fn new(builders: &'a Builders, protocol: Protocol, io: Io<I>, svc: GatewayService) -> Self {
+        match protocol {
+            Protocol::Http1 => Served::Http1 { conn: builders.http1.serve_connection(io, svc).with_upgrades() },
+            Protocol::Http2 => Served::Http2 { conn: Box::pin(builders.http2.serve_connection(io, svc)) },
+            Protocol::Auto => Served::Auto { conn: Box::pin(builders.auto.serve_connection_with_upgrades(io, svc)) },
+        }
     }
 
-    fn get(&self, p: Protocol) -> &auto::Builder<TokioExecutor> {
-        match p {
-            Protocol::Auto => &self.auto,
-            Protocol::Http1 => &self.http1,
-            Protocol::Http2 => &self.http2,
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        match self.project() {
+            ServedProj::Http1 { conn } => conn.graceful_shutdown(),
+            ServedProj::Http2 { conn } => conn.as_mut().graceful_shutdown(),
+            ServedProj::Auto { conn } => conn.as_mut().graceful_shutdown(),
         }
     }
 }
 
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    // hyper's read buffer bounds the request head; past it hyper answers 431.
-    let head = usize::try_from(limits.max_request_header_bytes).unwrap_or(usize::MAX).max(8192);
-    // hyper's own header-read timer (30 s by default) also runs while a keep-alive connection
-    // waits for its next request; `conn.rs` enforces header_read_timeout and idle_timeout
-    // apart, so hyper's is turned off or it would cut every idle connection at 30 s.
-    b.http1().timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(head).keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.http2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX));
-    b
+impl<I> Future for Served<'_, I>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    type Output = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ServedProj::Http1 { conn } => conn.poll(cx).map_err(Into::into),
+            ServedProj::Http2 { conn } => conn.as_mut().poll(cx).map_err(Into::into),
+            ServedProj::Auto { conn } => conn.as_mut().poll(cx),
+        }
+    }
 }
 
 struct Connection {
@@ -224,6 +283,24 @@ struct Connection {
 }
 
 impl Connection {
+    /// Which protocol a plain connection speaks, from its first bytes (peeked, so hyper still
+    /// reads the whole request head in one go); `None` if it closed or sent nothing in time.
+    async fn sniff(&self, stream: &TcpStream) -> Option<Protocol> {
+        let mut first = [0u8; H2_PREFACE.len()];
+        let peeked = tokio::select! {
+            r = stream.peek(&mut first) => r,
+            _ = tokio::time::sleep(self.limits.header_read_timeout) => return None,
+            _ = self.shutdown.cancelled() => return None,
+        };
+        match peeked {
+            Ok(0) | Err(_) => None,
+            Ok(n) if first[..n] != H2_PREFACE[..n] => Some(Protocol::Http1),
+            Ok(n) if n == H2_PREFACE.len() => Some(Protocol::Http2),
+            // Part of the preface so far: let hyper-util's reader wait for the rest.
+            Ok(_) => Some(Protocol::Auto),
+        }
+    }
+
     /// Serve one connection. `client_cert` is `Some` on TLS connections (holding the
     /// `x-forwarded-client-cert` value when the client presented a certificate).
     async fn serve<I>(
@@ -232,6 +309,7 @@ impl Connection {
         peer: SocketAddr,
         protocol: Protocol,
         client_cert: Option<Option<http::HeaderValue>>,
+        state: Arc<ConnState>,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -241,7 +319,6 @@ impl Connection {
             .connections_active
             .get_or_create_owned(&ListenerLabel { listener: Arc::clone(&self.name) });
         gauge.inc();
-        let state = Arc::new(ConnState::default());
         let https = client_cert.is_some();
         let svc = GatewayService::new(
             Arc::clone(&self.shared),
@@ -252,7 +329,7 @@ impl Connection {
         )
         .with_client_cert(client_cert.flatten());
         let io = TokioIo::new(Watched::new(stream, Arc::clone(&state)));
-        let conn = self.builder.get(protocol).serve_connection_with_upgrades(io, svc);
+        let conn = Served::new(&self.builder, protocol, io, svc);
         tokio::pin!(conn);
         let mut draining = false;
         let mut closing = false;
