@@ -3,7 +3,8 @@
 # in front of one fast upstream, on loopback, in interleaved rounds.
 #
 # See bench/README.md for what every figure means. Quick start:
-#   bench/compare.sh                                      # everything, ~5 min
+#   bench/compare.sh                                      # everything, ~15 min
+#   SCENARIOS=get64,post1k,get16k bench/compare.sh        # plain HTTP/1.1 only, ~5 min
 #   PROXIES=nginx,haproxy DURATION=3 ROUNDS=1 bench/compare.sh
 #   SWITCHYARD_BIN=target/release/switchyard bench/compare.sh   # skip the cargo build
 #   UPSTREAM_MODE=slow PROXIES=switchyard_rr,switchyard_p2c SCENARIOS=get64 bench/compare.sh
@@ -12,6 +13,8 @@
 #                                                         # the cost of retry/timeout/limits/rate-limit layers
 #   UPSTREAM_MODE=failing PROXIES=nginx,haproxy,switchyard SCENARIOS=get64 bench/compare.sh
 #                                                         # one of three upstreams refuses connections: error rate
+#   PROXIES=switchyard SCENARIOS=soak IDLE_CONNS=0 bench/compare.sh
+#                                                         # 10 min at RATE req/s, RSS sampled every 30 s
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,7 +24,7 @@ REPO_DIR=$(dirname "$BENCH_DIR")
 DURATION=${DURATION:-10}                 # seconds per measured run ("10" or "10s")
 DURATION=${DURATION%s}
 ROUNDS=${ROUNDS:-3}
-SCENARIOS=${SCENARIOS:-get64,post1k,get16k}
+SCENARIOS=${SCENARIOS:-get64,post1k,get16k,rate64,tlsh1,tlsh2,tls13hs}
 PROXIES=${PROXIES:-nginx,haproxy,switchyard}
 WORKERS=${WORKERS:-1}                    # worker processes/threads given to EACH proxy
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}  # nginx worker processes of the fast upstream
@@ -34,11 +37,16 @@ UPSTREAM_MODE=${UPSTREAM_MODE:-single}   # single: one fast upstream; slow: two 
                                          # failing: two fast + one refusing connections
 SLOW_MS=${SLOW_MS:-50}                   # slow mode: delay of the slow upstream per request
 BALANCE=${BALANCE:-round_robin}          # balance of the plain "switchyard" proxy
+RATE=${RATE:-20000}                      # rate64 and soak: offered load, requests/s over all connections
+IDLE_CONNS=${IDLE_CONNS:-10000}          # memory: idle keep-alive connections to open per proxy; 0 = skip
+SOAK_SECONDS=${SOAK_SECONDS:-600}        # soak: how long
+SOAK_SAMPLE=${SOAK_SAMPLE:-30}           # soak: seconds between RSS samples
 
-for v in DURATION ROUNDS WORKERS UPSTREAM_WORKERS CONNECTIONS THREADS WARMUP SLOW_MS; do
+for v in DURATION ROUNDS WORKERS UPSTREAM_WORKERS CONNECTIONS THREADS WARMUP SLOW_MS RATE IDLE_CONNS SOAK_SECONDS SOAK_SAMPLE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || { echo "compare.sh: $v must be a whole number, got '${!v}'" >&2; exit 2; }
 done
-(( DURATION > 0 && ROUNDS > 0 && WORKERS > 0 )) || { echo "compare.sh: DURATION, ROUNDS and WORKERS must be > 0" >&2; exit 2; }
+(( DURATION > 0 && ROUNDS > 0 && WORKERS > 0 && RATE > 0 && SOAK_SAMPLE > 0 )) || { echo "compare.sh: DURATION, ROUNDS, WORKERS, RATE and SOAK_SAMPLE must be > 0" >&2; exit 2; }
+(( IDLE_CONNS <= 10000 )) || { echo "compare.sh: IDLE_CONNS is at most 10000 (switchyard's default max_connections; the fd hard limit)" >&2; exit 2; }
 [[ $UPSTREAM_MODE == single || $UPSTREAM_MODE == slow || $UPSTREAM_MODE == failing ]] || { echo "compare.sh: UPSTREAM_MODE must be single, slow or failing, got '$UPSTREAM_MODE'" >&2; exit 2; }
 
 IFS=, read -ra SCENARIO_LIST <<< "$SCENARIOS"
@@ -322,8 +330,8 @@ daemon off;
 master_process on;
 pid $d/nginx.pid;
 error_log $d/error.log warn;
-worker_rlimit_nofile 10000;
-events { worker_connections 4096; }
+worker_rlimit_nofile 20000;
+events { worker_connections 12000; }
 http {
     access_log off;
     client_body_temp_path $d/tmp/body;
@@ -396,7 +404,7 @@ start_haproxy() {
     cat > "$d/haproxy.cfg" <<EOF
 global
     nbthread $WORKERS
-    maxconn 4096        # fits a 20000-fd hard limit (haproxy needs ~2 fds per conn)
+    maxconn 9000        # fits a 20000-fd hard limit (haproxy reserves 2 fds per conn)
 
 defaults
     mode http
@@ -707,6 +715,27 @@ scenario_h1get64() { run_h2load "http://127.0.0.1:${PROXY_PORT[$1]}/" "$2" --h1;
 scenario_tls13hs() { run_h2load_batches "https://127.0.0.1:${PROXY_TLS_PORT[$1]}/" "$2" --h1 -H 'Connection: close'; }
 scenario_tlsh1()   { run_h2load "https://127.0.0.1:${PROXY_TLS_PORT[$1]}/" "$2" --h1; }
 scenario_tlsh2()   { run_h2load "https://127.0.0.1:${PROXY_TLS_PORT[$1]}/" "$2"; }
+# rate64: GET / at a fixed offered load (RATE req/s spread over the connections, h2load --rps),
+# the same for every proxy, so p50/p99 compare at equal load and are not bent by coordinated
+# omission the way a closed-loop run's are (wrk sends the next request only after a response).
+per_conn_rate() { awk -v r="$RATE" -v c="$CONNECTIONS" 'BEGIN { printf "%.3f", r / c }'; }
+scenario_rate64() { run_h2load "http://127.0.0.1:${PROXY_PORT[$1]}/" "$2" --h1 --rps="$(per_conn_rate)"; }
+# soak: the rate64 load for SOAK_SECONDS (not DURATION), sampling the proxy's RSS every
+# SOAK_SAMPLE seconds into $RUN_DIR/soak-PROXY.csv; growth is reported under the table.
+scenario_soak() {
+    local p=$1 samples=$RUN_DIR/soak-$1.csv sampler rc=0
+    local -a pids
+    read -ra pids <<< "$(proxy_pids "${PROXY_PID[$p]}")"
+    echo "seconds,rss_kib" > "$samples"
+    ( t=0; while :; do echo "$t,$(rss_kib "${pids[@]}")" >> "$samples"; sleep "$SOAK_SAMPLE"; t=$(( t + SOAK_SAMPLE )); done ) &
+    sampler=$!
+    STARTED_PIDS+=("$sampler")
+    DURATION=$SOAK_SECONDS run_h2load "http://127.0.0.1:${PROXY_PORT[$p]}/" "$2" --h1 --rps="$(per_conn_rate)" || rc=$?
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    echo "$SOAK_SECONDS,$(rss_kib "${pids[@]}")" >> "$samples"
+    return "$rc"
+}
 
 for s in "${SCENARIO_LIST[@]}"; do
     declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: $(declare -F | awk '$3 ~ /^scenario_/ { sub(/^scenario_/, "", $3); printf "%s ", $3 }'))"
@@ -714,7 +743,8 @@ done
 
 # --------------------------------------------------------------------- run --
 n_s=${#SCENARIO_LIST[@]} n_p=${#PROXY_LIST[@]}
-est=$(( ROUNDS * n_s * n_p * (DURATION + 1) + n_p * WARMUP + 5 ))
+est=$(( ROUNDS * n_s * n_p * (DURATION + 1) + n_p * WARMUP + 5 + (IDLE_CONNS > 0 ? n_p * (5 + IDLE_CONNS / 2000) : 0) ))
+[[ " ${SCENARIO_LIST[*]} " == *" soak "* ]] && est=$(( est + ROUNDS * n_p * (SOAK_SECONDS - DURATION) ))
 log "plan: $ROUNDS round(s) x $n_s scenario(s) [$SCENARIOS] x $n_p prox(ies) [$PROXIES] x ${DURATION}s"
 log "estimated time: ~${est}s (~$(( (est + 59) / 60 )) min), plus a cargo build if switchyard is included and SWITCHYARD_BIN is unset"
 log "each proxy gets WORKERS=$WORKERS worker(s); wrk -t$THREADS -c$CONNECTIONS; machine: $(nproc) CPU(s)"
@@ -739,6 +769,20 @@ for p in "${PROXY_LIST[@]}"; do start_proxy "$p"; done
 RUNNING=()
 for p in "${PROXY_LIST[@]}"; do [[ ${PROXY_STATUS[$p]} == ok ]] && RUNNING+=("$p"); done
 ((${#RUNNING[@]})) || die "no proxy is running"
+
+# Idle RSS: each proxy as started, before any load (one request first, so lazily built state
+# such as the upstream connection exists, as it would a second after start in production).
+MEM_CSV="$RUN_DIR/memory.csv"
+echo "proxy,idle_rss_kib,conns,rss_before_kib,rss_after_kib,per_conn_bytes" > "$MEM_CSV"
+declare -A IDLE_RSS
+for p in "${RUNNING[@]}"; do
+    curl -s -o /dev/null "http://127.0.0.1:${PROXY_PORT[$p]}/" || true
+done
+sleep 1
+for p in "${RUNNING[@]}"; do
+    read -ra pids <<< "$(proxy_pids "${PROXY_PID[$p]}")"
+    IDLE_RSS[$p]=$(rss_kib "${pids[@]}")
+done
 
 if (( WARMUP > 0 )); then
     for p in "${RUNNING[@]}"; do
@@ -798,6 +842,27 @@ for (( r = 1; r <= ROUNDS; r++ )); do
     done
 done
 
+# ------------------------------------------------------------------ memory --
+# Memory per idle keep-alive client connection: IDLE_CONNS connections that have each served
+# one request (bench/idle_conns.py); RSS after minus before, divided by their number.
+for p in "${RUNNING[@]}"; do
+    line=""
+    if (( IDLE_CONNS > 0 )) && kill -0 "${PROXY_PID[$p]}" 2>/dev/null; then
+        log "memory: $p, $IDLE_CONNS idle keep-alive connections"
+        read -ra pids <<< "$(proxy_pids "${PROXY_PID[$p]}")"
+        if line=$(python3 "$BENCH_DIR/idle_conns.py" "${PROXY_PORT[$p]}" "$IDLE_CONNS" "${pids[@]}" 2>"$TMP/idle-$p.err"); then
+            log "memory: $p: $line"
+        else
+            log "memory: $p: failed: $(tail -n 1 "$TMP/idle-$p.err")"
+            line=""
+        fi
+        sleep 1   # let the proxy close the connections before the next one is measured
+    fi
+    declare -A mm=()
+    for kv in $line; do mm[${kv%%=*}]=${kv#*=}; done
+    echo "$p,${IDLE_RSS[$p]},${mm[conns]:-},${mm[rss_before_kib]:-},${mm[rss_after_kib]:-},${mm[per_conn_bytes]:-}" >> "$MEM_CSV"
+done
+
 # ------------------------------------------------------------------ report --
 {
     echo "switchyard bench/compare.sh  $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -805,8 +870,8 @@ done
     echo "nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///'), haproxy $("$HAPROXY_BIN" -v | awk 'NR==1 {print $3}'), $(wrk --version 2>&1 | awk 'NR==1 {print $1, $2}')"
     echo "rounds=$ROUNDS duration=${DURATION}s workers/proxy=$WORKERS upstream_workers=$UPSTREAM_WORKERS wrk -t$THREADS -c$CONNECTIONS upstream_mode=$UPSTREAM_MODE$([[ $UPSTREAM_MODE == slow ]] && echo " slow_ms=$SLOW_MS")$([[ $UPSTREAM_MODE == failing ]] && echo " refusing=127.0.0.1:$DEAD_PORT")"
     echo
-    python3 - "$CSV" "$PROXIES" "$SCENARIOS" "$(nproc)" "$UPSTREAM_MODE" <<'PY'
-import csv, statistics, sys
+    python3 - "$CSV" "$PROXIES" "$SCENARIOS" "$(nproc)" "$UPSTREAM_MODE" "$MEM_CSV" "$RUN_DIR" <<'PY'
+import csv, os, statistics, sys
 path, proxies, scenarios = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(",")
 rows = list(csv.DictReader(open(path)))
 med = lambda xs: statistics.median(xs) if xs else None
@@ -852,6 +917,35 @@ if ok:
         "  <-- WARNING: the machine was not quiet; treat req/s and latency with care" if share(worst) > 0.10 else ""))
 for r in ratios:
     print(r)
+# p99 at equal load (the fixed-rate scenarios) against nginx.
+for sc in scenarios:
+    if sc not in ("rate64", "soak"):
+        continue
+    p99 = {px: med([float(r["p99_ms"]) for r in rows if r["scenario"] == sc and r["proxy"] == px and r["status"] == "ok"])
+           for px in ("nginx", "switchyard")}
+    if all(v is not None for v in p99.values()):
+        print("%-8s p99 at a fixed offered load: switchyard %.3f ms vs nginx %.3f ms (%s)" % (
+            sc, p99["switchyard"], p99["nginx"], "ok" if p99["switchyard"] <= p99["nginx"] else "HIGHER"))
+# Memory: idle RSS and the cost of an idle keep-alive connection.
+mem = [r for r in csv.DictReader(open(sys.argv[6]))]
+if mem:
+    print()
+    print("memory: idle RSS as started (after one request); per idle keep-alive client connection (RSS delta / conns)")
+    for r in mem:
+        per = ("%.1f KiB (%s conns)" % (float(r["per_conn_bytes"]) / 1024, r["conns"])) if r["per_conn_bytes"] else "not measured"
+        print("  %-20s idle RSS %6.1f MiB   per idle connection %s" % (r["proxy"], int(r["idle_rss_kib"] or 0) / 1024, per))
+# Soak: RSS over time.
+for px in proxies:
+    f = os.path.join(sys.argv[7], "soak-%s.csv" % px)
+    if not os.path.exists(f):
+        continue
+    s = [(int(r["seconds"]), int(r["rss_kib"])) for r in csv.DictReader(open(f))]
+    if len(s) < 3:
+        continue
+    # The first sample is before the load started; growth is judged from the first loaded one.
+    first, last, peak = s[1][1], s[-1][1], max(v for _, v in s[1:])
+    print("soak %-14s %d s: RSS %.1f MiB at %d s -> %.1f MiB at the end (peak %.1f MiB, growth %+.1f%%); samples in %s" % (
+        px, s[-1][0], first / 1024, s[1][0], last / 1024, peak / 1024, 100.0 * (last - first) / first, f))
 for sc in scenarios:
     p99 = {}
     for px in ("switchyard_rr", "switchyard_p2c"):

@@ -405,6 +405,25 @@ async fn h2c_clients_and_h2c_upstreams() {
     assert_eq!(get(&g.url("/h1")).await.json()["path"], "/h1");
 }
 
+/// A prior-knowledge h2c client whose preface arrives in two pieces: the listener cannot tell
+/// the protocol from the first piece and must wait for the rest (the pause makes the split
+/// likely; the connection must speak HTTP/2 either way).
+#[tokio::test]
+async fn h2c_preface_in_two_pieces() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let e = echo("e").await;
+    let g = gateway(&one_upstream("e", e.addr)).await;
+    let mut s = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The rest of the preface, then an empty SETTINGS frame (length 0, type 4, stream 0).
+    s.write_all(b"\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head)).await.unwrap().unwrap();
+    assert_eq!(head[3], 4, "the server's first frame is its SETTINGS: {head:?}");
+}
+
 #[tokio::test]
 async fn trailers_pass_through() {
     let up = upstream(|_| async {

@@ -1,10 +1,12 @@
 //! Listeners: the accept loop (bounded by `max_connections`), one task per connection serving
-//! HTTP/1.1 and h2c on the same port with hyper-util's auto builder, the `[limits]` timeouts,
-//! and graceful drain (stop accepting, let in-flight requests finish).
+//! HTTP/1.1 and h2c on the same port, the `[limits]` timeouts, and graceful drain (stop
+//! accepting, let in-flight requests finish).
 //!
-//! On a TLS listener each connection's task first runs the handshake (bounded by
+//! A plain connection's protocol is told by peeking at its first bytes (the HTTP/2 preface or
+//! not). On a TLS listener each connection's task first runs the handshake (bounded by
 //! `header_read_timeout`; a failure closes only that connection), then ALPN picks the
-//! protocol: `h2` serves HTTP/2 only, `http/1.1` HTTP/1.1 only, no ALPN either (auto).
+//! protocol: `h2` serves HTTP/2 only, `http/1.1` HTTP/1.1 only, no ALPN either (decided from
+//! the first bytes by hyper-util's auto reader).
 
 pub mod conn;
 pub mod service;
@@ -182,7 +184,7 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToke
 /// Which protocol a connection speaks: the one ALPN chose or the first bytes showed, or not
 /// known yet (TLS without ALPN, or the start of an h2c preface): hyper-util's auto reader then
 /// decides.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Protocol {
     Auto,
     Http1,
@@ -191,6 +193,18 @@ enum Protocol {
 
 /// The HTTP/2 client preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Which protocol a plain connection speaks, from the first bytes it sent (`None`: it closed
+/// without sending any).
+fn classify(first: &[u8]) -> Option<Protocol> {
+    match first.len() {
+        0 => None,
+        n if first != &H2_PREFACE[..n] => Some(Protocol::Http1),
+        n if n == H2_PREFACE.len() => Some(Protocol::Http2),
+        // Part of the preface so far: let hyper-util's reader wait for the rest.
+        _ => Some(Protocol::Auto),
+    }
+}
 
 /// The connection builders, built once per listener.
 ///
@@ -220,7 +234,10 @@ impl Builders {
         http2.timer(TokioTimer::new()).max_concurrent_streams(streams).max_header_list_size(header_list);
         let mut auto = auto::Builder::new(TokioExecutor::new());
         auto.http1().timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(head).keep_alive(true);
-        auto.http2().timer(TokioTimer::new()).max_concurrent_streams(streams).max_header_list_size(header_list);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(streams)
+            .max_header_list_size(header_list);
         Builders { http1, http2, auto }
     }
 }
@@ -244,9 +261,13 @@ where
 {
     fn new(builders: &'a Builders, protocol: Protocol, io: Io<I>, svc: GatewayService) -> Self {
         match protocol {
-            Protocol::Http1 => Served::Http1 { conn: builders.http1.serve_connection(io, svc).with_upgrades() },
+            Protocol::Http1 => {
+                Served::Http1 { conn: builders.http1.serve_connection(io, svc).with_upgrades() }
+            }
             Protocol::Http2 => Served::Http2 { conn: Box::pin(builders.http2.serve_connection(io, svc)) },
-            Protocol::Auto => Served::Auto { conn: Box::pin(builders.auto.serve_connection_with_upgrades(io, svc)) },
+            Protocol::Auto => {
+                Served::Auto { conn: Box::pin(builders.auto.serve_connection_with_upgrades(io, svc)) }
+            }
         }
     }
 
@@ -293,11 +314,8 @@ impl Connection {
             _ = self.shutdown.cancelled() => return None,
         };
         match peeked {
-            Ok(0) | Err(_) => None,
-            Ok(n) if first[..n] != H2_PREFACE[..n] => Some(Protocol::Http1),
-            Ok(n) if n == H2_PREFACE.len() => Some(Protocol::Http2),
-            // Part of the preface so far: let hyper-util's reader wait for the rest.
-            Ok(_) => Some(Protocol::Auto),
+            Ok(n) => classify(&first[..n]),
+            Err(_) => None,
         }
     }
 
@@ -365,5 +383,21 @@ impl Connection {
             }
         }
         gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_bytes_tell_the_protocol() {
+        assert_eq!(classify(b""), None);
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http1));
+        assert_eq!(classify(b"P"), Some(Protocol::Auto));
+        assert_eq!(classify(b"PRI * HTTP/2.0\r\n"), Some(Protocol::Auto));
+        assert_eq!(classify(b"PRI * HTTP/1.1\r\n"), Some(Protocol::Http1));
+        assert_eq!(classify(b"POST /x HTTP/1.1\r\n"), Some(Protocol::Http1));
+        assert_eq!(classify(H2_PREFACE), Some(Protocol::Http2));
     }
 }
