@@ -15,7 +15,6 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Method, Request, Response, Version};
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
 use tower::ServiceExt as _;
 
 use super::conn::{ConnState, RequestGuard};
@@ -79,12 +78,18 @@ impl GatewayService {
     }
 }
 
-impl hyper::service::Service<Request<Incoming>> for GatewayService {
+/// Generic over the request body: hyper hands it [`Incoming`](hyper::body::Incoming); the
+/// request-path bench calls it with an in-memory body, without a client connection.
+impl<B> hyper::service::Service<Request<B>> for GatewayService
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<crate::error::Error>,
+{
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
 
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<B>) -> Self::Future {
         let started = Instant::now();
         let guard = self.conn.begin(req.version() == Version::HTTP_2);
         let snap = self.shared.snapshot.load_full();
