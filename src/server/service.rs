@@ -98,7 +98,11 @@ where
             req.headers_mut().insert(&X_FORWARDED_CLIENT_CERT, xfcc.clone());
         }
         let request_id = headers::request_id(req.headers());
-        let host = headers::request_host(&req).and_then(|h| HeaderValue::from_str(h).ok());
+        // The Host header's value is shared, not copied; HTTP/2's `:authority` is copied once.
+        let host = match req.headers().get(http::header::HOST) {
+            Some(h) => h.to_str().is_ok().then(|| h.clone()),
+            None => req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
 
         let mut done = Done {
             shared: Arc::clone(&self.shared),
