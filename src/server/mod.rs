@@ -161,7 +161,7 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToke
                 match tls {
                     None => match conn.sniff(&stream).await {
                         Some(protocol) => conn.serve(stream, peer, protocol, None, state).await,
-                        None => tracing::debug!(client = %peer, "closed before sending a request"),
+                        None => tracing::debug!(client = %peer, "no request: the connection closed or sent nothing in time"),
                     },
                     Some(acceptor) => match acceptor.accept(stream).await {
                         Ok(a) => {
@@ -305,7 +305,8 @@ struct Connection {
 
 impl Connection {
     /// Which protocol a plain connection speaks, from its first bytes (peeked, so hyper still
-    /// reads the whole request head in one go); `None` if it closed or sent nothing in time.
+    /// reads the whole request head in one go); `None` if it closed, or sent nothing within
+    /// `header_read_timeout`, or the gateway is draining.
     async fn sniff(&self, stream: &TcpStream) -> Option<Protocol> {
         let mut first = [0u8; H2_PREFACE.len()];
         let peeked = tokio::select! {
