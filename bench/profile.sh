@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# bench/profile.sh: where one proxied request's cost goes, for switchyard (and nginx as a proxy,
+# for comparison), with one worker each in front of an nginx upstream on loopback.
+#
+#   bench/profile.sh cpu        # user and kernel CPU µs per request, req per CPU-second (wrk -t2 -c64)
+#   bench/profile.sh syscalls   # system calls per request (strace -c on the proxy, wrk -c16)
+#   bench/profile.sh callgrind  # switchyard only: user-space instructions per request (valgrind)
+#   bench/profile.sh perf       # switchyard only: perf record -g, then the top symbols
+#
+# SWITCHYARD_BIN (default target/release/switchyard, built if missing), SECONDS_RUN (default 5).
+# Every process started here is stopped by PID on exit. See bench/README.md ("Profiling").
+set -euo pipefail
+
+MODE=${1:-cpu}
+SECS=${SECONDS_RUN:-5}
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=${SWITCHYARD_BIN:-$REPO_DIR/target/release/switchyard}
+log() { printf '[profile] %s\n' "$*" >&2; }
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+case $MODE in
+    syscalls) command -v strace >/dev/null || need+=(strace) ;;
+    callgrind) command -v valgrind >/dev/null || need+=(valgrind) ;;
+    perf) command -v perf >/dev/null || need+=(linux-perf) ;;
+    cpu) ;;
+    *) echo "usage: bench/profile.sh cpu|syscalls|callgrind|perf" >&2; exit 2 ;;
+esac
+if ((${#need[@]})); then
+    log "installing: ${need[*]}"
+    [[ $(id -u) -eq 0 ]] || { log "need root to apt-get install ${need[*]}"; exit 1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >&2
+fi
+if [[ ! -x $BIN ]]; then
+    log "building switchyard (cargo build --release)"
+    (cd "$REPO_DIR" && cargo build --release >&2)
+fi
+
+TMP=$(mktemp -d /tmp/switchyard-profile.XXXXXX)
+chmod 755 "$TMP"
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() {
+    local i
+    for i in $(seq 1 100); do
+        curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+        sleep 0.1
+    done
+    log "nothing answers on port $1"; exit 1
+}
+
+UP=$(free_port) NGX=$(free_port) SY=$(free_port)
+BODY=$(printf 'x%.0s' $(seq 1 63))
+mkdir -p "$TMP/up" "$TMP/px" "$TMP/sy/routes"
+cat > "$TMP/up/nginx.conf" <<EOF
+worker_processes 1; daemon off; pid $TMP/up/nginx.pid; error_log $TMP/up/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 10000000; client_body_temp_path $TMP/up;
+  server { listen 127.0.0.1:$UP; location / { return 200 "$BODY\n"; } } }
+EOF
+cat > "$TMP/px/nginx.conf" <<EOF
+worker_processes 1; daemon off; pid $TMP/px/nginx.pid; error_log $TMP/px/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 10000000; client_body_temp_path $TMP/px; proxy_temp_path $TMP/px;
+  upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$NGX; location / { proxy_pass http://up; proxy_http_version 1.1;
+    proxy_set_header Connection ""; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
+EOF
+cat > "$TMP/sy/gateway.toml" <<EOF
+[gateway]
+routes_dir = "routes"
+[[listener]]
+name = "profile"
+listen = "127.0.0.1:$SY"
+[access_log]
+enabled = false
+EOF
+printf '[[upstream]]\nname = "up"\nendpoints = ["127.0.0.1:%s"]\n[[route]]\nname = "all"\npath_prefix = "/"\nupstream = "up"\n' "$UP" \
+    > "$TMP/sy/routes/profile.toml"
+
+nginx -c "$TMP/up/nginx.conf" -p "$TMP/up" & PIDS+=($!)
+wait_port "$UP"
+start_switchyard() {   # start_switchyard [wrapper...]: sets SY_PID (the wrapper's PID if any)
+    SWITCHYARD_WORKER_THREADS=1 SWITCHYARD_LOG=warn "$@" "$BIN" --config "$TMP/sy/gateway.toml" \
+        >"$TMP/sy/stdout.log" 2>"$TMP/sy/stderr.log" &
+    SY_PID=$!
+    PIDS+=("$SY_PID")
+    wait_port "$SY"
+}
+start_nginx_proxy() {  # sets NGX_WORKER
+    nginx -c "$TMP/px/nginx.conf" -p "$TMP/px" & PIDS+=($!)
+    wait_port "$NGX"
+    NGX_WORKER=$(ps -o pid= --ppid "${PIDS[-1]}" | head -n 1 | tr -d ' ')
+}
+requests() { awk '/requests in/ { print $1 }'; }
+
+case $MODE in
+cpu)
+    start_switchyard
+    start_nginx_proxy
+    for who in "switchyard $SY_PID $SY" "nginx $NGX_WORKER $NGX"; do
+        set -- $who
+        wrk -t2 -c64 -d1s "http://127.0.0.1:$3/" >/dev/null
+        read -r u0 s0 < <(awk '{ print $14, $15 }' "/proc/$2/stat")
+        n=$(wrk -t2 -c64 -d"${SECS}s" "http://127.0.0.1:$3/" | requests)
+        read -r u1 s1 < <(awk '{ print $14, $15 }' "/proc/$2/stat")
+        awk -v who="$1" -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" 'BEGIN {
+            printf "%-10s %8d requests  user %.2f µs/req  kernel %.2f µs/req  %.0f req per CPU-second\n",
+                who, n, u / hz * 1e6 / n, s / hz * 1e6 / n, n / ((u + s) / hz) }'
+    done
+    ;;
+syscalls)
+    start_switchyard
+    start_nginx_proxy
+    for who in "switchyard $SY_PID $SY" "nginx $NGX_WORKER $NGX"; do
+        set -- $who
+        wrk -t1 -c16 -d1s "http://127.0.0.1:$3/" >/dev/null
+        strace -c -f -p "$2" -o "$TMP/strace-$1.txt" & st=$!
+        sleep 0.5
+        n=$(wrk -t1 -c16 -d"${SECS}s" "http://127.0.0.1:$3/" | requests)
+        kill -INT "$st"; wait "$st" 2>/dev/null || true
+        echo "== $1: $n requests; calls per request:"
+        awk -v n="$n" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ { printf "  %-14s %.3f\n", $NF, $4 / n }' "$TMP/strace-$1.txt" | head -n 8
+    done
+    ;;
+callgrind)
+    start_switchyard valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/cg.out"
+    wrk -t1 -c8 -d2s "http://127.0.0.1:$SY/" >/dev/null
+    callgrind_control -i on "$SY_PID" >/dev/null 2>&1
+    n=$(wrk -t1 -c8 -d"${SECS}s" "http://127.0.0.1:$SY/" | requests)
+    callgrind_control -i off "$SY_PID" >/dev/null 2>&1
+    callgrind_control -d "$SY_PID" >/dev/null 2>&1
+    sleep 0.5
+    out=$(ls "$TMP"/cg.out.* | tail -n 1)
+    ir=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+    echo "switchyard: $n requests, $((ir / n)) user-space instructions per request"
+    callgrind_annotate "$out" 2>/dev/null | sed -n '/^Ir/,$p' | sed -n 3,25p
+    ;;
+perf)
+    start_switchyard
+    wrk -t2 -c64 -d1s "http://127.0.0.1:$SY/" >/dev/null
+    perf record -F 2999 -g -p "$SY_PID" -o "$TMP/perf.data" -- sleep "$SECS" >/dev/null 2>&1 & pr=$!
+    wrk -t2 -c64 -d"${SECS}s" "http://127.0.0.1:$SY/" >/dev/null
+    wait "$pr" || true
+    perf report -g none -i "$TMP/perf.data" --no-children --sort dso 2>/dev/null | grep -v '^#' | sed '/^$/d' | head -n 5
+    perf report -g none -i "$TMP/perf.data" --no-children --sort sym 2>/dev/null | grep -v '^#' | sed '/^$/d' | head -n 30
+    ;;
+esac
