@@ -156,7 +156,7 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToke
             let tls = listener.tls.clone();
             tracker.spawn(async move {
                 // The first request head is due `header_read_timeout` after the accept, however
-                // long the TLS handshake or the protocol sniffing took.
+                // long the TLS handshake or the protocol sniffing took (`serve` checks from it).
                 let state = Arc::new(ConnState::default());
                 match tls {
                     None => match conn.sniff(&stream).await {
@@ -352,7 +352,11 @@ impl Connection {
         tokio::pin!(conn);
         let mut draining = false;
         let mut closing = false;
-        let mut next = tokio::time::Instant::now() + self.limits.header_read_timeout;
+        // The first deadline counts from the accept (`state` was made then), not from here.
+        let mut next = match state.check(&self.limits) {
+            Verdict::WaitUntil(at) => at.into(),
+            Verdict::Abort | Verdict::CloseIdle => tokio::time::Instant::now(),
+        };
         loop {
             tokio::select! {
                 res = conn.as_mut() => {
