@@ -163,14 +163,16 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToke
                         Some(protocol) => conn.serve(stream, peer, protocol, None, state).await,
                         None => tracing::debug!(client = %peer, "no request: the connection closed or sent nothing in time"),
                     },
-                    Some(acceptor) => match acceptor.accept(stream).await {
+                    // Boxed: a TLS session is large, and the task of every plain connection
+                    // would otherwise be sized for it.
+                    Some(acceptor) => match Box::pin(acceptor.accept(stream)).await {
                         Ok(a) => {
                             let protocol = match a.h2 {
                                 Some(true) => Protocol::Http2,
                                 Some(false) => Protocol::Http1,
                                 None => Protocol::Auto,
                             };
-                            conn.serve(a.stream, peer, protocol, Some(a.client_cert), state).await
+                            Box::pin(conn.serve(a.stream, peer, protocol, Some(a.client_cert), state)).await
                         }
                         Err(e) => tracing::debug!(listener = %conn.name, client = %peer, error = %e, "TLS handshake failed"),
                     },
