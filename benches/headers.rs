@@ -7,9 +7,8 @@
 //!   a WebSocket upgrade (the upgrade headers are put back), and an HTTP/2-style request with
 //!   no hop-by-hop header at all (the one-pass early return).
 //! - `request/set_forwarded`: first hop, and appending to a client's `x-forwarded-for`.
-//! - `request/prepare`: the whole sequence the forwarder runs per attempt (strip, `Host`,
-//!   forwarded headers, request id), as `stack::forward::prepare_headers` does (private there,
-//!   so repeated here: keep the two in step).
+//! - `request/prepare`: the whole sequence the forwarder runs per attempt
+//!   (`proxy::headers::prepare_request`: strip, `Host`, forwarded headers, request id).
 //! - `request/{request_id,upgrade_requested,request_host}`: the read-only lookups.
 //! - `response/strip_hop_by_hop`, and the `ResponseHeaders` layer (route `response_headers`)
 //!   with and without edits.
@@ -33,9 +32,10 @@ use tower::Service as _;
 use switchyard::body::{self, Body};
 use switchyard::config::HeaderEdits;
 use switchyard::proxy::headers::{
-    request_host, request_id, set_forwarded, strip_hop_by_hop, upgrade_requested, X_FORWARDED_FOR,
-    X_REQUEST_ID,
+    new_request_id, prepare_request, request_host, request_id, set_forwarded, strip_hop_by_hop,
+    upgrade_requested, X_FORWARDED_FOR, X_REQUEST_ID,
 };
+use switchyard::proxy::RequestInfo;
 use switchyard::stack::ResponseHeaders;
 
 /// Inputs made per timed batch. The gateway rewrites a map hyper has just written, so it is in
@@ -205,16 +205,22 @@ fn request(c: &mut Criterion) {
         set_forwarded(h, &client_ip, true, Some(&host))
     });
 
-    // What the forwarder does to each attempt's request (`stack::forward::prepare_headers`).
+    // What the forwarder does to each attempt's request, with what the listener put in the
+    // request's extensions (the request id was taken or made once, before the route).
+    let info = RequestInfo {
+        client: "203.0.113.7:52344".parse().unwrap(),
+        listener: std::sync::Arc::new("bench".to_owned()),
+        https: true,
+        host: Some(host.clone()),
+        request_id: new_request_id(),
+        bytes_in: Default::default(),
+        client_ip: client_ip.clone(),
+        exchange: Default::default(),
+        tried: Default::default(),
+    };
     let prepare = |h: &mut HeaderMap| {
         let upgrade = upgrade_requested(h);
-        strip_hop_by_hop(h, upgrade);
-        if !h.contains_key(header::HOST) {
-            h.insert(header::HOST, host.clone());
-        }
-        set_forwarded(h, &client_ip, true, Some(&host));
-        let id = request_id(h);
-        h.insert(&X_REQUEST_ID, id);
+        prepare_request(h, Some(&info), upgrade);
     };
     bench_mut(&mut g, "prepare/keep_alive", &browser, prepare);
     bench_mut(&mut g, "prepare/connection_listed", &hop, prepare);

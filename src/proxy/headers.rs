@@ -158,6 +158,27 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, https: bool,
     }
 }
 
+/// Request headers for the upstream, as the forwarder prepares each attempt: hop-by-hop
+/// headers removed (an `upgrade` the client asked for is kept), and with the listener's
+/// `info`, a `Host` header (HTTP/2 clients send `:authority` instead), the forwarded headers
+/// and the request id.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    info: Option<&super::RequestInfo>,
+    upgrade: Option<HeaderValue>,
+) {
+    strip_hop_by_hop(headers, upgrade);
+    if let Some(info) = info {
+        if let Some(host) = &info.host {
+            if !headers.contains_key(header::HOST) {
+                headers.insert(header::HOST, host.clone());
+            }
+        }
+        set_forwarded(headers, &info.client_ip, info.https, info.host.as_ref());
+        headers.insert(&X_REQUEST_ID, info.request_id.clone());
+    }
+}
+
 /// The request's host as the client sent it: the `Host` header, else the URI's authority
 /// (HTTP/2 `:authority`).
 pub fn request_host<B>(req: &http::Request<B>) -> Option<&str> {

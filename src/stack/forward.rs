@@ -16,13 +16,13 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
-use http::{header, HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 
 use crate::balance::{Endpoint, Phase, Upstream, OUTCOMES};
 use crate::body::{self, Body};
 use crate::error::{cause_ref, ConnectFailed, Elapsed, Error, NoHealthyUpstream, Overloaded, UpstreamReset};
 use crate::metrics::{Metrics, UpstreamRequestLabels};
-use crate::proxy::headers::{self, upgrade_requested, X_REQUEST_ID};
+use crate::proxy::headers::{self, upgrade_requested};
 use crate::proxy::{self, RequestInfo, UpstreamInfo};
 use crate::resilience::limits::Slot;
 
@@ -127,7 +127,7 @@ impl tower::Service<Request<Body>> for Forward {
             let tried = info.as_deref().map(RequestInfo::tried).unwrap_or_default();
             let upgrade = upgrade_requested(req.headers());
             let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-            prepare_headers(req.headers_mut(), info.as_deref(), upgrade);
+            headers::prepare_request(req.headers_mut(), info.as_deref(), upgrade);
 
             let set = this.upstream.endpoints();
             let key =
@@ -200,21 +200,6 @@ impl tower::Service<Request<Body>> for Forward {
                 }
             }
         })
-    }
-}
-
-/// Request headers for the upstream: hop-by-hop removed, forwarded headers, request id, and a
-/// Host header (HTTP/2 clients send `:authority` instead).
-fn prepare_headers(headers: &mut HeaderMap, info: Option<&RequestInfo>, upgrade: Option<http::HeaderValue>) {
-    headers::strip_hop_by_hop(headers, upgrade);
-    if let Some(info) = info {
-        if let Some(host) = &info.host {
-            if !headers.contains_key(header::HOST) {
-                headers.insert(header::HOST, host.clone());
-            }
-        }
-        headers::set_forwarded(headers, &info.client_ip, info.https, info.host.as_ref());
-        headers.insert(&X_REQUEST_ID, info.request_id.clone());
     }
 }
 
