@@ -217,6 +217,7 @@ fn request(c: &mut Criterion) {
         client_ip: client_ip.clone(),
         exchange: Default::default(),
         tried: Default::default(),
+        upgrade: None,
     };
     let prepare = |h: &mut HeaderMap| {
         let upgrade = upgrade_requested(h);

@@ -136,6 +136,7 @@ async fn gateway(upstream: SocketAddr) -> GatewayService {
         access_log: AccessLog::disabled(),
         empty: Arc::new(String::new()),
         unrouted: Default::default(),
+        http: Default::default(),
     });
     let client: SocketAddr = "203.0.113.7:53124".parse().unwrap();
     GatewayService::new(shared, Arc::new("http".to_owned()), client, false, Arc::new(ConnState::default()))

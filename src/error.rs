@@ -38,6 +38,11 @@ pub struct NoRoute;
 #[error("bad request: {0}")]
 pub struct BadRequest(pub &'static str);
 
+/// The client stopped sending its request body for `body_read_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no request body bytes for {0:?}")]
+pub struct BodyReadTimeout(pub Duration);
+
 /// The request body exceeded its limit.
 #[derive(Debug, thiserror::Error)]
 #[error("request body is larger than {limit} bytes")]
@@ -115,8 +120,14 @@ pub struct Overloaded {
 pub enum Reason {
     /// 400
     BadRequest,
+    /// 401 (the admin API)
+    Unauthorized,
     /// 404
     NoRoute,
+    /// 405
+    MethodNotAllowed,
+    /// 408
+    RequestTimeout,
     /// 413
     BodyTooLarge,
     /// 429
@@ -140,7 +151,10 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::BadRequest => "bad_request",
+            Reason::Unauthorized => "unauthorized",
             Reason::NoRoute => "no_route",
+            Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::RequestTimeout => "request_timeout",
             Reason::BodyTooLarge => "body_too_large",
             Reason::RateLimited => "rate_limited",
             Reason::ConnectFailed => "connect_failed",
@@ -156,7 +170,10 @@ impl Reason {
     pub fn status(self) -> StatusCode {
         match self {
             Reason::BadRequest => StatusCode::BAD_REQUEST,
+            Reason::Unauthorized => StatusCode::UNAUTHORIZED,
             Reason::NoRoute => StatusCode::NOT_FOUND,
+            Reason::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Reason::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Reason::ConnectFailed | Reason::UpstreamReset | Reason::BadUpstreamResponse => {
@@ -172,6 +189,8 @@ impl Reason {
     pub fn of(err: &(dyn std::error::Error + 'static)) -> Reason {
         if cause_ref::<BodyTooLarge>(err).is_some() {
             Reason::BodyTooLarge
+        } else if cause_ref::<BodyReadTimeout>(err).is_some() {
+            Reason::RequestTimeout
         } else if cause_ref::<RateLimited>(err).is_some() {
             Reason::RateLimited
         } else if cause_ref::<Overloaded>(err).is_some() {
@@ -221,6 +240,14 @@ pub fn error_response(reason: Reason) -> Response<Body> {
     h.insert("x-switchyard-error", HeaderValue::from_static(reason.as_str()));
     if matches!(reason, Reason::RateLimited | Reason::Overloaded) {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if reason == Reason::MethodNotAllowed {
+        // RFC 9110 section 15.5.6: a 405 lists what is allowed; routes decide the rest.
+        h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"));
+    }
+    if reason == Reason::RequestTimeout {
+        // The request body was cut short: this connection cannot carry another request.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     res.extensions_mut().insert(ErrorReason(reason));
     res

@@ -130,6 +130,7 @@ impl Gateway {
             access_log: access_log.clone(),
             empty: Arc::new(String::new()),
             unrouted: Default::default(),
+            http: cfg.http,
         });
         let stop_accepting = CancellationToken::new();
         let stop_admin = CancellationToken::new();

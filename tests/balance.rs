@@ -409,6 +409,7 @@ fn outlier_upstream(ejection: Duration) -> Arc<Upstream> {
         hash_on: None,
         protocol: UpstreamProtocol::Http1,
         connect_timeout: Duration::from_secs(1),
+        read_timeout: Duration::from_secs(60),
         panic_threshold: 0,
         tls: None,
         health: None,

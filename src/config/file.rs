@@ -29,6 +29,8 @@ pub(super) struct GatewayFile {
     /// `[[listener]]`.
     #[serde(default)]
     pub(super) listener: Vec<ListenerSection>,
+    /// `[http]`.
+    pub(super) http: Option<HttpSection>,
     /// `[limits]`.
     pub(super) limits: Option<LimitsSection>,
     /// `[access_log]`.
@@ -77,6 +79,18 @@ pub(super) struct ListenerTlsSection {
     pub(super) client_ca: Option<Spanned<String>>,
 }
 
+/// `[http]`: request canonicalisation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HttpSection {
+    /// Decode unreserved escapes, remove dot-segments.
+    pub(super) normalize_path: Option<bool>,
+    /// `//` -> `/`.
+    pub(super) merge_slashes: Option<bool>,
+    /// reject | keep | decode.
+    pub(super) escaped_slashes: Option<Spanned<String>>,
+}
+
 /// `[limits]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +99,12 @@ pub(super) struct LimitsSection {
     pub(super) header_read_timeout: Option<Spanned<Scalar>>,
     /// Duration.
     pub(super) idle_timeout: Option<Spanned<Scalar>>,
+    /// Duration.
+    pub(super) body_read_timeout: Option<Spanned<Scalar>>,
+    /// Duration.
+    pub(super) send_timeout: Option<Spanned<Scalar>>,
+    /// Duration.
+    pub(super) tunnel_idle_timeout: Option<Spanned<Scalar>>,
     /// Size.
     pub(super) max_request_header_bytes: Option<Spanned<Scalar>>,
     /// Size.
@@ -137,6 +157,8 @@ pub(super) struct UpstreamSection {
     pub(super) protocol: Option<Spanned<String>>,
     /// Duration.
     pub(super) connect_timeout: Option<Spanned<Scalar>>,
+    /// Duration.
+    pub(super) read_timeout: Option<Spanned<Scalar>>,
     /// Percent.
     pub(super) panic_threshold: Option<Spanned<i64>>,
     /// `[upstream.tls]`.

@@ -75,10 +75,42 @@ pub struct GatewayConfig {
     pub admin: Option<SocketAddr>,
     /// `[[listener]]`, in file order; names are unique.
     pub listeners: Vec<ListenerConfig>,
+    /// `[http]`.
+    pub http: HttpConfig,
     /// `[limits]`.
     pub limits: Limits,
     /// `[access_log]`.
     pub access_log: AccessLogConfig,
+}
+
+/// `[http]`: how requests are put in canonical form before routing (`server::canonical`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Decode `%`-escaped unreserved characters, upper-case other escapes, remove dot-segments.
+    pub normalize_path: bool,
+    /// Runs of `/` become one.
+    pub merge_slashes: bool,
+    /// What `%2F` and `%5C` in a path do.
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for HttpConfig {
+    /// Envoy's and HAProxy's safe choices: normalise, merge, and refuse encoded slashes (an
+    /// upstream that decodes them would see a different path than the one routed).
+    fn default() -> Self {
+        HttpConfig { normalize_path: true, merge_slashes: true, escaped_slashes: EscapedSlashes::Reject }
+    }
+}
+
+/// `[http] escaped_slashes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// 400 `bad_request`.
+    Reject,
+    /// Left encoded: routes see `%2F`, and so does the upstream.
+    Keep,
+    /// Decoded before the other steps (`%5C` then counts as a raw `\`, which is refused).
+    Decode,
 }
 
 /// One `[[listener]]`.
@@ -110,6 +142,14 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// A keep-alive connection with no request in flight is closed after this.
     pub idle_timeout: Duration,
+    /// Longest wait between two reads of a request body: then 408, or a reset once the
+    /// response started.
+    pub body_read_timeout: Duration,
+    /// Longest wait for a client that stopped reading to accept more response bytes: then the
+    /// connection is closed.
+    pub send_timeout: Duration,
+    /// An upgraded (WebSocket) connection with no bytes either way is closed after this.
+    pub tunnel_idle_timeout: Duration,
     /// Request header bytes beyond this get 431.
     pub max_request_header_bytes: u64,
     /// 0 = unlimited; beyond: 413. A route can set its own.
@@ -125,6 +165,12 @@ impl Default for Limits {
         Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            // NGINX's client_body_timeout and send_timeout.
+            body_read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            // Long enough for a quiet WebSocket with the usual 30-60 s pings, short enough
+            // that abandoned tunnels do not pile up (Envoy's stream idle default is 5 min).
+            tunnel_idle_timeout: Duration::from_secs(15 * 60),
             max_request_header_bytes: 64 * 1024,
             max_request_body_bytes: 0,
             max_connections: 10_000,
@@ -175,8 +221,11 @@ pub struct UpstreamConfig {
     pub hash_on: Option<HashOn>,
     /// `protocol` to the upstream.
     pub protocol: UpstreamProtocol,
-    /// `connect_timeout` (default 1 s).
+    /// `connect_timeout` (default 1 s): TCP connect and the TLS handshake.
     pub connect_timeout: Duration,
+    /// `read_timeout` (default 60 s, NGINX's `proxy_read_timeout`): the longest wait between
+    /// two reads of the upstream's response, or for its head once the request was sent.
+    pub read_timeout: Duration,
     /// `panic_threshold` in percent; 0 = off.
     pub panic_threshold: u8,
     /// `[upstream.tls]`.

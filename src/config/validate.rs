@@ -25,15 +25,19 @@ use super::file::{
 };
 use super::{
     resolve_path, AccessLogConfig, Action, Balance, ConfigError, ConfigErrors, DiscoveryConfig, DnsRecord,
-    GatewayConfig, HashOn, HeaderEdits, HealthCheck, HealthKind, HostMatch, Limits, ListenerConfig,
-    ListenerTls, Origin, Outlier, PathMatch, RateLimit, RateLimitKey, RetryOn, RetryPolicy, RouteConfig,
-    RouteSet, StaticEndpoint, UpstreamConfig, UpstreamLimits, UpstreamProtocol, UpstreamTls, ValueMatch,
-    ZkFormat,
+    EscapedSlashes, GatewayConfig, HashOn, HeaderEdits, HealthCheck, HealthKind, HostMatch, HttpConfig,
+    Limits, ListenerConfig, ListenerTls, Origin, Outlier, PathMatch, RateLimit, RateLimitKey, RetryOn,
+    RetryPolicy, RouteConfig, RouteSet, StaticEndpoint, UpstreamConfig, UpstreamLimits, UpstreamProtocol,
+    UpstreamTls, ValueMatch, ZkFormat,
 };
 
 /// How many defined upstream names a "not defined" message lists before it only suggests the
 /// closest one: a short list helps, a long one buries the error.
 const MAX_LISTED_NAMES: usize = 8;
+
+/// A route's `timeout` when it sets none: NGINX's `proxy_read_timeout`, so that an upstream
+/// that accepts and never answers cannot hold a request (and its slots) for ever.
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(60);
 
 // === public API ===
 
@@ -479,6 +483,14 @@ impl<'s, 'a> Ctx<'s, 'a> {
                 d.header_read_timeout,
             );
             limits.idle_timeout = self.duration_or(l.idle_timeout.as_ref(), "idle_timeout", d.idle_timeout);
+            limits.body_read_timeout =
+                self.duration_or(l.body_read_timeout.as_ref(), "body_read_timeout", d.body_read_timeout);
+            limits.send_timeout = self.duration_or(l.send_timeout.as_ref(), "send_timeout", d.send_timeout);
+            limits.tunnel_idle_timeout = self.duration_or(
+                l.tunnel_idle_timeout.as_ref(),
+                "tunnel_idle_timeout",
+                d.tunnel_idle_timeout,
+            );
             if let Some(v) = &l.max_request_header_bytes {
                 match self.size(v) {
                     Some(0) => self.err(v.span(), "`max_request_header_bytes` must be greater than zero"),
@@ -502,6 +514,21 @@ impl<'s, 'a> Ctx<'s, 'a> {
             );
         }
 
+        let mut http = HttpConfig::default();
+        if let Some(h) = &f.http {
+            http.normalize_path = h.normalize_path.unwrap_or(http.normalize_path);
+            http.merge_slashes = h.merge_slashes.unwrap_or(http.merge_slashes);
+            if let Some(e) = &h.escaped_slashes {
+                let choices = [
+                    ("reject", EscapedSlashes::Reject),
+                    ("keep", EscapedSlashes::Keep),
+                    ("decode", EscapedSlashes::Decode),
+                ];
+                http.escaped_slashes =
+                    self.choice(e, "escaped_slashes", &choices).unwrap_or(http.escaped_slashes);
+            }
+        }
+
         let mut access_log = AccessLogConfig::default();
         if let Some(a) = &f.access_log {
             access_log.enabled = a.enabled.unwrap_or(true);
@@ -518,6 +545,7 @@ impl<'s, 'a> Ctx<'s, 'a> {
             drain_timeout,
             admin,
             listeners,
+            http,
             limits,
             access_log,
         })
@@ -768,6 +796,7 @@ impl Ctx<'_, '_> {
         };
         let connect_timeout =
             self.duration_or(u.connect_timeout.as_ref(), "connect_timeout", Duration::from_secs(1));
+        let read_timeout = self.duration_or(u.read_timeout.as_ref(), "read_timeout", Duration::from_secs(60));
         let panic_threshold = self.percent_or(u.panic_threshold.as_ref(), "panic_threshold", 0);
         let tls = u.tls.as_ref().map(|t| self.upstream_tls(t, base, &u.name));
         let health = u.health.as_ref().and_then(|h| self.health(h));
@@ -781,6 +810,7 @@ impl Ctx<'_, '_> {
             hash_on,
             protocol: protocol?,
             connect_timeout,
+            read_timeout,
             panic_threshold,
             tls,
             health,
@@ -1205,7 +1235,9 @@ impl Ctx<'_, '_> {
         });
         let request_headers = r.request_headers.as_ref().map(|e| self.header_edits(e)).unwrap_or_default();
         let response_headers = r.response_headers.as_ref().map(|e| self.header_edits(e)).unwrap_or_default();
-        let timeout = r.timeout.as_ref().map(|t| self.duration_or(Some(t), "timeout", Duration::ZERO));
+        // Every route has a deadline (NGINX's proxy_read_timeout default): an upstream that
+        // accepts and never answers must not hold the request for ever.
+        let timeout = Some(self.duration_or(r.timeout.as_ref(), "timeout", DEFAULT_ROUTE_TIMEOUT));
         let max_request_body_bytes = r.max_request_body_bytes.as_ref().and_then(|s| self.size(s));
         let rate_limit = r.rate_limit.as_ref().and_then(|l| self.rate_limit(l));
         let retry = r.retry.as_ref().map_or_else(RetryPolicy::default, |t| self.retry(t));
@@ -1877,6 +1909,7 @@ max_replay_body_bytes = "64KiB"
                 hash_on: Some(HashOn::Header(HeaderName::from_static("x-user-id"))),
                 protocol: UpstreamProtocol::H2c,
                 connect_timeout: Duration::from_secs(2),
+                read_timeout: Duration::from_secs(60),
                 panic_threshold: 50,
                 tls: Some(UpstreamTls {
                     sni: Some("users.internal".into()),
@@ -2060,7 +2093,10 @@ max_replay_body_bytes = "64KiB"
         assert!(matches!(&r.path, PathMatch::Prefix(p) if p == "/"));
         assert!(!r.strip_prefix && r.rewrite_prefix.is_none() && r.host_rewrite.is_none());
         assert!(r.request_headers.is_empty() && r.response_headers.is_empty());
-        assert_eq!((r.timeout, r.max_request_body_bytes, r.rate_limit), (None, None, None));
+        assert_eq!(
+            (r.timeout, r.max_request_body_bytes, r.rate_limit),
+            (Some(Duration::from_secs(60)), None, None)
+        );
         assert_eq!(r.retry, RetryPolicy::default());
         assert_eq!(r.origin, Origin { file: "routes/a.toml".into(), line: 2 });
 

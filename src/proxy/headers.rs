@@ -153,30 +153,40 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, https: bool,
         headers.insert(&X_FORWARDED_FOR, v);
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(if https { "https" } else { "http" }));
-    if let Some(h) = host {
-        headers.insert(&X_FORWARDED_HOST, h.clone());
-    }
+    match host {
+        Some(h) => headers.insert(&X_FORWARDED_HOST, h.clone()),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
 }
 
-/// Request headers for the upstream, as the forwarder prepares each attempt: hop-by-hop
-/// headers removed (an `upgrade` the client asked for is kept), and with the listener's
-/// `info`, a `Host` header (HTTP/2 clients send `:authority` instead), the forwarded headers
-/// and the request id.
+/// Request headers for the upstream, as the forwarder prepares each attempt.
+///
+/// With the listener's `info` the request is canonical (`server::canonical` removed its
+/// hop-by-hop headers on arrival, before any layer set a header, so nothing is stripped here:
+/// a name the client listed in `Connection` cannot remove what the gateway set). It gets a
+/// `Host` when it has none, the forwarded headers and the request id. Without `info` (a
+/// request that did not come through a listener) hop-by-hop headers are removed here. Either
+/// way an `upgrade` the client asked for is put back.
 pub fn prepare_request(
     headers: &mut HeaderMap,
     info: Option<&super::RequestInfo>,
     upgrade: Option<HeaderValue>,
 ) {
-    strip_hop_by_hop(headers, upgrade);
-    if let Some(info) = info {
-        if let Some(host) = &info.host {
-            if !headers.contains_key(header::HOST) {
-                headers.insert(header::HOST, host.clone());
-            }
-        }
-        set_forwarded(headers, &info.client_ip, info.https, info.host.as_ref());
-        headers.insert(&X_REQUEST_ID, info.request_id.clone());
+    let Some(info) = info else {
+        strip_hop_by_hop(headers, upgrade);
+        return;
+    };
+    if let Some(up) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, up);
     }
+    if let Some(host) = &info.host {
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, host.clone());
+        }
+    }
+    set_forwarded(headers, &info.client_ip, info.https, info.host.as_ref());
+    headers.insert(&X_REQUEST_ID, info.request_id.clone());
 }
 
 /// The request's host as the client sent it: the `Host` header, else the URI's authority

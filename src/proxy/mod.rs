@@ -49,6 +49,9 @@ pub struct RequestInfo {
     pub exchange: std::sync::Mutex<Option<UpstreamInfo>>,
     /// The endpoints (by `Arc<Endpoint>` address) the attempts so far went to.
     pub tried: std::sync::Mutex<Tried>,
+    /// The client's `Upgrade` value when it asked for an HTTP/1.1 upgrade: hop-by-hop headers
+    /// were removed on arrival, so the forwarder puts `Connection: upgrade` and this back.
+    pub upgrade: Option<HeaderValue>,
 }
 
 /// The endpoints tried for one request, kept inline: a request makes a handful of attempts at

@@ -8,6 +8,7 @@
 //! protocol: `h2` serves HTTP/2 only, `http/1.1` HTTP/1.1 only, no ALPN either (decided from
 //! the first bytes by hyper-util's auto reader).
 
+pub mod canonical;
 pub mod conn;
 pub mod service;
 

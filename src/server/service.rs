@@ -17,9 +17,11 @@ use http::{HeaderValue, Method, Request, Response, Version};
 use http_body::{Frame, SizeHint};
 use tower::ServiceExt as _;
 
+use super::canonical::{self, Rejection};
 use super::conn::{ConnState, RequestGuard};
 use crate::access_log::{AccessLog, Record};
 use crate::body::{self, Body};
+use crate::config::HttpConfig;
 use crate::error::{error_response, response_for, ErrorReason, Reason};
 use crate::metrics::{Metrics, Name, RequestCounters, RequestLabels};
 use crate::proxy::headers::{self, X_FORWARDED_CLIENT_CERT, X_REQUEST_ID};
@@ -40,6 +42,8 @@ pub struct Shared {
     pub empty: Name,
     /// `switchyard_requests_total` series of requests that matched no route.
     pub unrouted: RequestCounters,
+    /// `[http]`: how requests are put in canonical form.
+    pub http: HttpConfig,
 }
 
 /// The per-connection service.
@@ -93,33 +97,50 @@ where
         let started = Instant::now();
         let guard = self.conn.begin(req.version() == Version::HTTP_2);
         let snap = self.shared.snapshot.load_full();
-        req.headers_mut().remove(&X_FORWARDED_CLIENT_CERT);
-        if let Some(xfcc) = &self.client_cert {
-            req.headers_mut().insert(&X_FORWARDED_CLIENT_CERT, xfcc.clone());
-        }
-        let request_id = headers::request_id(req.headers());
-        // The Host header's value is shared, not copied; HTTP/2's `:authority` is copied once.
-        let host = match req.headers().get(http::header::HOST) {
-            Some(h) => h.to_str().is_ok().then(|| h.clone()),
-            None => req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-        };
-
+        // Asked first: the flag belongs to this request's head whatever becomes of it.
+        let conflicting = self.conn.take_conflicting_framing();
+        let protocol = if req.version() == Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" };
         let mut done = Done {
             shared: Arc::clone(&self.shared),
             listener: Arc::clone(&self.listener),
             client: self.client,
             started,
             method: req.method().clone(),
-            host: host.clone(),
-            path: self.shared.access_log.enabled().then(|| req.uri().path().to_owned()),
-            protocol: if req.version() == Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" },
+            host: None,
+            path: None,
+            protocol,
             route: None,
-            request_id: request_id.clone(),
+            request_id: HeaderValue::from_static(""),
             info: None,
             _guard: guard,
         };
+        // One canonical request before anything looks at it (`canonical`): routes, rewrites,
+        // the access log and the upstream all see this form.
+        let canonical = canonical::request(&mut req, &self.shared.http);
+        done.request_id = headers::request_id(req.headers());
+        if self.shared.access_log.enabled() {
+            done.path = Some(req.uri().path().to_owned());
+        }
+        let canonical = match canonical {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(client = %self.client, error = %e, "request refused");
+                let reason = match e {
+                    Rejection::Connect => Reason::MethodNotAllowed,
+                    _ => Reason::BadRequest,
+                };
+                return Box::pin(std::future::ready(Ok(done.finish(error_response(reason)))));
+            }
+        };
+        // Set after hop-by-hop removal, so `Connection: x-forwarded-client-cert` cannot undo it.
+        req.headers_mut().remove(&X_FORWARDED_CLIENT_CERT);
+        if let Some(xfcc) = &self.client_cert {
+            req.headers_mut().insert(&X_FORWARDED_CLIENT_CERT, xfcc.clone());
+        }
+        let host = canonical.host;
+        let request_id = done.request_id.clone();
+        done.host = host.clone();
 
-        let conflicting = self.conn.take_conflicting_framing();
         // RFC 9112 §6.1: both `transfer-encoding` and `content-length` is a smuggling vector;
         // hyper drops the `content-length` before we see the request, so the connection's
         // reader noted it (`server::conn`), and we refuse rather than forward.
@@ -149,6 +170,7 @@ where
             client_ip: self.client_ip.clone(),
             exchange: Default::default(),
             tried: Default::default(),
+            upgrade: canonical.upgrade,
         });
         done.info = Some(Arc::clone(&info));
         req.extensions_mut().insert(info);

@@ -125,7 +125,12 @@ impl tower::Service<Request<Body>> for Forward {
         Box::pin(async move {
             let info = req.extensions().get::<Arc<RequestInfo>>().cloned();
             let tried = info.as_deref().map(RequestInfo::tried).unwrap_or_default();
-            let upgrade = upgrade_requested(req.headers());
+            // A request from the listener is canonical: its hop-by-hop headers are gone, and an
+            // upgrade it asked for is noted in its info. One from elsewhere is read as it is.
+            let upgrade = match &info {
+                Some(i) => i.upgrade.clone(),
+                None => upgrade_requested(req.headers()),
+            };
             let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
             headers::prepare_request(req.headers_mut(), info.as_deref(), upgrade);
 
