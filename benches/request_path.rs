@@ -137,6 +137,8 @@ async fn gateway(upstream: SocketAddr) -> GatewayService {
         empty: Arc::new(String::new()),
         unrouted: Default::default(),
         http: Default::default(),
+        body_read_timeout: Limits::default().body_read_timeout,
+        hard_stop: Default::default(),
     });
     let client: SocketAddr = "203.0.113.7:53124".parse().unwrap();
     GatewayService::new(shared, Arc::new("http".to_owned()), client, false, Arc::new(ConnState::default()))

@@ -43,6 +43,12 @@ pub struct BadRequest(pub &'static str);
 #[error("the client sent no request body bytes for {0:?}")]
 pub struct BodyReadTimeout(pub Duration);
 
+/// The upstream sent no response body bytes for its `read_timeout` after the head: the
+/// client's stream is reset (its status line is already out).
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream sent nothing for {0:?} mid-response")]
+pub struct UpstreamReadTimeout(pub Duration);
+
 /// The request body exceeded its limit.
 #[derive(Debug, thiserror::Error)]
 #[error("request body is larger than {limit} bytes")]

@@ -66,6 +66,7 @@ pub struct Gateway {
     admin_state: Arc<AdminState>,
     access_log: AccessLog,
     drain_timeout: Duration,
+    hard_stop: CancellationToken,
     _watch: Option<config::watch::FolderWatch>,
     certs: tls::Stores,
     _certs_watch: Option<config::watch::FolderWatch>,
@@ -124,6 +125,7 @@ impl Gateway {
             None => None,
         };
 
+        let hard_stop = CancellationToken::new();
         let shared = Arc::new(Shared {
             snapshot: Arc::clone(reloader.current()),
             metrics: Arc::clone(&metrics),
@@ -131,6 +133,8 @@ impl Gateway {
             empty: Arc::new(String::new()),
             unrouted: Default::default(),
             http: cfg.http,
+            body_read_timeout: cfg.limits.body_read_timeout,
+            hard_stop: hard_stop.clone(),
         });
         let stop_accepting = CancellationToken::new();
         let stop_admin = CancellationToken::new();
@@ -210,6 +214,7 @@ impl Gateway {
             admin_state,
             access_log,
             drain_timeout: cfg.drain_timeout,
+            hard_stop,
             _watch: watch,
             _certs_watch: certs.watch(),
             certs,
@@ -264,6 +269,9 @@ impl Gateway {
         let clean = tokio::time::timeout(self.drain_timeout, self.tracker.wait()).await.is_ok();
         if !clean {
             tracing::warn!(timeout = ?self.drain_timeout, "drain timeout reached; closing remaining connections");
+            // Connections and tunnels still open close now (each task ends at once).
+            self.hard_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await;
         }
         self.stop_admin.cancel();
         clean

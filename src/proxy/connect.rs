@@ -31,6 +31,9 @@ pub struct UpstreamConnector {
 #[derive(Clone)]
 struct Tls {
     connector: TlsConnector,
+    /// `connect_timeout`: it bounds the TCP connect and the handshake together, so an upstream
+    /// that accepts and never finishes the handshake cannot hold the request.
+    timeout: std::time::Duration,
     /// `sni` from `[upstream.tls]`; else the endpoint's host.
     sni: Option<ServerName<'static>>,
 }
@@ -42,10 +45,12 @@ impl std::fmt::Debug for Tls {
 }
 
 impl UpstreamConnector {
-    /// Plain TCP through `http`, with TLS on top when `tls` is set.
+    /// Plain TCP through `http` (which bounds the TCP connect), with TLS on top when `tls` is
+    /// set; `timeout` then bounds the connect and the handshake together.
     pub fn new(
         http: HttpConnector,
         tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
+        timeout: std::time::Duration,
     ) -> Result<Self, String> {
         let tls = match tls {
             None => None,
@@ -56,7 +61,7 @@ impl UpstreamConnector {
                     }
                     None => None,
                 };
-                Some(Tls { connector: TlsConnector::from(cfg), sni })
+                Some(Tls { connector: TlsConnector::from(cfg), timeout, sni })
             }
         };
         Ok(UpstreamConnector { http, tls })
@@ -80,9 +85,12 @@ impl tower::Service<Uri> for UpstreamConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tcp = self.http.call(uri.clone());
         let tls = self.tls.clone();
-        Box::pin(async move {
+        let Some(tls) = tls else {
+            return Box::pin(async move { Ok(UpstreamIo::Plain(tcp.await?)) });
+        };
+        let timeout = tls.timeout;
+        let connect = async move {
             let tcp = tcp.await?;
-            let Some(tls) = tls else { return Ok(UpstreamIo::Plain(tcp)) };
             let name = match tls.sni {
                 Some(n) => n,
                 None => {
@@ -93,7 +101,13 @@ impl tower::Service<Uri> for UpstreamConnector {
                 }
             };
             let stream = tls.connector.connect(name, tcp.into_inner()).await?;
-            Ok(UpstreamIo::Tls(Box::new(TokioIo::new(stream))))
+            Ok::<_, Error>(UpstreamIo::Tls(Box::new(TokioIo::new(stream))))
+        };
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connect).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("TCP connect and TLS handshake took longer than {timeout:?}").into()),
+            }
         })
     }
 }

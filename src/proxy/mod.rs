@@ -7,8 +7,10 @@ pub mod connect;
 pub mod headers;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::{PathAndQuery, Scheme};
@@ -17,12 +19,15 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use self::connect::UpstreamConnector;
 use crate::body::Body;
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::error::{
-    cause_ref, BadUpstreamResponse, BodyTooLarge, ConnectFailed, Error, Overloaded, UpstreamReset,
+    cause_ref, BadUpstreamResponse, BodyReadTimeout, BodyTooLarge, ConnectFailed, Error, Overloaded,
+    UpstreamReset,
 };
 use crate::metrics::Name;
 use crate::resilience::limits::{LimitedConnector, Limits};
@@ -49,9 +54,38 @@ pub struct RequestInfo {
     pub exchange: std::sync::Mutex<Option<UpstreamInfo>>,
     /// The endpoints (by `Arc<Endpoint>` address) the attempts so far went to.
     pub tried: std::sync::Mutex<Tried>,
-    /// The client's `Upgrade` value when it asked for an HTTP/1.1 upgrade: hop-by-hop headers
-    /// were removed on arrival, so the forwarder puts `Connection: upgrade` and this back.
-    pub upgrade: Option<HeaderValue>,
+    /// When the client asked for an HTTP/1.1 upgrade: what the forwarder needs to ask the
+    /// upstream for it (hop-by-hop headers were removed on arrival) and to run the tunnel.
+    pub upgrade: Option<Upgrade>,
+}
+
+/// An HTTP/1.1 upgrade the client asked for.
+#[derive(Clone, Debug)]
+pub struct Upgrade {
+    /// The client's `Upgrade` value (`websocket`, ...).
+    pub value: HeaderValue,
+    /// The client connection's side of the tunnel (`None` outside a listener: benches, tests).
+    pub tunnel: Option<Arc<TunnelCtx>>,
+}
+
+/// What a tunnel takes over from the client connection that asked for it.
+#[derive(Clone)]
+pub struct TunnelCtx {
+    /// Held until the tunnel closes: the client connection's `max_connections` permit and its
+    /// place in `switchyard_connections_active` (the connection is still open, as a tunnel).
+    pub hold: Arc<dyn std::any::Any + Send + Sync>,
+    /// `[limits] tunnel_idle_timeout`.
+    pub idle_timeout: Duration,
+    /// The listeners' task tracker: drain waits for tunnels as for connections.
+    pub tracker: TaskTracker,
+    /// Cancelled when `drain_timeout` runs out: open tunnels then close.
+    pub stop: CancellationToken,
+}
+
+impl std::fmt::Debug for TunnelCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelCtx").field("idle_timeout", &self.idle_timeout).finish_non_exhaustive()
+    }
 }
 
 /// The endpoints tried for one request, kept inline: a request makes a handful of attempts at
@@ -150,8 +184,8 @@ impl UpstreamClient {
             )),
             None => None,
         };
-        let connector =
-            UpstreamConnector::new(http, tls).map_err(|e| format!("upstream {:?}: {e}", cfg.name))?;
+        let connector = UpstreamConnector::new(http, tls, cfg.connect_timeout)
+            .map_err(|e| format!("upstream {:?}: {e}", cfg.name))?;
         let tls = connector.is_tls();
         // A request waiting for a connection waits at most as long as connecting may take.
         let connector = LimitedConnector::new(connector, limits, cfg.connect_timeout);
@@ -204,9 +238,11 @@ fn classify(endpoint: &str, e: hyper_util::client::legacy::Error) -> Error {
     if let Some(o) = cause_ref::<Overloaded>(&e) {
         return Overloaded { upstream: o.upstream.clone(), limit: o.limit }.into();
     }
-    if cause_ref::<BodyTooLarge>(&e).is_some() {
-        let limit = cause_ref::<BodyTooLarge>(&e).map_or(0, |b| b.limit);
-        return BodyTooLarge { limit }.into();
+    if let Some(b) = cause_ref::<BodyTooLarge>(&e) {
+        return BodyTooLarge { limit: b.limit }.into();
+    }
+    if let Some(t) = cause_ref::<BodyReadTimeout>(&e) {
+        return BodyReadTimeout(t.0).into();
     }
     if e.is_connect() {
         return ConnectFailed { endpoint, source: e.into() }.into();
@@ -219,10 +255,23 @@ fn classify(endpoint: &str, e: hyper_util::client::legacy::Error) -> Error {
     UpstreamReset { endpoint, source: e.into() }.into()
 }
 
+/// A tunnel's idle timeout when it did not come through a listener (no [`TunnelCtx`]): the
+/// default of `[limits] tunnel_idle_timeout`.
+const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(15 * 60);
+
 /// Tunnel an upgraded connection (WebSocket or another HTTP/1.1 upgrade) between the client
-/// and the upstream until either side closes.
-pub fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    tokio::spawn(async move {
+/// and the upstream until either side closes, no byte moves either way for the tunnel's idle
+/// timeout, or the drain runs out of time. With `ctx`, the tunnel keeps the client
+/// connection's slot and gauge until it closes, and drain waits for it.
+pub fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    ctx: Option<Arc<TunnelCtx>>,
+) {
+    let idle = ctx.as_ref().map_or(DEFAULT_TUNNEL_IDLE, |c| c.idle_timeout);
+    let stop = ctx.as_ref().map(|c| c.stop.clone()).unwrap_or_default();
+    let tracker = ctx.as_ref().map(|c| c.tracker.clone());
+    let run = async move {
         let (c, u) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
             Err(e) => {
@@ -230,10 +279,80 @@ pub fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpg
                 return;
             }
         };
-        let mut c = TokioIo::new(c);
-        let mut u = TokioIo::new(u);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-            tracing::debug!(error = %e, "upgraded tunnel closed with an error");
+        let start = tokio::time::Instant::now();
+        let last = Arc::new(AtomicU64::new(0));
+        let mut c = Active { inner: TokioIo::new(c), start, last: Arc::clone(&last) };
+        let mut u = Active { inner: TokioIo::new(u), start, last: Arc::clone(&last) };
+        let copy = tokio::io::copy_bidirectional(&mut c, &mut u);
+        tokio::pin!(copy);
+        let mut deadline = start + idle;
+        loop {
+            tokio::select! {
+                r = &mut copy => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "upgraded tunnel closed with an error");
+                    }
+                    break;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    let moved = start + Duration::from_millis(last.load(Ordering::Relaxed));
+                    if moved + idle <= tokio::time::Instant::now() {
+                        tracing::debug!(?idle, "upgraded tunnel idle; closing");
+                        break;
+                    }
+                    deadline = moved + idle;
+                }
+                () = stop.cancelled() => {
+                    tracing::debug!("drain timeout: closing an upgraded tunnel");
+                    break;
+                }
+            }
         }
-    });
+        // `ctx` (and the client connection's hold) goes with this task.
+        drop(ctx);
+    };
+    match tracker {
+        Some(t) => drop(t.spawn(run)),
+        None => drop(tokio::spawn(run)),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One side of a tunnel, noting when bytes last arrived (in ms after `start`).
+    struct Active<T> {
+        #[pin]
+        inner: T,
+        start: tokio::time::Instant,
+        last: Arc<AtomicU64>,
+    }
+}
+
+impl<T: tokio::io::AsyncRead> tokio::io::AsyncRead for Active<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let r = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.last.store(this.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Active<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
 }

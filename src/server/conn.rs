@@ -9,8 +9,12 @@
 //! - once the first bytes of a next request arrive, its head must be complete within
 //!   `header_read_timeout` (slowloris).
 //!
-//! The IO wrapper notes when bytes arrive while idle; the service notes when a request starts
-//! and ends; the connection task sleeps until the next deadline and checks.
+//! - a write to the client that cannot complete for `send_timeout` (the client stopped reading)
+//!   closes the connection (NGINX's `send_timeout`), whether a request is in flight or not.
+//!
+//! The IO wrapper notes when bytes arrive while idle and when a write starts and stops
+//! waiting; the service notes when a request starts and ends; the connection task sleeps
+//! until the next deadline and checks.
 //!
 //! The IO wrapper also reads each HTTP/1 request head as it arrives between requests, for one
 //! thing hyper hides: a head with both `Content-Length` and `Transfer-Encoding`. hyper drops
@@ -45,6 +49,8 @@ pub struct ConnState {
     served: AtomicU64,
     idle_since: AtomicU64,
     partial_since: AtomicU64,
+    /// When a write to the client started waiting (0: no write is waiting).
+    write_blocked_since: AtomicU64,
     http2: AtomicBool,
     /// The head of the next request has been read (and scanned) by the IO wrapper.
     head_scanned: AtomicBool,
@@ -61,6 +67,8 @@ pub enum Verdict {
     Abort,
     /// Idle too long: close gracefully.
     CloseIdle,
+    /// The client has not taken a byte of the response for `send_timeout`: close at once.
+    Stalled,
 }
 
 impl Default for ConnState {
@@ -70,6 +78,7 @@ impl Default for ConnState {
             served: AtomicU64::new(0),
             idle_since: AtomicU64::new(now_ms()),
             partial_since: AtomicU64::new(0),
+            write_blocked_since: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             head_scanned: AtomicBool::new(false),
             conflicting_framing: AtomicBool::new(false),
@@ -115,12 +124,30 @@ impl ConnState {
         }
     }
 
+    /// A write to the client returned `Pending` (`true`) or made progress (`false`).
+    fn note_write(&self, blocked: bool) {
+        let since = self.write_blocked_since.load(Ordering::Relaxed);
+        if blocked && since == 0 {
+            self.write_blocked_since.store(now_ms(), Ordering::Relaxed);
+        } else if !blocked && since != 0 {
+            self.write_blocked_since.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Decide, at `now`, what the connection should do under `limits`.
     pub fn check(&self, limits: &Limits) -> Verdict {
         let now = now_ms();
         let at = |ms: u64| base() + Duration::from_millis(ms.saturating_sub(1));
+        let send_ms = limits.send_timeout.as_millis() as u64;
+        // A write waiting on the client bounds every state, in flight or idle.
+        let blocked = self.write_blocked_since.load(Ordering::Relaxed);
+        let stall_at = if blocked != 0 { blocked + send_ms } else { u64::MAX };
+        if now >= stall_at {
+            return Verdict::Stalled;
+        }
         if self.active.load(Ordering::Acquire) > 0 {
-            return Verdict::WaitUntil(at(now) + limits.idle_timeout);
+            // Look again within send_timeout, to catch a write that starts waiting meanwhile.
+            return Verdict::WaitUntil(at((now + send_ms).min(stall_at)));
         }
         let header_ms = limits.header_read_timeout.as_millis() as u64;
         let idle_ms = limits.idle_timeout.as_millis() as u64;
@@ -142,7 +169,7 @@ impl ConnState {
                 Verdict::CloseIdle
             }
         } else {
-            Verdict::WaitUntil(at(deadline))
+            Verdict::WaitUntil(at(deadline.min(stall_at)))
         }
     }
 }
@@ -255,11 +282,17 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
 
 impl<T: AsyncWrite> AsyncWrite for Watched<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        let r = this.inner.poll_write(cx, buf);
+        this.state.note_write(r.is_pending());
+        r
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        let r = this.inner.poll_flush(cx);
+        this.state.note_write(r.is_pending());
+        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -271,7 +304,10 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let r = this.inner.poll_write_vectored(cx, bufs);
+        this.state.note_write(r.is_pending());
+        r
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -22,13 +22,15 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Limits, ListenerConfig};
 use crate::metrics::{ListenerLabel, Name};
+use crate::proxy::TunnelCtx;
 use crate::tls;
 use conn::{ConnState, Verdict, Watched};
 use service::{GatewayService, Shared};
@@ -147,12 +149,17 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToke
                 _ = shutdown.cancelled() => return,
             };
             let _ = stream.set_nodelay(true);
+            // From here to the close (or the end of a tunnel it turns into), the connection
+            // holds its permit and counts in `switchyard_connections_active`.
+            let hold = Arc::new(ConnHold::new(permit, gauge_of(&shared, &listener.name)));
             let conn = Connection {
                 name: Arc::clone(&listener.name),
                 limits: Arc::clone(&listener.limits),
                 shared: Arc::clone(&shared),
                 builder: Arc::clone(&builder),
                 shutdown: shutdown.clone(),
+                tracker: tracker.clone(),
+                hold,
             };
             let tls = listener.tls.clone();
             tracker.spawn(async move {
@@ -178,7 +185,6 @@ pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToke
                         Err(e) => tracing::debug!(listener = %conn.name, client = %peer, error = %e, "TLS handshake failed"),
                     },
                 }
-                drop(permit);
             });
         }
     });
@@ -234,15 +240,44 @@ impl Builders {
         let mut http1 = http1::Builder::new();
         http1.timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(head).keep_alive(true);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
-        http2.timer(TokioTimer::new()).max_concurrent_streams(streams).max_header_list_size(header_list);
+        h2_bounds(&mut http2, streams, header_list);
         let mut auto = auto::Builder::new(TokioExecutor::new());
         auto.http1().timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(head).keep_alive(true);
-        auto.http2()
-            .timer(TokioTimer::new())
+        let mut h2 = auto.http2();
+        h2.timer(TokioTimer::new())
             .max_concurrent_streams(streams)
-            .max_header_list_size(header_list);
+            .max_header_list_size(header_list)
+            .max_send_buf_size(H2_SEND_BUF)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
         Builders { http1, http2, auto }
     }
+}
+
+/// Per-stream send buffer of an HTTP/2 connection: what one stream may queue for a client
+/// that does not grant flow-control window. hyper's default is about 400 KiB per stream, which
+/// at 256 streams lets one connection pin 100 MiB; 64 KiB still fills a fast link's window.
+const H2_SEND_BUF: usize = 64 * 1024;
+
+/// Streams a client may open and reset before the server has accepted them, before the
+/// connection is closed with GOAWAY: the Rapid Reset attack (CVE-2023-44487) opens and resets
+/// streams in a loop. 20 is h2's default, set here on purpose so an upgrade cannot change it.
+const H2_MAX_PENDING_RESETS: usize = 20;
+
+/// Streams the server may reset because the client broke a rule (a malformed header block,
+/// a flow-control error) before the connection is closed (RUSTSEC-2024-0003). hyper's default.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// The HTTP/2 bounds every server connection gets: streams, header list (which also bounds a
+/// CONTINUATION flood: h2 counts the decoded header block against it and refuses past it),
+/// per-stream send buffer and reset-flood limits.
+fn h2_bounds(b: &mut http2::Builder<TokioExecutor>, streams: u32, header_list: u32) {
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(streams)
+        .max_header_list_size(header_list)
+        .max_send_buf_size(H2_SEND_BUF)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
 }
 
 type Io<I> = TokioIo<Watched<I>>;
@@ -304,6 +339,33 @@ struct Connection {
     shared: Arc<Shared>,
     builder: Arc<Builders>,
     shutdown: CancellationToken,
+    tracker: TaskTracker,
+    hold: Arc<ConnHold>,
+}
+
+/// What an open client connection holds: its `max_connections` permit and its count in
+/// `switchyard_connections_active`. Shared with a tunnel the connection turns into, so both
+/// last until the tunnel closes.
+struct ConnHold {
+    _permit: OwnedSemaphorePermit,
+    gauge: Gauge,
+}
+
+impl ConnHold {
+    fn new(permit: OwnedSemaphorePermit, gauge: Gauge) -> Self {
+        gauge.inc();
+        ConnHold { _permit: permit, gauge }
+    }
+}
+
+impl Drop for ConnHold {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+fn gauge_of(shared: &Shared, listener: &Name) -> Gauge {
+    shared.metrics.connections_active.get_or_create_owned(&ListenerLabel { listener: Arc::clone(listener) })
 }
 
 impl Connection {
@@ -335,13 +397,13 @@ impl Connection {
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let gauge = self
-            .shared
-            .metrics
-            .connections_active
-            .get_or_create_owned(&ListenerLabel { listener: Arc::clone(&self.name) });
-        gauge.inc();
         let https = client_cert.is_some();
+        let tunnel = Arc::new(TunnelCtx {
+            hold: Arc::clone(&self.hold) as Arc<dyn std::any::Any + Send + Sync>,
+            idle_timeout: self.limits.tunnel_idle_timeout,
+            tracker: self.tracker.clone(),
+            stop: self.shared.hard_stop.clone(),
+        });
         let svc = GatewayService::new(
             Arc::clone(&self.shared),
             Arc::clone(&self.name),
@@ -349,7 +411,8 @@ impl Connection {
             https,
             Arc::clone(&state),
         )
-        .with_client_cert(client_cert.flatten());
+        .with_client_cert(client_cert.flatten())
+        .with_tunnel(tunnel);
         let io = TokioIo::new(Watched::new(stream, Arc::clone(&state)));
         let conn = Served::new(&self.builder, protocol, io, svc);
         tokio::pin!(conn);
@@ -358,7 +421,7 @@ impl Connection {
         // The first deadline counts from the accept (`state` was made then), not from here.
         let mut next = match state.check(&self.limits) {
             Verdict::WaitUntil(at) => at.into(),
-            Verdict::Abort | Verdict::CloseIdle => tokio::time::Instant::now(),
+            Verdict::Abort | Verdict::CloseIdle | Verdict::Stalled => tokio::time::Instant::now(),
         };
         loop {
             tokio::select! {
@@ -375,6 +438,10 @@ impl Connection {
                             tracing::debug!(client = %peer, "request head not received in time; closing");
                             break;
                         }
+                        Verdict::Stalled => {
+                            tracing::debug!(client = %peer, "the client stopped reading for send_timeout; closing");
+                            break;
+                        }
                         Verdict::CloseIdle if closing => break,
                         Verdict::CloseIdle => {
                             closing = true;
@@ -388,9 +455,12 @@ impl Connection {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
+                _ = self.shared.hard_stop.cancelled() => {
+                    tracing::debug!(client = %peer, "drain timeout: closing the connection");
+                    break;
+                }
             }
         }
-        gauge.dec();
     }
 }
 

@@ -8,24 +8,25 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderValue, Method, Request, Response, Version};
 use http_body::{Frame, SizeHint};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use super::canonical::{self, Rejection};
 use super::conn::{ConnState, RequestGuard};
 use crate::access_log::{AccessLog, Record};
-use crate::body::{self, Body};
+use crate::body::{self, Body, ReadTimeout};
 use crate::config::HttpConfig;
-use crate::error::{error_response, response_for, ErrorReason, Reason};
+use crate::error::{error_response, response_for, BodyReadTimeout, ErrorReason, Reason};
 use crate::metrics::{Metrics, Name, RequestCounters, RequestLabels};
 use crate::proxy::headers::{self, X_FORWARDED_CLIENT_CERT, X_REQUEST_ID};
-use crate::proxy::{RequestInfo, UpstreamInfo};
+use crate::proxy::{RequestInfo, TunnelCtx, Upgrade, UpstreamInfo};
 use crate::snapshot::RouteMetrics;
 use crate::snapshot::Snapshot;
 
@@ -44,6 +45,10 @@ pub struct Shared {
     pub unrouted: RequestCounters,
     /// `[http]`: how requests are put in canonical form.
     pub http: HttpConfig,
+    /// `[limits] body_read_timeout`.
+    pub body_read_timeout: Duration,
+    /// Cancelled when the drain runs out of time: connections and tunnels still open close.
+    pub hard_stop: CancellationToken,
 }
 
 /// The per-connection service.
@@ -57,6 +62,8 @@ pub struct GatewayService {
     client_cert: Option<HeaderValue>,
     /// The client IP as a header value, made once per connection.
     client_ip: HeaderValue,
+    /// What an upgrade on this connection hands to its tunnel.
+    tunnel: Option<Arc<TunnelCtx>>,
 }
 
 impl GatewayService {
@@ -71,13 +78,20 @@ impl GatewayService {
         // An IP address is always a valid header value.
         let client_ip = HeaderValue::try_from(client.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        GatewayService { shared, listener, client, https, conn, client_cert: None, client_ip }
+        GatewayService { shared, listener, client, https, conn, client_cert: None, client_ip, tunnel: None }
     }
 
     /// On an mTLS connection: the `x-forwarded-client-cert` value (SPEC 3) for the verified
     /// client certificate, set on every request after any client-sent one is removed.
     pub fn with_client_cert(mut self, xfcc: Option<HeaderValue>) -> Self {
         self.client_cert = xfcc;
+        self
+    }
+
+    /// What an HTTP/1.1 upgrade on this connection hands to its tunnel (its connection slot,
+    /// the tunnel idle timeout, the drain).
+    pub fn with_tunnel(mut self, ctx: Arc<TunnelCtx>) -> Self {
+        self.tunnel = Some(ctx);
         self
     }
 }
@@ -170,11 +184,20 @@ where
             client_ip: self.client_ip.clone(),
             exchange: Default::default(),
             tried: Default::default(),
-            upgrade: canonical.upgrade,
+            upgrade: canonical.upgrade.map(|value| Upgrade { value, tunnel: self.tunnel.clone() }),
         });
         done.info = Some(Arc::clone(&info));
         req.extensions_mut().insert(info);
-        let req = req.map(body::boxed);
+        // A client that stops sending its body is cut off after `body_read_timeout` (408, or a
+        // reset once the response started). A request without a body has nothing to time.
+        let timeout = self.shared.body_read_timeout;
+        let req = req.map(|b| {
+            if http_body::Body::is_end_stream(&b) {
+                body::boxed(b)
+            } else {
+                body::boxed(ReadTimeout::new(b, timeout, |d| BodyReadTimeout(d).into()))
+            }
+        });
         Box::pin(async move {
             let mut svc = svc;
             let res = match call(&mut svc, req).await {

@@ -10,17 +10,20 @@
 //! pick avoids and this service adds to. Each attempt holds one
 //! `max_requests` slot of the upstream (`[upstream.limits]`) until its response body ends.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 
 use crate::balance::{Endpoint, Phase, Upstream, OUTCOMES};
-use crate::body::{self, Body};
-use crate::error::{cause_ref, ConnectFailed, Elapsed, Error, NoHealthyUpstream, Overloaded, UpstreamReset};
+use crate::body::{self, Body, ReadTimeout};
+use crate::error::{
+    cause_ref, BodyReadTimeout, BodyTooLarge, ConnectFailed, Elapsed, Error, NoHealthyUpstream, Overloaded,
+    UpstreamReadTimeout, UpstreamReset,
+};
 use crate::metrics::{Metrics, UpstreamRequestLabels};
 use crate::proxy::headers::{self, upgrade_requested};
 use crate::proxy::{self, RequestInfo, UpstreamInfo};
@@ -100,6 +103,42 @@ impl Drop for TrialGuard<'_> {
     }
 }
 
+/// Whether a failed attempt says nothing about the endpoint: shed before it was reached, or
+/// caused by the client (its body was over the limit, or stopped coming).
+fn not_the_endpoints_fault(err: &Error) -> bool {
+    let e = err.as_ref();
+    cause_ref::<Overloaded>(e).is_some()
+        || cause_ref::<BodyTooLarge>(e).is_some()
+        || cause_ref::<BodyReadTimeout>(e).is_some()
+}
+
+/// Wait for the response head of `send`, failing with [`Elapsed`] once `timeout` passes with
+/// neither the head nor any request body progress (`progress` counts request body bytes read
+/// from the client): `read_timeout` measures the upstream's silence, never a slow upload.
+async fn head_within<F, T>(send: F, timeout: Duration, progress: Option<Arc<AtomicU64>>) -> Result<T, Error>
+where
+    F: std::future::Future<Output = Result<T, Error>>,
+{
+    tokio::pin!(send);
+    let mut seen = progress.as_ref().map_or(0, |p| p.load(Ordering::Relaxed));
+    let sleep = tokio::time::sleep(timeout);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            biased;
+            res = &mut send => return res,
+            () = &mut sleep => {
+                let now = progress.as_ref().map_or(0, |p| p.load(Ordering::Relaxed));
+                if now == seen {
+                    return Err(Elapsed(timeout).into());
+                }
+                seen = now;
+                sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+            }
+        }
+    }
+}
+
 /// The [`OUTCOMES`] index of a failed attempt.
 fn outcome_of(err: &Error) -> usize {
     if cause_ref::<ConnectFailed>(err.as_ref()).is_some() {
@@ -127,9 +166,10 @@ impl tower::Service<Request<Body>> for Forward {
             let tried = info.as_deref().map(RequestInfo::tried).unwrap_or_default();
             // A request from the listener is canonical: its hop-by-hop headers are gone, and an
             // upgrade it asked for is noted in its info. One from elsewhere is read as it is.
-            let upgrade = match &info {
-                Some(i) => i.upgrade.clone(),
-                None => upgrade_requested(req.headers()),
+            let (upgrade, tunnel) = match info.as_ref().map(|i| &i.upgrade) {
+                Some(Some(up)) => (Some(up.value.clone()), up.tunnel.clone()),
+                Some(None) => (None, None),
+                None => (upgrade_requested(req.headers()), None),
             };
             let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
             headers::prepare_request(req.headers_mut(), info.as_deref(), upgrade);
@@ -162,7 +202,10 @@ impl tower::Service<Request<Body>> for Forward {
             let guard = InFlight::new(Arc::clone(&ep));
             let trial = TrialGuard::arm(&this.upstream, &ep);
             let sent = Instant::now();
-            match this.upstream.client.send(&ep.address, req).await {
+            let read_timeout = this.upstream.config.read_timeout;
+            let progress = info.as_ref().map(|i| Arc::clone(&i.bytes_in));
+            let send = this.upstream.client.send(&ep.address, req);
+            match head_within(send, read_timeout, progress).await {
                 Ok(mut res) => {
                     let rtt = sent.elapsed();
                     let upstream_ms = rtt.as_secs_f64() * 1e3;
@@ -173,7 +216,7 @@ impl tower::Service<Request<Body>> for Forward {
                     this.upstream.report(&ep, ok);
                     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
                         match client_upgrade {
-                            Some(cu) => proxy::tunnel(cu, hyper::upgrade::on(&mut res)),
+                            Some(cu) => proxy::tunnel(cu, hyper::upgrade::on(&mut res), tunnel),
                             None => {
                                 // A 101 we did not ask for cannot be relayed.
                                 return Err(UpstreamReset {
@@ -187,11 +230,16 @@ impl tower::Service<Request<Body>> for Forward {
                         headers::strip_hop_by_hop(res.headers_mut(), None);
                     }
                     exchange(Some(&ep), attempts, upstream_ms);
-                    Ok(res.map(|b| body::boxed(Guarded { inner: b, _guard: (guard, slot) })))
+                    // After the head, a stalled upstream resets the client's stream.
+                    Ok(res.map(|b| {
+                        let b = ReadTimeout::new(b, read_timeout, |d| UpstreamReadTimeout(d).into());
+                        body::boxed(Guarded { inner: b, _guard: (guard, slot) })
+                    }))
                 }
-                Err(e) if cause_ref::<Overloaded>(e.as_ref()).is_some() => {
-                    // Shed before reaching the endpoint (`max_pending_requests`): not the
-                    // endpoint's failure, so neither an outcome nor an outlier signal.
+                Err(e) if not_the_endpoints_fault(&e) => {
+                    // Shed before reaching the endpoint (`max_pending_requests`), or the client's
+                    // own doing (a body over its limit or stalled): not the endpoint's failure,
+                    // so neither an outcome nor an outlier signal.
                     drop((guard, slot));
                     drop(trial);
                     Err(e)
