@@ -51,6 +51,8 @@ pub(super) struct GatewaySection {
 pub(super) struct AdminSection {
     /// Socket address of the admin API.
     pub(super) listen: Spanned<String>,
+    /// Name of the environment variable holding the bearer token.
+    pub(super) token_env: Option<Spanned<String>>,
 }
 
 /// One `[[listener]]`.

@@ -20,15 +20,16 @@ use regex::Regex;
 use toml::Spanned;
 
 use super::file::{
-    DiscoverySection, EndpointEntry, GatewayFile, HeaderEditsSection, HealthSection, OutlierSection, Pairs,
-    RouteSection, RoutesFile, Scalar, UpstreamLimitsSection, UpstreamSection, UpstreamTlsSection,
+    AdminSection, DiscoverySection, EndpointEntry, GatewayFile, HeaderEditsSection, HealthSection,
+    OutlierSection, Pairs, RouteSection, RoutesFile, Scalar, UpstreamLimitsSection, UpstreamSection,
+    UpstreamTlsSection,
 };
 use super::{
-    resolve_path, AccessLogConfig, Action, Balance, ConfigError, ConfigErrors, DiscoveryConfig, DnsRecord,
-    GatewayConfig, HashOn, HeaderEdits, HealthCheck, HealthKind, HostMatch, Limits, ListenerConfig,
-    ListenerTls, Origin, Outlier, PathMatch, RateLimit, RateLimitKey, RetryOn, RetryPolicy, RouteConfig,
-    RouteSet, StaticEndpoint, UpstreamConfig, UpstreamLimits, UpstreamProtocol, UpstreamTls, ValueMatch,
-    ZkFormat,
+    resolve_path, AccessLogConfig, Action, AdminToken, Balance, ConfigError, ConfigErrors, DiscoveryConfig,
+    DnsRecord, GatewayConfig, HashOn, HeaderEdits, HealthCheck, HealthKind, HostMatch, Limits,
+    ListenerConfig, ListenerTls, Origin, Outlier, PathMatch, RateLimit, RateLimitKey, RetryOn, RetryPolicy,
+    RouteConfig, RouteSet, StaticEndpoint, UpstreamConfig, UpstreamLimits, UpstreamProtocol, UpstreamTls,
+    ValueMatch, ZkFormat,
 };
 
 /// How many defined upstream names a "not defined" message lists before it only suggests the
@@ -424,7 +425,10 @@ impl<'s, 'a> Ctx<'s, 'a> {
             }
         }
 
-        let admin = f.admin.as_ref().and_then(|a| self.socket_addr(&a.listen, "listen"));
+        let (admin, admin_token) = match &f.admin {
+            Some(a) => self.admin(a),
+            None => (None, None),
+        };
 
         if f.listener.is_empty() {
             self.err(
@@ -517,10 +521,64 @@ impl<'s, 'a> Ctx<'s, 'a> {
             routes_dir,
             drain_timeout,
             admin,
+            admin_token,
             listeners,
             limits,
             access_log,
         })
+    }
+
+    /// `[admin]`: the address, and the token read from `token_env` now (at start, so that a
+    /// missing variable stops the start instead of leaving the admin API locked or open).
+    fn admin(&mut self, a: &AdminSection) -> (Option<SocketAddr>, Option<AdminToken>) {
+        let listen = self.socket_addr(&a.listen, "listen");
+        let token = match &a.token_env {
+            Some(var) => {
+                let name = self.non_empty(var, "token_env");
+                name.and_then(|name| self.admin_token(var, &name))
+            }
+            None => {
+                if let Some(addr) = listen.filter(|a| !a.ip().to_canonical().is_loopback()) {
+                    self.err(
+                        a.listen.span(),
+                        format!(
+                            "admin `listen` {addr} is not a loopback address: the admin API would \
+                             be open to the network: set [admin] token_env or listen on 127.0.0.1"
+                        ),
+                    );
+                }
+                None
+            }
+        };
+        (listen, token)
+    }
+
+    /// The admin token held by the environment variable `name` (`var` is its span).
+    fn admin_token(&mut self, var: &Spanned<String>, name: &str) -> Option<AdminToken> {
+        let problem = match std::env::var_os(name) {
+            None => "is not set",
+            Some(v) if v.is_empty() => "is empty",
+            // A bearer token travels in a header: visible ASCII, and no spaces (a header value
+            // loses its leading and trailing ones, so such a token could never match).
+            Some(v) => match v.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_graphic())) {
+                Some(value) => match AdminToken::new(value.as_bytes()) {
+                    Ok(t) => return Some(t),
+                    Err(e) => {
+                        self.err(var.span(), e);
+                        return None;
+                    }
+                },
+                None => "holds characters other than visible ASCII (spaces included)",
+            },
+        };
+        self.err(
+            var.span(),
+            format!(
+                "the environment variable {name:?} named by `token_env` {problem}; set it to the \
+                 admin API token before starting"
+            ),
+        );
+        None
     }
 }
 
@@ -1855,6 +1913,110 @@ max_replay_body_bytes = "64KiB"
         let missing = dir.join("nope.toml");
         let e = load_gateway(&missing).unwrap_err().to_string();
         assert_prefix(&e, &format!("{}:1:1: cannot read the config file", missing.display()));
+    }
+
+    /// `gateway.toml` with `admin` as its `[admin]` table; the load's errors as `check` prints
+    /// them, or the config.
+    fn load_admin(name: &str, admin: &str) -> (PathBuf, Result<GatewayConfig, Vec<String>>) {
+        let dir = scratch(name);
+        let path = dir.join("gateway.toml");
+        std::fs::write(
+            &path,
+            format!("[admin]\n{admin}\n\n[[listener]]\nname = \"a\"\nlisten = \"0.0.0.0:80\"\n"),
+        )
+        .unwrap();
+        let r = load_gateway(&path).map_err(|e| e.0.iter().map(ToString::to_string).collect());
+        (path, r)
+    }
+
+    #[test]
+    fn admin_token_is_read_at_load_and_kept_out_of_debug() {
+        // Unit tests run on parallel threads: each test uses its own variable.
+        std::env::set_var("SWITCHYARD_TEST_ADMIN_TOKEN_LOAD", "s3cret-Token_value");
+        let (_, g) = load_admin(
+            "admin-token",
+            "listen = \"0.0.0.0:9901\"\ntoken_env = \"SWITCHYARD_TEST_ADMIN_TOKEN_LOAD\"",
+        );
+        let g = g.unwrap();
+        assert_eq!(g.admin, Some("0.0.0.0:9901".parse().unwrap()));
+        let token = g.admin_token.as_ref().expect("a token");
+        assert!(token.matches(b"s3cret-Token_value"));
+        assert!(!token.matches(b"s3cret-Token_valuf"), "last byte differs");
+        assert!(!token.matches(b"s3cret-Token_valu"), "a prefix");
+        assert!(!token.matches(b"s3cret-Token_value-and-more"), "an extension");
+        assert!(!token.matches(b""));
+        let debug = format!("{g:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("AdminToken(<redacted>)"), "{debug}");
+
+        let (_, g) = load_admin("admin-no-token", "listen = \"127.0.0.1:9901\"");
+        assert!(g.unwrap().admin_token.is_none());
+    }
+
+    #[test]
+    fn admin_token_env_must_name_a_set_variable() {
+        std::env::remove_var("SWITCHYARD_TEST_ADMIN_TOKEN_UNSET");
+        let (p, r) = load_admin(
+            "admin-unset",
+            "listen = \"127.0.0.1:9901\"\ntoken_env = \"SWITCHYARD_TEST_ADMIN_TOKEN_UNSET\"",
+        );
+        let errs = r.unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(
+            errs[0],
+            format!(
+                "{}:3:13: the environment variable \"SWITCHYARD_TEST_ADMIN_TOKEN_UNSET\" named by \
+                 `token_env` is not set; set it to the admin API token before starting",
+                p.display()
+            )
+        );
+
+        std::env::set_var("SWITCHYARD_TEST_ADMIN_TOKEN_EMPTY", "");
+        let (p, r) = load_admin(
+            "admin-empty",
+            "listen = \"0.0.0.0:9901\"\ntoken_env = \"SWITCHYARD_TEST_ADMIN_TOKEN_EMPTY\"",
+        );
+        let errs = r.unwrap_err();
+        assert_eq!(errs.len(), 1, "an empty token is the only error, not also the address: {errs:#?}");
+        assert_prefix(
+            &errs[0],
+            &format!("{}:3:13: the environment variable \"SWITCHYARD_TEST_ADMIN_TOKEN_EMPTY\" named by `token_env` is empty", p.display()),
+        );
+
+        std::env::set_var("SWITCHYARD_TEST_ADMIN_TOKEN_SPACE", "two words");
+        let (p, r) = load_admin(
+            "admin-space",
+            "listen = \"127.0.0.1:9901\"\ntoken_env = \"SWITCHYARD_TEST_ADMIN_TOKEN_SPACE\"",
+        );
+        assert_prefix(
+            &r.unwrap_err()[0],
+            &format!("{}:3:13: the environment variable \"SWITCHYARD_TEST_ADMIN_TOKEN_SPACE\" named by `token_env` holds characters other than visible ASCII", p.display()),
+        );
+
+        let (p, r) = load_admin("admin-blank", "listen = \"127.0.0.1:9901\"\ntoken_env = \"\"");
+        assert_eq!(r.unwrap_err(), [format!("{}:3:13: `token_env` must not be empty", p.display())]);
+    }
+
+    #[test]
+    fn admin_off_loopback_needs_a_token() {
+        for listen in ["0.0.0.0:9901", "10.1.2.3:9901", "[::]:9901", "[2001:db8::1]:9901"] {
+            let (p, r) = load_admin("admin-open", &format!("listen = \"{listen}\""));
+            let errs = r.unwrap_err();
+            assert_eq!(errs.len(), 1, "{errs:#?}");
+            assert_eq!(
+                errs[0],
+                format!(
+                    "{}:2:10: admin `listen` {} is not a loopback address: the admin API would be \
+                     open to the network: set [admin] token_env or listen on 127.0.0.1",
+                    p.display(),
+                    listen.parse::<SocketAddr>().unwrap()
+                )
+            );
+        }
+        for listen in ["127.0.0.1:9901", "127.3.2.1:0", "[::1]:9901", "[::ffff:127.0.0.1]:9901"] {
+            let (_, r) = load_admin("admin-loopback", &format!("listen = \"{listen}\""));
+            assert_eq!(r.unwrap().admin, Some(listen.parse().unwrap()));
+        }
     }
 
     // === routes: valid input ===
