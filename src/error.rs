@@ -115,6 +115,8 @@ pub struct Overloaded {
 pub enum Reason {
     /// 400
     BadRequest,
+    /// 401: the admin API without the right bearer token.
+    Unauthorized,
     /// 404
     NoRoute,
     /// 413
@@ -140,6 +142,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::BadRequest => "bad_request",
+            Reason::Unauthorized => "unauthorized",
             Reason::NoRoute => "no_route",
             Reason::BodyTooLarge => "body_too_large",
             Reason::RateLimited => "rate_limited",
@@ -156,6 +159,7 @@ impl Reason {
     pub fn status(self) -> StatusCode {
         match self {
             Reason::BadRequest => StatusCode::BAD_REQUEST,
+            Reason::Unauthorized => StatusCode::UNAUTHORIZED,
             Reason::NoRoute => StatusCode::NOT_FOUND,
             Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -221,6 +225,10 @@ pub fn error_response(reason: Reason) -> Response<Body> {
     h.insert("x-switchyard-error", HeaderValue::from_static(reason.as_str()));
     if matches!(reason, Reason::RateLimited | Reason::Overloaded) {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    // A 401 must say which scheme would be accepted (RFC 9110, section 15.5.2).
+    if reason == Reason::Unauthorized {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     res.extensions_mut().insert(ErrorReason(reason));
     res

@@ -173,6 +173,7 @@ impl Gateway {
             listening: true.into(),
             draining: false.into(),
             certs: certs.clone(),
+            token: cfg.admin_token.clone(),
         });
         let admin = match admin_socket {
             Some(s) => {
