@@ -315,3 +315,40 @@ async fn the_65th_admin_connection_waits_until_one_of_64_closes() {
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
 }
+
+/// Whether a fresh connection to `addr` gets a 200 for `GET /` (false when the connection is
+/// refused, closed, or left unanswered for a second).
+async fn served_on_a_new_connection(addr: std::net::SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr).await else { return false };
+    let answer = tokio::time::timeout(
+        Duration::from_secs(1),
+        raw_exchange(&mut s, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    matches!(answer, Ok(Some(r)) if r.starts_with("HTTP/1.1 200"))
+}
+
+#[tokio::test]
+async fn drain_delay_keeps_serving_new_connections_with_ready_503_then_stops_accepting() {
+    let gateway = "[gateway]\nroutes_dir = \"routes\"\ndrain_delay = \"2s\"\ndrain_timeout = \"5s\"\n";
+    let mut g = gateway_with(gateway, &[("r.toml", RESPOND)]).await;
+    assert!(served_on_a_new_connection(g.addr).await);
+
+    let drain = tokio::spawn(g.gw.take().unwrap().drain());
+    eventually("/ready turns 503", Duration::from_secs(5), || async {
+        get(&g.admin_url("/ready")).await.status == 503
+    })
+    .await;
+    // Within the delay: /ready says 503, and the listener still accepts and serves.
+    assert!(served_on_a_new_connection(g.addr).await, "a new connection is served during the delay");
+    assert_eq!(get(&g.admin_url("/ready")).await.status, 503);
+    assert!(!drain.is_finished());
+
+    // After it: new connections are no longer served, and the drain ends cleanly.
+    eventually("the listener stops serving new connections", Duration::from_secs(10), || async {
+        !served_on_a_new_connection(g.addr).await
+    })
+    .await;
+    let clean = tokio::time::timeout(Duration::from_secs(10), drain).await.unwrap().unwrap();
+    assert!(clean, "nothing was in flight");
+}

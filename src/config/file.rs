@@ -41,6 +41,8 @@ pub(super) struct GatewayFile {
 pub(super) struct GatewaySection {
     /// Folder of route files.
     pub(super) routes_dir: Option<Spanned<String>>,
+    /// How long to keep accepting after SIGTERM, with `/ready` at 503.
+    pub(super) drain_delay: Option<Spanned<Scalar>>,
     /// Graceful drain limit.
     pub(super) drain_timeout: Option<Spanned<Scalar>>,
 }

@@ -69,7 +69,12 @@ pub struct GatewayConfig {
     pub path: PathBuf,
     /// `[gateway] routes_dir`, resolved against the config file's folder.
     pub routes_dir: PathBuf,
-    /// `[gateway] drain_timeout`.
+    /// `[gateway] drain_delay`: after SIGTERM, `/ready` says 503 at once and the listeners keep
+    /// accepting and serving for this long (so that load balancers see it and stop sending),
+    /// before the drain proper. Zero (the default) = drain at once.
+    pub drain_delay: Duration,
+    /// `[gateway] drain_timeout`: once the listeners stop accepting, in-flight requests get
+    /// this long.
     pub drain_timeout: Duration,
     /// `[admin] listen`; `None` = no admin API.
     pub admin: Option<SocketAddr>,

@@ -413,8 +413,12 @@ impl<'s, 'a> Ctx<'s, 'a> {
 
     fn gateway(&mut self, f: GatewayFile, base: &Path, path: &Path) -> Option<GatewayConfig> {
         let mut routes_dir = base.join("routes");
+        let mut drain_delay = Duration::ZERO;
         let mut drain_timeout = Duration::from_secs(30);
         if let Some(g) = &f.gateway {
+            if let Some(d) = &g.drain_delay {
+                drain_delay = self.duration(d).unwrap_or(drain_delay);
+            }
             if let Some(d) = &g.routes_dir {
                 if let Some(d) = self.non_empty(d, "routes_dir") {
                     routes_dir = resolve_path(base, &d);
@@ -519,6 +523,7 @@ impl<'s, 'a> Ctx<'s, 'a> {
         Some(GatewayConfig {
             path: path.to_path_buf(),
             routes_dir,
+            drain_delay,
             drain_timeout,
             admin,
             admin_token,
@@ -1684,7 +1689,8 @@ mod tests {
     const GATEWAY: &str = r#"
 [gateway]
 routes_dir = "routes"        # every *.toml in it (not recursive), loaded in file-name order
-drain_timeout = "30s"
+drain_delay = "0s"           # after SIGTERM: /ready says 503 at once, listeners keep accepting this long
+drain_timeout = "30s"        # then: stop accepting, in-flight requests get this long
 
 [admin]
 listen = "127.0.0.1:9901"    # admin API; absent = no admin API
@@ -1833,6 +1839,7 @@ max_replay_body_bytes = "64KiB"
         let g = load_gateway(&path).unwrap();
         assert_eq!(g.path, path);
         assert_eq!(g.routes_dir, dir.join("routes"));
+        assert_eq!(g.drain_delay, Duration::ZERO);
         assert_eq!(g.drain_timeout, Duration::from_secs(30));
         assert_eq!(g.admin, Some("127.0.0.1:9901".parse().unwrap()));
         assert_eq!(
@@ -1867,6 +1874,7 @@ max_replay_body_bytes = "64KiB"
         .unwrap();
         let g = load_gateway(&path).unwrap();
         assert_eq!(g.routes_dir, PathBuf::from("/etc/switchyard/routes"));
+        assert_eq!(g.drain_delay, Duration::ZERO, "the default: drain at once");
         assert_eq!(g.drain_timeout, Duration::from_secs(30));
         assert_eq!(g.admin, None);
         assert_eq!(g.listeners[0].listen, "[::1]:8080".parse().unwrap());
@@ -1892,6 +1900,28 @@ max_replay_body_bytes = "64KiB"
         assert_prefix(&errs[0], &format!("{p}:2:10: invalid `listen` address \"localhost:9901\""));
         assert_prefix(&errs[1], &format!("{p}:8:8: duplicate listener name \"a\" (first defined at line 5)"));
         assert_prefix(&errs[2], &format!("{p}:11:16: invalid duration \"60\": add a unit, e.g. \"60s\""));
+    }
+
+    #[test]
+    fn drain_delay() {
+        let dir = scratch("drain-delay");
+        let path = dir.join("gateway.toml");
+        let write = |v: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "[gateway]\ndrain_delay = {v}\n[[listener]]\nname = \"a\"\nlisten = \"0.0.0.0:80\"\n"
+                ),
+            )
+            .unwrap()
+        };
+        write("\"5s\"");
+        assert_eq!(load_gateway(&path).unwrap().drain_delay, Duration::from_secs(5));
+        write("\"0s\"");
+        assert_eq!(load_gateway(&path).unwrap().drain_delay, Duration::ZERO);
+        write("5");
+        let e = load_gateway(&path).unwrap_err().to_string();
+        assert_eq!(e, format!("{}:2:15: invalid duration \"5\": add a unit, e.g. \"5s\"", path.display()));
     }
 
     #[test]
