@@ -126,7 +126,7 @@ pub struct Overloaded {
 pub enum Reason {
     /// 400
     BadRequest,
-    /// 401 (the admin API)
+    /// 401: the admin API without the right bearer token.
     Unauthorized,
     /// 404
     NoRoute,
@@ -254,6 +254,10 @@ pub fn error_response(reason: Reason) -> Response<Body> {
     if reason == Reason::RequestTimeout {
         // The request body was cut short: this connection cannot carry another request.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    // A 401 must say which scheme would be accepted (RFC 9110, section 15.5.2).
+    if reason == Reason::Unauthorized {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     res.extensions_mut().insert(ErrorReason(reason));
     res

@@ -65,6 +65,7 @@ pub struct Gateway {
     tracker: TaskTracker,
     admin_state: Arc<AdminState>,
     access_log: AccessLog,
+    drain_delay: Duration,
     drain_timeout: Duration,
     hard_stop: CancellationToken,
     _watch: Option<config::watch::FolderWatch>,
@@ -178,6 +179,7 @@ impl Gateway {
             listening: true.into(),
             draining: false.into(),
             certs: certs.clone(),
+            token: cfg.admin_token.clone(),
         });
         let admin = match admin_socket {
             Some(s) => {
@@ -213,6 +215,7 @@ impl Gateway {
             tracker,
             admin_state,
             access_log,
+            drain_delay: cfg.drain_delay,
             drain_timeout: cfg.drain_timeout,
             hard_stop,
             _watch: watch,
@@ -260,10 +263,16 @@ impl Gateway {
         self.access_log.reopen();
     }
 
-    /// Stop accepting, let in-flight requests finish for up to `drain_timeout`, then stop.
-    /// Returns whether everything finished in time.
+    /// Drain: `/ready` says 503 at once; the listeners keep accepting and serving for
+    /// `drain_delay` (time for load balancers to notice and stop sending); then they stop
+    /// accepting and in-flight requests get up to `drain_timeout`. Returns whether everything
+    /// finished in time.
     pub async fn drain(self) -> bool {
         self.admin_state.draining.store(true, Ordering::Relaxed);
+        if !self.drain_delay.is_zero() {
+            tracing::info!(delay = ?self.drain_delay, "/ready says 503; still accepting until the drain delay ends");
+            tokio::time::sleep(self.drain_delay).await;
+        }
         self.stop_accepting.cancel();
         self.tracker.close();
         let clean = tokio::time::timeout(self.drain_timeout, self.tracker.wait()).await.is_ok();

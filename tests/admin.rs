@@ -1,12 +1,44 @@
-//! The admin API (SPEC 5) and the metric names of SPEC 6.
+//! The admin API (its paths, bearer token, connection cap), drain, and the metric names.
 
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Request;
+use http::{Method, Request};
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const RESPOND: &str = "[[route]]\nname = \"r\"\nrespond = { status = 200 }\n";
+
+/// The admin paths that need the token when there is one, with the status each answers.
+const GUARDED: [(Method, &str, u16); 7] = [
+    (Method::GET, "/metrics", 200),
+    (Method::GET, "/config", 200),
+    (Method::GET, "/routes", 200),
+    (Method::GET, "/upstreams", 200),
+    (Method::POST, "/reload", 200),
+    (Method::GET, "/nope", 404),
+    (Method::POST, "/routes", 405),
+];
+
+/// `method path` on the admin API, with `authorization: auth` when given.
+async fn admin(g: &TestGateway, method: &Method, path: &str, auth: Option<&str>) -> Got {
+    let mut req = Request::builder().method(method.clone()).uri(g.admin_url(path));
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    send(req.body(full("")).unwrap()).await
+}
+
+/// A gateway whose admin API wants the token held by `var` (unique per test: tests run on
+/// parallel threads and share the process environment).
+async fn gateway_with_token(var: &str, token: &str) -> TestGateway {
+    std::env::set_var(var, token);
+    let admin = format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"{var}\"\n");
+    gateway_with(&admin, &[("r.toml", RESPOND)]).await
+}
 
 #[tokio::test]
 async fn healthz_ready_and_unknown_paths() {
@@ -196,4 +228,127 @@ async fn connections_active_follows_open_connections() {
     drop(s);
     eventually("none open", Duration::from_secs(5), || async { admin_metric(g.admin, series).await == 0.0 })
         .await;
+}
+
+#[tokio::test]
+async fn without_a_token_every_path_is_open() {
+    let g = gateway(RESPOND).await;
+    for auth in [None, Some("Bearer anything")] {
+        for path in ["/healthz", "/ready"] {
+            assert_eq!(admin(&g, &Method::GET, path, auth).await.status, 200, "{path}");
+        }
+        for (method, path, status) in &GUARDED {
+            let r = admin(&g, method, path, auth).await;
+            assert_eq!(r.status, *status, "{method} {path} with {auth:?}");
+            assert_eq!(r.error(), None);
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_a_token_only_healthz_and_ready_are_open() {
+    let token = "s3cret.Admin-token_42";
+    let g = gateway_with_token("SWITCHYARD_TEST_ADMIN_TOKEN_PATHS", token).await;
+    let last_byte_differs = format!("Bearer {}3", &token[..token.len() - 1]);
+    let prefix = format!("Bearer {}", &token[..token.len() - 1]);
+    let longer = format!("Bearer {token}x");
+    let not_bearer = format!("Basic {token}");
+    let wrong: [Option<&str>; 7] = [
+        None,
+        Some("Bearer wrong"),
+        Some(&last_byte_differs),
+        Some(&prefix),
+        Some(&longer),
+        Some(&not_bearer),
+        Some(token),
+    ];
+    let right = format!("Bearer {token}");
+
+    for path in ["/healthz", "/ready"] {
+        for auth in wrong.iter().copied().chain([Some(right.as_str())]) {
+            assert_eq!(admin(&g, &Method::GET, path, auth).await.status, 200, "{path} with {auth:?}");
+        }
+    }
+    for (method, path, status) in &GUARDED {
+        for auth in wrong {
+            let r = admin(&g, method, path, auth).await;
+            assert_eq!(r.status, 401, "{method} {path} with {auth:?}");
+            assert_eq!(r.error(), Some("unauthorized"));
+            assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+            assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+            assert_eq!(r.text(), "401 unauthorized\n");
+        }
+        let r = admin(&g, method, path, Some(&right)).await;
+        assert_eq!(r.status, *status, "{method} {path} with the token: {}", r.text());
+        assert_eq!(r.error(), None);
+    }
+    // The refused reloads did not run; the accepted one did. The scheme's case does not matter.
+    let reloads = "switchyard_config_reloads_total{result=\"success\"}";
+    let m = admin(&g, &Method::GET, "/metrics", Some(&format!("bearer {token}"))).await;
+    assert_eq!(metric(&m.text(), reloads), Some(1.0), "{}", m.text());
+}
+
+#[tokio::test]
+async fn the_65th_admin_connection_waits_until_one_of_64_closes() {
+    let g = gateway(RESPOND).await;
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n";
+    // 64 connections, each answered once (so each is accepted and held), then kept open. They
+    // stay well within the admin header timeout (10 s), which would close them when idle.
+    let mut held = Vec::new();
+    for i in 0..64 {
+        let mut s = TcpStream::connect(g.admin).await.unwrap();
+        let r = raw_exchange(&mut s, healthz).await.unwrap_or_else(|| panic!("connection {i} answered"));
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        held.push(s);
+    }
+    // The kernel completes the 65th handshake, but nobody serves it.
+    let mut extra = TcpStream::connect(g.admin).await.unwrap();
+    extra.write_all(healthz).await.unwrap();
+    let mut buf = [0u8; 256];
+    let early = tokio::time::timeout(Duration::from_millis(500), extra.read(&mut buf)).await;
+    assert!(early.is_err(), "the 65th connection got an answer while 64 were open: {early:?}");
+
+    drop(held.pop());
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .expect("the 65th connection is served once one of the 64 closes")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+}
+
+/// Whether a fresh connection to `addr` gets a 200 for `GET /` (false when the connection is
+/// refused, closed, or left unanswered for a second).
+async fn served_on_a_new_connection(addr: std::net::SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr).await else { return false };
+    let answer = tokio::time::timeout(
+        Duration::from_secs(1),
+        raw_exchange(&mut s, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    matches!(answer, Ok(Some(r)) if r.starts_with("HTTP/1.1 200"))
+}
+
+#[tokio::test]
+async fn drain_delay_keeps_serving_new_connections_with_ready_503_then_stops_accepting() {
+    let gateway = "[gateway]\nroutes_dir = \"routes\"\ndrain_delay = \"2s\"\ndrain_timeout = \"5s\"\n";
+    let mut g = gateway_with(gateway, &[("r.toml", RESPOND)]).await;
+    assert!(served_on_a_new_connection(g.addr).await);
+
+    let drain = tokio::spawn(g.gw.take().unwrap().drain());
+    eventually("/ready turns 503", Duration::from_secs(5), || async {
+        get(&g.admin_url("/ready")).await.status == 503
+    })
+    .await;
+    // Within the delay: /ready says 503, and the listener still accepts and serves.
+    assert!(served_on_a_new_connection(g.addr).await, "a new connection is served during the delay");
+    assert_eq!(get(&g.admin_url("/ready")).await.status, 503);
+    assert!(!drain.is_finished());
+
+    // After it: new connections are no longer served, and the drain ends cleanly.
+    eventually("the listener stops serving new connections", Duration::from_secs(10), || async {
+        !served_on_a_new_connection(g.addr).await
+    })
+    .await;
+    let clean = tokio::time::timeout(Duration::from_secs(10), drain).await.unwrap().unwrap();
+    assert!(clean, "nothing was in flight");
 }

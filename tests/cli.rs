@@ -149,6 +149,64 @@ fn check_accepts_a_valid_config_silently() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
 
+/// `check` with `[admin]` as given (and one valid route), run with `env` set (`None` = removed).
+fn check_admin(admin: &str, env: &[(&str, Option<&str>)]) -> (std::path::PathBuf, i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("routes")).unwrap();
+    std::fs::write(dir.path().join("routes/a.toml"), "[[route]]\nname = \"a\"\nrespond = { status = 200 }\n")
+        .unwrap();
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(
+        &cfg,
+        format!("[admin]\n{admin}\n\n[[listener]]\nname = \"http\"\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["check", "--config", cfg.to_str().unwrap()]);
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().unwrap();
+    (cfg, out.status.code().unwrap_or(-1), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn check_refuses_an_open_admin_api_and_a_missing_admin_token() {
+    // Off loopback without a token.
+    let (cfg, code, stderr) = check_admin("listen = \"0.0.0.0:9901\"", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "{}:2:10: admin `listen` 0.0.0.0:9901 is not a loopback address: the admin API would be \
+             open to the network: set [admin] token_env or listen on 127.0.0.1\n",
+            cfg.display()
+        )
+    );
+
+    // A token variable that is unset, or empty, at start.
+    let admin = "listen = \"0.0.0.0:9901\"\ntoken_env = \"SWITCHYARD_CLI_ADMIN_TOKEN\"";
+    for (value, problem) in [(None, "is not set"), (Some(""), "is empty")] {
+        let (cfg, code, stderr) = check_admin(admin, &[("SWITCHYARD_CLI_ADMIN_TOKEN", value)]);
+        assert_eq!(code, 1, "{stderr}");
+        assert_eq!(
+            stderr,
+            format!(
+                "{}:3:13: the environment variable \"SWITCHYARD_CLI_ADMIN_TOKEN\" named by `token_env` \
+                 {problem}; set it to the admin API token before starting\n",
+                cfg.display()
+            )
+        );
+    }
+
+    // With the token set, the same config is valid.
+    let (_, code, stderr) = check_admin(admin, &[("SWITCHYARD_CLI_ADMIN_TOKEN", Some("t0ken"))]);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+}
+
 #[test]
 fn a_port_in_use_is_one_clear_line_and_a_failed_exit() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1,23 +1,56 @@
-//! The admin API (SPEC 5): read-only views of the running state, Prometheus metrics, and
+//! The admin API: read-only views of the running state, Prometheus metrics, and
 //! `POST /reload`. It keeps answering while the gateway drains (`/ready` then says 503).
+//!
+//! With `[admin] token_env`, every path but `/healthz` and `/ready` (which load balancers and
+//! orchestrators probe without credentials) needs `authorization: Bearer <token>`; anything else
+//! gets 401 `unauthorized`. The token is compared in constant time ([`AdminToken::matches`]).
+//!
+//! The admin server is small on purpose, and bounded so that a misbehaving client cannot tie it
+//! up: HTTP/1.1 only (so that one timer, hyper's header-read timer, bounds every wait for a
+//! request head: the first one, a slow one, and the idle wait between keep-alive requests), at
+//! most `MAX_CONNECTIONS` (64) connections at once (more wait in the kernel's accept backlog, as
+//! a listener's do past `max_connections`), each closed when a request head takes longer than
+//! `HEADER_READ_TIMEOUT` (10 s).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Action, ConfigError, HostMatch, PathMatch, ValueMatch};
+use crate::body::{self, Body};
+use crate::config::{Action, AdminToken, ConfigError, HostMatch, PathMatch, ValueMatch};
 use crate::discovery;
+use crate::error::{error_response, Reason};
 use crate::metrics::Metrics;
 use crate::snapshot::{Reloader, Snapshot};
+
+/// How long an admin client has to send a whole request head, counted from the accept, and
+/// again from the end of each response while the connection is kept alive (so it is also how
+/// long an idle keep-alive connection stays open). 10 s is the listeners' `header_read_timeout`
+/// default: admin clients (scrapers, scripts, a dashboard polling every few seconds) send a
+/// head in one packet, and with only [`MAX_CONNECTIONS`] slots a client that dawdles, or sends
+/// half a head and stops (slowloris), must give its slot back soon.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Admin connections served at once; more wait in the accept backlog until one closes. Enough
+/// for a few Prometheus servers, scripts and dashboards many times over; small enough that a
+/// flood of connections to the admin port cannot take the file descriptors and memory that the
+/// listeners need.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+
+/// The largest request head an admin client may send (as the listeners' default
+/// `max_request_header_bytes`): room for a browser's cookies next to the token, and a bound on
+/// each connection's read buffer.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// What the admin API reads.
 #[derive(Debug)]
@@ -32,45 +65,94 @@ pub struct AdminState {
     pub draining: AtomicBool,
     /// The TLS listeners' certificate stores (reloaded by `POST /reload` too).
     pub certs: crate::tls::Stores,
+    /// `[admin] token_env`: when set, every path but `/healthz` and `/ready` needs it.
+    pub token: Option<AdminToken>,
 }
 
-/// Serve the admin API on `socket` until `stop`.
+/// Serve the admin API on `socket` until `stop`: then stop accepting, and close each open
+/// connection once its request in flight (if any) is answered.
 pub fn spawn(socket: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let builder = Arc::new(connection_builder());
     tokio::spawn(async move {
         loop {
+            // The permit is taken before accepting: at the cap, new connections wait in the
+            // kernel's backlog, unanswered, until one of ours closes.
+            let permit = tokio::select! {
+                p = Arc::clone(&slots).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = stop.cancelled() => return,
+            };
             let (stream, _) = tokio::select! {
                 r = socket.accept() => match r {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::warn!(error = %e, "admin accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
                 _ = stop.cancelled() => return,
             };
             let state = Arc::clone(&state);
+            let builder = Arc::clone(&builder);
+            let stop = stop.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let state = Arc::clone(&state);
                     async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+                drop(permit);
             });
         }
     });
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>, ctype: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+/// How every admin connection is served: HTTP/1.1 with hyper's header-read timer set to
+/// [`HEADER_READ_TIMEOUT`] (hyper runs it while it waits for each request head, the first
+/// included).
+fn connection_builder() -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    b
+}
+
+/// Whether `headers` carry `authorization: Bearer <token>` (the scheme's case does not matter,
+/// as RFC 9110 says of every authentication scheme).
+fn authorized(token: &AdminToken, headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let value = value.as_bytes();
+    let Some(space) = value.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let (scheme, credentials) = value.split_at(space);
+    scheme.eq_ignore_ascii_case(b"bearer") && token.matches(credentials.trim_ascii_start())
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>, ctype: &'static str) -> Response<Body> {
+    let mut r = Response::new(body::full(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(ctype));
     r
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
     body.push(b'\n');
     text(status, body, "application/json")
@@ -80,7 +162,13 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
+    if let Some(token) = &state.token {
+        let open = matches!(req.uri().path(), "/healthz" | "/ready");
+        if !open && !authorized(token, req.headers()) {
+            return error_response(Reason::Unauthorized);
+        }
+    }
     let snap = state.reloader.current().load_full();
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", "text/plain"),
@@ -134,7 +222,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byt
 /// (endpoints, an authoritative empty answer, or an error), but at most
 /// [`discovery::READY_BOUND`] after start; then ready, with what is still missing or failing
 /// listed in the body.
-fn ready(state: &AdminState, snap: &Snapshot) -> Response<Full<Bytes>> {
+fn ready(state: &AdminState, snap: &Snapshot) -> Response<Body> {
     let mut pending = Vec::new();
     let mut failing = Vec::new();
     for u in &snap.upstreams {
@@ -275,4 +363,96 @@ fn upstreams_view(snap: &Snapshot) -> Value {
         })
         .collect();
     json!({ "upstreams": ups })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// Serve one admin-configured connection on an in-memory pipe (answering `ok` to every
+    /// request); returns the client's end and the connection's task.
+    fn pipe() -> (tokio::io::DuplexStream, tokio::task::JoinHandle<Result<(), hyper::Error>>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Response::new(body::full("ok")))
+        });
+        let conn = tokio::spawn(connection_builder().serve_connection(TokioIo::new(server), svc));
+        (client, conn)
+    }
+
+    /// Read until the server closes its end; what it sent.
+    async fn read_to_close(client: &mut tokio::io::DuplexStream) -> String {
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    // Paused time: the clock jumps to the next timer whenever every task waits, so these tests
+    // check the real 10 s deadline without waiting for it.
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_or_half_a_head_is_closed_at_the_header_timeout() {
+        for sent in [&b""[..], b"GET /metrics HTTP/1.1\r\nHost: a\r\nAuthoriz"] {
+            let (mut client, conn) = pipe();
+            let start = Instant::now();
+            client.write_all(sent).await.unwrap();
+            assert_eq!(read_to_close(&mut client).await, "", "closed without an answer");
+            let waited = start.elapsed();
+            assert!(
+                waited >= HEADER_READ_TIMEOUT && waited < HEADER_READ_TIMEOUT + Duration::from_secs(1),
+                "closed after {waited:?}"
+            );
+            assert!(conn.await.unwrap().unwrap_err().is_timeout());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_keep_alive_connection_is_closed_at_the_header_timeout() {
+        let (mut client, conn) = pipe();
+        client.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        let mut head = [0u8; 15];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200 OK");
+        let answered = Instant::now();
+        let rest = read_to_close(&mut client).await;
+        assert!(rest.ends_with("\r\n\r\nok"), "{rest}");
+        let idle = answered.elapsed();
+        assert!(
+            idle >= HEADER_READ_TIMEOUT && idle < HEADER_READ_TIMEOUT + Duration::from_secs(1),
+            "closed after {idle:?}"
+        );
+        let _ = conn.await.unwrap();
+    }
+
+    #[test]
+    fn bearer_credentials() {
+        let token = AdminToken::new(b"tok3n").unwrap();
+        let check = |value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, http::HeaderValue::from_static(value));
+            authorized(&token, &h)
+        };
+        for good in ["Bearer tok3n", "bearer tok3n", "BEARER   tok3n"] {
+            assert!(check(good), "{good}");
+        }
+        for bad in [
+            "Bearer tok3m",
+            "Bearer tok3",
+            "Bearer tok3nn",
+            "Bearer ",
+            "Bearer",
+            "Bearertok3n",
+            "Basic tok3n",
+            "tok3n",
+            "Bearer tok3n tok3n",
+        ] {
+            assert!(!check(bad), "{bad}");
+        }
+        assert!(!authorized(&token, &HeaderMap::new()), "no header");
+    }
 }

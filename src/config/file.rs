@@ -43,6 +43,8 @@ pub(super) struct GatewayFile {
 pub(super) struct GatewaySection {
     /// Folder of route files.
     pub(super) routes_dir: Option<Spanned<String>>,
+    /// How long to keep accepting after SIGTERM, with `/ready` at 503.
+    pub(super) drain_delay: Option<Spanned<Scalar>>,
     /// Graceful drain limit.
     pub(super) drain_timeout: Option<Spanned<Scalar>>,
 }
@@ -53,6 +55,8 @@ pub(super) struct GatewaySection {
 pub(super) struct AdminSection {
     /// Socket address of the admin API.
     pub(super) listen: Spanned<String>,
+    /// Name of the environment variable holding the bearer token.
+    pub(super) token_env: Option<Spanned<String>>,
 }
 
 /// One `[[listener]]`.

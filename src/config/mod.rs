@@ -69,10 +69,18 @@ pub struct GatewayConfig {
     pub path: PathBuf,
     /// `[gateway] routes_dir`, resolved against the config file's folder.
     pub routes_dir: PathBuf,
-    /// `[gateway] drain_timeout`.
+    /// `[gateway] drain_delay`: after SIGTERM, `/ready` says 503 at once and the listeners keep
+    /// accepting and serving for this long (so that load balancers see it and stop sending),
+    /// before the drain proper. Zero (the default) = drain at once.
+    pub drain_delay: Duration,
+    /// `[gateway] drain_timeout`: once the listeners stop accepting, in-flight requests get
+    /// this long.
     pub drain_timeout: Duration,
     /// `[admin] listen`; `None` = no admin API.
     pub admin: Option<SocketAddr>,
+    /// `[admin] token_env`: the token read from that variable at load; `None` = the admin API
+    /// asks for no token (allowed only on a loopback `listen`).
+    pub admin_token: Option<AdminToken>,
     /// `[[listener]]`, in file order; names are unique.
     pub listeners: Vec<ListenerConfig>,
     /// `[http]`.
@@ -111,6 +119,40 @@ pub enum EscapedSlashes {
     Keep,
     /// Decoded before the other steps (`%5C` then counts as a raw `\`, which is refused).
     Decode,
+}
+
+/// The admin API's bearer token.
+///
+/// The value itself is not kept: only an HMAC-SHA256 tag of it under a key drawn at load, so
+/// it cannot leak through `Debug`, a log line or a core dump, and [`AdminToken::matches`]
+/// compares two fixed-size tags in constant time. A token presented with another length costs
+/// the same comparison, so neither the token's bytes nor its length show in response times.
+#[derive(Clone)]
+pub struct AdminToken {
+    key: ring::hmac::Key,
+    tag: ring::hmac::Tag,
+}
+
+impl AdminToken {
+    /// A token whose value is `value`; fails only if the system's random source does.
+    pub(crate) fn new(value: &[u8]) -> Result<Self, String> {
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .map_err(|_| "cannot draw a random key to protect the admin token".to_owned())?;
+        let tag = ring::hmac::sign(&key, value);
+        Ok(AdminToken { key, tag })
+    }
+
+    /// Whether `presented` is the token (constant time in the token's bytes and length).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        ring::hmac::verify(&self.key, presented, self.tag.as_ref()).is_ok()
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 /// One `[[listener]]`.

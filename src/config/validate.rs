@@ -20,15 +20,16 @@ use regex::Regex;
 use toml::Spanned;
 
 use super::file::{
-    DiscoverySection, EndpointEntry, GatewayFile, HeaderEditsSection, HealthSection, OutlierSection, Pairs,
-    RouteSection, RoutesFile, Scalar, UpstreamLimitsSection, UpstreamSection, UpstreamTlsSection,
+    AdminSection, DiscoverySection, EndpointEntry, GatewayFile, HeaderEditsSection, HealthSection,
+    OutlierSection, Pairs, RouteSection, RoutesFile, Scalar, UpstreamLimitsSection, UpstreamSection,
+    UpstreamTlsSection,
 };
 use super::{
-    resolve_path, AccessLogConfig, Action, Balance, ConfigError, ConfigErrors, DiscoveryConfig, DnsRecord,
-    EscapedSlashes, GatewayConfig, HashOn, HeaderEdits, HealthCheck, HealthKind, HostMatch, HttpConfig,
-    Limits, ListenerConfig, ListenerTls, Origin, Outlier, PathMatch, RateLimit, RateLimitKey, RetryOn,
-    RetryPolicy, RouteConfig, RouteSet, StaticEndpoint, UpstreamConfig, UpstreamLimits, UpstreamProtocol,
-    UpstreamTls, ValueMatch, ZkFormat,
+    resolve_path, AccessLogConfig, Action, AdminToken, Balance, ConfigError, ConfigErrors, DiscoveryConfig,
+    DnsRecord, EscapedSlashes, GatewayConfig, HashOn, HeaderEdits, HealthCheck, HealthKind, HostMatch,
+    HttpConfig, Limits, ListenerConfig, ListenerTls, Origin, Outlier, PathMatch, RateLimit, RateLimitKey,
+    RetryOn, RetryPolicy, RouteConfig, RouteSet, StaticEndpoint, UpstreamConfig, UpstreamLimits,
+    UpstreamProtocol, UpstreamTls, ValueMatch, ZkFormat,
 };
 
 /// How many defined upstream names a "not defined" message lists before it only suggests the
@@ -416,8 +417,12 @@ impl<'s, 'a> Ctx<'s, 'a> {
 
     fn gateway(&mut self, f: GatewayFile, base: &Path, path: &Path) -> Option<GatewayConfig> {
         let mut routes_dir = base.join("routes");
+        let mut drain_delay = Duration::ZERO;
         let mut drain_timeout = Duration::from_secs(30);
         if let Some(g) = &f.gateway {
+            if let Some(d) = &g.drain_delay {
+                drain_delay = self.duration(d).unwrap_or(drain_delay);
+            }
             if let Some(d) = &g.routes_dir {
                 if let Some(d) = self.non_empty(d, "routes_dir") {
                     routes_dir = resolve_path(base, &d);
@@ -428,7 +433,10 @@ impl<'s, 'a> Ctx<'s, 'a> {
             }
         }
 
-        let admin = f.admin.as_ref().and_then(|a| self.socket_addr(&a.listen, "listen"));
+        let (admin, admin_token) = match &f.admin {
+            Some(a) => self.admin(a),
+            None => (None, None),
+        };
 
         if f.listener.is_empty() {
             self.err(
@@ -542,13 +550,68 @@ impl<'s, 'a> Ctx<'s, 'a> {
         Some(GatewayConfig {
             path: path.to_path_buf(),
             routes_dir,
+            drain_delay,
             drain_timeout,
             admin,
+            admin_token,
             listeners,
             http,
             limits,
             access_log,
         })
+    }
+
+    /// `[admin]`: the address, and the token read from `token_env` now (at start, so that a
+    /// missing variable stops the start instead of leaving the admin API locked or open).
+    fn admin(&mut self, a: &AdminSection) -> (Option<SocketAddr>, Option<AdminToken>) {
+        let listen = self.socket_addr(&a.listen, "listen");
+        let token = match &a.token_env {
+            Some(var) => {
+                let name = self.non_empty(var, "token_env");
+                name.and_then(|name| self.admin_token(var, &name))
+            }
+            None => {
+                if let Some(addr) = listen.filter(|a| !a.ip().to_canonical().is_loopback()) {
+                    self.err(
+                        a.listen.span(),
+                        format!(
+                            "admin `listen` {addr} is not a loopback address: the admin API would \
+                             be open to the network: set [admin] token_env or listen on 127.0.0.1"
+                        ),
+                    );
+                }
+                None
+            }
+        };
+        (listen, token)
+    }
+
+    /// The admin token held by the environment variable `name` (`var` is its span).
+    fn admin_token(&mut self, var: &Spanned<String>, name: &str) -> Option<AdminToken> {
+        let problem = match std::env::var_os(name) {
+            None => "is not set",
+            Some(v) if v.is_empty() => "is empty",
+            // A bearer token travels in a header: visible ASCII, and no spaces (a header value
+            // loses its leading and trailing ones, so such a token could never match).
+            Some(v) => match v.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_graphic())) {
+                Some(value) => match AdminToken::new(value.as_bytes()) {
+                    Ok(t) => return Some(t),
+                    Err(e) => {
+                        self.err(var.span(), e);
+                        return None;
+                    }
+                },
+                None => "holds characters other than visible ASCII (spaces included)",
+            },
+        };
+        self.err(
+            var.span(),
+            format!(
+                "the environment variable {name:?} named by `token_env` {problem}; set it to the \
+                 admin API token before starting"
+            ),
+        );
+        None
     }
 }
 
@@ -1658,7 +1721,8 @@ mod tests {
     const GATEWAY: &str = r#"
 [gateway]
 routes_dir = "routes"        # every *.toml in it (not recursive), loaded in file-name order
-drain_timeout = "30s"
+drain_delay = "0s"           # after SIGTERM: /ready says 503 at once, listeners keep accepting this long
+drain_timeout = "30s"        # then: stop accepting, in-flight requests get this long
 
 [admin]
 listen = "127.0.0.1:9901"    # admin API; absent = no admin API
@@ -1807,6 +1871,7 @@ max_replay_body_bytes = "64KiB"
         let g = load_gateway(&path).unwrap();
         assert_eq!(g.path, path);
         assert_eq!(g.routes_dir, dir.join("routes"));
+        assert_eq!(g.drain_delay, Duration::ZERO);
         assert_eq!(g.drain_timeout, Duration::from_secs(30));
         assert_eq!(g.admin, Some("127.0.0.1:9901".parse().unwrap()));
         assert_eq!(
@@ -1841,6 +1906,7 @@ max_replay_body_bytes = "64KiB"
         .unwrap();
         let g = load_gateway(&path).unwrap();
         assert_eq!(g.routes_dir, PathBuf::from("/etc/switchyard/routes"));
+        assert_eq!(g.drain_delay, Duration::ZERO, "the default: drain at once");
         assert_eq!(g.drain_timeout, Duration::from_secs(30));
         assert_eq!(g.admin, None);
         assert_eq!(g.listeners[0].listen, "[::1]:8080".parse().unwrap());
@@ -1869,6 +1935,28 @@ max_replay_body_bytes = "64KiB"
     }
 
     #[test]
+    fn drain_delay() {
+        let dir = scratch("drain-delay");
+        let path = dir.join("gateway.toml");
+        let write = |v: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "[gateway]\ndrain_delay = {v}\n[[listener]]\nname = \"a\"\nlisten = \"0.0.0.0:80\"\n"
+                ),
+            )
+            .unwrap()
+        };
+        write("\"5s\"");
+        assert_eq!(load_gateway(&path).unwrap().drain_delay, Duration::from_secs(5));
+        write("\"0s\"");
+        assert_eq!(load_gateway(&path).unwrap().drain_delay, Duration::ZERO);
+        write("5");
+        let e = load_gateway(&path).unwrap_err().to_string();
+        assert_eq!(e, format!("{}:2:15: invalid duration \"5\": add a unit, e.g. \"5s\"", path.display()));
+    }
+
+    #[test]
     fn gateway_needs_a_listener_and_known_keys() {
         let dir = scratch("gateway-empty");
         let path = dir.join("gateway.toml");
@@ -1887,6 +1975,110 @@ max_replay_body_bytes = "64KiB"
         let missing = dir.join("nope.toml");
         let e = load_gateway(&missing).unwrap_err().to_string();
         assert_prefix(&e, &format!("{}:1:1: cannot read the config file", missing.display()));
+    }
+
+    /// `gateway.toml` with `admin` as its `[admin]` table; the load's errors as `check` prints
+    /// them, or the config.
+    fn load_admin(name: &str, admin: &str) -> (PathBuf, Result<GatewayConfig, Vec<String>>) {
+        let dir = scratch(name);
+        let path = dir.join("gateway.toml");
+        std::fs::write(
+            &path,
+            format!("[admin]\n{admin}\n\n[[listener]]\nname = \"a\"\nlisten = \"0.0.0.0:80\"\n"),
+        )
+        .unwrap();
+        let r = load_gateway(&path).map_err(|e| e.0.iter().map(ToString::to_string).collect());
+        (path, r)
+    }
+
+    #[test]
+    fn admin_token_is_read_at_load_and_kept_out_of_debug() {
+        // Unit tests run on parallel threads: each test uses its own variable.
+        std::env::set_var("SWITCHYARD_TEST_ADMIN_TOKEN_LOAD", "s3cret-Token_value");
+        let (_, g) = load_admin(
+            "admin-token",
+            "listen = \"0.0.0.0:9901\"\ntoken_env = \"SWITCHYARD_TEST_ADMIN_TOKEN_LOAD\"",
+        );
+        let g = g.unwrap();
+        assert_eq!(g.admin, Some("0.0.0.0:9901".parse().unwrap()));
+        let token = g.admin_token.as_ref().expect("a token");
+        assert!(token.matches(b"s3cret-Token_value"));
+        assert!(!token.matches(b"s3cret-Token_valuf"), "last byte differs");
+        assert!(!token.matches(b"s3cret-Token_valu"), "a prefix");
+        assert!(!token.matches(b"s3cret-Token_value-and-more"), "an extension");
+        assert!(!token.matches(b""));
+        let debug = format!("{g:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("AdminToken(<redacted>)"), "{debug}");
+
+        let (_, g) = load_admin("admin-no-token", "listen = \"127.0.0.1:9901\"");
+        assert!(g.unwrap().admin_token.is_none());
+    }
+
+    #[test]
+    fn admin_token_env_must_name_a_set_variable() {
+        std::env::remove_var("SWITCHYARD_TEST_ADMIN_TOKEN_UNSET");
+        let (p, r) = load_admin(
+            "admin-unset",
+            "listen = \"127.0.0.1:9901\"\ntoken_env = \"SWITCHYARD_TEST_ADMIN_TOKEN_UNSET\"",
+        );
+        let errs = r.unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(
+            errs[0],
+            format!(
+                "{}:3:13: the environment variable \"SWITCHYARD_TEST_ADMIN_TOKEN_UNSET\" named by \
+                 `token_env` is not set; set it to the admin API token before starting",
+                p.display()
+            )
+        );
+
+        std::env::set_var("SWITCHYARD_TEST_ADMIN_TOKEN_EMPTY", "");
+        let (p, r) = load_admin(
+            "admin-empty",
+            "listen = \"0.0.0.0:9901\"\ntoken_env = \"SWITCHYARD_TEST_ADMIN_TOKEN_EMPTY\"",
+        );
+        let errs = r.unwrap_err();
+        assert_eq!(errs.len(), 1, "an empty token is the only error, not also the address: {errs:#?}");
+        assert_prefix(
+            &errs[0],
+            &format!("{}:3:13: the environment variable \"SWITCHYARD_TEST_ADMIN_TOKEN_EMPTY\" named by `token_env` is empty", p.display()),
+        );
+
+        std::env::set_var("SWITCHYARD_TEST_ADMIN_TOKEN_SPACE", "two words");
+        let (p, r) = load_admin(
+            "admin-space",
+            "listen = \"127.0.0.1:9901\"\ntoken_env = \"SWITCHYARD_TEST_ADMIN_TOKEN_SPACE\"",
+        );
+        assert_prefix(
+            &r.unwrap_err()[0],
+            &format!("{}:3:13: the environment variable \"SWITCHYARD_TEST_ADMIN_TOKEN_SPACE\" named by `token_env` holds characters other than visible ASCII", p.display()),
+        );
+
+        let (p, r) = load_admin("admin-blank", "listen = \"127.0.0.1:9901\"\ntoken_env = \"\"");
+        assert_eq!(r.unwrap_err(), [format!("{}:3:13: `token_env` must not be empty", p.display())]);
+    }
+
+    #[test]
+    fn admin_off_loopback_needs_a_token() {
+        for listen in ["0.0.0.0:9901", "10.1.2.3:9901", "[::]:9901", "[2001:db8::1]:9901"] {
+            let (p, r) = load_admin("admin-open", &format!("listen = \"{listen}\""));
+            let errs = r.unwrap_err();
+            assert_eq!(errs.len(), 1, "{errs:#?}");
+            assert_eq!(
+                errs[0],
+                format!(
+                    "{}:2:10: admin `listen` {} is not a loopback address: the admin API would be \
+                     open to the network: set [admin] token_env or listen on 127.0.0.1",
+                    p.display(),
+                    listen.parse::<SocketAddr>().unwrap()
+                )
+            );
+        }
+        for listen in ["127.0.0.1:9901", "127.3.2.1:0", "[::1]:9901", "[::ffff:127.0.0.1]:9901"] {
+            let (_, r) = load_admin("admin-loopback", &format!("listen = \"{listen}\""));
+            assert_eq!(r.unwrap().admin, Some(listen.parse().unwrap()));
+        }
     }
 
     // === routes: valid input ===

@@ -143,16 +143,22 @@ pub fn write_atomic(path: &std::path::Path, text: &str) {
 }
 
 /// Default `[limits]` etc. are used unless `extra` (appended to gateway.toml) says otherwise.
+/// An `extra` holding its own `[gateway]` or `[admin]` table replaces the default one (which is
+/// `routes_dir = "routes"`, `drain_timeout = "5s"`, and an admin API on `127.0.0.1:0`).
 pub async fn gateway_with(extra: &str, files: &[(&str, &str)]) -> TestGateway {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("routes")).unwrap();
     for (name, text) in files {
         std::fs::write(dir.path().join("routes").join(name), text).unwrap();
     }
-    let toml = format!(
-        "[gateway]\nroutes_dir = \"routes\"\ndrain_timeout = \"5s\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
-         [[listener]]\nname = \"http\"\nlisten = \"127.0.0.1:0\"\n\n{extra}\n"
-    );
+    let gateway = if extra.contains("[gateway]") {
+        ""
+    } else {
+        "[gateway]\nroutes_dir = \"routes\"\ndrain_timeout = \"5s\"\n\n"
+    };
+    let admin = if extra.contains("[admin]") { "" } else { "[admin]\nlisten = \"127.0.0.1:0\"\n\n" };
+    let toml =
+        format!("{gateway}{admin}[[listener]]\nname = \"http\"\nlisten = \"127.0.0.1:0\"\n\n{extra}\n");
     let toml = if extra.contains("[access_log]") {
         toml
     } else {
