@@ -626,6 +626,22 @@ async fn mtls_requires_a_verified_client_certificate_and_forwards_xfcc() {
             format!("Hash={hash};Subject=\"O=Switchyard Test,CN=client-1\""),
         );
     }
+    // A name listed in `Connection` cannot remove the XFCC the gateway set (hop-by-hop headers
+    // go on arrival, before the gateway adds its own).
+    let r = tls_get(
+        addr,
+        "site.test",
+        client_config(&server_ca, &[b"http/1.1"], Some(&good)),
+        "/conn",
+        &[("connection", "x-forwarded-client-cert, x-forwarded-for")],
+    )
+    .await
+    .unwrap();
+    let h = &r.got.json()["headers"];
+    assert!(h["x-forwarded-client-cert"].as_str().unwrap().starts_with("Hash="), "{h}");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+
     // And curl with the client certificate.
     let (cf, kf, sf) = (d.path().join("c.crt"), d.path().join("c.key"), d.path().join("s.pem"));
     std::fs::write(&cf, &good.cert_pem).unwrap();
