@@ -57,13 +57,17 @@ async fn every_spelling_of_a_denied_path_is_denied_and_never_reaches_the_upstrea
         "///x//..//admin/secret",
         "/admin/x/../../admin",
     ] {
-        let a = raw_request(g.addr, &format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")).await;
+        let a = raw_request(g.addr, &format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"))
+            .await;
         assert_eq!(status_of(&a), 403, "{path}: {a}");
         assert!(a.ends_with("denied"), "{path}: {a}");
     }
     // Spellings that cannot be routed safely are refused outright.
-    for path in ["/../admin", "/%2e%2e/admin", "/x/..%2Fadmin", "/%2Fadmin", "/a%5cadmin", "/a\\..\\admin", "/%zz"] {
-        let a = raw_request(g.addr, &format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")).await;
+    for path in
+        ["/../admin", "/%2e%2e/admin", "/x/..%2Fadmin", "/%2Fadmin", "/a%5cadmin", "/a\\..\\admin", "/%zz"]
+    {
+        let a = raw_request(g.addr, &format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"))
+            .await;
         assert_eq!(status_of(&a), 400, "{path}: {a}");
         assert!(a.contains("x-switchyard-error: bad_request"), "{path}: {a}");
     }
@@ -223,7 +227,8 @@ async fn http2_authority_and_host_must_agree() {
     let c = h2c_client();
     let ok = send_with(&c, Request::get(g.url("/")).body(full("")).unwrap()).await;
     assert_eq!(ok.status, 200);
-    let bad = send_with(&c, Request::get(g.url("/")).header("host", "other.example").body(full("")).unwrap()).await;
+    let bad =
+        send_with(&c, Request::get(g.url("/")).header("host", "other.example").body(full("")).unwrap()).await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.error(), Some("bad_request"));
     let dotted = send_with(&c, Request::get(g.url("/x/../admin/%2e")).body(full("")).unwrap()).await;
@@ -334,7 +339,8 @@ async fn a_slow_upload_is_not_an_upstream_read_timeout() {
     .await;
     let g = one_slot(up.addr, "", "read_timeout = \"1s\"").await;
     // 5 chunks 400 ms apart: 2 s of upload, each gap shorter than read_timeout.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>(1);
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>(1);
     let body = http_body_util::StreamBody::new(tokio_stream_from(rx));
     let req = Request::post(g.url("/up")).body(body.map_err(|e| match e {}).boxed()).unwrap();
     let feeder = tokio::spawn(async move {
@@ -429,11 +435,9 @@ async fn an_idle_websocket_counts_as_a_connection_and_closes_at_tunnel_idle_time
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let ws_addr = ws_upstream().await;
-    let g = gateway_with(
-        "[limits]\ntunnel_idle_timeout = \"1s\"\n",
-        &[("r.toml", &one_upstream("ws", ws_addr))],
-    )
-    .await;
+    let g =
+        gateway_with("[limits]\ntunnel_idle_timeout = \"1s\"\n", &[("r.toml", &one_upstream("ws", ws_addr))])
+            .await;
     let series = "switchyard_connections_active{listener=\"http\"}";
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/chat", g.addr)).await.unwrap();
     ws.send(Message::text("hi")).await.unwrap();
@@ -471,7 +475,9 @@ async fn tunnels_hold_their_max_connections_slot_and_drain_closes_them_at_drain_
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/chat", g.addr)).await.unwrap();
     // The tunnel holds the listener's only slot: a second connection is accepted by the kernel
     // but not served while it is open.
-    let waiting = raw(g.addr, b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n", Duration::from_millis(700)).await;
+    let waiting =
+        raw(g.addr, b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n", Duration::from_millis(700))
+            .await;
     assert!(waiting.is_empty(), "served while the tunnel held the only slot: {waiting}");
 
     let gw = g.gw.take().unwrap();
@@ -481,4 +487,37 @@ async fn tunnels_hold_their_max_connections_slot_and_drain_closes_them_at_drain_
     assert!(started.elapsed() < Duration::from_secs(10));
     let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("the tunnel was closed");
     assert!(!matches!(end, Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))));
+}
+
+#[tokio::test]
+async fn an_http2_client_that_grants_no_window_is_closed_at_send_timeout_and_frees_its_slot() {
+    let big = upstream(|req: Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/quick" {
+            return Response::new(full("quick"));
+        }
+        Response::new(full(vec![b'x'; 8 << 20]))
+    })
+    .await;
+    let g = one_slot(big.addr, "send_timeout = \"1s\"", "").await;
+    // An h2c client with a 64 KiB stream window that never reads the body, so never grants
+    // more: the socket never blocks, but the stream cannot move.
+    let stream = TcpStream::connect(g.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .adaptive_window(false)
+        .handshake::<_, TestBody>(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let res = send.send_request(Request::get(g.url("/big")).body(full("")).unwrap()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let series = "switchyard_connections_active{listener=\"http\"}";
+    eventually("the stalled h2 connection is closed", Duration::from_secs(15), || async {
+        admin_metric(g.admin, series).await == 0.0
+    })
+    .await;
+    slot_is_free(&g).await;
+    drop(res);
+    conn.abort();
 }

@@ -1,5 +1,6 @@
 //! The canonical request: the one form of a request that routes match, rewrites apply to, the
-//! access log records and the upstream receives (docs/security.md has the user-facing rules).
+//! access log records and the upstream receives (the README's "Security model" has the
+//! user-facing rules).
 //!
 //! A deny route on `/admin` is only as good as the gateway's idea of which requests are
 //! `/admin`. Clients (and attackers) can spell the same resource many ways: `/x/../admin`,

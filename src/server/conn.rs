@@ -10,7 +10,11 @@
 //!   `header_read_timeout` (slowloris).
 //!
 //! - a write to the client that cannot complete for `send_timeout` (the client stopped reading)
-//!   closes the connection (NGINX's `send_timeout`), whether a request is in flight or not.
+//!   closes the connection (NGINX's `send_timeout`), whether a request is in flight or not;
+//! - on HTTP/2 a client can stop reading without blocking the socket, by granting no
+//!   flow-control window: hyper then stops asking the response body for data. So a response
+//!   body that handed out data and was not asked again ("handed") while nothing was written to
+//!   the connection for `send_timeout` closes it too.
 //!
 //! The IO wrapper notes when bytes arrive while idle and when a write starts and stops
 //! waiting; the service notes when a request starts and ends; the connection task sleeps
@@ -51,6 +55,16 @@ pub struct ConnState {
     partial_since: AtomicU64,
     /// When a write to the client started waiting (0: no write is waiting).
     write_blocked_since: AtomicU64,
+    /// HTTP/2: response bodies that handed out data and have not been asked for more.
+    handed: AtomicUsize,
+    /// HTTP/2: when bytes were last written to the client, or a body started waiting.
+    h2_progress: AtomicU64,
+    /// When the connection task checks next (ms, as `now_ms`).
+    next_check: AtomicU64,
+    /// `send_timeout` in ms, noted by the first check.
+    send_timeout_ms: AtomicU64,
+    /// Wakes the connection task when a stall starts that is due before its next check.
+    pub(super) wake: tokio::sync::Notify,
     http2: AtomicBool,
     /// The head of the next request has been read (and scanned) by the IO wrapper.
     head_scanned: AtomicBool,
@@ -79,6 +93,11 @@ impl Default for ConnState {
             idle_since: AtomicU64::new(now_ms()),
             partial_since: AtomicU64::new(0),
             write_blocked_since: AtomicU64::new(0),
+            handed: AtomicUsize::new(0),
+            h2_progress: AtomicU64::new(0),
+            next_check: AtomicU64::new(0),
+            send_timeout_ms: AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
             http2: AtomicBool::new(false),
             head_scanned: AtomicBool::new(false),
             conflicting_framing: AtomicBool::new(false),
@@ -124,13 +143,43 @@ impl ConnState {
         }
     }
 
+    /// A response body (HTTP/2) handed out data (`true`), or was asked again or ended
+    /// (`false`), after having handed out data.
+    pub fn note_handed(&self, waiting: bool) {
+        if waiting {
+            if self.handed.fetch_add(1, Ordering::Relaxed) == 0 {
+                // The stall clock starts now, not at the last write (which may be long ago).
+                let now = now_ms();
+                self.h2_progress.store(now, Ordering::Relaxed);
+                self.stall_started(now);
+            }
+        } else {
+            self.handed.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// A write to the client returned `Pending` (`true`) or made progress (`false`).
     fn note_write(&self, blocked: bool) {
+        if !blocked && self.handed.load(Ordering::Relaxed) > 0 {
+            self.h2_progress.store(now_ms(), Ordering::Relaxed);
+        }
         let since = self.write_blocked_since.load(Ordering::Relaxed);
         if blocked && since == 0 {
-            self.write_blocked_since.store(now_ms(), Ordering::Relaxed);
+            let now = now_ms();
+            self.write_blocked_since.store(now, Ordering::Relaxed);
+            self.stall_started(now);
         } else if !blocked && since != 0 {
             self.write_blocked_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A stall that started at `now` must be looked at within `send_timeout`: wake the
+    /// connection task if it would otherwise sleep past that (it sleeps until the next head or
+    /// idle deadline, which can be a minute away). A stall reaching a nearer check costs nothing.
+    fn stall_started(&self, now: u64) {
+        let send_ms = self.send_timeout_ms.load(Ordering::Relaxed);
+        if now + send_ms < self.next_check.load(Ordering::Relaxed) {
+            self.wake.notify_one();
         }
     }
 
@@ -139,15 +188,23 @@ impl ConnState {
         let now = now_ms();
         let at = |ms: u64| base() + Duration::from_millis(ms.saturating_sub(1));
         let send_ms = limits.send_timeout.as_millis() as u64;
+        self.send_timeout_ms.store(send_ms, Ordering::Relaxed);
+        let wait = |ms: u64| {
+            self.next_check.store(ms, Ordering::Relaxed);
+            Verdict::WaitUntil(at(ms))
+        };
         // A write waiting on the client bounds every state, in flight or idle.
         let blocked = self.write_blocked_since.load(Ordering::Relaxed);
-        let stall_at = if blocked != 0 { blocked + send_ms } else { u64::MAX };
+        let mut stall_at = if blocked != 0 { blocked + send_ms } else { u64::MAX };
+        if self.handed.load(Ordering::Relaxed) > 0 {
+            stall_at = stall_at.min(self.h2_progress.load(Ordering::Relaxed) + send_ms);
+        }
         if now >= stall_at {
             return Verdict::Stalled;
         }
         if self.active.load(Ordering::Acquire) > 0 {
             // Look again within send_timeout, to catch a write that starts waiting meanwhile.
-            return Verdict::WaitUntil(at((now + send_ms).min(stall_at)));
+            return wait((now + send_ms).min(stall_at));
         }
         let header_ms = limits.header_read_timeout.as_millis() as u64;
         let idle_ms = limits.idle_timeout.as_millis() as u64;
@@ -169,14 +226,14 @@ impl ConnState {
                 Verdict::CloseIdle
             }
         } else {
-            Verdict::WaitUntil(at(deadline.min(stall_at)))
+            wait(deadline.min(stall_at))
         }
     }
 }
 
 /// Marks a request in flight on its connection until dropped (with the response body).
 #[derive(Debug)]
-pub struct RequestGuard(Arc<ConnState>);
+pub struct RequestGuard(pub(super) Arc<ConnState>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {

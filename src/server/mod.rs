@@ -451,6 +451,8 @@ impl Connection {
                         }
                     }
                 }
+                // A stall began that is due before `next`: check now.
+                () = state.wake.notified(), if !closing => next = tokio::time::Instant::now(),
                 _ = self.shutdown.cancelled(), if !draining => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();

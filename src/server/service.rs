@@ -126,6 +126,7 @@ where
             route: None,
             request_id: HeaderValue::from_static(""),
             info: None,
+            http2: req.version() == Version::HTTP_2,
             _guard: guard,
         };
         // One canonical request before anything looks at it (`canonical`): routes, rewrites,
@@ -238,6 +239,7 @@ struct Done {
     route: Option<Arc<RouteMetrics>>,
     request_id: HeaderValue,
     info: Option<Arc<RequestInfo>>,
+    http2: bool,
     _guard: RequestGuard,
 }
 
@@ -247,11 +249,15 @@ impl Done {
         let status = res.status().as_u16();
         let upstream = self.info.as_ref().and_then(|i| i.exchange());
         let error = res.extensions().get::<ErrorReason>().map(|r| r.0.as_str());
+        // HTTP/2 streams watch for a client that grants no window (`conn::ConnState`).
+        let watch = self.http2.then(|| Arc::clone(&self._guard.0));
         res.map(|inner| {
             body::boxed(Logged {
                 inner,
                 bytes_out: 0,
                 end: Some(End { done: self, status, upstream, error }),
+                watch,
+                handed: false,
             })
         })
     }
@@ -319,11 +325,17 @@ pin_project_lite::pin_project! {
         inner: Body,
         bytes_out: u64,
         end: Option<End>,
+        // HTTP/2 only: the connection's state, told when this body waits for the client.
+        watch: Option<Arc<ConnState>>,
+        handed: bool,
     }
 
     impl PinnedDrop for Logged {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
+            if let (Some(w), true) = (this.watch.as_ref(), *this.handed) {
+                w.note_handed(false);
+            }
             if let Some(end) = this.end.take() {
                 end.emit(*this.bytes_out);
             }
@@ -340,11 +352,21 @@ impl http_body::Body for Logged {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
+        if let Some(w) = this.watch.as_ref() {
+            if *this.handed {
+                *this.handed = false;
+                w.note_handed(false);
+            }
+        }
         let r = this.inner.poll_frame(cx);
         match &r {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
                     *this.bytes_out += d.len() as u64;
+                    if let Some(w) = this.watch.as_ref() {
+                        *this.handed = true;
+                        w.note_handed(true);
+                    }
                 }
             }
             Poll::Ready(None) => {
