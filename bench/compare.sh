@@ -13,6 +13,8 @@
 #                                                         # the cost of retry/timeout/limits/rate-limit layers
 #   UPSTREAM_MODE=failing PROXIES=nginx,haproxy,switchyard SCENARIOS=get64 bench/compare.sh
 #                                                         # one of three upstreams refuses connections: error rate
+#   SWITCHYARD_BASE_BIN=/tmp/before/switchyard PROXIES=nginx,switchyard_base,switchyard SCENARIOS=get64 bench/compare.sh
+#                                                         # before/after a change, interleaved in one run
 #   PROXIES=switchyard SCENARIOS=soak IDLE_CONNS=0 bench/compare.sh
 #                                                         # 10 min at RATE req/s, RSS sampled every 30 s
 set -euo pipefail
@@ -33,6 +35,8 @@ THREADS=${THREADS:-2}                    # wrk -t
 WARMUP=${WARMUP:-2}                      # seconds of un-measured load per proxy before round 1; 0 = none
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
 SWITCHYARD_BIN=${SWITCHYARD_BIN:-}
+SWITCHYARD_BASE_BIN=${SWITCHYARD_BASE_BIN:-}  # proxy "switchyard_base": another build (e.g. the commit
+                                         # before a change) run beside "switchyard", for before/after
 UPSTREAM_MODE=${UPSTREAM_MODE:-single}   # single: one fast upstream; slow: two fast + one slow (SLOW_MS);
                                          # failing: two fast + one refusing connections
 SLOW_MS=${SLOW_MS:-50}                   # slow mode: delay of the slow upstream per request
@@ -511,6 +515,7 @@ EOF
 }
 
 start_proxy_switchyard()     { start_switchyard switchyard "$BALANCE"; }
+start_proxy_switchyard_base() { SWITCHYARD_BIN=$SWITCHYARD_BASE_BIN start_switchyard switchyard_base "$BALANCE"; }
 start_proxy_switchyard_rr()  { start_switchyard switchyard_rr round_robin; }
 start_proxy_switchyard_p2c() { start_switchyard switchyard_p2c p2c_ewma; }
 
@@ -582,7 +587,7 @@ start_proxy() {
     local name=$1 why=""
     PROXY_STATUS[$name]=failed
     if ! declare -F "start_proxy_$name" >/dev/null; then
-        log "unknown proxy '$name' (known: nginx, haproxy, haproxy_check, switchyard, switchyard_rr, switchyard_p2c, switchyard_bare, switchyard_full, switchyard_outlier)"; return
+        log "unknown proxy '$name' (known: nginx, haproxy, haproxy_check, switchyard, switchyard_base, switchyard_rr, switchyard_p2c, switchyard_bare, switchyard_full, switchyard_outlier)"; return
     fi
     if "start_proxy_$name" && why=$(check_proxy "$name"); then
         PROXY_STATUS[$name]=ok
