@@ -292,3 +292,28 @@ proptest! {
         let _ = valid_host(&h);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// What the issue asks of the router: a route that matches the canonical form of a path
+    /// matches every spelling of it, once the listener has canonicalised it.
+    #[test]
+    fn a_route_for_the_canonical_path_matches_every_spelling(
+        p in canonical_path().prop_filter("not the root", |p| p != "/"),
+        noise in prop::collection::vec(any::<u8>(), 1..32),
+    ) {
+        let prefix = p.trim_end_matches('/');
+        let text = format!(
+            "[[route]]\nname = \"deny\"\npath_prefix = \"{prefix}\"\nrespond = {{ status = 403 }}\n\
+             [[route]]\nname = \"rest\"\nrespond = {{ status = 200 }}\n"
+        );
+        let set = crate::config::load_routes_from_sources(vec![("t.toml".into(), text)]).unwrap();
+        let router = crate::router::Router::new(&set.routes);
+        let headers = http::HeaderMap::new();
+        let spelled = respell(&p, &noise);
+        let canonical = path(&spelled, &cfg()).unwrap();
+        let hit = router.lookup(&Method::GET, Some("a.example"), &canonical, None, &headers);
+        prop_assert_eq!(hit, Some(0), "{} (from {}) missed the route for {}", canonical, spelled, prefix);
+    }
+}
