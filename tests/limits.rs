@@ -223,6 +223,43 @@ async fn idle_timeout_closes_an_idle_keep_alive_connection_but_not_before() {
     assert!((Duration::from_millis(1000)..Duration::from_millis(3500)).contains(&took), "{took:?}");
 }
 
+/// An idle_timeout shorter than header_read_timeout: the connection task must wake for it
+/// (it was asleep until the first request's header deadline, 10 s, and closed only then).
+#[tokio::test]
+async fn idle_timeout_shorter_than_header_read_timeout_is_honoured() {
+    let g = gateway_with(
+        "[limits]
+idle_timeout = \"1s\"
+",
+        &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")],
+    )
+    .await;
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
+    assert!(raw_exchange(&mut s, GET).await.unwrap().starts_with("HTTP/1.1 200"));
+    // Closed by idle_timeout (1 s), well before header_read_timeout (10 s).
+    closed_after(&mut s, Instant::now(), Duration::from_secs(5)).await;
+}
+
+/// A slowloris on a kept-alive connection: once the next head starts, header_read_timeout
+/// applies, not the much longer idle_timeout the connection task was sleeping towards.
+#[tokio::test]
+async fn a_slow_second_head_is_closed_at_header_read_timeout_not_idle_timeout() {
+    let g = gateway_with(
+        "[limits]
+header_read_timeout = \"1s\"
+idle_timeout = \"60s\"
+",
+        &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")],
+    )
+    .await;
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
+    assert!(raw_exchange(&mut s, GET).await.unwrap().starts_with("HTTP/1.1 200"));
+    // Idle past the first head's deadline, so the task now sleeps towards the idle deadline.
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the idleness under test
+    s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n").await.unwrap();
+    closed_after(&mut s, Instant::now(), Duration::from_secs(5)).await;
+}
+
 /// hyper's own HTTP/1 header-read timer defaults to 30 s and also runs while a keep-alive
 /// connection waits for its next request; our `idle_timeout` must be the one that decides.
 #[tokio::test]

@@ -61,9 +61,11 @@ pub struct ConnState {
     h2_progress: AtomicU64,
     /// When the connection task checks next (ms, as `now_ms`).
     next_check: AtomicU64,
-    /// `send_timeout` in ms, noted by the first check.
-    send_timeout_ms: AtomicU64,
-    /// Wakes the connection task when a stall starts that is due before its next check.
+    /// `send_timeout`, `idle_timeout` and `header_read_timeout` in ms, noted by each check.
+    send_ms: AtomicU64,
+    idle_ms: AtomicU64,
+    header_ms: AtomicU64,
+    /// Wakes the connection task when something falls due before its next check.
     pub(super) wake: tokio::sync::Notify,
     http2: AtomicBool,
     /// The head of the next request has been read (and scanned) by the IO wrapper.
@@ -96,7 +98,9 @@ impl Default for ConnState {
             handed: AtomicUsize::new(0),
             h2_progress: AtomicU64::new(0),
             next_check: AtomicU64::new(0),
-            send_timeout_ms: AtomicU64::new(0),
+            send_ms: AtomicU64::new(0),
+            idle_ms: AtomicU64::new(0),
+            header_ms: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
             http2: AtomicBool::new(false),
             head_scanned: AtomicBool::new(false),
@@ -133,13 +137,29 @@ impl ConnState {
 
     fn end(&self) {
         self.served.fetch_add(1, Ordering::Relaxed);
-        self.idle_since.store(now_ms(), Ordering::Relaxed);
-        self.active.fetch_sub(1, Ordering::AcqRel);
+        let now = now_ms();
+        self.idle_since.store(now, Ordering::Relaxed);
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Idle from now: the idle deadline may be nearer than the task's next check.
+            self.nudge(now + self.idle_ms.load(Ordering::Relaxed));
+        }
     }
 
     fn on_read(&self) {
         if self.active.load(Ordering::Acquire) == 0 && self.partial_since.load(Ordering::Relaxed) == 0 {
-            self.partial_since.store(now_ms(), Ordering::Relaxed);
+            let now = now_ms();
+            self.partial_since.store(now, Ordering::Relaxed);
+            // The next head is due within header_read_timeout, perhaps before the idle deadline.
+            self.nudge(now + self.header_ms.load(Ordering::Relaxed));
+        }
+    }
+
+    /// Something falls due at `due` (ms): wake the connection task if it would otherwise sleep
+    /// past it (it sleeps until the deadline it last computed). Nothing happens when the task
+    /// will look in time anyway, which is the common case on a busy connection.
+    fn nudge(&self, due: u64) {
+        if due < self.next_check.load(Ordering::Relaxed) {
+            self.wake.notify_one();
         }
     }
 
@@ -177,10 +197,7 @@ impl ConnState {
     /// connection task if it would otherwise sleep past that (it sleeps until the next head or
     /// idle deadline, which can be a minute away). A stall reaching a nearer check costs nothing.
     fn stall_started(&self, now: u64) {
-        let send_ms = self.send_timeout_ms.load(Ordering::Relaxed);
-        if now + send_ms < self.next_check.load(Ordering::Relaxed) {
-            self.wake.notify_one();
-        }
+        self.nudge(now + self.send_ms.load(Ordering::Relaxed));
     }
 
     /// Decide, at `now`, what the connection should do under `limits`.
@@ -188,7 +205,11 @@ impl ConnState {
         let now = now_ms();
         let at = |ms: u64| base() + Duration::from_millis(ms.saturating_sub(1));
         let send_ms = limits.send_timeout.as_millis() as u64;
-        self.send_timeout_ms.store(send_ms, Ordering::Relaxed);
+        let header_ms = limits.header_read_timeout.as_millis() as u64;
+        let idle_ms = limits.idle_timeout.as_millis() as u64;
+        self.send_ms.store(send_ms, Ordering::Relaxed);
+        self.idle_ms.store(idle_ms, Ordering::Relaxed);
+        self.header_ms.store(header_ms, Ordering::Relaxed);
         let wait = |ms: u64| {
             self.next_check.store(ms, Ordering::Relaxed);
             Verdict::WaitUntil(at(ms))
@@ -206,8 +227,6 @@ impl ConnState {
             // Look again within send_timeout, to catch a write that starts waiting meanwhile.
             return wait((now + send_ms).min(stall_at));
         }
-        let header_ms = limits.header_read_timeout.as_millis() as u64;
-        let idle_ms = limits.idle_timeout.as_millis() as u64;
         let idle_since = self.idle_since.load(Ordering::Relaxed);
         let partial = self.partial_since.load(Ordering::Relaxed);
         let first = self.served.load(Ordering::Relaxed) == 0;

@@ -451,7 +451,7 @@ impl Connection {
                         }
                     }
                 }
-                // A stall began that is due before `next`: check now.
+                // Something falls due before `next` (idle, a next head, a stall): check now.
                 () = state.wake.notified(), if !closing => next = tokio::time::Instant::now(),
                 _ = self.shutdown.cancelled(), if !draining => {
                     draining = true;
