@@ -138,6 +138,7 @@ async fn gateway(upstream: SocketAddr) -> GatewayService {
         unrouted: Default::default(),
         http: Default::default(),
         body_read_timeout: Limits::default().body_read_timeout,
+        max_header_bytes: Limits::default().max_request_header_bytes,
         hard_stop: Default::default(),
     });
     let client: SocketAddr = "203.0.113.7:53124".parse().unwrap();

@@ -135,6 +135,7 @@ impl Gateway {
             unrouted: Default::default(),
             http: cfg.http,
             body_read_timeout: cfg.limits.body_read_timeout,
+            max_header_bytes: cfg.limits.max_request_header_bytes,
             hard_stop: hard_stop.clone(),
         });
         let stop_accepting = CancellationToken::new();

@@ -40,6 +40,38 @@ async fn headers_over_the_limit_get_431() {
     assert_eq!(up.hits(), 1, "the oversized request never reached the upstream");
 }
 
+/// The default limit (64 KiB) holds too, on HTTP/1.1 and h2, with the head in one piece or
+/// dribbled in small writes.
+#[tokio::test]
+async fn the_default_header_limit_of_64_kib_is_enforced() {
+    let up = upstream(status(200)).await;
+    let g = gateway(&one_upstream("u", up.addr)).await;
+    let fits = "a".repeat(60 * 1024);
+    let r = send(Request::get(g.url("/")).header("x-big", fits).body(full("")).unwrap()).await;
+    assert_eq!(r.status, 200, "60 KiB of headers fit in the default 64 KiB");
+
+    let big = "a".repeat(100 * 1024);
+    let head = format!("GET / HTTP/1.1\r\nHost: t\r\nx-big: {big}\r\n\r\n");
+    let out = raw(g.addr, head.as_bytes(), Duration::from_secs(5)).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{}", &out[..out.len().min(200)]);
+    // The same head in 1 KiB writes.
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
+    for chunk in head.as_bytes().chunks(1024) {
+        if s.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(out.starts_with(b"HTTP/1.1 431"), "{}", String::from_utf8_lossy(&out[..out.len().min(200)]));
+    // h2: the header list is bounded by the same limit.
+    let h2 = h2c_client()
+        .request(Request::get(g.url("/")).header("x-big", "a".repeat(100 * 1024)).body(full("")).unwrap())
+        .await;
+    assert!(h2.map(|r| r.status() != 200).unwrap_or(true), "a 100 KiB h2 header list was accepted");
+    assert_eq!(up.hits(), 1, "no oversized request reached the upstream");
+}
+
 #[tokio::test]
 async fn declared_body_over_the_global_or_route_limit_gets_413() {
     let up = upstream(status(200)).await;
@@ -326,4 +358,25 @@ async fn http2_max_concurrent_streams_is_advertised() {
         .find(|p| u16::from_be_bytes([p[0], p[1]]) == 0x3)
         .map(|p| u32::from_be_bytes([p[2], p[3], p[4], p[5]]));
     assert_eq!(max_streams, Some(7));
+}
+
+/// Every accepted connection counts in `switchyard_connections_active`, from accept to close,
+/// including one that has not sent a byte (and so is not being served yet).
+#[tokio::test]
+async fn silent_connections_count_as_active_from_accept_to_close() {
+    let g = gateway_with("", &[("r.toml", "[[route]]\nname = \"ok\"\nrespond = { status = 200 }\n")]).await;
+    let series = "switchyard_connections_active{listener=\"http\"}";
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(TcpStream::connect(g.addr).await.unwrap());
+    }
+    eventually("50 silent connections count", Duration::from_secs(10), || async {
+        admin_metric(g.admin, series).await == 50.0
+    })
+    .await;
+    drop(silent);
+    eventually("closed connections no longer count", Duration::from_secs(10), || async {
+        admin_metric(g.admin, series).await == 0.0
+    })
+    .await;
 }

@@ -47,6 +47,8 @@ pub struct Shared {
     pub http: HttpConfig,
     /// `[limits] body_read_timeout`.
     pub body_read_timeout: Duration,
+    /// `[limits] max_request_header_bytes`.
+    pub max_header_bytes: u64,
     /// Cancelled when the drain runs out of time: connections and tunnels still open close.
     pub hard_stop: CancellationToken,
 }
@@ -129,6 +131,11 @@ where
             http2: req.version() == Version::HTTP_2,
             _guard: guard,
         };
+        // hyper bounds its read buffer by the limit, but a head that arrives whole in one read
+        // is parsed however large it is (up to about twice the limit); the limit is ours.
+        if head_size(&req) > self.shared.max_header_bytes {
+            return Box::pin(std::future::ready(Ok(done.finish(header_too_large()))));
+        }
         // One canonical request before anything looks at it (`canonical`): routes, rewrites,
         // the access log and the upstream all see this form.
         let canonical = canonical::request(&mut req, &self.shared.http);
@@ -213,6 +220,24 @@ where
             Ok(done.finish(res))
         })
     }
+}
+
+/// The size of a request head as HTTP/1.1 would carry it: request line, and `name: value`
+/// plus CRLF per field, plus the blank line.
+fn head_size<B>(req: &Request<B>) -> u64 {
+    let line = req.method().as_str().len() + req.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    let fields: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    (line + fields + 2) as u64
+}
+
+/// 431, as hyper answers a head over its buffer (RFC 6585 section 5); the connection closes.
+fn header_too_large() -> Response<Body> {
+    let mut res = Response::new(body::full("431 request header fields too large\n"));
+    *res.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    let h = res.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    res
 }
 
 async fn call(
