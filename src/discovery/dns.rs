@@ -29,9 +29,11 @@ use super::{Backoff, Publisher};
 /// The shortest re-resolution interval (SPEC 2.2.1: TTL bounded below by 1 s).
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);
 
-/// Per-query timeout: a healthy resolver answers in milliseconds; 2 s with one retry
-/// notices a dead one in a few seconds while tolerating a lost UDP packet.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Per-query timeout, with 2 attempts: the resolv.conf defaults (`timeout:5`, `attempts:2`).
+/// A resolver that is slow but working (a recursive lookup behind a busy forwarder can take
+/// seconds) must still give the upstream its endpoints; a dead one is noticed in 10 s, and the
+/// last known set is kept meanwhile.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What to resolve.
 #[derive(Debug, Clone)]

@@ -27,6 +27,8 @@ struct Zone {
     records: HashMap<(String, RecordType), Vec<Record>>,
     forced: HashMap<String, Forced>,
     queries: usize,
+    /// How long every answer is held back (a slow resolver).
+    delay: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -53,13 +55,16 @@ impl RequestHandler for Handler {
         };
         let name = key(&info.query.name().to_string());
         let qtype = info.query.query_type();
-        let (forced, answers, exists) = {
+        let (forced, answers, exists, delay) = {
             let mut z = self.0.lock().unwrap();
             z.queries += 1;
             let answers = z.records.get(&(name.clone(), qtype)).cloned().unwrap_or_default();
             let exists = z.records.iter().any(|((n, _), v)| *n == name && !v.is_empty());
-            (z.forced.get(&name).copied(), answers, exists)
+            (z.forced.get(&name).copied(), answers, exists, z.delay)
         };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let soa = Record::from_rdata(
             Name::from_ascii("test.").unwrap(),
             1,
@@ -139,6 +144,11 @@ impl DnsServer {
     }
 
     /// Queries answered so far.
+    /// Hold back every answer by `d` (a slow but working resolver).
+    pub fn set_delay(&self, d: std::time::Duration) {
+        self.zone.0.lock().unwrap().delay = d;
+    }
+
     pub fn queries(&self) -> usize {
         self.zone.0.lock().unwrap().queries
     }
