@@ -90,8 +90,13 @@ impl Gateway {
         let routes_dir = cfg.routes_dir.clone();
         // Discovery sources are shared by every snapshot and started as upstreams need them.
         let registry = discovery::Registry::new(Arc::clone(&metrics));
-        let reloader =
-            Arc::new(Reloader::new(routes_dir.clone(), cfg.limits.clone(), Arc::clone(&metrics), registry)?);
+        let reloader = Arc::new(Reloader::new(
+            routes_dir.clone(),
+            cfg.base_dir().to_path_buf(),
+            cfg.limits.clone(),
+            Arc::clone(&metrics),
+            registry,
+        )?);
         let access_log = AccessLog::start(&cfg.access_log).map_err(|e| {
             StartError::Other(format!(
                 "cannot open the access log {}: {e}",

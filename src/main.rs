@@ -70,7 +70,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     let mut errors = Vec::new();
     match switchyard::config::load_gateway(path) {
         Ok(gw) => {
-            match switchyard::config::load_routes(&gw.routes_dir) {
+            match switchyard::config::load_routes(&gw.routes_dir, gw.base_dir()) {
                 Ok(set) => {
                     // Upstream CA bundles ([upstream.tls] ca).
                     for ca in set.upstreams.iter().filter_map(|u| u.tls.as_ref()?.ca.as_ref()) {

@@ -156,6 +156,8 @@ pub struct LastError {
 #[derive(Debug)]
 pub struct Reloader {
     routes_dir: PathBuf,
+    /// What relative paths in route files resolve against (gateway.toml's folder).
+    base_dir: PathBuf,
     limits: Limits,
     metrics: Arc<Metrics>,
     registry: Registry,
@@ -169,16 +171,18 @@ impl Reloader {
     /// fatal at start.
     pub fn new(
         routes_dir: PathBuf,
+        base_dir: PathBuf,
         limits: Limits,
         metrics: Arc<Metrics>,
         registry: Registry,
     ) -> Result<Self, ConfigErrors> {
-        let set = config::load_routes(&routes_dir)?;
+        let set = config::load_routes(&routes_dir, &base_dir)?;
         let snap = Snapshot::build(set, None, 1, &limits, &metrics, &registry).map_err(|m| {
             ConfigErrors(vec![ConfigError { file: routes_dir.clone(), line: 1, column: 1, message: m }])
         })?;
         Ok(Reloader {
             routes_dir,
+            base_dir,
             limits,
             metrics,
             registry,
@@ -206,7 +210,7 @@ impl Reloader {
     /// Reload now (blocking: file IO and compilation). Returns the new version.
     pub fn reload(&self) -> Result<u64, ConfigErrors> {
         let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
-        let result = config::load_routes(&self.routes_dir).and_then(|set| {
+        let result = config::load_routes(&self.routes_dir, &self.base_dir).and_then(|set| {
             let prev = self.current.load_full();
             Snapshot::build(set, Some(&prev), prev.version + 1, &self.limits, &self.metrics, &self.registry)
                 .map_err(|m| {

@@ -141,6 +141,18 @@ fn check_reports_a_typo_with_line_and_column() {
 }
 
 #[test]
+fn an_upstream_tls_ca_resolves_against_the_folder_of_gateway_toml() {
+    let routes = "[[upstream]]\nname = \"u\"\nendpoints = [\"127.0.0.1:1\"]\n[upstream.tls]\nca = \"internal-ca.pem\"\n\
+                  [[route]]\nname = \"r\"\nupstream = \"u\"\n";
+    let dir = config_dir("127.0.0.1:0", "", &[("u.toml", routes)]);
+    let ca = rcgen::generate_simple_self_signed(vec!["internal.test".to_owned()]).unwrap();
+    // Next to gateway.toml, as every relative path resolves; not in routes/.
+    std::fs::write(dir.path().join("internal-ca.pem"), ca.cert.pem()).unwrap();
+    let out = run_check(dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn check_accepts_a_valid_config_silently() {
     let dir =
         config_dir("127.0.0.1:0", "", &[("a.toml", "[[route]]\nname = \"a\"\nrespond = { status = 200 }\n")]);

@@ -155,6 +155,13 @@ impl fmt::Debug for AdminToken {
     }
 }
 
+impl GatewayConfig {
+    /// The folder relative paths resolve against: the one holding `gateway.toml`.
+    pub fn base_dir(&self) -> &Path {
+        self.path.parent().unwrap_or_else(|| Path::new(""))
+    }
+}
+
 /// One `[[listener]]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ListenerConfig {

@@ -71,10 +71,12 @@ pub fn load_gateway(path: &Path) -> Result<GatewayConfig, ConfigErrors> {
 /// Load and validate every `*.toml` in `dir` (not recursive), in file-name order.
 ///
 /// `dir` is used as given (the caller resolves it against `gateway.toml`'s folder), so error
-/// paths read `dir/FILE.toml`. A relative `ca` in `[upstream.tls]` resolves against the folder
-/// of the route file that names it, i.e. `dir`. A file that cannot be read is an error at its
-/// line 1, column 1; the others are still checked.
-pub fn load_routes(dir: &Path) -> Result<RouteSet, ConfigErrors> {
+/// paths read `dir/FILE.toml`. A file that cannot be read is an error at its line 1, column 1;
+/// the others are still checked.
+///
+/// `base` is the folder relative paths in route files (an `[upstream.tls] ca`) resolve
+/// against: the folder of `gateway.toml`, as for every other relative path.
+pub fn load_routes(dir: &Path, base: &Path) -> Result<RouteSet, ConfigErrors> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| ConfigErrors(vec![io_error(dir, "cannot read the routes directory", &e)]))?;
     let mut paths = Vec::new();
@@ -98,15 +100,16 @@ pub fn load_routes(dir: &Path) -> Result<RouteSet, ConfigErrors> {
             Err(e) => read_errors.push(io_error(&path, "cannot read the route file", &e)),
         }
     }
-    validate_routes(sources, read_errors)
+    validate_routes(sources, read_errors, Some(base))
 }
 
 /// Validate route files already in memory, as `(path, contents)` in load order.
 ///
-/// This is [`load_routes`] without the file system (benches and tests use it). A relative `ca`
-/// in `[upstream.tls]` resolves against the folder of the route file that names it.
+/// This is [`load_routes`] without the file system (benches, tests and fuzzing use it). With
+/// no `gateway.toml` to go by, a relative `ca` in `[upstream.tls]` resolves against the folder
+/// of the route file that names it.
 pub fn load_routes_from_sources(files: Vec<(PathBuf, String)>) -> Result<RouteSet, ConfigErrors> {
-    validate_routes(files, Vec::new())
+    validate_routes(files, Vec::new(), None)
 }
 
 /// Parse a duration: a whole number and a unit, optionally repeated (`"250ms"`, `"5s"`, `"1m"`,
@@ -637,6 +640,7 @@ struct FileOutput {
 fn validate_routes(
     files: Vec<(PathBuf, String)>,
     mut early: Vec<ConfigError>,
+    base: Option<&Path>,
 ) -> Result<RouteSet, ConfigErrors> {
     let sources: Vec<Source<'_>> = files.iter().map(|(p, t)| Source::new(p, t)).collect();
     // (file index, error) so the final list can be sorted in load order.
@@ -647,7 +651,7 @@ fn validate_routes(
     for (i, src) in sources.iter().enumerate() {
         let mut cx = Ctx::new(src);
         let out = match toml::from_str::<RoutesFile>(src.text) {
-            Ok(f) => cx.routes_file(f),
+            Ok(f) => cx.routes_file(f, base),
             Err(e) => {
                 cx.toml_error(&e);
                 complete = false;
@@ -774,10 +778,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 impl Ctx<'_, '_> {
-    fn routes_file(&mut self, f: RoutesFile) -> FileOutput {
+    fn routes_file(&mut self, f: RoutesFile, base: Option<&Path>) -> FileOutput {
         let mut out = FileOutput::default();
-        // A relative `ca` resolves against the route file's own folder.
-        let base = self.src.path.parent().unwrap_or_else(|| Path::new("")).to_path_buf();
+        // A relative `ca` resolves against gateway.toml's folder (or, without one, the file's).
+        let base = base
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.src.path.parent().unwrap_or_else(|| Path::new("")).to_path_buf());
         for u in &f.upstream {
             out.upstream_names.push((u.name.get_ref().clone(), u.name.span()));
             let before = self.errors.len();
@@ -2382,11 +2388,11 @@ max_replay_body_bytes = "64KiB"
         std::fs::write(dir.join("10-api.toml"), "[[route]]\nname = \"api\"\nupstream = \"users\"\n").unwrap();
         std::fs::write(dir.join("README.md"), "not toml").unwrap();
         std::fs::create_dir(dir.join("nested.toml")).unwrap();
-        let set = load_routes(&dir).unwrap();
+        let set = load_routes(&dir, &dir).unwrap();
         assert_eq!(set.files, vec![dir.join("10-api.toml"), dir.join("20-users.toml")]);
         assert_eq!(set.routes[0].origin.file, dir.join("10-api.toml"));
 
-        let e = load_routes(&dir.join("missing")).unwrap_err().to_string();
+        let e = load_routes(&dir.join("missing"), &dir).unwrap_err().to_string();
         assert_prefix(
             &e,
             &format!("{}:1:1: cannot read the routes directory", dir.join("missing").display()),
