@@ -22,8 +22,17 @@ struct Proc {
 
 impl Proc {
     fn start(args: &[&str], dir: &Path) -> Proc {
-        let mut child = Command::new(bin())
-            .args(args)
+        Self::spawn(Command::new(bin()).args(args), dir)
+    }
+
+    /// The binary started through `sh -c "PREFIX; exec switchyard ARGS"` (to set a ulimit).
+    fn start_after(prefix: &str, args: &[&str], dir: &Path) -> Proc {
+        let script = format!("{prefix}; exec \"$0\" \"$@\"");
+        Self::spawn(Command::new("sh").arg("-c").arg(script).arg(bin()).args(args), dir)
+    }
+
+    fn spawn(cmd: &mut Command, dir: &Path) -> Proc {
+        let mut child = cmd
             .current_dir(dir)
             .env("SWITCHYARD_LOG", "info")
             .stdout(Stdio::null())
@@ -444,4 +453,25 @@ async fn the_access_log_file_is_reopened_on_sigusr1() {
     let fresh = std::fs::read_to_string(&log).unwrap();
     assert!(fresh.lines().all(|l| l.contains("\"/after\"")), "{fresh}");
     assert!(std::fs::read_to_string(&rotated).unwrap().contains("\"/before\""));
+}
+
+/// The soft open-file limit is raised to the hard one at start, and both are logged.
+#[tokio::test]
+async fn the_open_file_soft_limit_is_raised_to_the_hard_limit() {
+    let dir =
+        config_dir("127.0.0.1:0", "", &[("r.toml", "[[route]]\nname = \"r\"\nrespond = { status = 200 }\n")]);
+    let p = Proc::start_after(
+        "ulimit -Sn 256",
+        &["--log-format", "json", "--config", "gateway.toml"],
+        dir.path(),
+    );
+    let line = p.log("open-file limit").await;
+    assert_eq!(line["fields"]["was"], 256, "{line}");
+    let hard = line["fields"]["hard"].as_u64().unwrap();
+    assert_eq!(line["fields"]["now"].as_u64(), Some(hard), "{line}");
+    // And the process really runs with it.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.child.id())).unwrap();
+    let row = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let soft: u64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(soft, hard, "{row}");
 }
