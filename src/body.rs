@@ -16,7 +16,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use tokio::time::{Instant, Sleep};
 
-use crate::error::{BodyTooLarge, Error};
+use crate::error::{BodyTooLarge, ClientBodyError, Error};
 
 /// The body type of every request and response inside the gateway.
 pub type Body = UnsyncBoxBody<Bytes, Error>;
@@ -86,6 +86,48 @@ where
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body from a client: its errors (a connection closed mid-upload, broken
+    /// chunked framing) become [`ClientBodyError`], so that nothing downstream mistakes them
+    /// for an upstream failure.
+    #[derive(Debug)]
+    pub struct FromClient<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B> FromClient<B> {
+    /// Wrap a client's request body.
+    pub fn new(inner: B) -> Self {
+        FromClient { inner }
+    }
+}
+
+impl<B> http_body::Body for FromClient<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Error>,
+{
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match self.project().inner.poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError { source: e.into() }.into()))),
+            other => other.map(|f| f.map(|f| f.map_err(Into::into))),
         }
     }
 

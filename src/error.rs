@@ -38,6 +38,16 @@ pub struct NoRoute;
 #[error("bad request: {0}")]
 pub struct BadRequest(pub &'static str);
 
+/// The client's request body broke off (the client closed or reset its connection mid-upload,
+/// or sent malformed chunked framing): the client's doing, never the endpoint's.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body broke off")]
+pub struct ClientBodyError {
+    /// What hyper said.
+    #[source]
+    pub source: Error,
+}
+
 /// The client stopped sending its request body for `body_read_timeout`.
 #[derive(Debug, thiserror::Error)]
 #[error("the client sent no request body bytes for {0:?}")]
@@ -197,6 +207,8 @@ impl Reason {
             Reason::BodyTooLarge
         } else if cause_ref::<BodyReadTimeout>(err).is_some() {
             Reason::RequestTimeout
+        } else if cause_ref::<ClientBodyError>(err).is_some() {
+            Reason::BadRequest
         } else if cause_ref::<RateLimited>(err).is_some() {
             Reason::RateLimited
         } else if cause_ref::<Overloaded>(err).is_some() {

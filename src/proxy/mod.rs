@@ -26,8 +26,8 @@ use self::connect::UpstreamConnector;
 use crate::body::Body;
 use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::error::{
-    cause_ref, BadUpstreamResponse, BodyReadTimeout, BodyTooLarge, ConnectFailed, Error, Overloaded,
-    UpstreamReset,
+    cause_ref, BadUpstreamResponse, BodyReadTimeout, BodyTooLarge, ClientBodyError, ConnectFailed, Error,
+    Overloaded, UpstreamReset,
 };
 use crate::metrics::Name;
 use crate::resilience::limits::{LimitedConnector, Limits};
@@ -243,6 +243,9 @@ fn classify(endpoint: &str, e: hyper_util::client::legacy::Error) -> Error {
     }
     if let Some(t) = cause_ref::<BodyReadTimeout>(&e) {
         return BodyReadTimeout(t.0).into();
+    }
+    if cause_ref::<ClientBodyError>(&e).is_some() {
+        return ClientBodyError { source: e.into() }.into();
     }
     if e.is_connect() {
         return ConnectFailed { endpoint, source: e.into() }.into();

@@ -21,7 +21,7 @@ use tower::ServiceExt as _;
 use super::canonical::{self, Rejection};
 use super::conn::{ConnState, RequestGuard};
 use crate::access_log::{AccessLog, Record};
-use crate::body::{self, Body, ReadTimeout};
+use crate::body::{self, Body, FromClient, ReadTimeout};
 use crate::config::HttpConfig;
 use crate::error::{error_response, response_for, BodyReadTimeout, ErrorReason, Reason};
 use crate::metrics::{Metrics, Name, RequestCounters, RequestLabels};
@@ -203,7 +203,7 @@ where
             if http_body::Body::is_end_stream(&b) {
                 body::boxed(b)
             } else {
-                body::boxed(ReadTimeout::new(b, timeout, |d| BodyReadTimeout(d).into()))
+                body::boxed(ReadTimeout::new(FromClient::new(b), timeout, |d| BodyReadTimeout(d).into()))
             }
         });
         Box::pin(async move {
@@ -397,6 +397,13 @@ impl http_body::Body for Logged {
             Poll::Ready(None) => {
                 if let Some(end) = this.end.take() {
                     end.emit(*this.bytes_out);
+                }
+            }
+            // The response body broke off (the upstream closed, reset or went silent): the
+            // status line is out, but the access log says what happened.
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(end) = this.end.as_mut() {
+                    end.error = Some(Reason::UpstreamReset.as_str());
                 }
             }
             _ => {}

@@ -21,8 +21,8 @@ use http::{Request, Response, StatusCode};
 use crate::balance::{Endpoint, Phase, Upstream, OUTCOMES};
 use crate::body::{self, Body, ReadTimeout};
 use crate::error::{
-    cause_ref, BodyReadTimeout, BodyTooLarge, ConnectFailed, Elapsed, Error, NoHealthyUpstream, Overloaded,
-    UpstreamReadTimeout, UpstreamReset,
+    cause_ref, BodyReadTimeout, BodyTooLarge, ClientBodyError, ConnectFailed, Elapsed, Error,
+    NoHealthyUpstream, Overloaded, UpstreamReadTimeout, UpstreamReset,
 };
 use crate::metrics::{Metrics, UpstreamRequestLabels};
 use crate::proxy::headers::{self, upgrade_requested};
@@ -110,6 +110,7 @@ fn not_the_endpoints_fault(err: &Error) -> bool {
     cause_ref::<Overloaded>(e).is_some()
         || cause_ref::<BodyTooLarge>(e).is_some()
         || cause_ref::<BodyReadTimeout>(e).is_some()
+        || cause_ref::<ClientBodyError>(e).is_some()
 }
 
 /// Wait for the response head of `send`, failing with [`Elapsed`] once `timeout` passes with
@@ -233,7 +234,11 @@ impl tower::Service<Request<Body>> for Forward {
                     // After the head, a stalled upstream resets the client's stream.
                     Ok(res.map(|b| {
                         let b = ReadTimeout::new(b, read_timeout, |d| UpstreamReadTimeout(d).into());
-                        body::boxed(Guarded { inner: b, _guard: (guard, slot) })
+                        body::boxed(Guarded {
+                            inner: b,
+                            upstream: Arc::clone(&this.upstream),
+                            guard: (guard, slot),
+                        })
                     }))
                 }
                 Err(e) if not_the_endpoints_fault(&e) => {
@@ -257,11 +262,15 @@ impl tower::Service<Request<Body>> for Forward {
 }
 
 pin_project_lite::pin_project! {
-    /// A body that holds a guard until it is dropped.
+    /// The upstream's response body: holds the attempt's in-flight count and `max_requests`
+    /// slot until it is dropped, and turns a body the upstream cuts short (closed, reset,
+    /// silent past `read_timeout`) into a `reset` outcome and an outlier failure for the
+    /// endpoint: the head was counted `ok`, the exchange was not.
     struct Guarded<B> {
         #[pin]
         inner: B,
-        _guard: (InFlight, Slot),
+        upstream: Arc<Upstream>,
+        guard: (InFlight, Slot),
     }
 }
 
@@ -273,7 +282,16 @@ impl<B: http_body::Body> http_body::Body for Guarded<B> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Err(_))) = &r {
+            let ep = &this.guard.0 .0;
+            if let Some(counters) = ep.state.outcomes.get() {
+                counters[3].inc();
+            }
+            this.upstream.report(ep, false);
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,0 +1,131 @@
+//! Faults without outages: only upstream-caused failures count against an endpoint, and a
+//! response the upstream cuts short is logged and counted as `upstream_reset`.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The sum of `switchyard_upstream_requests_total` samples with `outcome`.
+fn outcome(metrics: &str, outcome: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("switchyard_upstream_requests_total{"))
+        .filter(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn aborted_and_oversized_uploads_never_count_against_the_endpoint() {
+    let e = echo("e").await;
+    let routes = format!(
+        r#"
+[[upstream]]
+name = "u"
+endpoints = ["{}"]
+[upstream.outlier]
+consecutive_failures = 2
+[[route]]
+name = "small"
+path = "/small"
+upstream = "u"
+max_request_body_bytes = "1KiB"
+[route.retry]
+attempts = 0
+[[route]]
+name = "r"
+upstream = "u"
+[route.retry]
+attempts = 0
+"#,
+        e.addr
+    );
+    let g = gateway(&routes).await;
+    for _ in 0..5 {
+        // A chunked upload that the client abandons half-way.
+        let mut s = TcpStream::connect(g.addr).await.unwrap();
+        s.write_all(b"POST /up HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n400\r\n")
+            .await
+            .unwrap();
+        s.write_all(&[b'x'; 512]).await.unwrap();
+        drop(s);
+        // An undeclared (chunked) body over the route's limit.
+        let mut s = TcpStream::connect(g.addr).await.unwrap();
+        s.write_all(b"POST /small HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n").await.unwrap();
+        for _ in 0..4 {
+            let _ = s.write_all(b"400\r\n").await;
+            let _ = s.write_all(&[b'x'; 1024]).await;
+            let _ = s.write_all(b"\r\n").await;
+        }
+        let _ = s.write_all(b"0\r\n\r\n").await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        assert!(
+            String::from_utf8_lossy(&out).starts_with("HTTP/1.1 413"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    // Let the aborted uploads finish failing inside the gateway.
+    eventually("the aborted uploads are done", Duration::from_secs(5), || async {
+        endpoint_view(&g, "u", &e.addr.to_string()).await["in_flight"] == 0
+    })
+    .await;
+    let view = endpoint_view(&g, "u", &e.addr.to_string()).await;
+    assert!(
+        view["ejected_until"].is_null(),
+        "a healthy endpoint was ejected for the clients' faults: {view}"
+    );
+    let m = get(&g.admin_url("/metrics")).await.text();
+    for bad in ["reset", "connect_failed", "timeout", "5xx"] {
+        assert_eq!(outcome(&m, bad), 0.0, "outcome {bad}: {m}");
+    }
+    assert_eq!(get(&g.url("/after")).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_response_cut_short_is_logged_and_counted_as_upstream_reset() {
+    // A raw upstream: 3 of 100 promised body bytes, then it closes.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc").await;
+        }
+    });
+    let routes = format!(
+        "[[upstream]]\nname = \"u\"\nendpoints = [\"{addr}\"]\n[[route]]\nname = \"r\"\nupstream = \"u\"\n"
+    );
+    let g =
+        gateway_with("[access_log]\nenabled = true\npath = \"access.log\"\n", &[("r.toml", &routes)]).await;
+    let res = client().request(http::Request::get(g.url("/cut")).body(full("")).unwrap()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body =
+        tokio::time::timeout(Duration::from_secs(10), http_body_util::BodyExt::collect(res.into_body()))
+            .await;
+    assert!(body.unwrap().is_err(), "the client sees the body cut short");
+
+    let log = g.dir.path().join("access.log");
+    let mut line = serde_json::Value::Null;
+    eventually("the access log line", Duration::from_secs(10), || {
+        line = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().filter(|j| j["path"] == "/cut"))
+            .unwrap_or_default();
+        let found = !line.is_null();
+        async move { found }
+    })
+    .await;
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["error"], "upstream_reset", "{line}");
+    let m = get(&g.admin_url("/metrics")).await.text();
+    assert_eq!(outcome(&m, "reset"), 1.0, "{m}");
+    server.abort();
+}
