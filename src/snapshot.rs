@@ -22,6 +22,7 @@ use crate::balance::Upstream;
 use crate::config::{self, ConfigError, ConfigErrors, Limits, RouteConfig, RouteSet, StaticEndpoint};
 use crate::discovery::{Attachment, Registry, Target};
 use crate::metrics::{Metrics, Name, RequestCounters, ResultLabel, RouteLabel};
+use crate::resilience::rate_limit::RateLimiter;
 use crate::router::Router;
 use crate::stack::{self, RouteService};
 use prometheus_client::metrics::histogram::Histogram;
@@ -37,6 +38,8 @@ pub struct RouteEntry {
     pub service: RouteService,
     /// Its metric series, resolved here rather than looked up per request.
     pub metrics: Arc<RouteMetrics>,
+    /// Its rate-limit buckets, handed on to the next snapshot while `rate_limit` is unchanged.
+    pub limiter: Option<Arc<RateLimiter>>,
 }
 
 /// A route's metric series.
@@ -100,11 +103,20 @@ impl Snapshot {
         let by_name: HashMap<String, Arc<Upstream>> =
             upstreams.iter().map(|u| (u.name.to_string(), Arc::clone(u))).collect();
         let router = Router::new(&set.routes);
+        // A route keeps its buckets across a reload when its rate_limit did not change.
+        let old_limiters: HashMap<&str, &Arc<RateLimiter>> = previous
+            .map(|p| p.routes.iter().filter_map(|r| Some((r.name.as_str(), r.limiter.as_ref()?))).collect())
+            .unwrap_or_default();
         let routes = set
             .routes
             .into_iter()
             .map(|config| {
                 let name: Name = Arc::new(config.name.clone());
+                let limiter =
+                    config.rate_limit.as_ref().map(|rl| match old_limiters.get(config.name.as_str()) {
+                        Some(l) if l.config() == rl => Arc::clone(l),
+                        _ => Arc::new(RateLimiter::new(rl)),
+                    });
                 RouteEntry {
                     metrics: Arc::new(RouteMetrics {
                         duration: metrics
@@ -113,9 +125,10 @@ impl Snapshot {
                         requests: RequestCounters::default(),
                         name: Arc::clone(&name),
                     }),
-                    service: stack::build(&config, &by_name, limits, metrics),
+                    service: stack::build(&config, &by_name, limiter.clone(), limits, metrics),
                     name,
                     config,
+                    limiter,
                 }
             })
             .collect();

@@ -129,3 +129,44 @@ async fn a_response_cut_short_is_logged_and_counted_as_upstream_reset() {
     assert_eq!(outcome(&m, "reset"), 1.0, "{m}");
     server.abort();
 }
+
+#[tokio::test]
+async fn rate_limit_buckets_hold_for_requests_without_the_key_and_survive_a_reload() {
+    let route = |burst: u32, extra: &str| {
+        format!(
+            "[[route]]\nname = \"r\"\nrespond = {{ status = 200 }}\n\
+             rate_limit = {{ requests_per_second = 0.001, burst = {burst}, key = \"header:x-user\" }}\n{extra}"
+        )
+    };
+    let g = gateway(&route(1, "")).await;
+    let code = |user: Option<&'static str>| {
+        let url = g.url("/");
+        async move {
+            let mut b = http::Request::get(url);
+            if let Some(u) = user {
+                b = b.header("x-user", u);
+            }
+            send(b.body(full("")).unwrap()).await.status.as_u16()
+        }
+    };
+    // Without the header: one shared bucket, not unlimited.
+    assert_eq!(code(None).await, 200);
+    assert_eq!(code(None).await, 429);
+    assert_eq!(code(Some("alice")).await, 200);
+    assert_eq!(code(Some("alice")).await, 429);
+
+    // A reload that leaves the route's rate_limit as it was keeps every bucket.
+    g.write_routes(
+        "routes.toml",
+        &route(1, "[[route]]\nname = \"other\"\npath = \"/other\"\nrespond = { status = 204 }\n"),
+    );
+    g.gateway().reload().await.unwrap();
+    assert_eq!(get(&g.url("/other")).await.status, 204, "the reload took effect");
+    assert_eq!(code(None).await, 429, "buckets survive a reload that did not touch the limit");
+    assert_eq!(code(Some("alice")).await, 429);
+
+    // Changing the limit starts afresh.
+    g.write_routes("routes.toml", &route(2, ""));
+    g.gateway().reload().await.unwrap();
+    assert_eq!(code(None).await, 200);
+}

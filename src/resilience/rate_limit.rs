@@ -38,6 +38,8 @@ struct Bucket {
 /// The buckets of one route.
 #[derive(Debug)]
 pub struct RateLimiter {
+    /// The config the buckets were made for (a reload keeps them only while it is the same).
+    config: RateLimit,
     rate: f64,
     burst: f64,
     key: RateLimitKey,
@@ -59,6 +61,7 @@ impl RateLimiter {
     /// Buckets for `cfg`.
     pub fn new(cfg: &RateLimit) -> Self {
         RateLimiter {
+            config: cfg.clone(),
             rate: cfg.requests_per_second,
             burst: f64::from(cfg.burst.max(1)),
             key: cfg.key.clone(),
@@ -68,16 +71,24 @@ impl RateLimiter {
         }
     }
 
-    /// The bucket key of `req`, or `None` when the key is missing (a missing header is not
-    /// limited: there is nothing to tell its senders apart by).
-    fn key_of<B>(&self, req: &Request<B>) -> Option<u64> {
+    /// The bucket key of `req`. Requests that lack the key (no such header) share one bucket
+    /// of their own: leaving them unlimited would let any client escape the limit by not
+    /// sending the header.
+    fn key_of<B>(&self, req: &Request<B>) -> u64 {
         let mut h = self.hasher.build_hasher();
+        // A tag byte keeps the shared "missing" bucket apart from every present value.
         match &self.key {
             RateLimitKey::Global => 0u8.hash(&mut h),
-            RateLimitKey::ClientIp => req.extensions().get::<Arc<RequestInfo>>()?.client.ip().hash(&mut h),
-            RateLimitKey::Header(name) => req.headers().get(name)?.as_bytes().hash(&mut h),
+            RateLimitKey::ClientIp => match req.extensions().get::<Arc<RequestInfo>>() {
+                Some(info) => (1u8, info.client.ip()).hash(&mut h),
+                None => 2u8.hash(&mut h),
+            },
+            RateLimitKey::Header(name) => match req.headers().get(name) {
+                Some(v) => (1u8, v.as_bytes()).hash(&mut h),
+                None => 2u8.hash(&mut h),
+            },
         }
-        Some(h.finish())
+        h.finish()
     }
 
     /// Take a token for `key` at `now`.
@@ -124,6 +135,11 @@ impl RateLimiter {
         self.len() == 0
     }
 
+    /// The config these buckets were made for.
+    pub fn config(&self) -> &RateLimit {
+        &self.config
+    }
+
     /// Time since creation; lets tests drive `check_key` with synthetic instants.
     pub fn epoch(&self) -> Instant {
         self.start
@@ -141,9 +157,11 @@ pub struct RateLimitLayer {
 }
 
 impl RateLimitLayer {
-    /// A layer for the route's `rate_limit` (`None` = pass-through).
-    pub fn new(cfg: Option<&RateLimit>, route: Name, metrics: Arc<Metrics>) -> Self {
-        RateLimitLayer { limiter: cfg.map(|c| Arc::new(RateLimiter::new(c))), route, metrics }
+    /// A layer over the route's buckets (`None` = pass-through). The buckets are made by the
+    /// snapshot, which hands a reloaded route its previous buckets when its `rate_limit` did
+    /// not change, so a reload resets no client's limit.
+    pub fn new(limiter: Option<Arc<RateLimiter>>, route: Name, metrics: Arc<Metrics>) -> Self {
+        RateLimitLayer { limiter, route, metrics }
     }
 }
 
@@ -187,15 +205,13 @@ where
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         if let Some(l) = &self.layer.limiter {
-            if let Some(key) = l.key_of(&req) {
-                if let Decision::Deny(wait) = l.check_key(key, Instant::now()) {
-                    self.layer
-                        .metrics
-                        .rate_limited
-                        .get_or_create(&RouteLabel { route: Arc::clone(&self.layer.route) })
-                        .inc();
-                    return Either::Right(std::future::ready(Err(RateLimited { retry_after: wait }.into())));
-                }
+            if let Decision::Deny(wait) = l.check_key(l.key_of(&req), Instant::now()) {
+                self.layer
+                    .metrics
+                    .rate_limited
+                    .get_or_create(&RouteLabel { route: Arc::clone(&self.layer.route) })
+                    .inc();
+                return Either::Right(std::future::ready(Err(RateLimited { retry_after: wait }.into())));
             }
         }
         Either::Left(self.inner.call(req))
@@ -241,5 +257,28 @@ mod tests {
             let _ = l.check_key(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), t0 + Duration::from_micros(k));
         }
         assert!(l.len() <= SHARDS * PER_SHARD, "{} buckets", l.len());
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn requests_without_the_key_header_share_one_bucket() {
+        let l = RateLimiter::new(&RateLimit {
+            requests_per_second: 1.0,
+            burst: 1,
+            key: RateLimitKey::Header(http::HeaderName::from_static("x-user")),
+        });
+        let bare = || Request::get("/").body(()).unwrap();
+        let with = |v: &'static str| Request::get("/").header("x-user", v).body(()).unwrap();
+        assert_eq!(l.key_of(&bare()), l.key_of(&bare()));
+        assert_ne!(l.key_of(&bare()), l.key_of(&with("")));
+        assert_ne!(l.key_of(&with("a")), l.key_of(&with("b")));
+        let now = l.epoch();
+        assert_eq!(l.check_key(l.key_of(&bare()), now), Decision::Allow);
+        assert!(matches!(l.check_key(l.key_of(&bare()), now), Decision::Deny(_)), "no key is no escape");
+        assert_eq!(l.check_key(l.key_of(&with("a")), now), Decision::Allow);
     }
 }

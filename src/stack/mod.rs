@@ -26,7 +26,7 @@ use crate::config::{Action, Limits, PathMatch, RouteConfig};
 use crate::error::Error;
 use crate::metrics::{Metrics, Name};
 use crate::resilience::limits::RetryLimit;
-use crate::resilience::rate_limit::RateLimitLayer;
+use crate::resilience::rate_limit::{RateLimitLayer, RateLimiter};
 use crate::resilience::retry::{RetryGate, RetryLayer};
 
 pub use forward::Forward;
@@ -40,10 +40,12 @@ pub use terminal::{Redirect, Respond, Split};
 pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Error>;
 
 /// Build the stack for `route`. `upstreams` holds every upstream of the snapshot by name
-/// (validation guarantees the names a route uses exist).
+/// (validation guarantees the names a route uses exist); `limiter` holds the route's rate-limit
+/// buckets (the snapshot keeps them across reloads).
 pub fn build(
     route: &RouteConfig,
     upstreams: &HashMap<String, Arc<Upstream>>,
+    limiter: Option<Arc<RateLimiter>>,
     limits: &Limits,
     metrics: &Arc<Metrics>,
 ) -> RouteService {
@@ -81,8 +83,7 @@ pub fn build(
 
     let svc = TimeoutLayer::new(route.timeout).layer(terminal);
     let svc = BodyLimitLayer::new(body_limit).layer(svc);
-    let svc = RateLimitLayer::new(route.rate_limit.as_ref(), Arc::clone(&route_name), Arc::clone(metrics))
-        .layer(svc);
+    let svc = RateLimitLayer::new(limiter, Arc::clone(&route_name), Arc::clone(metrics)).layer(svc);
     let svc = RequestRewriteLayer::new(
         prefix,
         route.rewrite_prefix.clone(),
