@@ -72,9 +72,15 @@ fn check(path: &std::path::Path) -> ExitCode {
         Ok(gw) => {
             match switchyard::config::load_routes(&gw.routes_dir, gw.base_dir()) {
                 Ok(set) => {
-                    // Upstream CA bundles ([upstream.tls] ca).
-                    for ca in set.upstreams.iter().filter_map(|u| u.tls.as_ref()?.ca.as_ref()) {
-                        if let Err(e) = switchyard::tls::roots(ca) {
+                    // CA bundles: [upstream.tls] ca, and a consul discovery's tls_ca. The gateway
+                    // refuses a snapshot whose bundles it cannot read, so check does too.
+                    let consul_ca = |u: &switchyard::config::UpstreamConfig| match &u.discovery {
+                        switchyard::config::DiscoveryConfig::Consul { tls_ca, .. } => tls_ca.clone(),
+                        _ => None,
+                    };
+                    let upstream_ca = |u: &switchyard::config::UpstreamConfig| u.tls.as_ref()?.ca.clone();
+                    for ca in set.upstreams.iter().flat_map(|u| [upstream_ca(u), consul_ca(u)]).flatten() {
+                        if let Err(e) = switchyard::tls::roots(&ca) {
                             errors.push(e);
                         }
                     }

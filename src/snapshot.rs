@@ -95,7 +95,7 @@ impl Snapshot {
                 }
                 _ => {
                     let u = Upstream::with_metrics(cfg, Some(Arc::clone(metrics)))?;
-                    discovery.push(Arc::new(registry.attach(&u, &u.name, &u.config.discovery)));
+                    discovery.push(Arc::new(registry.attach(&u, &u.name, &u.config.discovery)?));
                     upstreams.push(u);
                 }
             }

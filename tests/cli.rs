@@ -170,6 +170,46 @@ fn check_accepts_a_valid_config_silently() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
 
+#[test]
+fn check_takes_https_consul_addresses_and_refuses_ftp_with_line_and_column() {
+    let routes = |address: &str, extra: &str| {
+        format!(
+            "[[upstream]]\nname = \"svc\"\n\
+             discovery = {{ type = \"consul\", address = \"{address}\", service = \"svc\"{extra} }}\n\n\
+             [[route]]\nname = \"svc\"\nupstream = \"svc\"\n"
+        )
+    };
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    let dir = config_dir("127.0.0.1:0", "", &[("a.toml", &routes("https://consul.internal:8501", ""))]);
+    let out = run_check(dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let dir = config_dir("127.0.0.1:0", "", &[("a.toml", &routes("ftp://consul.internal:8500", ""))]);
+    let out = run_check(dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let want = format!(
+        "{}:3:42: consul `address` \"ftp://consul.internal:8500\" must be an http:// or https:// URL",
+        dir.path().join("routes").join("a.toml").display()
+    );
+    assert!(stderr(&out).starts_with(&want), "want {want}…, got:\n{}", stderr(&out));
+
+    // tls_ca is read by check, as the gateway reads it before it starts the watch. A relative
+    // path resolves as [upstream.tls] ca does (against the route file's folder).
+    let dir = config_dir(
+        "127.0.0.1:0",
+        "",
+        &[("a.toml", &routes("https://127.0.0.1:8501", ", tls_ca = \"consul-ca.pem\""))],
+    );
+    let ca = dir.path().join("routes").join("consul-ca.pem");
+    let out = run_check(dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with(&format!("{}:1:1: ", ca.display())), "{}", stderr(&out));
+    std::fs::write(&ca, support::certs::TestCa::new("consul ca").pem).unwrap();
+    let out = run_check(dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
 /// `check` with `[admin]` as given (and one valid route), run with `env` set (`None` = removed).
 fn check_admin(admin: &str, env: &[(&str, Option<&str>)]) -> (std::path::PathBuf, i32, String) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,12 +1,14 @@
 //! Consul discovery end to end: the real gateway against the Consul API double
 //! (tests/support/consul_double.rs), or a real `consul agent -dev` when
 //! `SWITCHYARD_CONSUL_ADDR` is set (steps that need the double's controls are then skipped,
-//! with a note on stderr).
+//! with a note on stderr). The HTTPS tests always need the double: it serves the API over TLS
+//! with a certificate from a test CA made at run time.
 
 mod support;
 
 use std::time::Duration;
 
+use support::certs::TestCa;
 use support::consul_double::{Consul, Reg};
 use support::disc::*;
 use support::*;
@@ -20,18 +22,29 @@ fn svc(test: &str) -> String {
 }
 
 fn routes(consul: &Consul, service: &str, extra: &str) -> String {
+    routes_at(&consul.url, service, extra)
+}
+
+/// One upstream `svc` discovering `service` from the agent at `address`, and a catch-all route.
+fn routes_at(address: &str, service: &str, extra: &str) -> String {
     format!(
         r#"
 [[upstream]]
 name = "svc"
-discovery = {{ type = "consul", address = "{}", service = "{service}", wait = "30s"{extra} }}
+discovery = {{ type = "consul", address = "{address}", service = "{service}", wait = "30s"{extra} }}
 
 [[route]]
 name = "svc"
 upstream = "svc"
-"#,
-        consul.url
+"#
     )
+}
+
+/// `tls_ca = "<path>"` for a discovery table, the CA's PEM written into `dir`.
+fn tls_ca(dir: &tempfile::TempDir, ca: &TestCa) -> String {
+    let path = dir.path().join("consul-ca.pem");
+    std::fs::write(&path, &ca.pem).unwrap();
+    format!(r#", tls_ca = "{}""#, path.display())
 }
 
 fn port(u: &FakeUpstream) -> u16 {
@@ -329,6 +342,133 @@ async fn equal_sources_share_one_watch_that_stops_when_no_upstream_uses_it() {
     consul.deregister(&format!("{name}-a")).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(double.health_requests(), before, "the source stopped with its last upstream");
+}
+
+#[tokio::test]
+async fn an_https_agent_is_verified_with_tls_ca_and_followed() {
+    let consul = Consul::start().await;
+    let Some(double) = consul.double("serve over TLS") else { return };
+    let ca = TestCa::new("consul test ca");
+    // The gateway dials 127.0.0.1: the certificate must name that IP address.
+    let https = double.serve_tls(ca.server_config(&["127.0.0.1", "localhost"])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = svc("https");
+    let (a, b) = (echo("a").await, echo("b").await);
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
+    let before = double.health_requests();
+    let gw = gateway(&routes_at(&format!("https://{https}"), &name, &tls_ca(&dir, &ca))).await;
+    until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
+    assert!(double.health_requests() > before, "the queries reached the double over HTTPS");
+
+    consul
+        .register(Reg { id: &format!("{name}-b"), name: &name, port: port(&b), ..Default::default() })
+        .await;
+    until_served(&gw, "/", &["a", "b"], Duration::from_secs(1)).await;
+    consul.deregister(&format!("{name}-a")).await;
+    until_served(&gw, "/", &["b"], Duration::from_secs(1)).await;
+    let v = upstream_view(&gw, "svc").await;
+    assert_eq!(v["discovery"]["type"], "consul");
+    assert!(v["discovery"]["last_error"].is_null(), "{v}");
+
+    // A reload naming a CA bundle that cannot be read is refused as a whole, as one with an
+    // unreadable [upstream.tls] ca is; the running watch carries on.
+    gw.write_routes(
+        "routes.toml",
+        &routes_at(&format!("https://{https}"), &name, r#", tls_ca = "/nonexistent/consul-ca.pem""#),
+    );
+    let err = gw.gateway().reload().await.unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/consul-ca.pem") && err.contains("tls_ca"), "{err}");
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
+    until_served(&gw, "/", &["a", "b"], Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn an_untrusted_agent_certificate_keeps_the_last_set_and_is_reported() {
+    let consul = Consul::start().await;
+    let Some(double) = consul.double("serve over TLS") else { return };
+    let (ca, other) = (TestCa::new("consul test ca"), TestCa::new("another ca"));
+    let https = double.serve_tls(ca.server_config(&["127.0.0.1"])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let name = svc("untrusted");
+    let (a, b) = (echo("a").await, echo("b").await);
+    consul
+        .register(Reg { id: &format!("{name}-a"), name: &name, port: port(&a), ..Default::default() })
+        .await;
+    let address = format!("https://{https}");
+    // "trusted" verifies with tls_ca; "untrusted" has the webpki roots only, which do not
+    // include the test CA.
+    let text = format!(
+        r#"
+[[upstream]]
+name = "trusted"
+discovery = {{ type = "consul", address = "{address}", service = "{name}", wait = "30s"{ca} }}
+[[upstream]]
+name = "untrusted"
+discovery = {{ type = "consul", address = "{address}", service = "{name}", wait = "30s" }}
+[[route]]
+name = "untrusted"
+path_prefix = "/u"
+upstream = "untrusted"
+[[route]]
+name = "trusted"
+upstream = "trusted"
+"#,
+        ca = tls_ca(&dir, &ca)
+    );
+    let gw = gateway(&text).await;
+    until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
+    let errors = |up: &'static str| {
+        let gw = &gw;
+        async move {
+            metric_value(
+                gw,
+                &format!("switchyard_discovery_errors_total{{upstream=\"{up}\",type=\"consul\"}}"),
+            )
+            .await
+        }
+    };
+    let last_error = |up: &'static str| {
+        let gw = &gw;
+        async move { upstream_view(gw, up).await["discovery"]["last_error"].as_str().map(str::to_owned) }
+    };
+
+    // Never trusted: no endpoints, the handshake failure shown and counted.
+    poll_until(Duration::from_secs(5), "the untrusted upstream reports a certificate error", || async {
+        last_error("untrusted").await.is_some_and(|e| e.contains("invalid peer certificate"))
+    })
+    .await;
+    assert_eq!(served(&gw, "/u", 2).await, set(&["503"]));
+    assert!(errors("untrusted").await >= 1.0);
+    assert!(last_error("trusted").await.is_none(), "the same agent is trusted with tls_ca");
+
+    // The agent comes back with a certificate from a CA nobody trusts: the held query's
+    // connection is closed, and every new handshake fails. A change made meanwhile is not
+    // seen, and the last set keeps serving.
+    double.serve_tls(other.server_config(&["127.0.0.1"])).await;
+    consul
+        .register(Reg { id: &format!("{name}-b"), name: &name, port: port(&b), ..Default::default() })
+        .await;
+    poll_until(Duration::from_secs(5), "the trusted upstream reports a certificate error", || async {
+        last_error("trusted").await.is_some_and(|e| e.contains("invalid peer certificate"))
+    })
+    .await;
+    assert_eq!(served(&gw, "/", 10).await, set(&["a"]), "the last set is kept");
+    let first = errors("trusted").await;
+    assert!(first >= 1.0, "errors counted: {first}");
+    // The source lives on and retries (with backoff): more failures are counted.
+    poll_until(Duration::from_secs(6), "retries counted", || async { errors("trusted").await > first }).await;
+    assert_eq!(served(&gw, "/", 10).await, set(&["a"]), "still the last set after retries");
+
+    // The trusted certificate again: the watch recovers and sees the change it missed.
+    double.serve_tls(ca.server_config(&["127.0.0.1"])).await;
+    // The next retry is at most ~9.6 s away (backoff 1 s, 2 s, 4 s, 8 s with jitter).
+    until_served(&gw, "/", &["a", "b"], Duration::from_secs(12)).await;
+    assert!(last_error("trusted").await.is_none(), "recovery clears the error");
+    assert!(last_error("untrusted").await.is_some(), "the untrusted watch still fails");
 }
 
 /// Benchmark (ignored; run with `cargo test --release --test discovery_consul -- --ignored

@@ -257,6 +257,10 @@ pub(super) struct DiscoverySection {
     pub(super) token_env: Option<Spanned<String>>,
     /// consul: blocking-query wait (duration).
     pub(super) wait: Option<Spanned<Scalar>>,
+    /// consul: CA bundle path for an https:// agent.
+    pub(super) tls_ca: Option<Spanned<String>>,
+    /// consul: accept any certificate from an https:// agent.
+    pub(super) tls_insecure_skip_verify: Option<Spanned<bool>>,
 }
 
 /// `[upstream.tls]`.

@@ -329,8 +329,8 @@ pub enum DiscoveryConfig {
     },
     /// `discovery = { type = "consul", ... }`.
     Consul {
-        /// Agent address, e.g. `http://127.0.0.1:8500`.
-        address: String,
+        /// Agent address, e.g. `http://127.0.0.1:8500` or `https://consul.internal:8501`.
+        address: ConsulAddress,
         /// Service name.
         service: String,
         /// `tag` filter.
@@ -343,6 +343,11 @@ pub enum DiscoveryConfig {
         token_env: Option<String>,
         /// Blocking-query `wait` (default 5 m).
         wait: Duration,
+        /// `tls_ca`: the PEM bundle that verifies an `https://` agent; default the webpki
+        /// roots. Only with an `https://` address.
+        tls_ca: Option<PathBuf>,
+        /// `tls_insecure_skip_verify` (warned at load). Only with an `https://` address.
+        tls_insecure_skip_verify: bool,
     },
 }
 
@@ -355,6 +360,32 @@ impl DiscoveryConfig {
             DiscoveryConfig::ZooKeeper { .. } => "zookeeper",
             DiscoveryConfig::Consul { .. } => "consul",
         }
+    }
+}
+
+/// A Consul agent's address: `http://` or `https://`, a host and a port, and nothing else
+/// (no path, query or user info). Only [`ConsulAddress::parse`] makes one, and validation calls
+/// it, so `switchyard check` and the running gateway accept exactly the same addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConsulAddress {
+    https: bool,
+    /// As written: a name, an IPv4 address, or an IPv6 address in brackets.
+    host: String,
+    port: u16,
+}
+
+impl ConsulAddress {
+    /// Whether the agent is spoken to over TLS.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+}
+
+impl fmt::Display for ConsulAddress {
+    /// `scheme://host:port`, the prefix of every request URL.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
     }
 }
 

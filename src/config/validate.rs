@@ -25,11 +25,11 @@ use super::file::{
     UpstreamTlsSection,
 };
 use super::{
-    resolve_path, AccessLogConfig, Action, AdminToken, Balance, ConfigError, ConfigErrors, DiscoveryConfig,
-    DnsRecord, EscapedSlashes, GatewayConfig, HashOn, HeaderEdits, HealthCheck, HealthKind, HostMatch,
-    HttpConfig, Limits, ListenerConfig, ListenerTls, Origin, Outlier, PathMatch, RateLimit, RateLimitKey,
-    RetryOn, RetryPolicy, RouteConfig, RouteSet, StaticEndpoint, UpstreamConfig, UpstreamLimits,
-    UpstreamProtocol, UpstreamTls, ValueMatch, ZkFormat,
+    resolve_path, AccessLogConfig, Action, AdminToken, Balance, ConfigError, ConfigErrors, ConsulAddress,
+    DiscoveryConfig, DnsRecord, EscapedSlashes, GatewayConfig, HashOn, HeaderEdits, HealthCheck, HealthKind,
+    HostMatch, HttpConfig, Limits, ListenerConfig, ListenerTls, Origin, Outlier, PathMatch, RateLimit,
+    RateLimitKey, RetryOn, RetryPolicy, RouteConfig, RouteSet, StaticEndpoint, UpstreamConfig,
+    UpstreamLimits, UpstreamProtocol, UpstreamTls, ValueMatch, ZkFormat,
 };
 
 /// How many defined upstream names a "not defined" message lists before it only suggests the
@@ -826,7 +826,7 @@ impl Ctx<'_, '_> {
                 None
             }
             (Some(eps), None) => self.endpoints(eps),
-            (None, Some(d)) => self.discovery(d),
+            (None, Some(d)) => self.discovery(d, base),
         };
 
         let balance = match &u.balance {
@@ -916,10 +916,11 @@ impl Ctx<'_, '_> {
         ok.then_some(DiscoveryConfig::Static(out))
     }
 
-    fn discovery(&mut self, d: &Spanned<DiscoverySection>) -> Option<DiscoveryConfig> {
+    /// `base` is the folder a relative `tls_ca` resolves against (as `[upstream.tls] ca`).
+    fn discovery(&mut self, d: &Spanned<DiscoverySection>, base: &Path) -> Option<DiscoveryConfig> {
         let d = d.get_ref();
         let kind = d.kind.get_ref().as_str();
-        let present: [(&str, Option<Range<usize>>); 17] = [
+        let present: [(&str, Option<Range<usize>>); 19] = [
             ("name", d.name.as_ref().map(Spanned::span)),
             ("port", d.port.as_ref().map(Spanned::span)),
             ("record", d.record.as_ref().map(Spanned::span)),
@@ -937,11 +938,23 @@ impl Ctx<'_, '_> {
             ("passing_only", d.passing_only.as_ref().map(Spanned::span)),
             ("token_env", d.token_env.as_ref().map(Spanned::span)),
             ("wait", d.wait.as_ref().map(Spanned::span)),
+            ("tls_ca", d.tls_ca.as_ref().map(Spanned::span)),
+            ("tls_insecure_skip_verify", d.tls_insecure_skip_verify.as_ref().map(Spanned::span)),
         ];
         let allowed: &[&str] = match kind {
             "dns" => &["name", "port", "record", "refresh", "resolver"],
             "zookeeper" => &["servers", "path", "format", "endpoint_name", "session_timeout"],
-            "consul" => &["address", "service", "tag", "datacenter", "passing_only", "token_env", "wait"],
+            "consul" => &[
+                "address",
+                "service",
+                "tag",
+                "datacenter",
+                "passing_only",
+                "token_env",
+                "wait",
+                "tls_ca",
+                "tls_insecure_skip_verify",
+            ],
             other => {
                 let hint = if other == "static" {
                     "; a static list is written `endpoints = [\"host:port\", ...]`"
@@ -1047,18 +1060,48 @@ impl Ctx<'_, '_> {
                 })
             }
             _ => {
-                let address = required(self, &d.address, "address");
-                if let (Some(a), Some(span)) = (&address, d.address.as_ref().map(Spanned::span)) {
-                    let rest = a.strip_prefix("http://").or_else(|| a.strip_prefix("https://"));
-                    if rest.is_none_or(|r| r.is_empty()) {
-                        self.err(
-                            span,
-                            format!(
-                                "consul `address` {a:?} must be an http:// or https:// URL, e.g. \
-                                 \"http://127.0.0.1:8500\""
-                            ),
-                        );
+                let address = match (required(self, &d.address, "address"), &d.address) {
+                    (Some(a), Some(v)) => ConsulAddress::parse(&a).map_err(|m| self.err(v.span(), m)).ok(),
+                    _ => None,
+                };
+                let tls_ca = d
+                    .tls_ca
+                    .as_ref()
+                    .and_then(|c| self.non_empty(c, "tls_ca"))
+                    .map(|c| resolve_path(base, &c));
+                let tls_insecure_skip_verify =
+                    d.tls_insecure_skip_verify.as_ref().is_some_and(|v| *v.get_ref());
+                let https = address.as_ref().map(ConsulAddress::is_https);
+                // TLS settings on a cleartext address are a mistake that would otherwise pass
+                // unnoticed: the agent would be spoken to without the protection asked for.
+                if https == Some(false) {
+                    let tls_keys = [
+                        ("tls_ca", d.tls_ca.as_ref().map(Spanned::span)),
+                        (
+                            "tls_insecure_skip_verify",
+                            d.tls_insecure_skip_verify.as_ref().filter(|v| *v.get_ref()).map(Spanned::span),
+                        ),
+                    ];
+                    for (key, span) in tls_keys {
+                        if let Some(span) = span {
+                            self.err(
+                                span,
+                                format!(
+                                    "`{key}` applies to an https:// consul `address`; this one is http://"
+                                ),
+                            );
+                        }
                     }
+                }
+                if let (Some(v), Some(true), true) =
+                    (&d.tls_insecure_skip_verify, https, tls_insecure_skip_verify)
+                {
+                    let (line, column) = self.src.locate(v.span().start);
+                    tracing::warn!(
+                        "{}:{line}:{column}: consul discovery sets tls_insecure_skip_verify = true: \
+                         the agent's certificate is not verified",
+                        self.src.path.display(),
+                    );
                 }
                 let service = required(self, &d.service, "service");
                 let tag = d.tag.as_ref().and_then(|t| self.non_empty(t, "tag"));
@@ -1073,6 +1116,8 @@ impl Ctx<'_, '_> {
                     passing_only: d.passing_only.as_ref().is_none_or(|p| *p.get_ref()),
                     token_env,
                     wait,
+                    tls_ca,
+                    tls_insecure_skip_verify,
                 })
             }
         };
@@ -1711,6 +1756,79 @@ fn check_endpoint_address(a: &str) -> Result<(), String> {
     }
 }
 
+/// Consul's default HTTP port (`ports.http` in its agent configuration), suggested when an
+/// `http://` address lacks a port.
+const CONSUL_HTTP_PORT: u16 = 8500;
+/// Consul's usual HTTPS port (`ports.https`, off unless configured), suggested likewise.
+const CONSUL_HTTPS_PORT: u16 = 8501;
+
+impl ConsulAddress {
+    /// The one check of a consul discovery `address`: `http://` or `https://`, a host (a name,
+    /// an IPv4 address, or an IPv6 address in brackets) and a port, optionally followed by one
+    /// `/`. The scheme is matched without regard to case.
+    pub fn parse(a: &str) -> Result<ConsulAddress, String> {
+        let example = "e.g. \"http://127.0.0.1:8500\" or \"https://consul.internal:8501\"";
+        let not_a_url = || format!("consul `address` {a:?} must be an http:// or https:// URL, {example}");
+        let (scheme, rest) = a.split_once("://").ok_or_else(not_a_url)?;
+        let (https, scheme, default_port) = match scheme.to_ascii_lowercase().as_str() {
+            "http" => (false, "http", CONSUL_HTTP_PORT),
+            "https" => (true, "https", CONSUL_HTTPS_PORT),
+            _ => return Err(not_a_url()),
+        };
+        let hostport = rest.strip_suffix('/').unwrap_or(rest);
+        if hostport.contains(['/', '?', '#', '@']) {
+            return Err(format!(
+                "consul `address` {a:?} must be only a scheme, a host and a port (no path, query \
+                 or user info; the ACL token goes in `token_env`), {example}"
+            ));
+        }
+        let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
+            let (ip, after) = inner
+                .split_once(']')
+                .ok_or_else(|| format!("invalid consul `address` {a:?}: missing \"]\""))?;
+            if ip.parse::<Ipv6Addr>().is_err() {
+                return Err(format!("invalid consul `address` {a:?}: {ip:?} is not an IPv6 address"));
+            }
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or_else(|| {
+                    format!("invalid consul `address` {a:?}: expected \":port\" after \"]\"")
+                })?),
+            };
+            (&hostport[..ip.len() + 2], port)
+        } else {
+            let (host, port) = match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            };
+            if host.contains(':') {
+                return Err(format!(
+                    "invalid consul `address` {a:?}: write IPv6 addresses in brackets, e.g. \
+                     \"{scheme}://[::1]:{default_port}\""
+                ));
+            }
+            if host.is_empty() {
+                return Err(format!("consul `address` {a:?} has no host, {example}"));
+            }
+            if host.parse::<IpAddr>().is_err() && !is_host_name(host) {
+                return Err(format!(
+                    "invalid consul `address` {a:?}: {host:?} is not a host name or IP address"
+                ));
+            }
+            (host, port)
+        };
+        let Some(port) = port else {
+            return Err(format!(
+                "consul `address` {a:?} has no port; write it as \"{scheme}://{host}:{default_port}\""
+            ));
+        };
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(ConsulAddress { https, host: host.to_owned(), port: p }),
+            _ => Err(format!("invalid port {port:?} in consul `address` {a:?}: expected 1 to 65535")),
+        }
+    }
+}
+
 /// The regex crate's error as one line: its `error:` line when it has one.
 fn regex_message(e: &regex::Error) -> String {
     let text = e.to_string();
@@ -2222,13 +2340,15 @@ max_replay_body_bytes = "64KiB"
         assert_eq!(
             consul.discovery,
             DiscoveryConfig::Consul {
-                address: "http://127.0.0.1:8500".into(),
+                address: ConsulAddress::parse("http://127.0.0.1:8500").unwrap(),
                 service: "users".into(),
                 tag: Some("v2".into()),
                 datacenter: Some("dc1".into()),
                 passing_only: true,
                 token_env: Some("CONSUL_HTTP_TOKEN".into()),
                 wait: Duration::from_secs(300),
+                tls_ca: None,
+                tls_insecure_skip_verify: false,
             }
         );
         // Defaults, and the table form of `discovery`.
@@ -2658,6 +2778,87 @@ max_replay_body_bytes = "64KiB"
         assert_prefix(
             &error("[[upstream]]\nname = \"u\"\ndiscovery = { type = \"static\" }\n"),
             "routes/a.toml:3:22: unknown discovery type \"static\"; expected one of: dns, zookeeper, consul; a static list",
+        );
+    }
+
+    #[test]
+    fn consul_addresses() {
+        let ok = |a: &str| ConsulAddress::parse(a).map(|c| (c.is_https(), c.to_string()));
+        assert_eq!(ok("http://127.0.0.1:8500"), Ok((false, "http://127.0.0.1:8500".into())));
+        assert_eq!(ok("https://consul.internal:8501/"), Ok((true, "https://consul.internal:8501".into())));
+        assert_eq!(ok("HTTPS://[::1]:8501"), Ok((true, "https://[::1]:8501".into())));
+        let bad = |a: &str| {
+            error(&format!(
+                "[[upstream]]\nname = \"u\"\ndiscovery = {{ type = \"consul\", address = \"{a}\", service = \"s\" }}\n"
+            ))
+        };
+        assert_prefix(
+            &bad("ftp://127.0.0.1:8500"),
+            "routes/a.toml:3:42: consul `address` \"ftp://127.0.0.1:8500\" must be an http:// or https:// URL",
+        );
+        assert_prefix(
+            &bad("https://c"),
+            "routes/a.toml:3:42: consul `address` \"https://c\" has no port; write it as \"https://c:8501\"",
+        );
+        assert_prefix(
+            &bad("http://:8500"),
+            "routes/a.toml:3:42: consul `address` \"http://:8500\" has no host",
+        );
+        assert_prefix(
+            &bad("http://c:8500/consul"),
+            "routes/a.toml:3:42: consul `address` \"http://c:8500/consul\" must be only a scheme, a host and a port",
+        );
+        assert_prefix(
+            &bad("http://user:pw@c:8500"),
+            "routes/a.toml:3:42: consul `address` \"http://user:pw@c:8500\" must be only a scheme",
+        );
+        assert_prefix(&bad("http://c:0"), "routes/a.toml:3:42: invalid port \"0\" in consul `address`");
+        assert_prefix(
+            &bad("http://::1:8500"),
+            "routes/a.toml:3:42: invalid consul `address` \"http://::1:8500\": write IPv6",
+        );
+        assert_prefix(
+            &bad("http://a b:8500"),
+            "routes/a.toml:3:42: invalid consul `address` \"http://a b:8500\": \"a b\"",
+        );
+    }
+
+    #[test]
+    fn consul_tls_keys() {
+        let consul = upstream(
+            "discovery = { type = \"consul\", address = \"https://c:8501\", service = \"s\", tls_ca = \"ca.pem\", tls_insecure_skip_verify = true }\n\
+             [upstream.tls]\nca = \"ca.pem\"",
+        );
+        let DiscoveryConfig::Consul { tls_ca, tls_insecure_skip_verify, .. } = &consul.discovery else {
+            panic!("{:?}", consul.discovery)
+        };
+        // A relative tls_ca resolves exactly as [upstream.tls] ca does.
+        assert_eq!(tls_ca.as_ref(), consul.tls.as_ref().and_then(|t| t.ca.as_ref()));
+        assert_eq!(tls_ca.as_deref(), Some(Path::new("routes/ca.pem")));
+        assert!(*tls_insecure_skip_verify);
+        // TLS keys on an http:// address are refused; tls_insecure_skip_verify = false is harmless.
+        let errs = errors(&[(
+            "a.toml",
+            "[[upstream]]\nname = \"u\"\ndiscovery = { type = \"consul\", address = \"http://c:8500\", service = \"s\", tls_ca = \"ca.pem\", tls_insecure_skip_verify = true }\n",
+        )]);
+        assert_eq!(
+            errs,
+            [
+                "routes/a.toml:3:83: `tls_ca` applies to an https:// consul `address`; this one is http://",
+                "routes/a.toml:3:120: `tls_insecure_skip_verify` applies to an https:// consul `address`; this one is http://",
+            ]
+        );
+        let plain = upstream(
+            "discovery = { type = \"consul\", address = \"http://c:8500\", service = \"s\", tls_insecure_skip_verify = false }",
+        );
+        assert!(matches!(
+            plain.discovery,
+            DiscoveryConfig::Consul { tls_ca: None, tls_insecure_skip_verify: false, .. }
+        ));
+        // The keys belong to consul only.
+        assert_prefix(
+            &error("[[upstream]]\nname = \"u\"\ndiscovery = { type = \"dns\", name = \"x\", port = 80, tls_ca = \"ca.pem\" }\n"),
+            "routes/a.toml:3:61: `tls_ca` is not a dns discovery key; dns takes: name, port, record, refresh, resolver",
         );
     }
 

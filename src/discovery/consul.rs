@@ -1,4 +1,4 @@
-//! The `consul` source: blocking queries on `GET /v1/health/service/<service>` (SPEC 2.2.1).
+//! The `consul` source: blocking queries on `GET /v1/health/service/<service>`.
 //!
 //! The loop follows Consul's "Blocking Queries" documentation and its implementation
 //! details section: send `index` = the last `X-Consul-Index` and `wait`; the server holds the
@@ -7,13 +7,16 @@
 //! Per the docs, an index that goes backwards resets to 0 (a plain read), a returned index of
 //! 0 is treated as 1, and the loop is rate-limited — here a token bucket of [`RATE`] queries
 //! per second with a burst of [`BURST`] — so a server (or proxy) that answers at once cannot
-//! make us spin. Errors (unreachable agent, non-200, bad JSON) keep the set, back off with
-//! jitter from 1 s to 30 s, and the next query after an error is a plain read.
+//! make us spin. Errors (unreachable agent, failed TLS handshake, non-200, bad JSON) keep the
+//! set, back off with jitter from 1 s to 30 s, and the next query after an error is a plain
+//! read.
 //!
 //! Address = `Service.Address`, else `Node.Address`; weight = `Service.Weights.Passing`
-//! (default 1). The client is hyper-util's pooled client over plain HTTP; the ACL token is read
-//! from the environment variable named by `token_env` at every query, so a rotated token is
-//! picked up without a reload.
+//! (default 1). The client ([`Agent`]) is hyper-util's pooled client on the upstream
+//! connector, so an `https://` agent is verified exactly as an `[upstream.tls]` upstream is:
+//! the webpki roots, or the `tls_ca` bundle, or nothing with `tls_insecure_skip_verify`. The
+//! ACL token is read from the environment variable named by `token_env` at every query, so a
+//! rotated token is picked up without a reload.
 
 use std::time::{Duration, Instant};
 
@@ -25,24 +28,29 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-use crate::config::StaticEndpoint;
+use crate::config::{ConsulAddress, StaticEndpoint, UpstreamProtocol, UpstreamTls};
+use crate::proxy::connect::UpstreamConnector;
 
 use super::{Backoff, Publisher};
 
-/// Sustained queries per second at most (SPEC 3.1): a blocking query that returns because of a
-/// change is re-issued at once, but a server that never blocks costs at most this.
+/// Sustained queries per second at most: a blocking query that returns because of a change is
+/// re-issued at once, but a server that never blocks costs at most this.
 pub const RATE: f64 = 2.0;
 /// Queries that may go out back to back before the rate applies (a change right after a
 /// change is followed without delay).
 pub const BURST: f64 = 2.0;
 /// Consul caps `wait` at 10 minutes.
 const MAX_WAIT: Duration = Duration::from_secs(600);
+/// A plain read, and the TCP connect plus TLS handshake of any query, get this long: an agent
+/// that accepts and never answers must not hold the watch, and an answer to a plain read is
+/// immediate on a healthy agent.
+const PLAIN_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to watch.
 #[derive(Debug, Clone)]
 pub struct ConsulSource {
-    /// `http://host:port` of an agent.
-    pub address: String,
+    /// The agent: `http://` or `https://`, host and port.
+    pub address: ConsulAddress,
     /// Service name.
     pub service: String,
     /// `tag` filter.
@@ -55,6 +63,48 @@ pub struct ConsulSource {
     pub token_env: Option<String>,
     /// Blocking-query `wait`.
     pub wait: Duration,
+    /// CA bundle for an `https://` agent (default: the webpki roots).
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Accept any certificate from an `https://` agent.
+    pub tls_insecure_skip_verify: bool,
+}
+
+// === impl Agent ===
+
+/// The HTTP client for one agent: cleartext for `http://`, rustls for `https://`.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    client: Client<UpstreamConnector, Empty<Bytes>>,
+}
+
+impl Agent {
+    /// A client for `src`'s agent. Fails when its TLS settings cannot be used (an unreadable
+    /// or empty `tls_ca` bundle), which the registry reports before the source starts, as an
+    /// unreadable `[upstream.tls] ca` is.
+    pub fn new(src: &ConsulSource) -> Result<Agent, String> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(PLAIN_READ_TIMEOUT));
+        // https:// URLs pass through to our connector, which does the TLS itself.
+        http.enforce_http(false);
+        let tls = if src.address.is_https() {
+            let settings = UpstreamTls {
+                // The name of the URL: a DNS name is sent as SNI, an IP address is matched
+                // against the certificate's IP SANs.
+                sni: None,
+                ca: src.tls_ca.clone(),
+                insecure_skip_verify: src.tls_insecure_skip_verify,
+            };
+            let cfg = crate::tls::client::config(&settings, UpstreamProtocol::Http1)
+                .map_err(|e| format!("consul {}: tls_ca: {e}", src.address))?;
+            Some((cfg, None))
+        } else {
+            None
+        };
+        let connector = UpstreamConnector::new(http, tls, PLAIN_READ_TIMEOUT)
+            .map_err(|e| format!("consul {}: {e}", src.address))?;
+        Ok(Agent { client: Client::builder(TokioExecutor::new()).build(connector) })
+    }
 }
 
 #[derive(Deserialize)]
@@ -125,7 +175,7 @@ fn enc(s: &str) -> String {
 
 /// The query URL for `index` (0 = a plain read).
 pub fn url(src: &ConsulSource, index: u64) -> String {
-    let mut u = format!("{}/v1/health/service/{}?", src.address.trim_end_matches('/'), enc(&src.service));
+    let mut u = format!("{}/v1/health/service/{}?", src.address, enc(&src.service));
     let mut q = Vec::new();
     if index > 0 {
         q.push(format!("index={index}"));
@@ -177,22 +227,14 @@ impl Bucket {
     }
 }
 
-/// Run the source until the registry aborts it.
-pub async fn run(src: ConsulSource, out: Publisher) {
-    if !src.address.starts_with("http://") {
-        out.fail(format!(
-            "consul address {:?}: only http:// is supported (put a local agent or a TLS-terminating proxy in front)",
-            src.address
-        ));
-        return std::future::pending().await;
-    }
-    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+/// Run the source until the registry aborts it, querying through `agent`.
+pub async fn run(src: ConsulSource, agent: Agent, out: Publisher) {
     let mut bucket = Bucket { tokens: BURST, at: Instant::now() };
     let mut backoff = Backoff::new();
     let mut index = 0u64;
     loop {
         bucket.take().await;
-        match query(&client, &src, index).await {
+        match query(&agent.client, &src, index).await {
             Ok((returned, set)) => {
                 index = next_index(index, returned);
                 out.reset(set);
@@ -207,8 +249,24 @@ pub async fn run(src: ConsulSource, out: Publisher) {
     }
 }
 
+/// `e` and its causes, joined: hyper-util's "client error (Connect)" alone does not say that
+/// the agent refused the connection or that its certificate is not trusted.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 async fn query(
-    client: &Client<HttpConnector, Empty<Bytes>>,
+    client: &Client<UpstreamConnector, Empty<Bytes>>,
     src: &ConsulSource,
     index: u64,
 ) -> Result<(u64, Vec<StaticEndpoint>), String> {
@@ -225,12 +283,12 @@ async fn query(
         let w = src.wait.min(MAX_WAIT);
         w + w / 16 + Duration::from_secs(10)
     } else {
-        Duration::from_secs(10)
+        PLAIN_READ_TIMEOUT
     };
     let res = tokio::time::timeout(limit, client.request(req))
         .await
         .map_err(|_| format!("Consul query {uri} timed out"))?
-        .map_err(|e| format!("Consul query {uri} failed: {e}"))?;
+        .map_err(|e| format!("Consul query {uri} failed: {}", chain(&e)))?;
     let status = res.status();
     let returned = res
         .headers()
@@ -241,7 +299,7 @@ async fn query(
     let body = tokio::time::timeout(Duration::from_secs(30), res.into_body().collect())
         .await
         .map_err(|_| format!("Consul answer from {uri} timed out"))?
-        .map_err(|e| format!("Consul answer from {uri} failed: {e}"))?
+        .map_err(|e| format!("Consul answer from {uri} failed: {}", chain(&e)))?
         .to_bytes();
     if status != StatusCode::OK {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_owned();
@@ -277,13 +335,15 @@ mod tests {
     #[test]
     fn query_url() {
         let src = ConsulSource {
-            address: "http://127.0.0.1:8500/".into(),
+            address: ConsulAddress::parse("http://127.0.0.1:8500/").unwrap(),
             service: "web api".into(),
             tag: Some("v2".into()),
             datacenter: Some("dc1".into()),
             passing_only: true,
             token_env: None,
             wait: Duration::from_secs(300),
+            tls_ca: None,
+            tls_insecure_skip_verify: false,
         };
         assert_eq!(
             url(&src, 0),
@@ -293,5 +353,30 @@ mod tests {
             url(&src, 7),
             "http://127.0.0.1:8500/v1/health/service/web%20api?index=7&wait=300000ms&passing=true&tag=v2&dc=dc1"
         );
+        let https = ConsulSource { address: ConsulAddress::parse("HTTPS://[::1]:8501").unwrap(), ..src };
+        assert_eq!(
+            url(&https, 0),
+            "https://[::1]:8501/v1/health/service/web%20api?passing=true&tag=v2&dc=dc1"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_tls_ca_is_an_error_before_the_watch_starts() {
+        let src = |address: &str, tls_ca: Option<&str>| ConsulSource {
+            address: ConsulAddress::parse(address).unwrap(),
+            service: "s".into(),
+            tag: None,
+            datacenter: None,
+            passing_only: true,
+            token_env: None,
+            wait: Duration::from_secs(300),
+            tls_ca: tls_ca.map(Into::into),
+            tls_insecure_skip_verify: false,
+        };
+        let missing = "/nonexistent/switchyard-consul-ca.pem";
+        let e = Agent::new(&src("https://127.0.0.1:8501", Some(missing))).unwrap_err();
+        assert!(e.starts_with("consul https://127.0.0.1:8501: tls_ca: ") && e.contains(missing), "{e}");
+        assert!(Agent::new(&src("https://127.0.0.1:8501", None)).is_ok(), "the webpki roots");
+        assert!(Agent::new(&src("http://127.0.0.1:8500", None)).is_ok());
     }
 }

@@ -1,4 +1,4 @@
-//! Service discovery: where an upstream's endpoints come from (SPEC 2.2.1).
+//! Service discovery: where an upstream's endpoints come from (docs/discovery.md).
 //!
 //! The design follows linkerd2-proxy's resolve stack (`linkerd/proxy/core/src/resolve.rs`,
 //! `linkerd/proxy/dns-resolve`) and the spirit of `tower::discover`: **discovery pushes,
@@ -291,27 +291,34 @@ impl Registry {
     }
 
     /// The source for `config`: the running one if an equal config has one, else a new one.
-    pub fn source(&self, config: &DiscoveryConfig) -> Arc<Source> {
+    /// Fails, starting nothing, when a new source cannot be set up (a Consul `tls_ca` that
+    /// cannot be read): the snapshot that needs it is then refused, as one with an unreadable
+    /// `[upstream.tls] ca` is.
+    pub fn source(&self, config: &DiscoveryConfig) -> Result<Arc<Source>, String> {
         let mut sources = self.inner.sources.lock().unwrap_or_else(|p| p.into_inner());
         sources.retain(|(_, w)| w.strong_count() > 0);
         if let Some(s) = sources.iter().find(|(k, _)| k == config).and_then(|(_, w)| w.upgrade()) {
-            return s;
+            return Ok(s);
         }
         let (publisher, rx) = Publisher::new(describe(config));
-        let cfg = config.clone();
-        let task = self.inner.runtime.spawn(run_source(cfg, publisher)).abort_handle();
+        let task = self.inner.runtime.spawn(source_task(config.clone(), publisher)?).abort_handle();
         let source = Arc::new(Source { rx, task });
         sources.push((config.clone(), Arc::downgrade(&source)));
-        source
+        Ok(source)
     }
 
     /// Feed `upstream` from the source for its discovery config. The current resolution (if
     /// the source already has one) is applied before this returns, so an upstream added by a
     /// reload next to an existing source has its endpoints before the new snapshot is swapped
     /// in. Dropping the returned [`Attachment`] stops feeding it.
-    /// `name` labels the metrics.
-    pub fn attach<T: Target>(&self, upstream: &Arc<T>, name: &Name, config: &DiscoveryConfig) -> Attachment {
-        let source = self.source(config);
+    /// `name` labels the metrics. Fails as [`source`](Self::source) does.
+    pub fn attach<T: Target>(
+        &self,
+        upstream: &Arc<T>,
+        name: &Name,
+        config: &DiscoveryConfig,
+    ) -> Result<Attachment, String> {
+        let source = self.source(config).map_err(|e| format!("upstream {:?}: {e}", name.as_str()))?;
         let mut rx = source.subscribe();
         let mut adapter = Adapter::new(name, config.kind(), Arc::clone(&self.inner.metrics));
         adapter.apply(&**upstream, &rx.borrow_and_update().clone());
@@ -327,7 +334,7 @@ impl Registry {
                 }
             })
             .abort_handle();
-        Attachment { _source: source, task }
+        Ok(Attachment { _source: source, task })
     }
 }
 
@@ -341,24 +348,48 @@ fn describe(config: &DiscoveryConfig) -> String {
     }
 }
 
-async fn run_source(config: DiscoveryConfig, out: Publisher) {
-    match config {
-        DiscoveryConfig::Static(list) => fixed::run(list, out).await,
+/// The task of one source, set up (a Consul agent's TLS client) before anything is spawned.
+fn source_task(
+    config: DiscoveryConfig,
+    out: Publisher,
+) -> Result<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>, String> {
+    Ok(match config {
+        DiscoveryConfig::Static(list) => Box::pin(fixed::run(list, out)),
         DiscoveryConfig::Dns { name, port, record, refresh, resolver } => {
-            dns::run(dns::DnsSource { name, port, record, refresh, resolver }, out).await
+            Box::pin(dns::run(dns::DnsSource { name, port, record, refresh, resolver }, out))
         }
         DiscoveryConfig::ZooKeeper { servers, path, format, endpoint_name, session_timeout } => {
-            zookeeper::run(zookeeper::ZkSource { servers, path, format, endpoint_name, session_timeout }, out)
-                .await
-        }
-        DiscoveryConfig::Consul { address, service, tag, datacenter, passing_only, token_env, wait } => {
-            consul::run(
-                consul::ConsulSource { address, service, tag, datacenter, passing_only, token_env, wait },
+            Box::pin(zookeeper::run(
+                zookeeper::ZkSource { servers, path, format, endpoint_name, session_timeout },
                 out,
-            )
-            .await
+            ))
         }
-    }
+        DiscoveryConfig::Consul {
+            address,
+            service,
+            tag,
+            datacenter,
+            passing_only,
+            token_env,
+            wait,
+            tls_ca,
+            tls_insecure_skip_verify,
+        } => {
+            let src = consul::ConsulSource {
+                address,
+                service,
+                tag,
+                datacenter,
+                passing_only,
+                token_env,
+                wait,
+                tls_ca,
+                tls_insecure_skip_verify,
+            };
+            let agent = consul::Agent::new(&src)?;
+            Box::pin(consul::run(src, agent, out))
+        }
+    })
 }
 
 // === impl Attachment ===
@@ -527,17 +558,59 @@ mod tests {
         let reg = Registry::new(Arc::new(Metrics::new()));
         let cfg = DiscoveryConfig::Static(vec![ep("127.0.0.1:1", 1)]);
         let (u1, u2) = (upstream(cfg.clone()), upstream(cfg.clone()));
-        let a1 = reg.attach(&u1, &u1.name, &cfg);
-        let a2 = reg.attach(&u2, &u2.name, &cfg);
+        let a1 = reg.attach(&u1, &u1.name, &cfg).unwrap();
+        let a2 = reg.attach(&u2, &u2.name, &cfg).unwrap();
         assert_eq!(reg.running(), 1, "equal configs share one source");
         let cfg2 = DiscoveryConfig::Static(vec![ep("127.0.0.1:2", 1)]);
-        let other = reg.attach(&upstream(cfg2.clone()), &u1.name, &cfg2);
+        let other = reg.attach(&upstream(cfg2.clone()), &u1.name, &cfg2).unwrap();
         assert_eq!(reg.running(), 2);
         drop(a1);
         assert_eq!(reg.running(), 2);
         drop(a2);
         drop(other);
         assert_eq!(reg.running(), 0, "a source stops when no upstream uses it");
+    }
+
+    fn consul(tls_ca: Option<&str>, insecure: bool) -> DiscoveryConfig {
+        DiscoveryConfig::Consul {
+            // Nothing listens there: the sources only have to start, not to succeed.
+            address: crate::config::ConsulAddress::parse("https://127.0.0.1:1").unwrap(),
+            service: "s".into(),
+            tag: None,
+            datacenter: None,
+            passing_only: true,
+            token_env: None,
+            wait: Duration::from_secs(300),
+            tls_ca: tls_ca.map(Into::into),
+            tls_insecure_skip_verify: insecure,
+        }
+    }
+
+    #[tokio::test]
+    async fn consul_tls_settings_are_part_of_the_source_identity() {
+        let reg = Registry::new(Arc::new(Metrics::new()));
+        let (plain, insecure) = (consul(None, false), consul(None, true));
+        let u = upstream(DiscoveryConfig::Static(vec![ep("127.0.0.1:1", 1)]));
+        let a1 = reg.attach(&u, &u.name, &plain).unwrap();
+        let a2 = reg.attach(&u, &u.name, &plain).unwrap();
+        assert_eq!(reg.running(), 1, "equal TLS settings share one watch");
+        let a3 = reg.attach(&u, &u.name, &insecure).unwrap();
+        assert_eq!(reg.running(), 2, "other TLS settings are another watch");
+        drop((a1, a2, a3));
+        assert_eq!(reg.running(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_consul_tls_ca_refuses_the_attachment_and_starts_nothing() {
+        let reg = Registry::new(Arc::new(Metrics::new()));
+        let u = upstream(DiscoveryConfig::Static(vec![ep("127.0.0.1:1", 1)]));
+        let missing = "/nonexistent/switchyard-consul-ca.pem";
+        let e = reg.attach(&u, &u.name, &consul(Some(missing), false)).unwrap_err();
+        assert!(
+            e.starts_with("upstream \"u\": consul https://127.0.0.1:1: tls_ca: ") && e.contains(missing),
+            "{e}"
+        );
+        assert_eq!(reg.running(), 0);
     }
 
     #[test]

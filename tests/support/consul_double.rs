@@ -11,9 +11,12 @@
 //!   `Check: {TTL}` — a TTL check starts critical, like Consul's), `PUT
 //!   /v1/agent/service/deregister/<id>`, `PUT /v1/agent/check/pass|fail/service:<id>`.
 //! - An ACL token: when set, requests without a matching `X-Consul-Token` get 403.
+//! - HTTPS on a second port ([`ConsulDouble::serve_tls`]), as an agent with both `ports.http`
+//!   and `ports.https` set serves the same API on both; the tests keep registering over HTTP.
 //!
 //! Controls a real agent does not have: count requests, stop and restart (an outage), move the
-//! index backwards (a restarted server), answer blocking queries at once (a misbehaving proxy).
+//! index backwards (a restarted server), answer blocking queries at once (a misbehaving proxy),
+//! swap the HTTPS certificate (an agent restarted with a certificate from another CA).
 //!
 //! `SWITCHYARD_CONSUL_ADDR=http://127.0.0.1:8500` makes [`Consul::start`] use a real
 //! `consul agent -dev` instead; tests that need the double-only controls then say so and skip
@@ -34,6 +37,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, Clone)]
 struct Instance {
@@ -67,6 +71,8 @@ pub struct ConsulDouble {
     pub addr: SocketAddr,
     state: Arc<DoubleState>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The HTTPS listener once [`serve_tls`](Self::serve_tls) was called: address and task.
+    tls: Mutex<Option<(SocketAddr, tokio::task::JoinHandle<()>)>>,
 }
 
 impl ConsulDouble {
@@ -78,8 +84,26 @@ impl ConsulDouble {
             index: watch::channel((10, 0)).0,
             health_requests: AtomicUsize::new(0),
         });
-        let task = serve(listener, Arc::clone(&state));
-        ConsulDouble { addr, state, task: Mutex::new(Some(task)) }
+        let task = serve(listener, Arc::clone(&state), None);
+        ConsulDouble { addr, state, task: Mutex::new(Some(task)), tls: Mutex::new(None) }
+    }
+
+    /// Serve the same API over HTTPS with `cfg` on a second loopback port, and return it.
+    /// Called again, it restarts that listener on the same port with the new `cfg` (an agent
+    /// restarted with another certificate): every open HTTPS connection is closed.
+    pub async fn serve_tls(&self, cfg: Arc<rustls::ServerConfig>) -> SocketAddr {
+        let old = self.tls.lock().unwrap().take();
+        let listener = match old {
+            Some((addr, task)) => {
+                task.abort();
+                rebind(addr).await
+            }
+            None => TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let addr = listener.local_addr().unwrap();
+        let task = serve(listener, Arc::clone(&self.state), Some(TlsAcceptor::from(cfg)));
+        *self.tls.lock().unwrap() = Some((addr, task));
+        addr
     }
 
     /// `GET /v1/health/service` requests received so far.
@@ -117,47 +141,74 @@ impl ConsulDouble {
     /// Serve again on the same port.
     pub async fn restart(&self) {
         self.stop();
-        let mut tries = 0;
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("cannot rebind {}: {e}", self.addr),
-            }
-        };
-        *self.task.lock().unwrap() = Some(serve(listener, Arc::clone(&self.state)));
+        let listener = rebind(self.addr).await;
+        *self.task.lock().unwrap() = Some(serve(listener, Arc::clone(&self.state), None));
     }
 }
 
 impl Drop for ConsulDouble {
     fn drop(&mut self) {
         self.stop();
+        if let Some((_, t)) = self.tls.lock().unwrap().take() {
+            t.abort();
+        }
     }
 }
 
-fn serve(listener: TcpListener, state: Arc<DoubleState>) -> tokio::task::JoinHandle<()> {
+/// Bind `addr` again once the aborted listener that held it is gone.
+async fn rebind(addr: SocketAddr) -> TcpListener {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(_) if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot rebind {addr}: {e}"),
+        }
+    }
+}
+
+/// Accept on `listener`, over TLS with `tls`, until the returned task is aborted.
+fn serve(
+    listener: TcpListener,
+    state: Arc<DoubleState>,
+    tls: Option<TlsAcceptor>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // Connections live in the set, so aborting this task closes them all (an outage).
         let mut conns = tokio::task::JoinSet::new();
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let state = Arc::clone(&state);
+            let tls = tls.clone();
             conns.spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let state = Arc::clone(&state);
-                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                match tls {
+                    None => serve_connection(TokioIo::new(stream), state).await,
+                    // A client that does not trust the certificate ends the handshake itself.
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve_connection(TokioIo::new(stream), state).await
+                        }
+                    }
+                }
             });
             while conns.try_join_next().is_some() {}
         }
     })
+}
+
+async fn serve_connection<I>(io: I, state: Arc<DoubleState>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+    });
+    let _ =
+        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
 }
 
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -359,6 +359,7 @@ pub async fn closed_after(
     }
 }
 
+pub mod certs;
 pub mod consul_double;
 pub mod disc;
 pub mod dns;
