@@ -310,6 +310,9 @@ async fn metrics(g: &TestGateway) -> String {
     get(&g.admin_url("/metrics")).await.text()
 }
 
+/// How long a reload may take to show (the watch debounces for 200 ms).
+const WITHIN: Duration = Duration::from_secs(10);
+
 // === tests ===
 
 #[tokio::test]
@@ -528,6 +531,53 @@ async fn a_broken_pair_is_skipped_while_the_others_serve() {
     assert_eq!(leaf_of(addr, "bad.test").await, bad.der);
     let cfg = get(&g.admin_url("/config")).await.json();
     assert_eq!(cfg["tls_errors"].as_array().unwrap().len(), 2, "{cfg}");
+}
+
+/// `GET /config`'s `tls_errors`.
+async fn tls_errors(g: &TestGateway) -> Vec<serde_json::Value> {
+    get(&g.admin_url("/config")).await.json()["tls_errors"].as_array().cloned().unwrap_or_default()
+}
+
+/// Whether some entry of `tls_errors` is about `file` and says `says`.
+async fn tls_error_says(g: &TestGateway, file: &Path, says: &str) -> bool {
+    tls_errors(g).await.iter().any(|e| {
+        e["file"].as_str() == Some(file.to_str().unwrap())
+            && e["message"].as_str().is_some_and(|m| m.contains(says))
+    })
+}
+
+#[tokio::test]
+async fn a_reload_that_finds_no_certificate_keeps_the_serving_set() {
+    let ca = Ca::new("empty ca");
+    let (_d, dir) = certs_dir();
+    let site = ca.server("site", &["site.test"]);
+    site.write(&dir, "site");
+    let echo = echo("e").await;
+    let (g, addr) = tls_gateway(&dir, "", "", &echo_routes(&echo)).await;
+    assert_eq!(leaf_of(addr, "site.test").await, site.der);
+
+    // Every certificate removed: the watch reloads, finds nothing usable, keeps the set.
+    std::fs::remove_file(dir.join("site.crt")).unwrap();
+    std::fs::remove_file(dir.join("site.key")).unwrap();
+    eventually("tls_errors says the folder holds no certificate", WITHIN, || {
+        tls_error_says(&g, &dir, "no usable certificate")
+    })
+    .await;
+    assert_eq!(leaf_of(addr, "site.test").await, site.der, "the old certificate keeps serving");
+    let r = tls_get(addr, "site.test", client_config(&ca, &[b"http/1.1"], None), "/", &[]).await.unwrap();
+    assert_eq!(r.got.status, StatusCode::OK);
+    // POST /reload takes the same path.
+    let res = send(Request::post(g.admin_url("/reload")).body(full("")).unwrap()).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(tls_error_says(&g, &dir, "no usable certificate").await, "{:?}", tls_errors(&g).await);
+    assert_eq!(leaf_of(addr, "site.test").await, site.der);
+    let m = metrics(&g).await;
+    assert!(m.contains("switchyard_tls_cert_expiry_timestamp_seconds{cert=\"site\"}"), "{m}");
+
+    // A usable certificate back clears the error.
+    site.write(&dir, "site");
+    eventually("tls_errors clears", WITHIN, || async { tls_errors(&g).await.is_empty() }).await;
+    assert_eq!(leaf_of(addr, "site.test").await, site.der);
 }
 
 #[tokio::test]
