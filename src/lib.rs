@@ -192,7 +192,7 @@ impl Gateway {
         };
 
         let (tx, mut rx) = mpsc::channel(1);
-        let watch = match config::watch::watch(&[routes_dir.as_path()], tx) {
+        let watch = match config::watch::watch(&[routes_dir.as_path()], &[], tx) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(error = %e, dir = %routes_dir.display(), "cannot watch the routes folder; reload with SIGHUP or POST /reload");

@@ -581,6 +581,44 @@ async fn a_reload_that_finds_no_certificate_keeps_the_serving_set() {
 }
 
 #[tokio::test]
+async fn a_deleted_certs_dir_keeps_the_serving_set_and_is_watched_again_once_back() {
+    let ca = Ca::new("gone ca");
+    let (_d, dir) = certs_dir();
+    let v1 = ca.server("v1", &["site.test"]);
+    v1.write(&dir, "site");
+    let echo = echo("e").await;
+    let (g, addr) = tls_gateway(&dir, "", "", &echo_routes(&echo)).await;
+    assert_eq!(leaf_of(addr, "site.test").await, v1.der);
+
+    // The folder itself deleted: handshakes go on with the set that was serving.
+    std::fs::remove_dir_all(&dir).unwrap();
+    eventually("tls_errors says the folder cannot be read", WITHIN, || {
+        tls_error_says(&g, &dir, "cannot read the certificates folder")
+    })
+    .await;
+    assert_eq!(leaf_of(addr, "site.test").await, v1.der, "the old certificate keeps serving");
+    let r = tls_get(addr, "site.test", client_config(&ca, &[b"h2"], None), "/", &[]).await.unwrap();
+    assert_eq!(r.got.status, StatusCode::OK);
+
+    // Created again with a new certificate: watched again and served, without SIGHUP.
+    std::fs::create_dir(&dir).unwrap();
+    let v2 = ca.server("v2", &["site.test"]);
+    v2.write(&dir, "site");
+    eventually("the re-created folder's certificate is served", WITHIN, || async {
+        leaf_of(addr, "site.test").await == v2.der
+    })
+    .await;
+    eventually("tls_errors clears", WITHIN, || async { tls_errors(&g).await.is_empty() }).await;
+    // And changes inside the new folder are seen.
+    let v3 = ca.server("v3", &["site.test"]);
+    v3.write(&dir, "site");
+    eventually("a change in the re-created folder is served", WITHIN, || async {
+        leaf_of(addr, "site.test").await == v3.der
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn pkcs8_pkcs1_and_sec1_keys_load() {
     let ca = Ca::new("formats ca");
     let (d, dir) = certs_dir();

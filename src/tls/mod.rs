@@ -294,7 +294,7 @@ impl Stores {
         dirs.sort();
         dirs.dedup();
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        let w = match crate::config::watch::watch(&dirs, tx) {
+        let w = match crate::config::watch::watch(&dirs, &[], tx) {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the certificates folders; reload with SIGHUP or POST /reload");
