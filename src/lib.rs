@@ -108,10 +108,12 @@ impl Gateway {
                 Some(t) => {
                     let name = Arc::new(l.name.clone());
                     let timeout = cfg.limits.header_read_timeout;
-                    let a = tls::Acceptor::new(name, t, Arc::clone(&metrics), timeout)
-                        .map_err(StartError::Other)?;
-                    certs.0.push(Arc::clone(a.store()));
-                    Some(Arc::new(a))
+                    let a = Arc::new(
+                        tls::Acceptor::new(name, t, Arc::clone(&metrics), timeout)
+                            .map_err(StartError::Other)?,
+                    );
+                    certs.0.push(Arc::clone(&a));
+                    Some(a)
                 }
                 None => None,
             };
