@@ -113,10 +113,12 @@ impl Gateway {
                 Some(t) => {
                     let name = Arc::new(l.name.clone());
                     let timeout = cfg.limits.header_read_timeout;
-                    let a = tls::Acceptor::new(name, t, Arc::clone(&metrics), timeout)
-                        .map_err(StartError::Other)?;
-                    certs.0.push(Arc::clone(a.store()));
-                    Some(Arc::new(a))
+                    let a = Arc::new(
+                        tls::Acceptor::new(name, t, Arc::clone(&metrics), timeout)
+                            .map_err(StartError::Other)?,
+                    );
+                    certs.0.push(Arc::clone(&a));
+                    Some(a)
                 }
                 None => None,
             };
@@ -198,7 +200,7 @@ impl Gateway {
         };
 
         let (tx, mut rx) = mpsc::channel(1);
-        let watch = match config::watch::watch(&[routes_dir.as_path()], tx) {
+        let watch = match config::watch::watch(&[routes_dir.as_path()], &[], tx) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(error = %e, dir = %routes_dir.display(), "cannot watch the routes folder; reload with SIGHUP or POST /reload");

@@ -134,6 +134,44 @@ async fn reloads_are_counted_and_post_reload_answers() {
 }
 
 #[tokio::test]
+async fn a_deleted_routes_dir_keeps_its_routes_and_is_watched_again_once_back() {
+    let g = gateway_with("", &[("a.toml", &respond("a", "/a", "one"))]).await;
+    let dir = g.routes_dir();
+    assert!(body_is(&g, "/a", "one").await);
+
+    // Deleted: the reload fails (a missing folder is not an empty set) and the routes stay.
+    std::fs::remove_dir_all(&dir).unwrap();
+    eventually("the reload of a missing routes_dir is rejected", WITHIN, || async {
+        !config(&g).await["last_error"].is_null()
+    })
+    .await;
+    let e = &config(&g).await["last_error"];
+    assert!(e["message"].as_str().unwrap().contains("cannot read the routes directory"), "{e}");
+    assert!(body_is(&g, "/a", "one").await, "the old routes keep serving while routes_dir is gone");
+
+    // Created again with another file: watched again and loaded, without SIGHUP.
+    std::fs::create_dir(&dir).unwrap();
+    write_atomic(&dir.join("b.toml"), &respond("b", "/b", "bee"));
+    eventually("the re-created routes_dir is loaded", WITHIN, || body_is(&g, "/b", "bee")).await;
+    assert_eq!(get(&g.url("/a")).await.status, 404, "the set is the new folder's");
+    assert!(config(&g).await["last_error"].is_null());
+    // And changes inside the new folder are seen.
+    g.write_routes("b.toml", &respond("b", "/b", "two"));
+    eventually("a change in the re-created routes_dir applies", WITHIN, || body_is(&g, "/b", "two")).await;
+
+    // A folder renamed into place (a deploy that swaps whole folders) is watched too: the
+    // watch follows the new folder, not the old one renamed away.
+    let next = dir.with_file_name("routes.next");
+    std::fs::create_dir(&next).unwrap();
+    std::fs::write(next.join("c.toml"), respond("c", "/c", "sea")).unwrap();
+    std::fs::rename(&dir, dir.with_file_name("routes.old")).unwrap();
+    std::fs::rename(&next, &dir).unwrap();
+    eventually("the swapped-in routes_dir is loaded", WITHIN, || body_is(&g, "/c", "sea")).await;
+    g.write_routes("c.toml", &respond("c", "/c", "sea2"));
+    eventually("a change in the swapped-in routes_dir applies", WITHIN, || body_is(&g, "/c", "sea2")).await;
+}
+
+#[tokio::test]
 async fn an_unchanged_upstream_keeps_its_pooled_connection() {
     let up = upstream(status(200)).await;
     let base = one_upstream("u", up.addr);

@@ -310,6 +310,9 @@ async fn metrics(g: &TestGateway) -> String {
     get(&g.admin_url("/metrics")).await.text()
 }
 
+/// How long a reload may take to show (the watch debounces for 200 ms).
+const WITHIN: Duration = Duration::from_secs(10);
+
 // === tests ===
 
 #[tokio::test]
@@ -528,6 +531,160 @@ async fn a_broken_pair_is_skipped_while_the_others_serve() {
     assert_eq!(leaf_of(addr, "bad.test").await, bad.der);
     let cfg = get(&g.admin_url("/config")).await.json();
     assert_eq!(cfg["tls_errors"].as_array().unwrap().len(), 2, "{cfg}");
+}
+
+/// `GET /config`'s `tls_errors`.
+async fn tls_errors(g: &TestGateway) -> Vec<serde_json::Value> {
+    get(&g.admin_url("/config")).await.json()["tls_errors"].as_array().cloned().unwrap_or_default()
+}
+
+/// Whether some entry of `tls_errors` is about `file` and says `says`.
+async fn tls_error_says(g: &TestGateway, file: &Path, says: &str) -> bool {
+    tls_errors(g).await.iter().any(|e| {
+        e["file"].as_str() == Some(file.to_str().unwrap())
+            && e["message"].as_str().is_some_and(|m| m.contains(says))
+    })
+}
+
+#[tokio::test]
+async fn a_reload_that_finds_no_certificate_keeps_the_serving_set() {
+    let ca = Ca::new("empty ca");
+    let (_d, dir) = certs_dir();
+    let site = ca.server("site", &["site.test"]);
+    site.write(&dir, "site");
+    let echo = echo("e").await;
+    let (g, addr) = tls_gateway(&dir, "", "", &echo_routes(&echo)).await;
+    assert_eq!(leaf_of(addr, "site.test").await, site.der);
+
+    // Every certificate removed: the watch reloads, finds nothing usable, keeps the set.
+    std::fs::remove_file(dir.join("site.crt")).unwrap();
+    std::fs::remove_file(dir.join("site.key")).unwrap();
+    eventually("tls_errors says the folder holds no certificate", WITHIN, || {
+        tls_error_says(&g, &dir, "no usable certificate")
+    })
+    .await;
+    assert_eq!(leaf_of(addr, "site.test").await, site.der, "the old certificate keeps serving");
+    let r = tls_get(addr, "site.test", client_config(&ca, &[b"http/1.1"], None), "/", &[]).await.unwrap();
+    assert_eq!(r.got.status, StatusCode::OK);
+    // POST /reload takes the same path.
+    let res = send(Request::post(g.admin_url("/reload")).body(full("")).unwrap()).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(tls_error_says(&g, &dir, "no usable certificate").await, "{:?}", tls_errors(&g).await);
+    assert_eq!(leaf_of(addr, "site.test").await, site.der);
+    let m = metrics(&g).await;
+    assert!(m.contains("switchyard_tls_cert_expiry_timestamp_seconds{cert=\"site\"}"), "{m}");
+
+    // A usable certificate back clears the error.
+    site.write(&dir, "site");
+    eventually("tls_errors clears", WITHIN, || async { tls_errors(&g).await.is_empty() }).await;
+    assert_eq!(leaf_of(addr, "site.test").await, site.der);
+}
+
+#[tokio::test]
+async fn a_deleted_certs_dir_keeps_the_serving_set_and_is_watched_again_once_back() {
+    let ca = Ca::new("gone ca");
+    let (_d, dir) = certs_dir();
+    let v1 = ca.server("v1", &["site.test"]);
+    v1.write(&dir, "site");
+    let echo = echo("e").await;
+    let (g, addr) = tls_gateway(&dir, "", "", &echo_routes(&echo)).await;
+    assert_eq!(leaf_of(addr, "site.test").await, v1.der);
+
+    // The folder itself deleted: handshakes go on with the set that was serving.
+    std::fs::remove_dir_all(&dir).unwrap();
+    eventually("tls_errors says the folder cannot be read", WITHIN, || {
+        tls_error_says(&g, &dir, "cannot read the certificates folder")
+    })
+    .await;
+    assert_eq!(leaf_of(addr, "site.test").await, v1.der, "the old certificate keeps serving");
+    let r = tls_get(addr, "site.test", client_config(&ca, &[b"h2"], None), "/", &[]).await.unwrap();
+    assert_eq!(r.got.status, StatusCode::OK);
+
+    // Created again with a new certificate: watched again and served, without SIGHUP.
+    std::fs::create_dir(&dir).unwrap();
+    let v2 = ca.server("v2", &["site.test"]);
+    v2.write(&dir, "site");
+    eventually("the re-created folder's certificate is served", WITHIN, || async {
+        leaf_of(addr, "site.test").await == v2.der
+    })
+    .await;
+    eventually("tls_errors clears", WITHIN, || async { tls_errors(&g).await.is_empty() }).await;
+    // And changes inside the new folder are seen.
+    let v3 = ca.server("v3", &["site.test"]);
+    v3.write(&dir, "site");
+    eventually("a change in the re-created folder is served", WITHIN, || async {
+        leaf_of(addr, "site.test").await == v3.der
+    })
+    .await;
+}
+
+/// Whether a new connection with `cfg` resumes a session (`cfg` must have made a request
+/// before, to hold a TLS 1.3 ticket). A refused handshake is not a resumption.
+async fn resumes(addr: SocketAddr, cfg: Arc<ClientConfig>) -> bool {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_rustls::TlsConnector::from(cfg).connect(server_name("site.test"), tcp),
+    )
+    .await
+    .unwrap();
+    tls.is_ok_and(|t| t.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed))
+}
+
+#[tokio::test]
+async fn client_ca_is_reloaded_with_the_certificates() {
+    let server_ca = Ca::new("server ca");
+    let (old_ca, new_ca) = (Ca::new("old client ca"), Ca::new("new client ca"));
+    let (d, dir) = certs_dir();
+    server_ca.server("site", &["site.test"]).write(&dir, "site");
+    // The bundle lives outside certs_dir: its own folder is watched.
+    let ca_dir = d.path().join("trust");
+    std::fs::create_dir(&ca_dir).unwrap();
+    let ca_file = ca_dir.join("clients.pem");
+    std::fs::write(&ca_file, &old_ca.pem).unwrap();
+    let echo = echo("e").await;
+    let (g, addr) =
+        tls_gateway(&dir, &format!("client_ca = \"{}\"", ca_file.display()), "", &echo_routes(&echo)).await;
+    let (old, new) = (old_ca.issue("old", &[], true, false), new_ca.issue("new", &[], true, false));
+    let with = |leaf: &Leaf| {
+        let cfg = client_config(&server_ca, &[b"http/1.1"], Some(leaf));
+        async move {
+            tls_get(addr, "site.test", cfg, "/", &[]).await.is_ok_and(|r| r.got.status == StatusCode::OK)
+        }
+    };
+    assert!(with(&old).await, "a client of the configured CA is accepted");
+    assert!(!with(&new).await, "a client of another CA is refused");
+    // A reload that finds the same bundle keeps sessions resumable (rustls sends two tickets).
+    let old_session = client_config(&server_ca, &[b"http/1.1"], Some(&old));
+    tls_get(addr, "site.test", Arc::clone(&old_session), "/", &[]).await.unwrap();
+    g.gateway().reload().await.unwrap();
+    assert!(resumes(addr, Arc::clone(&old_session)).await, "an unchanged bundle keeps sessions");
+
+    // Rotated on disk: the next handshakes use the new bundle, without SIGHUP.
+    write_atomic(&ca_file, &new_ca.pem);
+    eventually("a client of the new CA is accepted", WITHIN, || with(&new)).await;
+    assert!(!with(&old).await, "a client of the old CA is refused after the rotation");
+    // Nor can it come back on a session made under the old bundle.
+    assert!(!resumes(addr, Arc::clone(&old_session)).await, "a session of the old CA was resumed");
+    assert!(tls_errors(&g).await.is_empty(), "{:?}", tls_errors(&g).await);
+
+    // An invalid bundle keeps the serving verifier and says why.
+    write_atomic(&ca_file, "-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n");
+    eventually("tls_errors names the bad bundle", WITHIN, || tls_error_says(&g, &ca_file, "bad PEM")).await;
+    assert!(with(&new).await, "the serving client CA is kept");
+    assert!(!with(&old).await);
+    // So does a missing one (SIGHUP's path this time).
+    std::fs::remove_file(&ca_file).unwrap();
+    g.gateway().reload().await.unwrap();
+    assert!(tls_error_says(&g, &ca_file, "cannot read").await, "{:?}", tls_errors(&g).await);
+    assert!(with(&new).await, "the serving client CA is kept");
+
+    // A bundle holding both CAs accepts both (POST /reload's path); the error clears.
+    std::fs::write(&ca_file, format!("{}{}", old_ca.pem, new_ca.pem)).unwrap();
+    let res = send(Request::post(g.admin_url("/reload")).body(full("")).unwrap()).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(tls_errors(&g).await.is_empty(), "{:?}", tls_errors(&g).await);
+    assert!(with(&old).await && with(&new).await);
 }
 
 #[tokio::test]

@@ -273,7 +273,8 @@ fn config_view(state: &AdminState, snap: &Snapshot) -> Value {
         "loaded_at": rfc3339(snap.loaded_at),
         "files": snap.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         "last_error": last.map(|l| error_view(&l.error, Some(l.at))),
-        // Certificate pairs skipped at the last certificate load (they do not fail a reload).
+        // TLS problems of the last reload: skipped certificate pairs, a certificate set or a
+        // client CA bundle kept because the new one was unusable (they do not fail a reload).
         "tls_errors": state.certs.errors().iter().map(|(e, at)| error_view(e, *at)).collect::<Vec<_>>(),
     })
 }

@@ -8,9 +8,13 @@
 //! - [`Acceptor`]: the per-listener handshake: read the ClientHello first (tokio-rustls'
 //!   `LazyConfigAcceptor`) so that an unknown SNI name is refused with the `unrecognized_name`
 //!   alert that SPEC 2.3 names (rustls' own resolver failure sends `access_denied`), then finish
-//!   the handshake with the shared `ServerConfig`. The whole handshake is bounded by
+//!   the handshake with the listener's current `ServerConfig`. The whole handshake is bounded by
 //!   `header_read_timeout` (a client that connects and says nothing is a slowloris too), and
 //!   counted in `switchyard_tls_handshakes_total{listener,result}`.
+//! - The mTLS `client_ca` bundle is reloaded with the certificates. The verifier is part of the
+//!   `ServerConfig`, so a changed bundle builds a new one, swapped in for the next handshake;
+//!   a bundle that cannot be read or holds no usable CA keeps the serving one (the error shows
+//!   in `tls_errors`), as a broken certificate pair does.
 //! - [`client`]: the upstream side (webpki roots or a CA file, SNI override, insecure mode).
 //!
 //! TLS 1.2 and 1.3 only (rustls implements nothing older), ALPN `h2` then `http/1.1`; the ring
@@ -20,13 +24,15 @@ pub mod client;
 pub mod resolver;
 pub mod store;
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use http::HeaderValue;
 use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::CertificateDer;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -54,7 +60,11 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Read a PEM CA bundle into a root store.
 pub fn roots(path: &Path) -> Result<RootCertStore, ConfigError> {
-    let certs = store::read_certs(path)?;
+    roots_of(path, store::read_certs(path)?)
+}
+
+/// The root store of the certificates read from the CA bundle `path`.
+fn roots_of(path: &Path, certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, ConfigError> {
     let mut roots = RootCertStore::empty();
     let (added, ignored) = roots.add_parsable_certificates(certs);
     if added == 0 {
@@ -66,15 +76,33 @@ pub fn roots(path: &Path) -> Result<RootCertStore, ConfigError> {
 
 // === impl Acceptor ===
 
-/// The TLS side of one listener: its certificate store and rustls configuration.
+/// The TLS side of one listener: its certificate store, client CA and rustls configuration.
 #[derive(Debug)]
 pub struct Acceptor {
     listener: Name,
     store: Arc<CertStore>,
     resolver: Arc<SniResolver>,
-    config: Arc<ServerConfig>,
+    client_ca: Option<ClientCa>,
+    /// Replaced when the client CA changes; each handshake loads the current one.
+    config: ArcSwap<ServerConfig>,
     metrics: Arc<Metrics>,
     timeout: Duration,
+}
+
+/// A listener's mTLS `client_ca` bundle, reloaded with its certificates.
+#[derive(Debug)]
+struct ClientCa {
+    path: PathBuf,
+    /// Also serialises reloads (file IO under it; never taken on the request path).
+    state: Mutex<ClientCaState>,
+}
+
+#[derive(Debug)]
+struct ClientCaState {
+    /// The certificates of the bundle that is verifying clients now.
+    serving: Vec<CertificateDer<'static>>,
+    /// Why the last reload kept the serving bundle, and when.
+    error: Option<(ConfigError, SystemTime)>,
 }
 
 /// A finished handshake.
@@ -104,7 +132,8 @@ pub enum HandshakeError {
 
 impl Acceptor {
     /// Build a listener's TLS side: generate a development certificate if `certs_dir` holds
-    /// none, load the certificates, and read `client_ca` for mTLS. Errors are fatal at start.
+    /// none, load the certificates, and read `client_ca` for mTLS. Errors are fatal at start;
+    /// later ones (in [`Acceptor::reload`]) keep what serves.
     pub fn new(
         listener: Name,
         cfg: &ListenerTls,
@@ -121,29 +150,27 @@ impl Acceptor {
             ));
         }
         let resolver = Arc::new(SniResolver::new(Arc::clone(store.current()), cfg.default_cert.clone()));
-        let builder = ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| format!("listener {listener:?}: TLS setup failed: {e}"))?;
-        let builder = match &cfg.client_ca {
-            Some(ca) => {
-                let roots = roots(ca).map_err(|e| format!("listener {listener:?}: client_ca: {e}"))?;
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                    .build()
-                    .map_err(|e| format!("listener {listener:?}: client_ca {}: {e}", ca.display()))?;
-                builder.with_client_cert_verifier(verifier)
+        let (config, client_ca) = match &cfg.client_ca {
+            Some(path) => {
+                let certs =
+                    store::read_certs(path).map_err(|e| format!("listener {listener:?}: client_ca: {e}"))?;
+                let roots = roots_of(path, certs.clone())
+                    .map_err(|e| format!("listener {listener:?}: client_ca: {e}"))?;
+                let config = server_config(&resolver, Some(roots))
+                    .map_err(|e| format!("listener {listener:?}: client_ca {}: {e}", path.display()))?;
+                let state = ClientCaState { serving: certs, error: None };
+                (config, Some(ClientCa { path: path.clone(), state: Mutex::new(state) }))
             }
-            None => builder.with_no_client_auth(),
+            None => {
+                (server_config(&resolver, None).map_err(|e| format!("listener {listener:?}: {e}"))?, None)
+            }
         };
-        let mut config = builder.with_cert_resolver(Arc::clone(&resolver) as _);
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
-        config.ticketer = rustls::crypto::ring::Ticketer::new()
-            .map_err(|e| format!("listener {listener:?}: TLS ticketer: {e}"))?;
         Ok(Acceptor {
             listener,
             store,
             resolver,
-            config: Arc::new(config),
+            client_ca,
+            config: ArcSwap::from_pointee(config),
             metrics,
             timeout: handshake_timeout,
         })
@@ -152,6 +179,64 @@ impl Acceptor {
     /// The certificate store (reloaded by the certs watch, SIGHUP and `POST /reload`).
     pub fn store(&self) -> &Arc<CertStore> {
         &self.store
+    }
+
+    /// Reload the certificates and the client CA bundle (blocking file IO). What fails to
+    /// load keeps what was serving; the errors are in [`Acceptor::errors`].
+    pub fn reload(&self) {
+        self.store.reload();
+        self.reload_client_ca();
+    }
+
+    /// The problems of the last reload, each with the time it was seen.
+    pub fn errors(&self) -> Vec<(ConfigError, Option<SystemTime>)> {
+        let set = self.store.current().load_full();
+        let mut errors: Vec<_> = set.errors.iter().map(|e| (e.clone(), set.loaded_at)).collect();
+        if let Some(ca) = &self.client_ca {
+            let state = ca.state.lock().unwrap_or_else(|p| p.into_inner());
+            errors.extend(state.error.iter().map(|(e, at)| (e.clone(), Some(*at))));
+        }
+        errors
+    }
+
+    /// Read `client_ca` again. A changed bundle builds a new `ServerConfig` for the next
+    /// handshakes, with a new session cache and ticket key: a session made under the old
+    /// trust anchors cannot be resumed past the change, its client has to be verified again.
+    /// An unchanged bundle changes nothing (sessions resume as before).
+    fn reload_client_ca(&self) {
+        let Some(ca) = &self.client_ca else { return };
+        let mut state = ca.state.lock().unwrap_or_else(|p| p.into_inner());
+        let loaded = store::read_certs(&ca.path).and_then(|certs| {
+            if certs == state.serving {
+                return Ok(None);
+            }
+            let roots = roots_of(&ca.path, certs.clone())?;
+            let config = server_config(&self.resolver, Some(roots)).map_err(|message| ConfigError {
+                file: ca.path.clone(),
+                line: 1,
+                column: 1,
+                message,
+            })?;
+            Ok(Some((certs, config)))
+        });
+        match loaded {
+            Ok(None) => state.error = None,
+            Ok(Some((certs, config))) => {
+                self.config.store(Arc::new(config));
+                tracing::info!(
+                    listener = %self.listener,
+                    file = %ca.path.display(),
+                    cas = certs.len(),
+                    "client CA bundle reloaded"
+                );
+                *state = ClientCaState { serving: certs, error: None };
+            }
+            Err(mut e) => {
+                e.message.push_str("; the client CA bundle loaded before keeps verifying clients");
+                tracing::error!(listener = %self.listener, "{e}");
+                state.error = Some((e, SystemTime::now()));
+            }
+        }
     }
 
     /// Run the handshake on a freshly accepted connection.
@@ -180,7 +265,7 @@ impl Acceptor {
             .await;
             return Err(HandshakeError::UnrecognizedName(sni));
         }
-        let stream = tokio::time::timeout_at(deadline, start.into_stream(Arc::clone(&self.config)))
+        let stream = tokio::time::timeout_at(deadline, start.into_stream(self.config.load_full()))
             .await
             .map_err(|_| timeout())??;
         let conn = stream.get_ref().1;
@@ -189,6 +274,32 @@ impl Acceptor {
             conn.peer_certificates().and_then(|c| c.first()).and_then(|leaf| xfcc(leaf.as_ref()));
         Ok(Accepted { stream, h2, client_cert })
     }
+}
+
+/// A listener's rustls configuration: TLS 1.3 and 1.2, certificates from `resolver`, client
+/// certificates required and verified against `client_roots` when given, ALPN `h2` then
+/// `http/1.1`, and its own session cache and ticket key.
+fn server_config(
+    resolver: &Arc<SniResolver>,
+    client_roots: Option<RootCertStore>,
+) -> Result<ServerConfig, String> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS setup failed: {e}"))?;
+    let builder = match client_roots {
+        Some(roots) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| format!("client certificate verifier: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::clone(resolver) as _);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS ticketer: {e}"))?;
+    Ok(config)
 }
 
 // === x-forwarded-client-cert ===
@@ -258,43 +369,43 @@ fn escape_dn_value(s: &str) -> String {
 
 // === impl Stores ===
 
-/// Every TLS listener's certificate store, reloaded together: on a change under a
-/// `certs_dir` (debounced, SPEC 2.4), on SIGHUP and on `POST /reload`.
+/// Every TLS listener's certificates and client CA, reloaded together: on a change under a
+/// `certs_dir` or to a `client_ca` file (debounced), on SIGHUP and on
+/// `POST /reload`.
 #[derive(Clone, Debug, Default)]
-pub struct Stores(pub Vec<Arc<CertStore>>);
+pub struct Stores(pub Vec<Arc<Acceptor>>);
 
 impl Stores {
-    /// Reload every store (blocking file IO: call from `spawn_blocking`).
+    /// Reload every listener's TLS files (blocking file IO: call from `spawn_blocking`).
     pub fn reload(&self) {
-        for s in &self.0 {
-            s.reload();
+        for a in &self.0 {
+            a.reload();
         }
     }
 
-    /// The problems of the current sets, with the time each set was loaded; `GET /config`
-    /// shows them as `tls_errors` (a bad pair does not fail a reload, so it is not
-    /// `last_error`).
-    pub fn errors(&self) -> Vec<(ConfigError, Option<std::time::SystemTime>)> {
-        self.0
-            .iter()
-            .flat_map(|s| {
-                let set = s.current().load_full();
-                set.errors.iter().map(|e| (e.clone(), set.loaded_at)).collect::<Vec<_>>()
-            })
-            .collect()
+    /// The problems of the last reloads, with the time each was seen; `GET /config` shows
+    /// them as `tls_errors` (a bad pair or bundle keeps what serves and does not fail a
+    /// reload, so it is not `last_error`).
+    pub fn errors(&self) -> Vec<(ConfigError, Option<SystemTime>)> {
+        self.0.iter().flat_map(|a| a.errors()).collect()
     }
 
-    /// Watch every `certs_dir` and reload on changes. `None` when there is nothing to watch
-    /// or the watch failed (logged: SIGHUP and `POST /reload` still work).
+    /// Watch every `certs_dir` and `client_ca` file (which may live elsewhere) and reload on
+    /// changes. `None` when there is nothing to watch or the watch failed (logged: SIGHUP and
+    /// `POST /reload` still work).
     pub fn watch(&self) -> Option<crate::config::watch::FolderWatch> {
         if self.0.is_empty() {
             return None;
         }
-        let mut dirs: Vec<&Path> = self.0.iter().map(|s| s.dir()).collect();
+        let mut dirs: Vec<&Path> = self.0.iter().map(|a| a.store.dir()).collect();
         dirs.sort();
         dirs.dedup();
+        let mut files: Vec<&Path> =
+            self.0.iter().filter_map(|a| a.client_ca.as_ref().map(|c| c.path.as_path())).collect();
+        files.sort();
+        files.dedup();
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        let w = match crate::config::watch::watch(&dirs, tx) {
+        let w = match crate::config::watch::watch(&dirs, &files, tx) {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch the certificates folders; reload with SIGHUP or POST /reload");

@@ -142,11 +142,37 @@ impl CertStore {
     }
 
     /// Load the folder again and swap the new set in (blocking file IO). A pair that fails
-    /// now but loaded before keeps its previous version. Returns the number of errors.
+    /// now but loaded before keeps its previous version. A load that finds no usable
+    /// certificate at all (the folder emptied, deleted or unreadable) keeps the whole serving
+    /// set: an empty set would fail every handshake. Returns the number of errors.
     pub fn reload(&self) -> usize {
         let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
         let prev = self.current.load_full();
-        let (mut certs, errors) = load_dir(&self.dir, self.ignore.as_deref());
+        let (mut certs, mut errors) = load_dir(&self.dir, self.ignore.as_deref());
+        if certs.is_empty() && !prev.certs.is_empty() {
+            let n = prev.certs.len();
+            let kept = format!(
+                "the set loaded before ({n} certificate{}) keeps serving",
+                if n == 1 { "" } else { "s" }
+            );
+            // A folder that cannot be read already has its error; name the outcome in it.
+            match errors.iter_mut().find(|e| e.file == self.dir) {
+                Some(e) => e.message = format!("{}; {kept}", e.message),
+                None => errors.push(err(&self.dir, format!("no usable certificate in this folder; {kept}"))),
+            }
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            let n = errors.len();
+            tracing::info!(
+                dir = %self.dir.display(),
+                certificates = prev.certs.len(),
+                errors = n,
+                "no usable certificate found: the serving certificates are kept"
+            );
+            self.current.store(Arc::new(CertSet::new(prev.certs.clone(), errors)));
+            return n;
+        }
         for e in &errors {
             let stem = e.file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
             if let Some(old) = prev.by_stem(stem) {
