@@ -329,6 +329,52 @@ pub fn serving_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// The open-file limit before and after [`raise_open_file_limit`].
+#[derive(Debug)]
+struct FileLimit {
+    was: u64,
+    now: u64,
+    hard: u64,
+    error: Option<String>,
+}
+
+/// Raise the soft open-file limit to the hard one, as HAProxy does at start: the soft limit is
+/// often 1 024 while `max_connections` defaults to 10 000 per listener, and each proxied
+/// request needs a second descriptor upstream.
+fn raise_open_file_limit() -> Option<FileLimit> {
+    use rlimit::Resource;
+    let (soft, hard) = Resource::NOFILE.get().ok()?;
+    let mut limit = FileLimit { was: soft, now: soft, hard, error: None };
+    if soft < hard {
+        match Resource::NOFILE.set(hard, hard) {
+            Ok(()) => limit.now = hard,
+            Err(e) => limit.error = Some(e.to_string()),
+        }
+    }
+    Some(limit)
+}
+
+/// Log both limits, with a warning when even the raised one is below `wanted` (two
+/// descriptors per connection the listeners may hold: client and upstream).
+fn log_file_limit(limit: Option<&FileLimit>, wanted: u64) {
+    let Some(l) = limit else {
+        tracing::warn!("cannot read the open-file limit");
+        return;
+    };
+    tracing::info!(was = l.was, now = l.now, hard = l.hard, "open-file limit");
+    if let Some(e) = &l.error {
+        tracing::warn!(error = %e, "cannot raise the open-file soft limit");
+    }
+    if l.now < wanted {
+        tracing::warn!(
+            limit = l.now,
+            wanted,
+            "the open-file limit is below 2 x max_connections per listener; raise the hard limit \
+             (LimitNOFILE= in systemd, ulimit -Hn) or lower [limits] max_connections"
+        );
+    }
+}
+
 /// Run until SIGTERM/SIGINT, reloading on SIGHUP and reopening the access log on SIGUSR1.
 pub async fn run(cfg: GatewayConfig) -> Result<(), StartError> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -339,7 +385,11 @@ pub async fn run(cfg: GatewayConfig) -> Result<(), StartError> {
         sig(SignalKind::hangup())?,
         sig(SignalKind::user_defined1())?,
     );
+    let files = raise_open_file_limit();
+    let wanted = cfg.listeners.len() as u64 * cfg.limits.max_connections as u64 * 2 + 256;
     let gw = Gateway::start_with(cfg, serving_threads()).await?;
+    // Logged once the start succeeded, so a failed start prints only its cause.
+    log_file_limit(files.as_ref(), wanted);
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -105,40 +105,6 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Raise the soft open-file limit to the hard one, as HAProxy does at start: the soft limit is
-/// often 1 024 while `max_connections` defaults to 10 000 per listener, and each proxied
-/// request needs a second descriptor upstream. Both limits are logged, with a warning when
-/// even the hard limit is below what the listeners may hold.
-fn raise_open_file_limit(cfg: &switchyard::config::GatewayConfig) {
-    use rlimit::Resource;
-    let Ok((soft, hard)) = Resource::NOFILE.get() else {
-        tracing::warn!("cannot read the open-file limit");
-        return;
-    };
-    let raised = if soft < hard {
-        match Resource::NOFILE.set(hard, hard) {
-            Ok(()) => hard,
-            Err(e) => {
-                tracing::warn!(soft, hard, error = %e, "cannot raise the open-file soft limit");
-                soft
-            }
-        }
-    } else {
-        soft
-    };
-    // Two descriptors per connection (client and upstream), plus some for files and sockets.
-    let wanted = cfg.listeners.len() as u64 * cfg.limits.max_connections as u64 * 2 + 256;
-    tracing::info!(was = soft, now = raised, hard, "open-file limit");
-    if raised < wanted {
-        tracing::warn!(
-            limit = raised,
-            wanted,
-            "the open-file limit is below 2 x max_connections per listener; raise the hard limit \
-             (LimitNOFILE= in systemd, ulimit -Hn) or lower [limits] max_connections"
-        );
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
@@ -166,7 +132,6 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            raise_open_file_limit(&cfg);
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -195,13 +195,13 @@ fn check_takes_https_consul_addresses_and_refuses_ftp_with_line_and_column() {
     assert!(stderr(&out).starts_with(&want), "want {want}…, got:\n{}", stderr(&out));
 
     // tls_ca is read by check, as the gateway reads it before it starts the watch. A relative
-    // path resolves as [upstream.tls] ca does (against the route file's folder).
+    // path resolves as [upstream.tls] ca does: against the folder of gateway.toml.
     let dir = config_dir(
         "127.0.0.1:0",
         "",
         &[("a.toml", &routes("https://127.0.0.1:8501", ", tls_ca = \"consul-ca.pem\""))],
     );
-    let ca = dir.path().join("routes").join("consul-ca.pem");
+    let ca = dir.path().join("consul-ca.pem");
     let out = run_check(dir.path());
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).starts_with(&format!("{}:1:1: ", ca.display())), "{}", stderr(&out));
