@@ -7,7 +7,8 @@
 #   bench/profile.sh callgrind  # switchyard only: user-space instructions per request (valgrind)
 #   bench/profile.sh perf       # switchyard only: perf record -g, then the top symbols
 #
-# SWITCHYARD_BIN (default target/release/switchyard, built if missing), SECONDS_RUN (default 5).
+# SWITCHYARD_BIN (default target/release/switchyard, built if missing), SECONDS_RUN (default 5),
+# CALLGRIND_OUT (callgrind mode: keep the raw profile in this file).
 # Every process started here is stopped by PID on exit. See bench/README.md ("Profiling").
 set -euo pipefail
 
@@ -144,6 +145,8 @@ callgrind)
     ir=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
     echo "switchyard: $n requests, $((ir / n)) user-space instructions per request"
     callgrind_annotate "$out" 2>/dev/null | sed -n '/^Ir/,$p' | sed -n 3,25p
+    # CALLGRIND_OUT=FILE keeps the raw profile (for callgrind_annotate --threshold=100 FILE).
+    if [[ -n ${CALLGRIND_OUT:-} ]]; then cp "$out" "$CALLGRIND_OUT"; fi
     ;;
 perf)
     start_switchyard
