@@ -193,10 +193,18 @@ fn request(c: &mut Criterion) {
     let mut g = c.benchmark_group("request");
     g.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_millis(700));
 
-    bench_mut(&mut g, "strip_hop_by_hop/keep_alive", &browser, |h| strip_hop_by_hop(h, None));
-    bench_mut(&mut g, "strip_hop_by_hop/connection_listed", &hop, |h| strip_hop_by_hop(h, None));
-    bench_mut(&mut g, "strip_hop_by_hop/upgrade", &upgrade, |h| strip_hop_by_hop(h, up.clone()));
-    bench_mut(&mut g, "strip_hop_by_hop/none_h2", &h2, |h| strip_hop_by_hop(h, None));
+    bench_mut(&mut g, "strip_hop_by_hop/keep_alive", &browser, |h| {
+        strip_hop_by_hop(h, None);
+    });
+    bench_mut(&mut g, "strip_hop_by_hop/connection_listed", &hop, |h| {
+        strip_hop_by_hop(h, None);
+    });
+    bench_mut(&mut g, "strip_hop_by_hop/upgrade", &upgrade, |h| {
+        strip_hop_by_hop(h, up.clone());
+    });
+    bench_mut(&mut g, "strip_hop_by_hop/none_h2", &h2, |h| {
+        strip_hop_by_hop(h, None);
+    });
 
     bench_mut(&mut g, "set_forwarded/first_hop", &browser, |h| {
         set_forwarded(h, &client_ip, true, Some(&host))
@@ -246,7 +254,9 @@ fn response(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("response");
     g.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_millis(700));
-    bench_mut(&mut g, "strip_hop_by_hop", &upstream, |h| strip_hop_by_hop(h, None));
+    bench_mut(&mut g, "strip_hop_by_hop", &upstream, |h| {
+        strip_hop_by_hop(h, None);
+    });
 
     // The route's `response_headers` layer around a terminal that answers at once with the
     // upstream's headers (carried in the request's extensions, moved out, not cloned). The

@@ -36,12 +36,13 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Remove hop-by-hop headers: `connection` and every header it names, `keep-alive`,
 /// `proxy-connection`, `te` (except `te: trailers`, which gRPC needs), `trailer`,
 /// `transfer-encoding` and `upgrade`. With `upgrade`, the headers an upgrade needs are put back.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
+/// Returns whether a `connection` header was there (so other headers may have gone with it).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) -> bool {
     // One pass over the names (standard names compare as interned values) tells which
     // hop-by-hop headers are present; most messages carry none, or only `connection`.
     let present = headers.keys().fold(0u8, |acc, n| acc | hop_bit(n));
     if present == 0 && upgrade.is_none() {
-        return;
+        return false;
     }
     if present & CONNECTION != 0 {
         // Names the `connection` header lists, beyond the ones removed below anyway.
@@ -89,6 +90,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, up);
     }
+    present & CONNECTION != 0
 }
 
 const CONNECTION: u8 = 1;
@@ -173,7 +175,7 @@ pub fn prepare_request(
     upgrade: Option<HeaderValue>,
 ) {
     let Some(info) = info else {
-        strip_hop_by_hop(headers, upgrade);
+        let _ = strip_hop_by_hop(headers, upgrade);
         return;
     };
     if let Some(up) = upgrade {

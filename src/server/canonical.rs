@@ -87,7 +87,7 @@ pub fn request<B>(req: &mut Request<B>, cfg: &HttpConfig) -> Result<Canonical, R
     if req.method() == Method::CONNECT {
         return Err(Rejection::Connect);
     }
-    let host = host(req)?;
+    let (host, set_host) = host(req)?;
 
     // The path, and an origin-form target: the host now lives in the Host header alone.
     let target = {
@@ -117,11 +117,23 @@ pub fn request<B>(req: &mut Request<B>, cfg: &HttpConfig) -> Result<Canonical, R
 
     let upgrade = if req_is_http1(req) { upgrade_requested(req.headers()) } else { None };
     let headers = req.headers_mut();
-    strip_hop_by_hop(headers, None);
-    headers.remove(&X_FORWARDED_HOST);
-    headers.remove(&X_FORWARDED_PROTO);
+    let had_connection = strip_hop_by_hop(headers, None);
+    // Most requests carry neither: one pass over the names is cheaper than two removals.
+    let (xfh, xfp) = headers
+        .keys()
+        .fold((false, false), |(h, p), n| (h || n == X_FORWARDED_HOST, p || n == X_FORWARDED_PROTO));
+    if xfh {
+        headers.remove(&X_FORWARDED_HOST);
+    }
+    if xfp {
+        headers.remove(&X_FORWARDED_PROTO);
+    }
+    // The Host header holds the routed host: put it there when the target or `:authority`
+    // supplied it, or when `Connection: host` just removed it.
     if let Some(h) = &host {
-        headers.insert(header::HOST, h.clone());
+        if set_host || (had_connection && !headers.contains_key(header::HOST)) {
+            headers.insert(header::HOST, h.clone());
+        }
     }
     Ok(Canonical { host, upgrade })
 }
@@ -131,8 +143,9 @@ fn req_is_http1<B>(req: &Request<B>) -> bool {
 }
 
 /// The request's host by RFC 9112 section 3.2 (HTTP/1) or RFC 9113 section 8.3.1 (HTTP/2, and
-/// HTTP/3 alike): validated, as a header value.
-fn host<B>(req: &Request<B>) -> Result<Option<HeaderValue>, Rejection> {
+/// HTTP/3 alike): validated, as a header value, and whether the Host header must be set to it
+/// (the target or `:authority` supplied it).
+fn host<B>(req: &Request<B>) -> Result<(Option<HeaderValue>, bool), Rejection> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let first = hosts.next();
     if hosts.next().is_some() {
@@ -146,12 +159,12 @@ fn host<B>(req: &Request<B>) -> Result<Option<HeaderValue>, Rejection> {
     }
     let authority = uri.authority().map(|a| a.as_str());
     let chosen = if req_is_http1(req) {
-        // An HTTP/1.1 request needs its one Host even when the target is absolute; the
+        // An HTTP/1.1 request needs its one valid Host even when the target is absolute; the
         // target's authority then replaces it.
-        if let Some(h) = first {
-            valid_host(h.as_bytes())?;
-        } else if req.version() == Version::HTTP_11 {
-            return Err(Rejection::MissingHost);
+        match (first, authority) {
+            (None, _) if req.version() == Version::HTTP_11 => return Err(Rejection::MissingHost),
+            (Some(h), Some(_)) => valid_host(h.as_bytes())?,
+            _ => {}
         }
         match authority {
             Some(a) => Some(a.as_bytes()),
@@ -168,13 +181,14 @@ fn host<B>(req: &Request<B>) -> Result<Option<HeaderValue>, Rejection> {
         }
     };
     match chosen {
-        None => Ok(None),
+        None => Ok((None, false)),
         Some(h) => {
             valid_host(h)?;
-            // Reuse the client's header value when it is the one chosen (no copy).
+            // Reuse the client's header value when it is the one chosen (no copy, and the
+            // Host header needs no rewriting).
             match first {
-                Some(v) if v.as_bytes() == h => Ok(Some(v.clone())),
-                _ => HeaderValue::from_bytes(h).map(Some).map_err(|_| Rejection::InvalidHost),
+                Some(v) if v.as_bytes() == h => Ok((Some(v.clone()), false)),
+                _ => HeaderValue::from_bytes(h).map(|v| (Some(v), true)).map_err(|_| Rejection::InvalidHost),
             }
         }
     }
@@ -209,17 +223,38 @@ pub fn valid_host(h: &[u8]) -> Result<(), Rejection> {
     if name.is_empty() || name.len() > 255 {
         return bad;
     }
-    if name[0] != b'[' && !name.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+    if name[0] != b'[' && !name.iter().all(|&b| HOST_CHAR[usize::from(b)]) {
         return bad;
     }
     if let Some(p) = port {
-        let digits = !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit);
-        if !digits || std::str::from_utf8(p).ok().and_then(|s| s.parse::<u16>().ok()).is_none() {
+        if p.is_empty() || p.len() > 5 {
+            return bad;
+        }
+        let mut n: u32 = 0;
+        for &d in p {
+            if !d.is_ascii_digit() {
+                return bad;
+            }
+            n = n * 10 + u32::from(d - b'0');
+        }
+        if n > u32::from(u16::MAX) {
             return bad;
         }
     }
     Ok(())
 }
+
+/// The bytes of a host name: letters, digits, `-`, `_`, `.`.
+static HOST_CHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.';
+        b += 1;
+    }
+    t
+};
 
 /// Whether `b` is an RFC 3986 unreserved character.
 fn unreserved(b: u8) -> bool {

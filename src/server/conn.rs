@@ -65,8 +65,9 @@ pub struct ConnState {
     send_ms: AtomicU64,
     idle_ms: AtomicU64,
     header_ms: AtomicU64,
-    /// Wakes the connection task when something falls due before its next check.
-    pub(super) wake: tokio::sync::Notify,
+    /// Set (and `waker` woken) when something falls due before the task's next check.
+    nudged: AtomicBool,
+    waker: futures_util::task::AtomicWaker,
     http2: AtomicBool,
     /// The head of the next request has been read (and scanned) by the IO wrapper.
     head_scanned: AtomicBool,
@@ -101,7 +102,8 @@ impl Default for ConnState {
             send_ms: AtomicU64::new(0),
             idle_ms: AtomicU64::new(0),
             header_ms: AtomicU64::new(0),
-            wake: tokio::sync::Notify::new(),
+            nudged: AtomicBool::new(false),
+            waker: futures_util::task::AtomicWaker::new(),
             http2: AtomicBool::new(false),
             head_scanned: AtomicBool::new(false),
             conflicting_framing: AtomicBool::new(false),
@@ -159,8 +161,16 @@ impl ConnState {
     /// will look in time anyway, which is the common case on a busy connection.
     fn nudge(&self, due: u64) {
         if due < self.next_check.load(Ordering::Relaxed) {
-            self.wake.notify_one();
+            self.nudged.store(true, Ordering::Release);
+            self.waker.wake();
         }
+    }
+
+    /// Resolves when [`ConnState::nudge`] asks the connection task to check now. Polled on
+    /// every wake of the task, so it costs a waker registration (a no-op when the waker is the
+    /// same) and a load when nothing happened; a `tokio::sync::Notify` costs several times that.
+    pub(super) fn nudged(&self) -> Nudged<'_> {
+        Nudged(self)
     }
 
     /// A response body (HTTP/2) handed out data (`true`), or was asked again or ended
@@ -247,6 +257,25 @@ impl ConnState {
         } else {
             wait(deadline.min(stall_at))
         }
+    }
+}
+
+/// See [`ConnState::nudged`].
+#[derive(Debug)]
+pub(super) struct Nudged<'a>(&'a ConnState);
+
+impl std::future::Future for Nudged<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let st = self.0;
+        st.waker.register(cx.waker());
+        // Read after registering, so a nudge in between is not lost.
+        if st.nudged.load(Ordering::Acquire) {
+            st.nudged.store(false, Ordering::Relaxed);
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }
 

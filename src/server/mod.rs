@@ -452,12 +452,13 @@ impl Connection {
                     }
                 }
                 // Something falls due before `next` (idle, a next head, a stall): check now.
-                () = state.wake.notified(), if !closing => next = tokio::time::Instant::now(),
+                () = state.nudged(), if !closing => next = tokio::time::Instant::now(),
                 _ = self.shutdown.cancelled(), if !draining => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = self.shared.hard_stop.cancelled() => {
+                // Only ever after the drain began: not polled on the request path before.
+                _ = self.shared.hard_stop.cancelled(), if draining => {
                     tracing::debug!(client = %peer, "drain timeout: closing the connection");
                     break;
                 }

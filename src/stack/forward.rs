@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use http::{Request, Response, StatusCode};
 
 use crate::balance::{Endpoint, Phase, Upstream, OUTCOMES};
@@ -34,12 +34,16 @@ use crate::resilience::limits::Slot;
 pub struct Forward {
     upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
+    /// Whether the upstream's `read_timeout` needs its own timer while waiting for a head:
+    /// not when the route's `timeout` (which covers every attempt) fires no later anyway.
+    head_timer: bool,
 }
 
 impl Forward {
-    /// A forwarder to `upstream`.
-    pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>) -> Self {
-        Forward { upstream, metrics }
+    /// A forwarder to `upstream` for a route whose `timeout` is `route_timeout`.
+    pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>, route_timeout: Option<Duration>) -> Self {
+        let head_timer = route_timeout.is_none_or(|t| t > upstream.config.read_timeout);
+        Forward { upstream, metrics, head_timer }
     }
 
     /// The upstream.
@@ -204,9 +208,14 @@ impl tower::Service<Request<Body>> for Forward {
             let trial = TrialGuard::arm(&this.upstream, &ep);
             let sent = Instant::now();
             let read_timeout = this.upstream.config.read_timeout;
-            let progress = info.as_ref().map(|i| Arc::clone(&i.bytes_in));
             let send = this.upstream.client.send(&ep.address, req);
-            match head_within(send, read_timeout, progress).await {
+            let sent_head = if this.head_timer {
+                let progress = info.as_ref().map(|i| Arc::clone(&i.bytes_in));
+                Either::Left(head_within(send, read_timeout, progress))
+            } else {
+                Either::Right(send)
+            };
+            match sent_head.await {
                 Ok(mut res) => {
                     let rtt = sent.elapsed();
                     let upstream_ms = rtt.as_secs_f64() * 1e3;

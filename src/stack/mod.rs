@@ -62,7 +62,7 @@ pub fn build(
             Arc::clone(metrics),
             Some(gate),
         );
-        BoxCloneSyncService::new(retry.layer(Forward::new(up, Arc::clone(metrics))))
+        BoxCloneSyncService::new(retry.layer(Forward::new(up, Arc::clone(metrics), route.timeout)))
     };
     let terminal: RouteService = match &route.action {
         Action::Upstream(name) => forward(name),
