@@ -7,7 +7,8 @@
 //! Properties: never panics; an answer is an index below `router.len()`; the same lookup
 //! answers the same; the host is case-insensitive (for hosts of at most 255 bytes, the size
 //! below which the router lower-cases them); `lookup_request` agrees with `lookup` for the
-//! same request when the host goes in a valid `Host` header.
+//! same request when the host goes in a `Host` header that `HeaderValue::to_str` reads back
+//! (visible ASCII).
 #![no_main]
 
 use std::path::PathBuf;
@@ -182,7 +183,15 @@ fuzz_target!(|data: &[u8]| {
     *req.headers_mut() = c.headers.clone();
     req.headers_mut().remove(http::header::HOST);
     if let Some(h) = &c.host {
+        // `lookup_request` reads the header with `to_str`, which refuses obs-text (bytes >= 0x80)
+        // that `HeaderValue::from_str` accepts: such a Host is "no host" there, while `lookup`
+        // matches its ASCII part (the first run found `B.A.EXAMPLE.COM:騨`). The server never
+        // routes such a host (`canonical::valid_host` refuses it first), so compare only hosts
+        // that survive the header round trip.
         let Ok(v) = HeaderValue::from_str(h) else { return };
+        if v.to_str().is_err() {
+            return;
+        }
         req.headers_mut().insert(http::header::HOST, v);
     }
     assert_eq!(router.lookup_request(&req), found, "lookup_request disagrees with lookup: {}", ctx());
