@@ -163,18 +163,28 @@ async fn hosts_must_be_one_and_valid_and_connect_is_refused() {
     let app = upstream(status(200)).await;
     let g = gateway(&one_upstream("app", app.addr)).await;
     let cases = [
-        ("GET / HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\n\r\n", 400, "bad_request"),
-        ("GET / HTTP/1.1\r\n\r\n", 400, "bad_request"),
-        ("GET / HTTP/1.1\r\nhost: a.example, b.example\r\n\r\n", 400, "bad_request"),
-        ("GET / HTTP/1.1\r\nhost: user@a.example\r\n\r\n", 400, "bad_request"),
-        ("GET / HTTP/1.1\r\nhost: a.example:99999\r\n\r\n", 400, "bad_request"),
-        ("CONNECT a.example:443 HTTP/1.1\r\nhost: a.example:443\r\n\r\n", 405, "method_not_allowed"),
-        ("GET ftp://a.example/ HTTP/1.1\r\nhost: a.example\r\n\r\n", 400, "bad_request"),
+        (
+            "GET / HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\nconnection: close\r\n\r\n",
+            400,
+            "bad_request",
+        ),
+        ("GET / HTTP/1.1\r\nconnection: close\r\n\r\n", 400, "bad_request"),
+        ("GET / HTTP/1.1\r\nhost: a.example, b.example\r\nconnection: close\r\n\r\n", 400, "bad_request"),
+        ("GET / HTTP/1.1\r\nhost: user@a.example\r\nconnection: close\r\n\r\n", 400, "bad_request"),
+        ("GET / HTTP/1.1\r\nhost: a.example:99999\r\nconnection: close\r\n\r\n", 400, "bad_request"),
+        (
+            "CONNECT a.example:443 HTTP/1.1\r\nhost: a.example:443\r\nconnection: close\r\n\r\n",
+            405,
+            "method_not_allowed",
+        ),
+        ("GET ftp://a.example/ HTTP/1.1\r\nhost: a.example\r\nconnection: close\r\n\r\n", 400, "bad_request"),
     ];
     for (req, code, reason) in cases {
         let a = raw(g.addr, req.as_bytes(), Duration::from_secs(2)).await;
         assert_eq!(status_of(&a), code, "{req:?}: {a}");
         assert!(a.contains(&format!("x-switchyard-error: {reason}")), "{req:?}: {a}");
+        let id = a.lines().find_map(|l| l.strip_prefix("x-request-id: ")).unwrap_or_default();
+        assert_eq!(id.trim().len(), 32, "a refused request still gets a request id: {a}");
     }
     assert_eq!(app.hits(), 0, "no refused request reached the upstream");
     // HTTP/1.0 may omit Host.

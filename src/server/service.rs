@@ -126,7 +126,8 @@ where
             path: None,
             protocol,
             route: None,
-            request_id: HeaderValue::from_static(""),
+            // Taken before anything can refuse the request, so every answer carries it.
+            request_id: headers::request_id(req.headers()),
             info: None,
             http2: req.version() == Version::HTTP_2,
             _guard: guard,
@@ -139,7 +140,6 @@ where
         // One canonical request before anything looks at it (`canonical`): routes, rewrites,
         // the access log and the upstream all see this form.
         let canonical = canonical::request(&mut req, &self.shared.http);
-        done.request_id = headers::request_id(req.headers());
         if self.shared.access_log.enabled() {
             done.path = Some(req.uri().path().to_owned());
         }
