@@ -188,9 +188,11 @@ impl ConnState {
         }
     }
 
-    /// A write to the client returned `Pending` (`true`) or made progress (`false`).
-    fn note_write(&self, blocked: bool) {
-        if !blocked && self.handed.load(Ordering::Relaxed) > 0 {
+    /// A write to the client returned `Pending` (`blocked`) or completed.
+    /// `wrote`: bytes went out (a flush that had nothing to write is no progress: an HTTP/2
+    /// connection flushes on every wake, stalled or not).
+    fn note_write(&self, blocked: bool, wrote: bool) {
+        if wrote && self.handed.load(Ordering::Relaxed) > 0 {
             self.h2_progress.store(now_ms(), Ordering::Relaxed);
         }
         let since = self.write_blocked_since.load(Ordering::Relaxed);
@@ -389,14 +391,14 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.project();
         let r = this.inner.poll_write(cx, buf);
-        this.state.note_write(r.is_pending());
+        this.state.note_write(r.is_pending(), matches!(r, Poll::Ready(Ok(n)) if n > 0));
         r
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let r = this.inner.poll_flush(cx);
-        this.state.note_write(r.is_pending());
+        this.state.note_write(r.is_pending(), false);
         r
     }
 
@@ -411,7 +413,7 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let r = this.inner.poll_write_vectored(cx, bufs);
-        this.state.note_write(r.is_pending());
+        this.state.note_write(r.is_pending(), matches!(r, Poll::Ready(Ok(n)) if n > 0));
         r
     }
 
