@@ -347,7 +347,7 @@ http {
     # default; hyper and haproxy do not, so lift it for a like-for-like test.
     keepalive_requests 10000000;
     keepalive_timeout 60s;
-    # keep a client's x-request-id, else generate one (switchyard: SPEC 3)
+    # keep a client's x-request-id, else generate one (as switchyard does)
     map \$http_x_request_id \$bench_request_id {
         ""      \$request_id;
         default \$http_x_request_id;
@@ -371,7 +371,7 @@ $(for a in "${UPSTREAM_ADDRS[@]}"; do echo "        server $a;"; done)
             proxy_pass http://fast;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            # the same header work switchyard does (SPEC 3)
+            # the same header work switchyard does
             proxy_set_header Host \$http_host;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto \$scheme;
@@ -423,7 +423,7 @@ defaults
 frontend bench
     bind 127.0.0.1:$port
     bind 127.0.0.1:$tls_port ssl crt $TLS_DIR/bench.pem alpn h2,http/1.1 ssl-min-ver TLSv1.2
-    # the same header work switchyard does (SPEC 3)
+    # the same header work switchyard does
     option forwardfor
     http-request set-header X-Forwarded-Proto http unless { ssl_fc }
     http-request set-header X-Forwarded-Proto https if { ssl_fc }

@@ -1,4 +1,4 @@
-//! Header rewriting on the hot path (`proxy::headers`, SPEC 3): what every proxied request and
+//! Header rewriting on the hot path (`proxy::headers`): what every proxied request and
 //! response pays before it is forwarded, on a browser-like request of 14 headers and a typical
 //! upstream response of 13.
 //!

@@ -1,4 +1,4 @@
-//! The access log (SPEC 7): one JSON object per line per request.
+//! The access log (docs/configuration.md, `[access_log]`): one JSON object per line per request.
 //!
 //! Records are handed to a dedicated writer thread over a bounded channel, so formatting and
 //! writing never happen on a request thread and a slow disk cannot stall traffic: when the

@@ -1,5 +1,5 @@
 //! `switchyard echo`: a tiny upstream for demos and tests. Every request gets 200 and a JSON
-//! body `{"name","method","path","query","headers","body_bytes"}` (SPEC 1 and 3.1); `GET
+//! body `{"name","method","path","query","headers","body_bytes"}` (README); `GET
 //! /healthz` answers 200 `ok`. It speaks HTTP/1.1 and h2c, and supports WebSocket-style
 //! upgrades by echoing bytes back, so it can stand in for most upstreams in a demo.
 

@@ -131,7 +131,7 @@ pub struct Overloaded {
     pub limit: &'static str,
 }
 
-/// The reason codes of SPEC 3's error table, as sent in `x-switchyard-error`.
+/// The reason codes of the README's "Errors the gateway makes", as sent in `x-switchyard-error`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reason {
     /// 400

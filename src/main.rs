@@ -1,4 +1,4 @@
-//! The `switchyard` command line (SPEC 1): run the gateway, `check` a config, or run the `echo`
+//! The `switchyard` command line (README, "Start it"): run the gateway, `check` a config, or run the `echo`
 //! upstream.
 
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
-//! The built binary (SPEC 1): `check`, start-up failures, `echo`, signals (SIGTERM drain,
-//! SIGHUP reload), JSON logs, and the access log file (SPEC 7).
+//! The built binary: `check`, start-up failures, `echo`, signals (SIGTERM drain,
+//! SIGHUP reload), JSON logs, and the access log file.
 
 mod support;
 

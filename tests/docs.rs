@@ -129,3 +129,36 @@ fn readme_links_the_docs_and_nothing_points_outside() {
         }
     }
 }
+
+/// Source comments cite the docs in the repository, never section numbers of a contract that
+/// a clone does not have.
+#[test]
+fn source_comments_cite_no_outside_contract() {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "benches"] {
+        walk(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 20, "the walk found too few source files: {}", files.len());
+    for path in files {
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            assert!(
+                !line.contains("SPEC ") && !line.contains("../shared"),
+                "{}:{}: cites a contract outside the repository: {line}",
+                path.display(),
+                i + 1
+            );
+        }
+    }
+}

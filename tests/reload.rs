@@ -1,4 +1,4 @@
-//! Hot reload of route files (SPEC 2.4): changed, added and removed files apply; invalid sets
+//! Hot reload of route files: changed, added and removed files apply; invalid sets
 //! keep the old routes and show in `GET /config`; reloads are counted; unchanged upstreams keep
 //! their pools; in-flight requests finish on their snapshot; nothing fails under load.
 

@@ -218,7 +218,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-/// `GET /ready` once listening (SPEC 5, 3.1): wait for every upstream's first discovery result
+/// `GET /ready` once listening (docs/admin-api.md): wait for every upstream's first discovery result
 /// (endpoints, an authoritative empty answer, or an error), but at most
 /// [`discovery::READY_BOUND`] after start; then ready, with what is still missing or failing
 /// listed in the body.

@@ -344,7 +344,7 @@ impl Upstream {
         Ok(())
     }
 
-    /// Record a discovery failure; the endpoint set is left as it is (SPEC 2.2.1: never empty
+    /// Record a discovery failure; the endpoint set is left as it is (docs/discovery.md: never empty
     /// an upstream because discovery failed).
     pub fn set_discovery_error(&self, error: String) {
         let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,4 +1,4 @@
-//! Serde structs mirroring the TOML files, key for key (SPEC 2.1, 2.2, 2.2.1).
+//! Serde structs mirroring the TOML files, key for key (docs/configuration.md).
 //!
 //! Nothing here interprets a value: `validate` does that. Every value a later check may complain
 //! about is wrapped in [`Spanned`], so that its error can name a line and column. `Spanned` does

@@ -679,7 +679,7 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// SPEC 2.2: without a table, one retry on connect-failure only.
+    /// Without a `[route.retry]` table, one retry on connect-failure only.
     fn default() -> Self {
         RetryPolicy {
             attempts: 1,

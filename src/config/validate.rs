@@ -1841,7 +1841,7 @@ fn regex_message(e: &regex::Error) -> String {
 mod tests {
     use super::*;
 
-    /// The example of SPEC 2.1, verbatim.
+    /// The full `gateway.toml` example (docs/configuration.md), verbatim.
     const GATEWAY: &str = r#"
 [gateway]
 routes_dir = "routes"        # every *.toml in it (not recursive), loaded in file-name order
@@ -1876,7 +1876,7 @@ enabled = true
 path = "-"                    # "-" = stdout; else a file path, appended, reopened on SIGUSR1 (log rotation)
 "#;
 
-    /// The example of SPEC 2.2, every key set (comments trimmed).
+    /// A route file with every key set (docs/configuration.md; comments trimmed).
     const ROUTES: &str = r#"[[upstream]]
 name = "users"
 endpoints = ["127.0.0.1:9001", { address = "127.0.0.1:9002", weight = 3 }]

@@ -19,7 +19,7 @@ use std::time::Duration;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-/// SPEC 2.4's debounce.
+/// The reload debounce (README, "Change a route while it runs").
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// A running watch; dropping it stops watching.

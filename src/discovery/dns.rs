@@ -1,4 +1,4 @@
-//! The `dns` source: A/AAAA or SRV records, re-resolved at their TTL (SPEC 2.2.1).
+//! The `dns` source: A/AAAA or SRV records, re-resolved at their TTL (docs/discovery.md).
 //!
 //! The loop is linkerd's `dns-resolve` (`linkerd/proxy/dns-resolve/src/lib.rs`): resolve,
 //! publish the whole set, sleep until the answer's TTL expires — bounded below by 1 s so a
@@ -26,7 +26,7 @@ use crate::config::{DnsRecord, StaticEndpoint};
 
 use super::{Backoff, Publisher};
 
-/// The shortest re-resolution interval (SPEC 2.2.1: TTL bounded below by 1 s).
+/// The shortest re-resolution interval (the TTL is bounded below by 1 s).
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);
 
 /// Per-query timeout, with 2 attempts: the resolv.conf defaults (`timeout:5`, `attempts:2`).

@@ -41,7 +41,7 @@ use crate::config::{DiscoveryConfig, StaticEndpoint};
 use crate::metrics::{DiscoveryLabels, Metrics, Name};
 
 /// `/ready` waits at most this long after start for every upstream's first discovery result
-/// (SPEC 3.1): long enough for a healthy ZooKeeper or Consul to answer, short enough that a
+/// (docs/discovery.md): long enough for a healthy ZooKeeper or Consul to answer, short enough that a
 /// dead one does not keep a gateway with static routes out of a load balancer forever.
 pub const READY_BOUND: Duration = Duration::from_secs(10);
 
@@ -191,7 +191,7 @@ fn same_endpoints(a: &[StaticEndpoint], b: &[StaticEndpoint]) -> bool {
 
 // === impl Backoff ===
 
-/// Jittered exponential backoff from 1 s to 30 s (SPEC 3.1 "Discovery timing"), the shape of
+/// Jittered exponential backoff from 1 s to 30 s (docs/discovery.md), the shape of
 /// linkerd's `ExponentialBackoff`: the delay doubles per consecutive failure and each sleep is
 /// scaled by a random factor in [0.8, 1.2) so many gateways do not retry in lockstep.
 #[derive(Debug, Clone)]
@@ -202,7 +202,7 @@ pub struct Backoff {
 impl Backoff {
     /// The first retry waits about this long.
     pub const MIN: Duration = Duration::from_secs(1);
-    /// No retry waits longer (SPEC 3.1).
+    /// No retry waits longer.
     pub const MAX: Duration = Duration::from_secs(30);
 
     /// A fresh backoff.

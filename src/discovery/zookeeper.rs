@@ -1,4 +1,4 @@
-//! The `zookeeper` source: the children of a path are the members (SPEC 2.2.1).
+//! The `zookeeper` source: the children of a path are the members (docs/discovery.md).
 //!
 //! This is the membership recipe of Finagle's serversets and Curator's x-discovery
 //! `ServiceCache`: a children watch on `path`, a data watch on each child (so a serverset

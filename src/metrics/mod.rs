@@ -1,4 +1,4 @@
-//! The metrics registry and every metric family, with the names of SPEC 6 exactly.
+//! The metrics registry and every metric family, with the names of docs/metrics.md exactly.
 //!
 //! prometheus-client appends `_total` to counters itself, so counters are registered without
 //! it. Label values that repeat per request (route, upstream, listener names) are `Arc<String>`
@@ -153,7 +153,7 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))
 }
 
-/// Every metric family of SPEC 6.
+/// Every metric family of docs/metrics.md.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,

@@ -1,7 +1,7 @@
 //! The upstream connector: hyper-util's `HttpConnector` (TCP, connect timeout, nodelay), with a
 //! rustls handshake on top for upstreams that have `[upstream.tls]`. Any failure here,
 //! the TLS handshake included (unknown CA, wrong name), is a connect error to hyper-util's
-//! client, so it is classified as `ConnectFailed` (502 `connect_failed`, SPEC 3.1) and retried
+//! client, so it is classified as `ConnectFailed` (502 `connect_failed`) and retried
 //! as a `connect-failure`.
 
 use std::future::Future;

@@ -1,4 +1,4 @@
-//! Header rules of SPEC 3: hop-by-hop removal (RFC 9110 §7.6.1), forwarded headers and the
+//! Header rules (README, "Security model"): hop-by-hop removal (RFC 9110 §7.6.1), forwarded headers and the
 //! request id.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};

@@ -1,5 +1,5 @@
 //! One upstream exchange on the pooled client: the request rewritten for the upstream
-//! (forwarded headers, hop-by-hop rules of SPEC 3), sent on hyper-util's pooled client
+//! (forwarded headers, hop-by-hop rules of the README's "Security model"), sent on hyper-util's pooled client
 //! (keep-alive reuse per endpoint), its failure classified, and HTTP/1.1 upgrades tunnelled.
 //! Upstreams with `[upstream.tls]` connect through rustls ([`connect`]).
 

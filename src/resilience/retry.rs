@@ -33,7 +33,7 @@ use crate::metrics::{Metrics, Name, RetryLabels};
 use crate::proxy::headers::upgrade_requested;
 use crate::proxy::RequestInfo;
 
-/// The budget's floor (SPEC 2.2): at least this many retries per second are always allowed.
+/// The budget's floor (docs/configuration.md, `[route.retry] budget`): at least this many retries per second are always allowed.
 pub const MIN_RETRIES_PER_SEC: u32 = 10;
 /// How far back the budget looks (Linkerd's default window).
 const BUDGET_TTL: Duration = Duration::from_secs(10);

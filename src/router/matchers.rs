@@ -21,7 +21,7 @@ pub(super) struct Matchers {
     query: Box<[(Box<str>, ValueMatch)]>,
 }
 
-/// The part of the precedence key decided by these matchers (SPEC 3 / 3.1): a route that lists
+/// The part of the precedence key decided by these matchers (README, "Route selection"): a route that lists
 /// methods beats one that does not (the *number* of listed methods does not count), then more
 /// header matchers, then more query matchers. Smaller sorts first.
 pub(super) type Rank = (Reverse<bool>, Reverse<usize>, Reverse<usize>);

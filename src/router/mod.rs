@@ -1,6 +1,6 @@
 //! The compiled route table: which route, if any, a request goes to.
 //!
-//! Precedence follows the Kubernetes Gateway API (SPEC 3, 3.1): the host class decides first
+//! Precedence follows the Kubernetes Gateway API (README, "Route selection"): the host class decides first
 //! (exact host, then wildcard hosts from the longest suffix to the shortest, then routes without
 //! `hosts`); within a host, the path decides (exact `path`, then `path_prefix` from the longest to
 //! the shortest, then `path_regex`); among routes equal so far, one that lists `methods` beats one

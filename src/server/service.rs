@@ -83,7 +83,7 @@ impl GatewayService {
         GatewayService { shared, listener, client, https, conn, client_cert: None, client_ip, tunnel: None }
     }
 
-    /// On an mTLS connection: the `x-forwarded-client-cert` value (SPEC 3) for the verified
+    /// On an mTLS connection: the `x-forwarded-client-cert` value (Envoy's XFCC form) for the verified
     /// client certificate, set on every request after any client-sent one is removed.
     pub fn with_client_cert(mut self, xfcc: Option<HeaderValue>) -> Self {
         self.client_cert = xfcc;

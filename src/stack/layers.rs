@@ -160,7 +160,7 @@ impl<S> RequestRewrite<S> {
     inner_access!();
 }
 
-/// SPEC 3.1: with prefix `/api`, strip turns `/api/x` into `/x` and `/api` into `/`;
+/// With prefix `/api`, strip turns `/api/x` into `/x` and `/api` into `/`;
 /// a replacement `/v1` turns them into `/v1/x` and `/v1`.
 pub(crate) fn rewrite_path(path: &str, prefix: &str, replace_with: Option<&str>) -> String {
     let rest = if prefix == "/" { path } else { path.get(prefix.len()..).unwrap_or("") };

@@ -53,7 +53,7 @@ impl Service<Request<Body>> for Respond {
 
 // === impl Redirect ===
 
-/// `redirect = { to, status }`; `{host}`, `{path}`, `{query}` expand (SPEC 3.1).
+/// `redirect = { to, status }`; `{host}`, `{path}`, `{query}` expand (docs/configuration.md).
 #[derive(Clone, Debug)]
 pub struct Redirect {
     to: Arc<str>,

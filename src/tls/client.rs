@@ -1,4 +1,4 @@
-//! The rustls client configuration of an upstream with `[upstream.tls]` (SPEC 2.2): trust the
+//! The rustls client configuration of an upstream with `[upstream.tls]` (docs/configuration.md): trust the
 //! `ca` file, or else the webpki (Mozilla) roots; `insecure_skip_verify` accepts any
 //! certificate (validation already warned about it at load); ALPN `h2` for `protocol = "h2"`,
 //! else `http/1.1`. An `https://` Consul agent (`tls_ca`, `tls_insecure_skip_verify`) is

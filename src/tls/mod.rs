@@ -1,5 +1,5 @@
-//! TLS termination with rustls (SPEC 2.1 `[listener.tls]`, 2.3, 3 XFCC) and the rustls client
-//! configuration for TLS to upstreams (SPEC 2.2 `[upstream.tls]`).
+//! TLS termination with rustls (`[listener.tls]`, certs/README.md, XFCC) and the rustls client
+//! configuration for TLS to upstreams (`[upstream.tls]`).
 //!
 //! - [`store`]: the certificates of one listener's `certs_dir`, loaded, checked, indexed by SNI
 //!   name and swapped atomically on reload, keeping the last good version of each pair.
@@ -7,7 +7,7 @@
 //!   single).
 //! - [`Acceptor`]: the per-listener handshake: read the ClientHello first (tokio-rustls'
 //!   `LazyConfigAcceptor`) so that an unknown SNI name is refused with the `unrecognized_name`
-//!   alert that SPEC 2.3 names (rustls' own resolver failure sends `access_denied`), then finish
+//!   alert that certs/README.md names (rustls' own resolver failure sends `access_denied`), then finish
 //!   the handshake with the listener's current `ServerConfig`. The whole handshake is bounded by
 //!   `header_read_timeout` (a client that connects and says nothing is a slowloris too), and
 //!   counted in `switchyard_tls_handshakes_total{listener,result}`.

@@ -1,4 +1,4 @@
-//! rustls' certificate choice by SNI over the live [`CertSet`] (SPEC 2.3): one hash lookup for
+//! rustls' certificate choice by SNI over the live [`CertSet`] (certs/README.md): one hash lookup for
 //! the exact name, one for the wildcard parent, then `default_cert`, then the only certificate.
 //! The set is read with one `ArcSwap` load per handshake, so a reload never blocks a handshake.
 

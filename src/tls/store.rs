@@ -1,4 +1,4 @@
-//! The certificate store of one TLS listener: every pair in `certs_dir` (SPEC 2.3) loaded,
+//! The certificate store of one TLS listener: every pair in `certs_dir` (certs/README.md) loaded,
 //! checked and indexed by SNI name, held as an immutable [`CertSet`] behind an `ArcSwap`.
 //!
 //! A reload builds a whole new set and swaps it in; handshakes in progress keep the set they
