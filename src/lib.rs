@@ -12,6 +12,7 @@
 
 pub mod access_log;
 pub mod admin;
+mod backoff;
 pub mod balance;
 pub mod body;
 pub mod config;

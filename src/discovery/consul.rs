@@ -31,7 +31,7 @@ use serde::Deserialize;
 use crate::config::{ConsulAddress, StaticEndpoint, UpstreamProtocol, UpstreamTls};
 use crate::proxy::connect::UpstreamConnector;
 
-use super::{Backoff, Publisher};
+use super::{backoff, Publisher};
 
 /// Sustained queries per second at most: a blocking query that returns because of a change is
 /// re-issued at once, but a server that never blocks costs at most this.
@@ -230,7 +230,7 @@ impl Bucket {
 /// Run the source until the registry aborts it, querying through `agent`.
 pub async fn run(src: ConsulSource, agent: Agent, out: Publisher) {
     let mut bucket = Bucket { tokens: BURST, at: Instant::now() };
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     let mut index = 0u64;
     loop {
         bucket.take().await;

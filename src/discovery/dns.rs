@@ -24,7 +24,7 @@ use hickory_resolver::{ResolveError, Resolver, TokioResolver};
 
 use crate::config::{DnsRecord, StaticEndpoint};
 
-use super::{Backoff, Publisher};
+use super::{backoff, Publisher};
 
 /// The shortest re-resolution interval (the TTL is bounded below by 1 s).
 pub const MIN_REFRESH: Duration = Duration::from_secs(1);
@@ -68,7 +68,7 @@ pub async fn run(src: DnsSource, out: Publisher) {
             return std::future::pending().await;
         }
     };
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     loop {
         let wait = match resolve(&resolver, &src).await {
             Answer::Set(set, valid_until) => {

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
+use crate::backoff::{Backoff, Jitter};
 use crate::config::{DiscoveryConfig, StaticEndpoint};
 use crate::metrics::{DiscoveryLabels, Metrics, Name};
 
@@ -189,44 +190,13 @@ fn same_endpoints(a: &[StaticEndpoint], b: &[StaticEndpoint]) -> bool {
     x == y
 }
 
-// === impl Backoff ===
+// === backoff ===
 
-/// Jittered exponential backoff from 1 s to 30 s (docs/discovery.md), the shape of
-/// linkerd's `ExponentialBackoff`: the delay doubles per consecutive failure and each sleep is
-/// scaled by a random factor in [0.8, 1.2) so many gateways do not retry in lockstep.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    /// The first retry waits about this long.
-    pub const MIN: Duration = Duration::from_secs(1);
-    /// No retry waits longer.
-    pub const MAX: Duration = Duration::from_secs(30);
-
-    /// A fresh backoff.
-    pub fn new() -> Self {
-        Backoff { attempt: 0 }
-    }
-
-    /// The next delay, growing with each call until [`reset`](Self::reset).
-    pub fn next_delay(&mut self) -> Duration {
-        let base = Self::MIN.saturating_mul(1u32 << self.attempt.min(5)).min(Self::MAX);
-        self.attempt = self.attempt.saturating_add(1);
-        base.mul_f64(0.8 + 0.4 * fastrand::f64()).clamp(Self::MIN, Self::MAX)
-    }
-
-    /// After a success.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The reconnect backoff of every source: from 1 s to 30 s (docs/discovery.md), doubling per
+/// consecutive failure, each sleep scaled by a random factor in [0.8, 1.2) so that many
+/// gateways do not retry in lockstep (linkerd's `ExponentialBackoff`).
+pub(crate) fn backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(30), Jitter::Spread(0.2))
 }
 
 // === impl Registry ===
@@ -611,19 +581,5 @@ mod tests {
             "{e}"
         );
         assert_eq!(reg.running(), 0);
-    }
-
-    #[test]
-    fn backoff_grows_to_the_cap() {
-        let mut b = Backoff::new();
-        let first = b.next_delay();
-        assert!(first >= Backoff::MIN && first < Duration::from_millis(1300));
-        for _ in 0..10 {
-            b.next_delay();
-        }
-        assert!(b.next_delay() >= Duration::from_secs(24));
-        assert!(b.next_delay() <= Backoff::MAX);
-        b.reset();
-        assert!(b.next_delay() < Duration::from_millis(1300));
     }
 }

@@ -24,7 +24,8 @@ use zookeeper_client as zk;
 
 use crate::config::{StaticEndpoint, ZkFormat};
 
-use super::{Backoff, Publisher};
+use super::{backoff, Publisher};
+use crate::backoff::Backoff;
 
 /// What to watch.
 #[derive(Debug, Clone)]
@@ -52,7 +53,7 @@ enum Ended {
 
 /// Run the source until the registry aborts it.
 pub async fn run(src: ZkSource, out: Publisher) {
-    let mut backoff = Backoff::new();
+    let mut backoff = backoff();
     loop {
         let connect = zk::Client::connector()
             .with_session_timeout(src.session_timeout)

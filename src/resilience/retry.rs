@@ -26,6 +26,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, Service, ServiceExt};
 
 use super::replay::ReplayBody;
+use crate::backoff::{Backoff, Jitter};
 use crate::body::{self, Body};
 use crate::config::{RetryOn, RetryPolicy};
 use crate::error::{cause_ref, ConnectFailed, Elapsed, Error, UpstreamReset};
@@ -136,13 +137,8 @@ fn fired(on: &[RetryOn], out: &Result<Response<Body>, Error>) -> Option<RetryOn>
 }
 
 /// Full-jitter exponential backoff: uniform in `[0, min(10 × base, base × 2^n))`.
-pub fn backoff(base: Duration, n: u32) -> Duration {
-    if base.is_zero() {
-        return Duration::ZERO;
-    }
-    let cap = base * 10;
-    let ceiling = base.saturating_mul(1u32 << n.min(16)).min(cap);
-    ceiling.mul_f64(fastrand::f64())
+fn backoff(base: Duration, n: u32) -> Duration {
+    Backoff::new(base, base.saturating_mul(10), Jitter::Full).delay(n)
 }
 
 impl<S> Service<Request<Body>> for Retry<S>
