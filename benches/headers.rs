@@ -31,11 +31,11 @@ use tower::Service as _;
 
 use switchyard::body::{self, Body};
 use switchyard::config::HeaderEdits;
+use switchyard::context::RequestInfo;
 use switchyard::proxy::headers::{
     new_request_id, prepare_request, request_host, request_id, set_forwarded, strip_hop_by_hop,
     upgrade_requested, X_FORWARDED_FOR, X_REQUEST_ID,
 };
-use switchyard::proxy::RequestInfo;
 use switchyard::stack::ResponseHeaders;
 
 /// Inputs made per timed batch. The gateway rewrites a map hyper has just written, so it is in

@@ -1,15 +1,12 @@
-//! The one boxed error type that crosses service boundaries, its typed leaves, and the single
-//! place where a failure becomes a response (status, `x-switchyard-error`, short body).
+//! The one boxed error type that crosses service boundaries, its typed leaves, and the reason
+//! codes they map to (`crate::reply` turns a reason into a response).
 //!
 //! Leaves are small structs carrying data; callers find them with [`cause_ref`], never by
 //! matching strings (the design of linkerd's `linkerd-error`).
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
-
-use crate::body::{self, Body};
+use http::StatusCode;
 
 /// The error type of every service in the stack.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -234,43 +231,3 @@ impl Reason {
 /// The reason of a gateway-made response, carried in its extensions for the access log.
 #[derive(Clone, Copy, Debug)]
 pub struct ErrorReason(pub Reason);
-
-/// The one place a failure becomes a response: its reason, status, and for 429/503 a
-/// `retry-after` in whole seconds (at least 1).
-pub fn response_for(err: &(dyn std::error::Error + 'static)) -> Response<Body> {
-    let reason = Reason::of(err);
-    let mut res = error_response(reason);
-    if let Some(r) = cause_ref::<RateLimited>(err) {
-        let secs = r.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    res
-}
-
-/// A gateway-made response for `reason` (status, `x-switchyard-error`, short body).
-pub fn error_response(reason: Reason) -> Response<Body> {
-    let status = reason.status();
-    let text = format!("{} {}\n", status.as_u16(), reason.as_str());
-    let mut res = Response::new(body::full(Bytes::from(text)));
-    *res.status_mut() = status;
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    h.insert("x-switchyard-error", HeaderValue::from_static(reason.as_str()));
-    if matches!(reason, Reason::RateLimited | Reason::Overloaded) {
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    if reason == Reason::MethodNotAllowed {
-        // RFC 9110 section 15.5.6: a 405 lists what is allowed; routes decide the rest.
-        h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"));
-    }
-    if reason == Reason::RequestTimeout {
-        // The request body was cut short: this connection cannot carry another request.
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    // A 401 must say which scheme would be accepted (RFC 9110, section 15.5.2).
-    if reason == Reason::Unauthorized {
-        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    res.extensions_mut().insert(ErrorReason(reason));
-    res
-}

@@ -29,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{self, Body};
 use crate::config::{Action, AdminToken, ConfigError, HostMatch, PathMatch, ValueMatch};
 use crate::discovery;
-use crate::error::{error_response, Reason};
+use crate::error::Reason;
 use crate::metrics::Metrics;
+use crate::reply::error_response;
 use crate::snapshot::{Reloader, Snapshot};
 
 /// How long an admin client has to send a whole request head, counted from the accept, and

@@ -37,8 +37,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Balance, StaticEndpoint, UpstreamConfig};
 use crate::health::{self, Health};
 use crate::metrics::{EndpointStateLabels, Metrics, Name};
+use crate::proxy::limits::Limits;
 use crate::proxy::UpstreamClient;
-use crate::resilience::limits::Limits;
 
 pub use endpoint::{Endpoint, EndpointState, Phase, OUTCOMES};
 pub use round_robin::SmoothSchedule;

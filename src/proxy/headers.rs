@@ -171,7 +171,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, https: bool,
 /// way an `upgrade` the client asked for is put back.
 pub fn prepare_request(
     headers: &mut HeaderMap,
-    info: Option<&super::RequestInfo>,
+    info: Option<&crate::context::RequestInfo>,
     upgrade: Option<HeaderValue>,
 ) {
     let Some(info) = info else {

@@ -20,9 +20,9 @@ use tower::{Layer, Service};
 
 use crate::body::Body;
 use crate::config::{RateLimit, RateLimitKey};
+use crate::context::RequestInfo;
 use crate::error::{Error, RateLimited};
 use crate::metrics::{Metrics, Name, RouteLabel};
-use crate::proxy::RequestInfo;
 
 /// Shards: enough that two cores rarely meet on one lock.
 const SHARDS: usize = 16;

@@ -29,10 +29,10 @@ use super::replay::ReplayBody;
 use crate::backoff::{Backoff, Jitter};
 use crate::body::{self, Body};
 use crate::config::{RetryOn, RetryPolicy};
+use crate::context::RequestInfo;
 use crate::error::{cause_ref, ConnectFailed, Elapsed, Error, UpstreamReset};
 use crate::metrics::{Metrics, Name, RetryLabels};
 use crate::proxy::headers::upgrade_requested;
-use crate::proxy::RequestInfo;
 
 /// The budget's floor (docs/configuration.md, `[route.retry] budget`): at least this many retries per second are always allowed.
 pub const MIN_RETRIES_PER_SEC: u32 = 10;

@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Limits, ListenerConfig};
+use crate::context::TunnelCtx;
 use crate::metrics::{ListenerLabel, Name};
-use crate::proxy::TunnelCtx;
 use crate::tls;
 use conn::{ConnState, Verdict, Watched};
 use service::{GatewayService, Shared};

@@ -23,10 +23,11 @@ use super::conn::{ConnState, RequestGuard};
 use crate::access_log::{AccessLog, Record};
 use crate::body::{self, Body, FromClient, ReadTimeout};
 use crate::config::HttpConfig;
-use crate::error::{error_response, response_for, BodyReadTimeout, ErrorReason, Reason};
+use crate::context::{RequestInfo, TunnelCtx, Upgrade, UpstreamInfo};
+use crate::error::{BodyReadTimeout, ErrorReason, Reason};
 use crate::metrics::{Metrics, Name, RequestCounters, RequestLabels};
 use crate::proxy::headers::{self, X_FORWARDED_CLIENT_CERT, X_REQUEST_ID};
-use crate::proxy::{RequestInfo, TunnelCtx, Upgrade, UpstreamInfo};
+use crate::reply::{error_response, response_for};
 use crate::snapshot::RouteMetrics;
 use crate::snapshot::Snapshot;
 

@@ -20,14 +20,15 @@ use http::{Request, Response, StatusCode};
 
 use crate::balance::{Endpoint, Phase, Upstream, OUTCOMES};
 use crate::body::{self, Body, ReadTimeout};
+use crate::context::{RequestInfo, UpstreamInfo};
 use crate::error::{
     cause_ref, BodyReadTimeout, BodyTooLarge, ClientBodyError, ConnectFailed, Elapsed, Error,
     NoHealthyUpstream, Overloaded, UpstreamReadTimeout, UpstreamReset,
 };
 use crate::metrics::{Metrics, UpstreamRequestLabels};
+use crate::proxy;
 use crate::proxy::headers::{self, upgrade_requested};
-use crate::proxy::{self, RequestInfo, UpstreamInfo};
-use crate::resilience::limits::Slot;
+use crate::proxy::limits::Slot;
 
 /// Forwards to one upstream.
 #[derive(Clone, Debug)]

@@ -18,8 +18,8 @@ use tower::{Layer, Service};
 
 use crate::body::{self, Body, Metered};
 use crate::config::HeaderEdits;
+use crate::context::RequestInfo;
 use crate::error::{BodyTooLarge, Elapsed, Error};
-use crate::proxy::RequestInfo;
 
 fn apply_edits(headers: &mut http::HeaderMap, edits: &HeaderEdits) {
     for name in &edits.remove {

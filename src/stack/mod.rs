@@ -25,7 +25,7 @@ use crate::body::Body;
 use crate::config::{Action, Limits, PathMatch, RouteConfig};
 use crate::error::Error;
 use crate::metrics::{Metrics, Name};
-use crate::resilience::limits::RetryLimit;
+use crate::proxy::limits::Limits as UpstreamLimits;
 use crate::resilience::rate_limit::{RateLimitLayer, RateLimiter};
 use crate::resilience::retry::{RetryGate, RetryLayer};
 
@@ -93,4 +93,14 @@ pub fn build(
     .layer(svc);
     let svc = ResponseHeadersLayer::new(route.response_headers.clone()).layer(svc);
     BoxCloneSyncService::new(svc)
+}
+
+/// A retry takes a `max_retries` unit of the upstream's `[upstream.limits]`.
+#[derive(Debug)]
+struct RetryLimit(Arc<UpstreamLimits>);
+
+impl RetryGate for RetryLimit {
+    fn try_begin(&self) -> Option<Box<dyn Send>> {
+        self.0.retry().ok().map(|s| Box::new(s) as Box<dyn Send>)
+    }
 }

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::retry::RetryGate;
 use crate::config::UpstreamLimits;
 use crate::error::Overloaded;
 use crate::metrics::{Metrics, Name, OverloadLabels};
@@ -104,9 +103,9 @@ impl Limits {
         self.take(Which::Request, self.cfg.max_requests, "max_requests")
     }
 
-    /// Requests in flight now.
-    pub fn requests_in_flight(&self) -> u32 {
-        self.requests.load(Ordering::Acquire)
+    /// A retry slot (`max_retries`).
+    pub fn retry(self: &Arc<Self>) -> Result<Slot, Overloaded> {
+        self.take(Which::Retry, self.cfg.max_retries, "max_retries")
     }
 
     /// A connection permit (`max_connections`), waiting as a pending request
@@ -120,19 +119,6 @@ impl Limits {
             Ok(Ok(p)) => Ok(p),
             _ => Err(self.over("max_connections")),
         }
-    }
-}
-
-/// A retry slot is a `max_retries` unit.
-#[derive(Debug)]
-pub struct RetryLimit(pub Arc<Limits>);
-
-impl RetryGate for RetryLimit {
-    fn try_begin(&self) -> Option<Box<dyn Send>> {
-        self.0
-            .take(Which::Retry, self.0.cfg.max_retries, "max_retries")
-            .ok()
-            .map(|s| Box::new(s) as Box<dyn Send>)
     }
 }
 
@@ -267,11 +253,10 @@ mod tests {
     #[test]
     fn retries_are_gated() {
         let l = limits(10, 10, 10, 1);
-        let g = RetryLimit(Arc::clone(&l));
-        let s = g.try_begin().unwrap();
-        assert!(g.try_begin().is_none());
+        let s = l.retry().unwrap();
+        assert_eq!(l.retry().unwrap_err().limit, "max_retries");
         drop(s);
-        assert!(g.try_begin().is_some());
+        assert!(l.retry().is_ok());
         assert!(l
             .metrics
             .encode()
