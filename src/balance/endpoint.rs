@@ -1,6 +1,6 @@
 //! One endpoint and the state that follows its address across endpoint-set changes: active
-//! health, the passive outlier breaker (Closed → Ejected → HalfOpen → one Trial → Closed), and
-//! the peak-EWMA latency estimate.
+//! health, the passive outlier breaker (`resilience::outlier`), and the peak-EWMA latency
+//! estimate.
 //!
 //! Peak EWMA is Finagle's (`PeakEwma` in finagle-core) as Linkerd and tower use it: a sample
 //! above the estimate replaces it at once (peak-sensitive), a lower one is blended in with a
@@ -10,13 +10,14 @@
 //! Concurrent samples may overwrite each other; losing one sample of many is harmless here.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::uri::Authority;
 
 use crate::health::Health;
 use crate::metrics::Name;
+use crate::resilience::outlier::{Breaker, Phase};
 
 /// The EWMA's time constant: Finagle's and Linkerd's default decay of 10 s.
 const DECAY_NS: f64 = 10e9;
@@ -73,50 +74,12 @@ impl Endpoint {
     }
 }
 
-/// The outlier breaker's phase (STYLE naming: Closed lets traffic flow).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Traffic flows; consecutive failures are counted.
-    Closed,
-    /// Ejected until its time ends; out of the pick set.
-    Ejected,
-    /// Ejection ended; the next request (or probe) is the trial.
-    HalfOpen,
-    /// The trial request is in flight; nothing else goes there.
-    Trial,
-}
-
-impl Phase {
-    fn from_u8(v: u8) -> Phase {
-        match v {
-            1 => Phase::Ejected,
-            2 => Phase::HalfOpen,
-            3 => Phase::Trial,
-            _ => Phase::Closed,
-        }
-    }
-}
-
-/// Ejection bookkeeping, touched only when an endpoint fails, is ejected or recovers.
-#[derive(Debug, Default)]
-pub(crate) struct Ejections {
-    /// Ejections so far (the multiplier of `ejection_time`).
-    pub(crate) times: u32,
-    /// When the current ejection ends (wall clock, for `GET /upstreams`).
-    pub(crate) until: Option<SystemTime>,
-    /// When the last ejection ended: a long quiet spell resets `times`.
-    pub(crate) last_end: Option<Instant>,
-    /// Bumped by every ejection, so that a stale expiry timer does nothing.
-    pub(crate) generation: u64,
-}
-
 /// The state of an endpoint that outlives endpoint-set changes.
 #[derive(Debug)]
 pub struct EndpointState {
     health: AtomicU8,
-    phase: AtomicU8,
-    pub(crate) failures: AtomicU32,
-    pub(crate) ejections: Mutex<Ejections>,
+    /// The passive outlier breaker.
+    pub breaker: Breaker,
     ewma_ns: AtomicU64,
     /// Nanoseconds since [`epoch`] of the last sample, plus one; 0 = no sample yet.
     ewma_at: AtomicU64,
@@ -132,9 +95,7 @@ impl EndpointState {
     fn new(health: Health) -> Self {
         EndpointState {
             health: AtomicU8::new(health as u8),
-            phase: AtomicU8::new(Phase::Closed as u8),
-            failures: AtomicU32::new(0),
-            ejections: Mutex::new(Ejections::default()),
+            breaker: Breaker::default(),
             ewma_ns: AtomicU64::new(DEFAULT_RTT_NS.to_bits()),
             ewma_at: AtomicU64::new(0),
             outcomes: std::sync::OnceLock::new(),
@@ -152,33 +113,12 @@ impl EndpointState {
 
     /// The outlier breaker's phase.
     pub fn phase(&self) -> Phase {
-        Phase::from_u8(self.phase.load(Ordering::Acquire))
-    }
-
-    pub(crate) fn set_phase(&self, p: Phase) {
-        self.phase.store(p as u8, Ordering::Release);
-    }
-
-    /// Move `from` → `to` if the phase is still `from`.
-    pub(crate) fn swap_phase(&self, from: Phase, to: Phase) -> bool {
-        self.phase.compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire).is_ok()
-    }
-
-    /// May a request go here now? Closed: yes. HalfOpen: the first caller wins the trial.
-    pub(crate) fn admit(&self) -> bool {
-        match self.phase() {
-            Phase::Closed => true,
-            Phase::HalfOpen => self.swap_phase(Phase::HalfOpen, Phase::Trial),
-            Phase::Ejected | Phase::Trial => false,
-        }
+        self.breaker.phase()
     }
 
     /// When the current ejection ends, if ejected.
     pub fn ejected_until(&self) -> Option<SystemTime> {
-        if self.phase() != Phase::Ejected {
-            return None;
-        }
-        self.ejections.lock().unwrap_or_else(|p| p.into_inner()).until
+        self.breaker.ejected_until()
     }
 
     /// Record the time to a response head (peak EWMA).
@@ -243,14 +183,5 @@ mod tests {
         // Read 10 s later: decayed by e.
         let later = now_ns() + 10_000_000_000;
         assert!((s.ewma_at(later) / 1e6 - 100.0 / std::f64::consts::E).abs() < 3.0);
-    }
-
-    #[test]
-    fn half_open_admits_exactly_one() {
-        let s = EndpointState::new(Health::Healthy);
-        s.set_phase(Phase::HalfOpen);
-        assert!(s.admit());
-        assert!(!s.admit());
-        assert_eq!(s.phase(), Phase::Trial);
     }
 }

@@ -1,6 +1,9 @@
-//! Resilience layers: rate limiting (per route), and — per upstream — retries with budgets,
-//! bounded body replay, and the `[upstream.limits]` circuit-breaker thresholds.
+//! Resilience policies: the per-upstream outlier breaker, per-route rate limiting, and
+//! retries with budgets and bounded body replay. Each is a state machine or a tower layer that
+//! knows nothing of balancing or forwarding; `stack` assembles the layers, `balance` drives the
+//! breaker.
 
+pub mod outlier;
 pub mod rate_limit;
 pub mod replay;
 pub mod retry;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{BoxFuture, Either};
 use http::{Request, Response, StatusCode};
 
-use crate::balance::{Endpoint, Phase, Upstream, OUTCOMES};
+use crate::balance::{Endpoint, Upstream, OUTCOMES};
 use crate::body::{self, Body, ReadTimeout};
 use crate::context::{RequestInfo, UpstreamInfo};
 use crate::error::{
@@ -29,6 +29,7 @@ use crate::metrics::{Metrics, UpstreamRequestLabels};
 use crate::proxy;
 use crate::proxy::headers::{self, upgrade_requested};
 use crate::proxy::limits::Slot;
+use crate::resilience::outlier::TrialGuard;
 
 /// Forwards to one upstream.
 #[derive(Clone, Debug)]
@@ -82,29 +83,6 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Hands a half-open endpoint's trial back when the attempt that holds it ends without an
-/// outcome (its future was dropped: route timeout, client gone), so another request may try.
-#[derive(Debug)]
-struct TrialGuard<'a>(Option<(&'a Upstream, &'a Endpoint)>);
-
-impl<'a> TrialGuard<'a> {
-    fn arm(up: &'a Upstream, ep: &'a Endpoint) -> Self {
-        TrialGuard((ep.state.phase() == Phase::Trial).then_some((up, ep)))
-    }
-
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TrialGuard<'_> {
-    fn drop(&mut self) {
-        if let Some((up, ep)) = self.0 {
-            up.abandon(ep);
-        }
     }
 }
 
@@ -206,7 +184,7 @@ impl tower::Service<Request<Body>> for Forward {
             this.upstream.client.address(&mut req, &ep.authority);
 
             let guard = InFlight::new(Arc::clone(&ep));
-            let trial = TrialGuard::arm(&this.upstream, &ep);
+            let trial = TrialGuard::arm(&ep.state.breaker);
             let sent = Instant::now();
             let read_timeout = this.upstream.config.read_timeout;
             let send = this.upstream.client.send(&ep.address, req);
