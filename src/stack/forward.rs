@@ -10,12 +10,12 @@
 //! pick avoids and this service adds to. Each attempt holds one
 //! `max_requests` slot of the upstream (`[upstream.limits]`) until its response body ends.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::future::{BoxFuture, Either};
+use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 
 use crate::balance::{Endpoint, Upstream, OUTCOMES};
@@ -30,6 +30,7 @@ use crate::proxy;
 use crate::proxy::headers::{self, upgrade_requested};
 use crate::proxy::limits::Slot;
 use crate::resilience::outlier::TrialGuard;
+use crate::stack::timeout::Deadline;
 
 /// Forwards to one upstream.
 #[derive(Clone, Debug)]
@@ -96,33 +97,6 @@ fn not_the_endpoints_fault(err: &Error) -> bool {
         || cause_ref::<ClientBodyError>(e).is_some()
 }
 
-/// Wait for the response head of `send`, failing with [`Elapsed`] once `timeout` passes with
-/// neither the head nor any request body progress (`progress` counts request body bytes read
-/// from the client): `read_timeout` measures the upstream's silence, never a slow upload.
-async fn head_within<F, T>(send: F, timeout: Duration, progress: Option<Arc<AtomicU64>>) -> Result<T, Error>
-where
-    F: std::future::Future<Output = Result<T, Error>>,
-{
-    tokio::pin!(send);
-    let mut seen = progress.as_ref().map_or(0, |p| p.load(Ordering::Relaxed));
-    let sleep = tokio::time::sleep(timeout);
-    tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            biased;
-            res = &mut send => return res,
-            () = &mut sleep => {
-                let now = progress.as_ref().map_or(0, |p| p.load(Ordering::Relaxed));
-                if now == seen {
-                    return Err(Elapsed(timeout).into());
-                }
-                seen = now;
-                sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
-            }
-        }
-    }
-}
-
 /// The [`OUTCOMES`] index of a failed attempt.
 fn outcome_of(err: &Error) -> usize {
     if cause_ref::<ConnectFailed>(err.as_ref()).is_some() {
@@ -187,14 +161,12 @@ impl tower::Service<Request<Body>> for Forward {
             let trial = TrialGuard::arm(&ep.state.breaker);
             let sent = Instant::now();
             let read_timeout = this.upstream.config.read_timeout;
+            // The upstream's silence before the head, measured from the last request body
+            // progress (a slow upload is not the upstream's fault).
+            let progress = info.as_ref().map(|i| Arc::clone(&i.bytes_in));
+            let head_timeout = this.head_timer.then_some(read_timeout);
             let send = this.upstream.client.send(&ep.address, req);
-            let sent_head = if this.head_timer {
-                let progress = info.as_ref().map(|i| Arc::clone(&i.bytes_in));
-                Either::Left(head_within(send, read_timeout, progress))
-            } else {
-                Either::Right(send)
-            };
-            match sent_head.await {
+            match Deadline::new(send, head_timeout).resetting_on(progress).await {
                 Ok(mut res) => {
                     let rtt = sent.elapsed();
                     let upstream_ms = rtt.as_secs_f64() * 1e3;

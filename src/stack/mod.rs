@@ -1,40 +1,66 @@
-//! The per-route tower stack, built once per route at load time:
+//! The per-route tower stack, built once per route at load time. [`build`] lists its layers in
+//! the order a request meets them; each lives in its own module:
 //!
 //! ```text
-//! ResponseHeaders → RequestRewrite → RateLimit → BodyLimit → Timeout → terminal
-//! terminal = Retry(Forward(upstream)) | Split(weighted Retry(Forward)) | Respond | Redirect
+//!  request ─▶ ResponseHeaders    response_headers.rs   edit the response on its way back
+//!             RequestRewrite     rewrite.rs            strip/rewrite prefix, host, headers
+//!             RateLimit          resilience/rate_limit.rs   429 over the route's rate
+//!             BodyLimit          body_limit.rs         413 over max_request_body_bytes
+//!             Timeout            timeout.rs            the route `timeout` (all attempts)
+//!             terminal, one of:
+//!               Retry            resilience/retry.rs   budgets, backoff, body replay
+//!                 Timeout        timeout.rs            `per_try_timeout` (one attempt)
+//!                   Forward      forward.rs            pick, limits, send, outcome, breaker
+//!               Split            terminal.rs           weighted choice among Retry→Forward
+//!               Respond, Redirect terminal.rs          answered by the gateway
 //! ```
 //!
-//! Every per-request concern is its own Layer/Service; the listener's service looks the route up
-//! and calls its stack. Failures travel up as [`crate::error::Error`] and become responses in
-//! one place (`server::service`).
+//! The listener's service (`server::service`) looks the route up and calls its stack. Failures
+//! travel up as [`crate::error::Error`] and become responses in one place (`crate::reply`).
 
+macro_rules! inner_access {
+    () => {
+        /// The wrapped service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// Unwrap.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}
+
+mod body_limit;
 mod forward;
-mod layers;
+mod response_headers;
+mod rewrite;
 mod terminal;
+pub(crate) mod timeout;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{Request, Response};
 use tower::util::BoxCloneSyncService;
-use tower::Layer;
+use tower::ServiceBuilder;
 
 use crate::balance::Upstream;
 use crate::body::Body;
-use crate::config::{Action, Limits, PathMatch, RouteConfig};
+use crate::config::{Action, HeaderEdits, Limits, PathMatch, RouteConfig};
 use crate::error::Error;
 use crate::metrics::{Metrics, Name};
 use crate::proxy::limits::Limits as UpstreamLimits;
 use crate::resilience::rate_limit::{RateLimitLayer, RateLimiter};
 use crate::resilience::retry::{RetryGate, RetryLayer};
 
+pub use body_limit::{BodyLimit, BodyLimitLayer};
 pub use forward::Forward;
-pub use layers::{
-    BodyLimit, BodyLimitLayer, RequestRewrite, RequestRewriteLayer, ResponseHeaders, ResponseHeadersLayer,
-    Timeout, TimeoutLayer,
-};
+pub use response_headers::{ResponseHeaders, ResponseHeadersLayer};
+pub use rewrite::{RequestRewrite, RequestRewriteLayer};
 pub use terminal::{Redirect, Respond, Split};
+pub use timeout::{Timeout, TimeoutLayer};
 
 /// A route's whole stack, boxed so that every route has the same type.
 pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Error>;
@@ -50,21 +76,55 @@ pub fn build(
     metrics: &Arc<Metrics>,
 ) -> RouteService {
     let route_name: Name = Arc::new(route.name.clone());
+    let prefix = match &route.path {
+        PathMatch::Prefix(p) if route.strip_prefix || route.rewrite_prefix.is_some() => Some(p.clone()),
+        _ => None,
+    };
+    let rewrite = RequestRewriteLayer::new(
+        prefix,
+        route.rewrite_prefix.clone(),
+        route.host_rewrite.clone(),
+        route.request_headers.clone(),
+    );
+    let body_limit = route.max_request_body_bytes.unwrap_or(limits.max_request_body_bytes);
+
+    BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(ResponseHeadersLayer::new(route.response_headers.clone()))
+            .layer(rewrite)
+            .layer(RateLimitLayer::new(limiter, Arc::clone(&route_name), Arc::clone(metrics)))
+            .layer(BodyLimitLayer::new(body_limit))
+            .layer(TimeoutLayer::new(route.timeout))
+            .service(terminal(route, &route_name, upstreams, metrics)),
+    )
+}
+
+/// What ends a route's stack: its action.
+fn terminal(
+    route: &RouteConfig,
+    route_name: &Name,
+    upstreams: &HashMap<String, Arc<Upstream>>,
+    metrics: &Arc<Metrics>,
+) -> RouteService {
     // One retry budget per route, shared by the upstreams of a split.
     let budget = RetryLayer::budget_for(&route.retry);
     let forward = |name: &String| -> RouteService {
         let up = upstreams.get(name).map(Arc::clone).expect("validated: upstream exists");
         let gate: Arc<dyn RetryGate> = Arc::new(RetryLimit(Arc::clone(&up.limits)));
-        let retry = RetryLayer::new(
-            route.retry.clone(),
-            Arc::clone(&budget),
-            Arc::clone(&route_name),
-            Arc::clone(metrics),
-            Some(gate),
-        );
-        BoxCloneSyncService::new(retry.layer(Forward::new(up, Arc::clone(metrics), route.timeout)))
+        BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .layer(RetryLayer::new(
+                    route.retry.clone(),
+                    Arc::clone(&budget),
+                    Arc::clone(route_name),
+                    Arc::clone(metrics),
+                    Some(gate),
+                ))
+                .layer(TimeoutLayer::new(route.retry.per_try_timeout))
+                .service(Forward::new(up, Arc::clone(metrics), route.timeout)),
+        )
     };
-    let terminal: RouteService = match &route.action {
+    match &route.action {
         Action::Upstream(name) => forward(name),
         Action::Split(choices) => {
             BoxCloneSyncService::new(Split::new(choices.iter().map(|(n, w)| (forward(n), *w)).collect()))
@@ -73,26 +133,7 @@ pub fn build(
             BoxCloneSyncService::new(Respond::new(*status, body.clone(), headers.clone()))
         }
         Action::Redirect { to, status } => BoxCloneSyncService::new(Redirect::new(to.clone(), *status)),
-    };
-
-    let body_limit = route.max_request_body_bytes.unwrap_or(limits.max_request_body_bytes);
-    let prefix = match &route.path {
-        PathMatch::Prefix(p) if route.strip_prefix || route.rewrite_prefix.is_some() => Some(p.clone()),
-        _ => None,
-    };
-
-    let svc = TimeoutLayer::new(route.timeout).layer(terminal);
-    let svc = BodyLimitLayer::new(body_limit).layer(svc);
-    let svc = RateLimitLayer::new(limiter, Arc::clone(&route_name), Arc::clone(metrics)).layer(svc);
-    let svc = RequestRewriteLayer::new(
-        prefix,
-        route.rewrite_prefix.clone(),
-        route.host_rewrite.clone(),
-        route.request_headers.clone(),
-    )
-    .layer(svc);
-    let svc = ResponseHeadersLayer::new(route.response_headers.clone()).layer(svc);
-    BoxCloneSyncService::new(svc)
+    }
 }
 
 /// A retry takes a `max_retries` unit of the upstream's `[upstream.limits]`.
@@ -102,5 +143,15 @@ struct RetryLimit(Arc<UpstreamLimits>);
 impl RetryGate for RetryLimit {
     fn try_begin(&self) -> Option<Box<dyn Send>> {
         self.0.retry().ok().map(|s| Box::new(s) as Box<dyn Send>)
+    }
+}
+
+/// Apply `edits` to `headers`: removals first, then sets.
+fn apply_edits(headers: &mut http::HeaderMap, edits: &HeaderEdits) {
+    for name in &edits.remove {
+        headers.remove(name);
+    }
+    for (name, value) in &edits.set {
+        headers.insert(name.clone(), value.clone());
     }
 }
