@@ -187,7 +187,6 @@ impl Gateway {
         let admin_state = Arc::new(AdminState {
             reloader: Arc::clone(&reloader),
             metrics,
-            listening: true.into(),
             draining: false.into(),
             certs: certs.clone(),
             token: cfg.admin_token.clone(),

@@ -60,8 +60,6 @@ pub struct AdminState {
     pub reloader: Arc<Reloader>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Set once every listener is bound.
-    pub listening: AtomicBool,
     /// Set when draining starts.
     pub draining: AtomicBool,
     /// The TLS listeners' certificate stores (reloaded by `POST /reload` too).
@@ -176,8 +174,6 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/ready") => {
             if state.draining.load(Ordering::Relaxed) {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n", "text/plain")
-            } else if !state.listening.load(Ordering::Relaxed) {
-                text(StatusCode::SERVICE_UNAVAILABLE, "starting\n", "text/plain")
             } else {
                 ready(state, &snap)
             }

@@ -87,7 +87,8 @@ impl ReplayBody {
     }
 
     /// Whether any byte of the body has been read from the client yet.
-    pub fn started(&self) -> bool {
+    #[cfg(test)]
+    fn started(&self) -> bool {
         self.shared.lock().unwrap_or_else(|p| p.into_inner()).read > 0
     }
 }

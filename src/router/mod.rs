@@ -29,7 +29,7 @@ mod trie;
 
 use std::cmp::Reverse;
 
-use http::{HeaderMap, Method, Request};
+use http::{HeaderMap, Method};
 use regex::{Regex, RegexSet};
 
 use crate::config::{HostMatch, PathMatch, RouteConfig};
@@ -168,8 +168,10 @@ impl Router {
 
     /// [`lookup`](Self::lookup) for a request as hyper hands it over: the host comes from the
     /// URI's authority (HTTP/2 `:authority`, or an HTTP/1.1 absolute-form target), else from the
-    /// `Host` header.
-    pub fn lookup_request<B>(&self, req: &Request<B>) -> Option<usize> {
+    /// `Host` header. (The gateway itself looks up canonical requests with [`lookup`]; this
+    /// is for tests and the router's fuzz target.)
+    #[cfg(any(test, fuzzing))]
+    pub fn lookup_request<B>(&self, req: &http::Request<B>) -> Option<usize> {
         let uri = req.uri();
         let host = match uri.authority() {
             Some(authority) => Some(authority.host()),

@@ -49,11 +49,6 @@ impl Forward {
         Forward { upstream, metrics, head_timer }
     }
 
-    /// The upstream.
-    pub fn upstream(&self) -> &Arc<Upstream> {
-        &self.upstream
-    }
-
     /// Count an attempt's outcome (index into [`OUTCOMES`]).
     fn record(&self, ep: &Endpoint, outcome: usize) {
         let counters = ep.state.outcomes.get_or_init(|| {

@@ -188,4 +188,23 @@ mod tests {
         let waited = start.elapsed();
         assert!(waited >= 5 * SEC && waited < 5 * SEC + SEC / 10, "{waited:?}");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_layer_fails_a_call_the_inner_service_does_not_answer_in_time() {
+        use tower::ServiceExt;
+        let (mock, mut handle) = tower_test::mock::pair::<Request<Body>, http::Response<Body>>();
+        let mut svc = TimeoutLayer::new(Some(SEC)).layer(mock);
+        handle.allow(2);
+
+        let call = svc.ready().await.unwrap().call(Request::new(crate::body::empty()));
+        let (_req, unanswered) = handle.next_request().await.unwrap();
+        let err = call.await.unwrap_err();
+        assert_eq!(cause_ref::<Elapsed>(err.as_ref()).unwrap().0, SEC);
+        drop(unanswered);
+
+        let call = svc.ready().await.unwrap().call(Request::new(crate::body::empty()));
+        let (_req, respond) = handle.next_request().await.unwrap();
+        respond.send_response(http::Response::new(crate::body::empty()));
+        assert!(call.await.is_ok());
+    }
 }
