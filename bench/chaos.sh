@@ -91,7 +91,6 @@ PROBE_PID=""
 track()   { LIVE[$1]=$2; }
 untrack() { unset "LIVE[$1]"; }
 is_our_child() { [[ $(awk '{ print $4 }' "/proc/$1/stat" 2>/dev/null) == "$$" ]]; }
-children_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true; }
 
 # stop_pid PID [SIGNAL]: signal one of our processes, wait for it (at most 10 s, then SIGKILL).
 stop_pid() {
@@ -165,28 +164,7 @@ EVENTS=$RUN_DIR/events.log          # one line per fault: epoch seconds, elapsed
 : > "$EVENTS"
 
 # ------------------------------------------------------------------- ports --
-USED_PORTS=" "
-free_port() {
-    local p
-    while :; do
-        p=$(python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        USED_PORTS+="$p "
-        echo "$p"; return
-    done
-}
-
-# wait_listen PID PORT [TENTHS]: until something listens on PORT, while PID lives (10 s default).
-wait_listen() {
-    local pid=$1 port=$2 n=${3:-100} i
-    for i in $(seq 1 "$n"); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        [[ -n $(ss -Htln "sport = :$port" 2>/dev/null) ]] && return 0
-        sleep 0.1
-    done
-    return 1
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # free_port, wait_listen, children_of
 
 # ZooKeeper four-letter word (srvr answers "Mode: standalone" once it serves).
 four_letter() {

@@ -84,8 +84,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Direct children of a PID (nginx workers of their master).
-children_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true; }
 
 # Record the current children of a started process (so nginx workers are
 # ended by PID even if their master had to be SIGKILLed).
@@ -135,28 +133,7 @@ cat "$TLS_DIR/certs/bench.crt" "$TLS_DIR/certs/bench.key" > "$TLS_DIR/bench.pem"
 chmod 644 "$TLS_DIR/certs/bench.key" "$TLS_DIR/bench.pem"   # nginx workers are unprivileged
 
 # ------------------------------------------------------------------- ports --
-USED_PORTS=" "
-free_port() {
-    local p
-    while :; do
-        p=$(python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        USED_PORTS+="$p "
-        echo "$p"; return
-    done
-}
-
-# wait_listen PID PORT: until something listens on PORT, while PID lives (10 s max).
-wait_listen() {
-    local pid=$1 port=$2 i
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        [[ -n $(ss -Htln "sport = :$port" 2>/dev/null) ]] && return 0
-        sleep 0.1
-    done
-    return 1
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # free_port, wait_listen, children_of
 
 # -------------------------------------------------------- /proc accounting --
 # Sum of utime+stime (clock ticks) over the given PIDs.

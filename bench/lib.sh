@@ -1,0 +1,31 @@
+# Helpers shared by the benchmark scripts (bench/compare.sh, bench/chaos.sh, bench/profile.sh).
+# Sourced, not run. Every process is handled by PID; nothing here kills by name.
+
+# Direct children of a PID (nginx workers of their master).
+children_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true; }
+
+# free_port: a loopback TCP port no one listens on now, never the same twice in one run. The
+# port is released before the server that gets it binds it (these scripts start other
+# programs, which take a port number); wait_listen then checks the right process got it.
+USED_PORTS=" "
+free_port() {
+    local p
+    while :; do
+        p=$(python3 -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        USED_PORTS+="$p "
+        echo "$p"; return
+    done
+}
+
+# wait_listen PID PORT [TENTHS]: until something listens on PORT, while PID lives (10 s default).
+wait_listen() {
+    local pid=$1 port=$2 n=${3:-100} i
+    for i in $(seq 1 "$n"); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        [[ -n $(ss -Htln "sport = :$port" 2>/dev/null) ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
