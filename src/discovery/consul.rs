@@ -26,12 +26,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use percent_encoding::{utf8_percent_encode, AsciiSet, PercentEncode, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
 use crate::config::{ConsulAddress, StaticEndpoint, UpstreamProtocol, UpstreamTls};
 use crate::proxy::connect::UpstreamConnector;
 
-use super::{backoff, Publisher};
+use super::{backoff, endpoint_address, Publisher};
 
 /// Sustained queries per second at most: a blocking query that returns because of a change is
 /// re-issued at once, but a server that never blocks costs at most this.
@@ -149,28 +150,20 @@ pub fn parse(body: &[u8]) -> Result<Vec<StaticEndpoint>, String> {
             if host.is_empty() || e.service.port == 0 {
                 return None;
             }
-            let address = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]:{}", e.service.port)
-            } else {
-                format!("{host}:{}", e.service.port)
-            };
+            let address = endpoint_address(&host, e.service.port);
             let weight = e.service.weights.and_then(|w| w.passing).unwrap_or(1).max(1);
             Some(StaticEndpoint { address, weight })
         })
         .collect())
 }
 
-/// Percent-encode a path segment or query value (RFC 3986 unreserved characters pass).
-fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// What [`url`] escapes in the service name (a path segment) and in query values: everything
+/// but RFC 3986's unreserved characters, so a `/`, `?`, `#`, `&` or `%` in a name cannot
+/// change which path or parameters the agent sees.
+const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+fn enc(s: &str) -> PercentEncode<'_> {
+    utf8_percent_encode(s, ESCAPED)
 }
 
 /// The query URL for `index` (0 = a plain read).
@@ -358,6 +351,27 @@ mod tests {
             url(&https, 0),
             "https://[::1]:8501/v1/health/service/web%20api?passing=true&tag=v2&dc=dc1"
         );
+    }
+
+    #[test]
+    fn names_and_query_values_are_escaped() {
+        let src = ConsulSource {
+            address: ConsulAddress::parse("http://127.0.0.1:8500").unwrap(),
+            service: "a b/c?d#e%f-g.h_i~jé".into(),
+            tag: Some("v=2&x+y".into()),
+            datacenter: Some("dc/1".into()),
+            passing_only: false,
+            token_env: None,
+            wait: Duration::from_secs(300),
+            tls_ca: None,
+            tls_insecure_skip_verify: false,
+        };
+        assert_eq!(
+            url(&src, 0),
+            "http://127.0.0.1:8500/v1/health/service/a%20b%2Fc%3Fd%23e%25f-g.h_i~j%C3%A9?tag=v%3D2%26x%2By&dc=dc%2F1"
+        );
+        let uri: http::Uri = url(&src, 0).parse().unwrap();
+        assert_eq!(uri.path(), "/v1/health/service/a%20b%2Fc%3Fd%23e%25f-g.h_i~j%C3%A9", "one path segment");
     }
 
     #[test]

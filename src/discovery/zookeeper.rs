@@ -13,18 +13,18 @@
 //! gone, so we open a new session and read everything again. Connecting fails eagerly and is
 //! retried with the shared jittered backoff.
 
-use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use serde_json::Value;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use zookeeper_client as zk;
 
 use crate::config::{StaticEndpoint, ZkFormat};
 
-use super::{backoff, Publisher};
+use super::{backoff, endpoint_address, Publisher};
 use crate::backoff::Backoff;
 
 /// What to watch.
@@ -42,8 +42,8 @@ pub struct ZkSource {
     pub session_timeout: Duration,
 }
 
-type Watch = Pin<Box<dyn Future<Output = zk::WatchedEvent> + Send>>;
-type DataWatch = Pin<Box<dyn Future<Output = (String, zk::WatchedEvent)> + Send>>;
+type Watch = BoxFuture<'static, zk::WatchedEvent>;
+type DataWatch = BoxFuture<'static, (String, zk::WatchedEvent)>;
 
 /// Why a session ended.
 enum Ended {
@@ -250,34 +250,91 @@ async fn watch_session(client: &zk::Client, src: &ZkSource, out: &Publisher, bac
 
 // === member formats ===
 
-fn host_port(host: &str, port: u64) -> Result<StaticEndpoint, String> {
-    if host.is_empty() {
-        return Err("empty host".into());
-    }
-    let port = u16::try_from(port).ok().filter(|p| *p != 0).ok_or_else(|| format!("invalid port {port}"))?;
-    let address = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    Ok(StaticEndpoint { address, weight: 1 })
+/// A field of member JSON as the formats read it: a value of another type counts as missing
+/// (`"port": "8080"` is "no numeric `port`", `"status": 1` is ALIVE), yet as present where
+/// presence alone is asked for (`"serviceEndpoint": null` is not "no `serviceEndpoint`").
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum Field<T> {
+    #[default]
+    #[serde(skip)]
+    Missing,
+    Is(T),
+    Other(IgnoredAny),
 }
 
-fn json_object(data: &[u8]) -> Result<serde_json::Map<String, Value>, String> {
-    match serde_json::from_slice::<Value>(data) {
-        Ok(Value::Object(m)) => Ok(m),
+impl<T> Field<T> {
+    fn get(&self) -> Option<&T> {
+        match self {
+            Field::Is(v) => Some(v),
+            Field::Missing | Field::Other(_) => None,
+        }
+    }
+}
+
+// Each member struct flattens the fields it does not name into `_rest`: that makes serde read
+// it from a JSON object only, where a plain struct would also take an array, by position.
+
+/// Apache Curator x-discovery `ServiceInstance` (the fields we use).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Curator {
+    address: Field<String>,
+    port: Field<u64>,
+    enabled: Field<bool>,
+    #[serde(flatten)]
+    _rest: IgnoredAny,
+}
+
+/// Finagle/Aurora serverset member (the fields we use).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Serverset {
+    service_endpoint: Field<Endpoint>,
+    additional_endpoints: Field<HashMap<String, Field<Endpoint>>>,
+    status: Field<String>,
+    #[serde(flatten)]
+    _rest: IgnoredAny,
+}
+
+/// A serverset endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Endpoint {
+    host: Field<String>,
+    port: Field<u64>,
+    #[serde(flatten)]
+    _rest: IgnoredAny,
+}
+
+/// Member JSON as `T`. Through a [`Field`], serde_json parses the whole node before `T` looks
+/// at it, so JSON that is invalid anywhere is "not JSON", also in a field `T` ignores or after
+/// a top level that is not an object.
+fn from_json<'a, T: Deserialize<'a>>(data: &'a [u8]) -> Result<T, String> {
+    match serde_json::from_slice(data) {
+        Ok(Field::Is(m)) => Ok(m),
+        // An object `T` refused: serde refuses a key given twice rather than pick one.
+        Ok(_) if data.trim_ascii_start().starts_with(b"{") => Err("a key appears twice".into()),
         Ok(_) => Err("not a JSON object".into()),
         Err(e) => Err(format!("not JSON: {e}")),
     }
 }
 
+fn host_port(host: &str, port: u64) -> Result<StaticEndpoint, String> {
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    let port = u16::try_from(port).ok().filter(|p| *p != 0).ok_or_else(|| format!("invalid port {port}"))?;
+    Ok(StaticEndpoint { address: endpoint_address(host, port), weight: 1 })
+}
+
 /// Apache Curator x-discovery `ServiceInstance` JSON: `address`, `port`; `enabled: false`
 /// instances are skipped (`Ok(None)`).
 pub fn parse_curator(data: &[u8]) -> Result<Option<StaticEndpoint>, String> {
-    let m = json_object(data)?;
-    let address = m.get("address").and_then(Value::as_str).ok_or("no string `address`")?;
-    let port = m.get("port").and_then(Value::as_u64).ok_or("no numeric `port`")?;
-    if m.get("enabled").and_then(Value::as_bool) == Some(false) {
+    let m: Curator = from_json(data)?;
+    let address = m.address.get().ok_or("no string `address`")?;
+    let port = *m.port.get().ok_or("no numeric `port`")?;
+    if m.enabled.get() == Some(&false) {
         return Ok(None);
     }
     host_port(address, port).map(Some)
@@ -286,20 +343,24 @@ pub fn parse_curator(data: &[u8]) -> Result<Option<StaticEndpoint>, String> {
 /// Finagle/Aurora serverset JSON: `serviceEndpoint` (or `additionalEndpoints.<name>`), only
 /// `status = "ALIVE"` members (others are `Ok(None)`).
 pub fn parse_serverset(data: &[u8], endpoint_name: Option<&str>) -> Result<Option<StaticEndpoint>, String> {
-    let m = json_object(data)?;
-    let service = m.get("serviceEndpoint").ok_or("no `serviceEndpoint`")?;
-    let status = m.get("status").and_then(Value::as_str).unwrap_or("ALIVE");
+    let m: Serverset = from_json(data)?;
+    if let Field::Missing = m.service_endpoint {
+        return Err("no `serviceEndpoint`".into());
+    }
     let ep = match endpoint_name {
-        None => service,
+        None => &m.service_endpoint,
         Some(n) => m
-            .get("additionalEndpoints")
+            .additional_endpoints
+            .get()
             .and_then(|a| a.get(n))
             .ok_or_else(|| format!("no `additionalEndpoints.{n}`"))?,
     };
-    let host = ep.get("host").and_then(Value::as_str).ok_or("no string `host`")?;
-    let port = ep.get("port").and_then(Value::as_u64).ok_or("no numeric `port`")?;
+    let ep = ep.get();
+    let host = ep.and_then(|e| e.host.get()).ok_or("no string `host`")?;
+    let port = *ep.and_then(|e| e.port.get()).ok_or("no numeric `port`")?;
     let ep = host_port(host, port)?;
-    Ok((status == "ALIVE").then_some(ep))
+    let alive = m.status.get().is_none_or(|s| s == "ALIVE");
+    Ok(alive.then_some(ep))
 }
 
 /// `host:port` as the node's data, or as the child's name when the data is empty.
@@ -358,6 +419,40 @@ mod tests {
         assert!(parse_serverset(d, Some("admin")).is_err());
         let dead = br#"{"serviceEndpoint":{"host":"h1","port":1},"status":"STOPPING"}"#;
         assert_eq!(addr(parse_serverset(dead, None)), None);
+    }
+
+    #[test]
+    fn member_json_edge_cases() {
+        let err = |r: Result<Option<StaticEndpoint>, String>| r.unwrap_err();
+        // A value of another type is as good as missing; `status` then defaults to ALIVE.
+        assert_eq!(err(parse_curator(br#"{"address":"a","port":"80"}"#)), "no numeric `port`");
+        assert_eq!(err(parse_curator(br#"{"address":null,"port":80}"#)), "no string `address`");
+        assert_eq!(err(parse_curator(br#"{"address":"a","port":80.0}"#)), "no numeric `port`");
+        assert_eq!(err(parse_curator(br#"{"address":"a","port":-1}"#)), "no numeric `port`");
+        assert_eq!(err(parse_curator(br#"{"address":"a","port":65536}"#)), "invalid port 65536");
+        assert_eq!(
+            addr(parse_curator(br#"{"address":"a","port":80,"enabled":"false"}"#)),
+            Some("a:80".into())
+        );
+        let ss = br#"{"serviceEndpoint":{"host":"h","port":1},"status":1}"#;
+        assert_eq!(addr(parse_serverset(ss, None)), Some("h:1".into()));
+        // Present but not an endpoint is not the same as absent.
+        assert_eq!(err(parse_serverset(br#"{"serviceEndpoint":null}"#, None)), "no string `host`");
+        assert_eq!(err(parse_serverset(br#"{"status":"ALIVE"}"#, None)), "no `serviceEndpoint`");
+        let null_http = br#"{"serviceEndpoint":null,"additionalEndpoints":{"http":null}}"#;
+        assert_eq!(err(parse_serverset(null_http, Some("http"))), "no string `host`");
+        let list = br#"{"serviceEndpoint":null,"additionalEndpoints":[{"host":"h","port":1}]}"#;
+        assert_eq!(err(parse_serverset(list, Some("http"))), "no `additionalEndpoints.http`");
+        // Arrays are not objects, at the top or inside.
+        assert_eq!(err(parse_curator(br#"["a",80]"#)), "not a JSON object");
+        assert_eq!(err(parse_serverset(br#"{"serviceEndpoint":["h",1]}"#, None)), "no string `host`");
+        // Invalid JSON is refused wherever it is, and named as such.
+        assert!(
+            err(parse_curator(b"{\"address\":\"a\",\"port\":80,\"x\":\"\xff\"}")).starts_with("not JSON: ")
+        );
+        assert!(err(parse_curator(br#"{"address":"a","port":80,"x":1e400}"#)).starts_with("not JSON: "));
+        assert!(err(parse_curator(b"[1,")).starts_with("not JSON: EOF"));
+        assert_eq!(err(parse_curator(br#"{"address":"a","address":"b","port":1}"#)), "a key appears twice");
     }
 
     #[test]
