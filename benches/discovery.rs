@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use switchyard::balance::Upstream;
 use switchyard::config::{
     Balance, DiscoveryConfig, DnsRecord, StaticEndpoint, UpstreamConfig, UpstreamLimits, UpstreamProtocol,
 };
-use switchyard::discovery::{Adapter, Publisher, Target};
-use switchyard::metrics::Metrics;
+use switchyard::internals::Metrics;
+use switchyard::internals::Upstream;
+use switchyard::internals::{Adapter, Publisher, Target};
 
 const N: usize = 10_000;
 

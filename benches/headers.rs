@@ -29,14 +29,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 use tower::Service as _;
 
-use switchyard::body::{self, Body};
 use switchyard::config::HeaderEdits;
-use switchyard::context::RequestInfo;
-use switchyard::proxy::headers::{
+use switchyard::internals::headers::{
     new_request_id, prepare_request, request_host, request_id, set_forwarded, strip_hop_by_hop,
     upgrade_requested, X_FORWARDED_FOR, X_REQUEST_ID,
 };
-use switchyard::stack::ResponseHeaders;
+use switchyard::internals::RequestInfo;
+use switchyard::internals::ResponseHeaders;
+use switchyard::internals::{self as body, Body};
 
 /// Inputs made per timed batch. The gateway rewrites a map hyper has just written, so it is in
 /// cache; `BatchSize::SmallInput` makes a tenth of a sample's iterations at once (up to 10⁵
@@ -273,7 +273,7 @@ fn response(c: &mut Criterion) {
         if let Some(h) = req.extensions_mut().remove::<HeaderMap>() {
             *res.headers_mut() = h;
         }
-        std::future::ready(Ok::<_, switchyard::error::Error>(res))
+        std::future::ready(Ok::<_, switchyard::internals::Error>(res))
     });
     for (name, edits) in [("headers_layer/none", HeaderEdits::default()), ("headers_layer/edits", edits)] {
         let mut svc = ResponseHeaders::new(terminal, edits);

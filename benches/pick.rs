@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
-use switchyard::balance::{Endpoint, EndpointSet};
 use switchyard::config::Balance;
-use switchyard::health::Health;
+use switchyard::internals::Health;
+use switchyard::internals::{Endpoint, EndpointSet};
 
 const SIZES: [usize; 3] = [3, 100, 10_000];
 

@@ -42,13 +42,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use switchyard::access_log::AccessLog;
 use switchyard::config::{load_routes_from_sources, Limits};
-use switchyard::discovery::Registry;
-use switchyard::metrics::Metrics;
-use switchyard::server::conn::ConnState;
-use switchyard::server::service::{GatewayService, Shared};
-use switchyard::snapshot::Snapshot;
+use switchyard::internals::AccessLog;
+use switchyard::internals::ConnState;
+use switchyard::internals::Metrics;
+use switchyard::internals::Registry;
+use switchyard::internals::Snapshot;
+use switchyard::internals::{GatewayService, Shared};
 
 /// Requests made per timed batch: as in `benches/headers.rs`, few enough that the request heads
 /// made for a batch are still in cache when they are served (as a just-parsed head is), which
@@ -186,7 +186,7 @@ fn post_echo(payload: &Bytes) -> Request<Full<Bytes>> {
 async fn exchange<B>(svc: &GatewayService, req: Request<B>) -> (StatusCode, Bytes)
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<switchyard::error::Error>,
+    B::Error: Into<switchyard::internals::Error>,
 {
     let res = match svc.call(req).await {
         Ok(res) => res,

@@ -12,7 +12,7 @@ use http::{HeaderMap, Method};
 use regex::Regex;
 
 use switchyard::config::{Action, HeaderEdits, HostMatch, Origin, PathMatch, RetryPolicy, RouteConfig};
-use switchyard::router::Router;
+use switchyard::internals::Router;
 
 /// Table sizes for the lookup benches.
 const SIZES: [usize; 3] = [10, 1_000, 10_000];

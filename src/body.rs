@@ -32,7 +32,7 @@ pub fn empty() -> Body {
 }
 
 /// Box any body whose error converts into [`Error`].
-pub fn boxed<B>(b: B) -> Body
+pub(crate) fn boxed<B>(b: B) -> Body
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Error>,
@@ -56,7 +56,7 @@ pin_project_lite::pin_project! {
 
 impl<B> Metered<B> {
     /// Wrap `inner`, adding every data byte to `count`.
-    pub fn new(inner: B, count: Arc<AtomicU64>, limit: u64) -> Self {
+    pub(crate) fn new(inner: B, count: Arc<AtomicU64>, limit: u64) -> Self {
         Metered { inner, count, seen: 0, limit }
     }
 }
@@ -111,7 +111,7 @@ pin_project_lite::pin_project! {
 
 impl<B> FromClient<B> {
     /// Wrap a client's request body.
-    pub fn new(inner: B) -> Self {
+    pub(crate) fn new(inner: B) -> Self {
         FromClient { inner }
     }
 }
@@ -161,7 +161,7 @@ pin_project_lite::pin_project! {
 
 impl<B> ReadTimeout<B> {
     /// Wrap `inner`; after `timeout` without a frame, the body fails with `on_timeout(timeout)`.
-    pub fn new(inner: B, timeout: Duration, on_timeout: fn(Duration) -> Error) -> Self {
+    pub(crate) fn new(inner: B, timeout: Duration, on_timeout: fn(Duration) -> Error) -> Self {
         ReadTimeout { inner, sleep: None, stale: false, timeout, on_timeout }
     }
 }

@@ -12,7 +12,7 @@ use http::StatusCode;
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Walks `err`'s source chain and returns the first cause of type `T`.
-pub fn cause_ref<'a, T: std::error::Error + 'static>(
+pub(crate) fn cause_ref<'a, T: std::error::Error + 'static>(
     err: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a T> {
     let mut cur = Some(err);
@@ -28,18 +28,18 @@ pub fn cause_ref<'a, T: std::error::Error + 'static>(
 /// No route matched the request.
 #[derive(Debug, thiserror::Error)]
 #[error("no route matches the request")]
-pub struct NoRoute;
+pub(crate) struct NoRoute;
 
 /// The request was malformed in a way the HTTP parser let through.
 #[derive(Debug, thiserror::Error)]
 #[error("bad request: {0}")]
-pub struct BadRequest(pub &'static str);
+pub(crate) struct BadRequest(pub &'static str);
 
 /// The client's request body broke off (the client closed or reset its connection mid-upload,
 /// or sent malformed chunked framing): the client's doing, never the endpoint's.
 #[derive(Debug, thiserror::Error)]
 #[error("the client's request body broke off")]
-pub struct ClientBodyError {
+pub(crate) struct ClientBodyError {
     /// What hyper said.
     #[source]
     pub source: Error,
@@ -48,18 +48,18 @@ pub struct ClientBodyError {
 /// The client stopped sending its request body for `body_read_timeout`.
 #[derive(Debug, thiserror::Error)]
 #[error("the client sent no request body bytes for {0:?}")]
-pub struct BodyReadTimeout(pub Duration);
+pub(crate) struct BodyReadTimeout(pub Duration);
 
 /// The upstream sent no response body bytes for its `read_timeout` after the head: the
 /// client's stream is reset (its status line is already out).
 #[derive(Debug, thiserror::Error)]
 #[error("the upstream sent nothing for {0:?} mid-response")]
-pub struct UpstreamReadTimeout(pub Duration);
+pub(crate) struct UpstreamReadTimeout(pub Duration);
 
 /// The request body exceeded its limit.
 #[derive(Debug, thiserror::Error)]
 #[error("request body is larger than {limit} bytes")]
-pub struct BodyTooLarge {
+pub(crate) struct BodyTooLarge {
     /// The limit in bytes.
     pub limit: u64,
 }
@@ -67,7 +67,7 @@ pub struct BodyTooLarge {
 /// Connecting to the endpoint failed (refused, timed out, TLS failed).
 #[derive(Debug, thiserror::Error)]
 #[error("connecting to {endpoint} failed")]
-pub struct ConnectFailed {
+pub(crate) struct ConnectFailed {
     /// The endpoint address.
     pub endpoint: String,
     /// What went wrong.
@@ -78,7 +78,7 @@ pub struct ConnectFailed {
 /// The upstream closed or reset the connection before a whole response head.
 #[derive(Debug, thiserror::Error)]
 #[error("{endpoint} closed the connection before a complete response")]
-pub struct UpstreamReset {
+pub(crate) struct UpstreamReset {
     /// The endpoint address.
     pub endpoint: String,
     /// What went wrong.
@@ -89,7 +89,7 @@ pub struct UpstreamReset {
 /// The upstream answered with something that is not valid HTTP.
 #[derive(Debug, thiserror::Error)]
 #[error("{endpoint} sent a malformed response")]
-pub struct BadUpstreamResponse {
+pub(crate) struct BadUpstreamResponse {
     /// The endpoint address.
     pub endpoint: String,
     /// What went wrong.
@@ -100,12 +100,12 @@ pub struct BadUpstreamResponse {
 /// A timeout fired.
 #[derive(Debug, thiserror::Error)]
 #[error("timed out after {0:?}")]
-pub struct Elapsed(pub Duration);
+pub(crate) struct Elapsed(pub Duration);
 
 /// The upstream has no endpoint that may take traffic.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream {upstream:?} has no healthy endpoint")]
-pub struct NoHealthyUpstream {
+pub(crate) struct NoHealthyUpstream {
     /// The upstream's name.
     pub upstream: String,
 }
@@ -113,7 +113,7 @@ pub struct NoHealthyUpstream {
 /// Over a route's rate limit.
 #[derive(Debug, thiserror::Error)]
 #[error("rate limited; retry after {retry_after:?}")]
-pub struct RateLimited {
+pub(crate) struct RateLimited {
     /// When a token is expected.
     pub retry_after: Duration,
 }
@@ -130,7 +130,7 @@ pub struct Overloaded {
 
 /// The reason codes of the README's "Errors the gateway makes", as sent in `x-switchyard-error`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// 400
     BadRequest,
     /// 401: the admin API without the right bearer token.
@@ -161,7 +161,7 @@ pub enum Reason {
 
 impl Reason {
     /// The `x-switchyard-error` value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::BadRequest => "bad_request",
             Reason::Unauthorized => "unauthorized",
@@ -180,7 +180,7 @@ impl Reason {
     }
 
     /// The status code that goes with it.
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             Reason::BadRequest => StatusCode::BAD_REQUEST,
             Reason::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -199,7 +199,7 @@ impl Reason {
 
     /// Classify a failure. Anything unrecognised is reported as an upstream reset: the
     /// exchange broke in a way we did not foresee, and 502 is the honest status for that.
-    pub fn of(err: &(dyn std::error::Error + 'static)) -> Reason {
+    pub(crate) fn of(err: &(dyn std::error::Error + 'static)) -> Reason {
         if cause_ref::<BodyTooLarge>(err).is_some() {
             Reason::BodyTooLarge
         } else if cause_ref::<BodyReadTimeout>(err).is_some() {
@@ -230,4 +230,4 @@ impl Reason {
 
 /// The reason of a gateway-made response, carried in its extensions for the access log.
 #[derive(Clone, Copy, Debug)]
-pub struct ErrorReason(pub Reason);
+pub(crate) struct ErrorReason(pub Reason);

@@ -4,32 +4,54 @@
 //! and forwards it through a per-route tower stack to upstream endpoints. This file is the only
 //! place that knows every module: it wires them into a running [`Gateway`].
 //!
-//! Modules, from the bottom up: `error` and `body` (shared types) ← `config` (files → validated
-//! model) ← `metrics`, `discovery` (sources that push endpoint sets), `proxy` (one upstream
-//! exchange) ← `balance` (upstreams, endpoints, pickers) ← `router` (compiled route table),
-//! `stack` (per-route layers) ← `snapshot` (what
-//! a request needs, swapped atomically) ← `server` (listeners) and `admin`.
+//! The library's API is [`Gateway`], [`run`], [`config`] (load and validate configuration) and
+//! [`echo`] (the test upstream). Everything else is crate-private, so the compiler reports what
+//! is unused; [`internals`] re-exports what benches, fuzz targets and integration tests drive
+//! directly. docs/architecture.md shows the module layers (imports run one way, down them).
 
-pub mod access_log;
-pub mod admin;
+mod access_log;
+mod admin;
 mod backoff;
-pub mod balance;
-pub mod body;
+mod balance;
+mod body;
 pub mod config;
-pub mod context;
-pub mod discovery;
+mod context;
+mod discovery;
 pub mod echo;
-pub mod error;
-pub mod health;
-pub mod metrics;
-pub mod proxy;
-pub mod reply;
-pub mod resilience;
-pub mod router;
-pub mod server;
-pub mod snapshot;
-pub mod stack;
-pub mod tls;
+mod error;
+mod health;
+mod metrics;
+mod proxy;
+mod reply;
+mod resilience;
+mod router;
+mod server;
+mod snapshot;
+mod stack;
+mod tls;
+
+/// Internals for benches, fuzz targets and integration tests. Not a stable API: anything here
+/// may change without notice.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::access_log::AccessLog;
+    pub use crate::balance::{Endpoint, EndpointSet, Phase, Upstream};
+    pub use crate::body::{empty, full, Body};
+    pub use crate::context::RequestInfo;
+    pub use crate::discovery::consul::parse as parse_consul;
+    pub use crate::discovery::zookeeper::{parse_curator, parse_hostport, parse_member, parse_serverset};
+    pub use crate::discovery::{Adapter, Publisher, Registry, Target};
+    pub use crate::error::Error;
+    pub use crate::health::Health;
+    pub use crate::metrics::Metrics;
+    pub use crate::proxy::headers;
+    pub use crate::router::Router;
+    pub use crate::server::canonical;
+    pub use crate::server::conn::ConnState;
+    pub use crate::server::service::{GatewayService, Shared};
+    pub use crate::snapshot::Snapshot;
+    pub use crate::stack::ResponseHeaders;
+}
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -46,6 +68,37 @@ use crate::config::{ConfigErrors, GatewayConfig};
 use crate::metrics::Metrics;
 use crate::server::service::Shared;
 use crate::snapshot::Reloader;
+
+/// Everything `switchyard check` reports for the configuration at `path`, each with its file,
+/// line and column: `gateway.toml`, every route file, the CA bundles upstreams name (the
+/// gateway refuses a route set whose bundles it cannot read), and each TLS listener's
+/// certificate pairs and `client_ca`. Empty when all is well.
+pub fn check(path: &std::path::Path) -> Vec<config::ConfigError> {
+    let gw = match config::load_gateway(path) {
+        Ok(gw) => gw,
+        Err(e) => return e.0,
+    };
+    let mut errors = Vec::new();
+    match config::load_routes(&gw.routes_dir, gw.base_dir()) {
+        Ok(set) => {
+            let consul_ca = |u: &config::UpstreamConfig| match &u.discovery {
+                config::DiscoveryConfig::Consul { tls_ca, .. } => tls_ca.clone(),
+                _ => None,
+            };
+            let upstream_ca = |u: &config::UpstreamConfig| u.tls.as_ref()?.ca.clone();
+            for ca in set.upstreams.iter().flat_map(|u| [upstream_ca(u), consul_ca(u)]).flatten() {
+                if let Err(e) = tls::roots(&ca) {
+                    errors.push(e);
+                }
+            }
+        }
+        Err(e) => errors.extend(e.0),
+    }
+    for t in gw.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+        errors.extend(tls::store::check(&t.certs_dir, t.client_ca.as_deref()));
+    }
+    errors
+}
 
 /// A fatal start-up problem, with a message that says what to do.
 #[derive(Debug, thiserror::Error)]

@@ -61,39 +61,13 @@ fn init_logs(format: LogFormat) {
 /// plane (admin API, reloads, discovery, health checks); `Gateway::start_with` adds one more
 /// single-threaded serving runtime per extra thread (`SWITCHYARD_WORKER_THREADS`, default one
 /// per CPU). Measured against tokio's work-stealing runtime with the same thread count:
-/// +9–12 % requests per CPU-second (see the performance issue's closing note).
+/// +9–12 % requests per CPU-second (bench/README.md).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let mut errors = Vec::new();
-    match switchyard::config::load_gateway(path) {
-        Ok(gw) => {
-            match switchyard::config::load_routes(&gw.routes_dir, gw.base_dir()) {
-                Ok(set) => {
-                    // CA bundles: [upstream.tls] ca, and a consul discovery's tls_ca. The gateway
-                    // refuses a snapshot whose bundles it cannot read, so check does too.
-                    let consul_ca = |u: &switchyard::config::UpstreamConfig| match &u.discovery {
-                        switchyard::config::DiscoveryConfig::Consul { tls_ca, .. } => tls_ca.clone(),
-                        _ => None,
-                    };
-                    let upstream_ca = |u: &switchyard::config::UpstreamConfig| u.tls.as_ref()?.ca.clone();
-                    for ca in set.upstreams.iter().flat_map(|u| [upstream_ca(u), consul_ca(u)]).flatten() {
-                        if let Err(e) = switchyard::tls::roots(&ca) {
-                            errors.push(e);
-                        }
-                    }
-                }
-                Err(e) => errors.extend(e.0),
-            }
-            // Every certificate pair of every TLS listener, and its client_ca.
-            for t in gw.listeners.iter().filter_map(|l| l.tls.as_ref()) {
-                errors.extend(switchyard::tls::store::check(&t.certs_dir, t.client_ca.as_deref()));
-            }
-        }
-        Err(e) => errors.extend(e.0),
-    }
+    let errors = switchyard::check(path);
     if errors.is_empty() {
         println!("{}: ok", path.display());
         ExitCode::SUCCESS

@@ -12,7 +12,7 @@ use crate::error::{cause_ref, ErrorReason, RateLimited, Reason};
 
 /// The one place a failure becomes a response: its reason, status, and for 429/503 a
 /// `retry-after` in whole seconds (at least 1).
-pub fn response_for(err: &(dyn std::error::Error + 'static)) -> Response<Body> {
+pub(crate) fn response_for(err: &(dyn std::error::Error + 'static)) -> Response<Body> {
     let reason = Reason::of(err);
     let mut res = error_response(reason);
     if let Some(r) = cause_ref::<RateLimited>(err) {
@@ -23,7 +23,7 @@ pub fn response_for(err: &(dyn std::error::Error + 'static)) -> Response<Body> {
 }
 
 /// A gateway-made response for `reason` (status, `x-switchyard-error`, short body).
-pub fn error_response(reason: Reason) -> Response<Body> {
+pub(crate) fn error_response(reason: Reason) -> Response<Body> {
     let status = reason.status();
     let text = format!("{} {}\n", status.as_u16(), reason.as_str());
     let mut res = Response::new(body::full(Bytes::from(text)));

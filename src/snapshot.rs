@@ -156,18 +156,16 @@ impl Target for Upstream {
 
 /// The last reload failure, for `GET /config`.
 #[derive(Clone, Debug)]
-pub struct LastError {
+pub(crate) struct LastError {
     /// The first error (file, line, column, message).
     pub error: ConfigError,
-    /// Every error of that attempt.
-    pub all: Vec<ConfigError>,
     /// When it happened.
     pub at: SystemTime,
 }
 
 /// Loads, validates and swaps route snapshots.
 #[derive(Debug)]
-pub struct Reloader {
+pub(crate) struct Reloader {
     routes_dir: PathBuf,
     /// What relative paths in route files resolve against (gateway.toml's folder).
     base_dir: PathBuf,
@@ -182,7 +180,7 @@ pub struct Reloader {
 impl Reloader {
     /// Load the first snapshot, starting its discovery sources in `registry`; errors here are
     /// fatal at start.
-    pub fn new(
+    pub(crate) fn new(
         routes_dir: PathBuf,
         base_dir: PathBuf,
         limits: Limits,
@@ -206,22 +204,22 @@ impl Reloader {
     }
 
     /// The live snapshot cell, shared with the listeners.
-    pub fn current(&self) -> &Arc<ArcSwap<Snapshot>> {
+    pub(crate) fn current(&self) -> &Arc<ArcSwap<Snapshot>> {
         &self.current
     }
 
     /// The shared discovery sources.
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }
 
     /// The last failure, if the last attempt failed.
-    pub fn last_error(&self) -> Option<LastError> {
+    pub(crate) fn last_error(&self) -> Option<LastError> {
         self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Reload now (blocking: file IO and compilation). Returns the new version.
-    pub fn reload(&self) -> Result<u64, ConfigErrors> {
+    pub(crate) fn reload(&self) -> Result<u64, ConfigErrors> {
         let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
         let result = config::load_routes(&self.routes_dir, &self.base_dir).and_then(|set| {
             let prev = self.current.load_full();
@@ -250,8 +248,7 @@ impl Reloader {
                     tracing::error!("reload rejected, the previous routes keep serving: {e}");
                 }
                 if let Some(first) = errs.0.first() {
-                    *last =
-                        Some(LastError { error: first.clone(), all: errs.0.clone(), at: SystemTime::now() });
+                    *last = Some(LastError { error: first.clone(), at: SystemTime::now() });
                 }
                 self.metrics.config_reloads.get_or_create(&ResultLabel { result: "failure" }).inc();
                 Err(errs)

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{Request, Response, StatusCode};
 use support::*;
-use switchyard::balance::{Endpoint, EndpointSet, Phase, Upstream};
 use switchyard::config::{
     Balance, DiscoveryConfig, Outlier, StaticEndpoint, UpstreamConfig, UpstreamLimits, UpstreamProtocol,
 };
-use switchyard::health::Health;
+use switchyard::internals::Health;
+use switchyard::internals::{Endpoint, EndpointSet, Phase, Upstream};
 
 // === helpers ===
 

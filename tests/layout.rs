@@ -60,7 +60,8 @@ fn sources() -> Vec<File> {
             }
             let text = std::fs::read_to_string(&path).unwrap();
             let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
-            let code: String = code.lines().map(|l| l.split("//").next().unwrap()).collect::<Vec<_>>().join("\n");
+            let code: String =
+                code.lines().map(|l| l.split("//").next().unwrap()).collect::<Vec<_>>().join("\n");
             out.push(File { path, module, code });
         }
     }
@@ -80,7 +81,8 @@ fn crate_paths(code: &str) -> Vec<(String, Option<String>)> {
     let mut rest = code;
     while let Some(i) = rest.find("crate::") {
         rest = &rest[i + 7..];
-        let ident = |s: &str| s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>();
+        let ident =
+            |s: &str| s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>();
         let a = ident(rest);
         let after = &rest[a.len()..];
         let b = after.strip_prefix("::").map(ident).filter(|b| !b.is_empty());
@@ -101,11 +103,18 @@ fn imports_run_down_the_layers() {
             }
             let to_layer = layer_of(&to);
             if to_layer <= from_layer {
-                wrong.insert(format!("{} ({from}, layer {from_layer}) uses {to} (layer {to_layer})", f.path.display()));
+                wrong.insert(format!(
+                    "{} ({from}, layer {from_layer}) uses {to} (layer {to_layer})",
+                    f.path.display()
+                ));
             }
         }
     }
-    assert!(wrong.is_empty(), "imports against the layers:\n{}", wrong.into_iter().collect::<Vec<_>>().join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports against the layers:\n{}",
+        wrong.into_iter().collect::<Vec<_>>().join("\n")
+    );
 }
 
 #[test]
@@ -131,7 +140,8 @@ fn no_cycle_between_sibling_submodules() {
         }
         for prefix in ["super::", "self::"] {
             for part in f.code.split(prefix).skip(1) {
-                let name: String = part.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let name: String =
+                    part.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
                 let mut t = f.module[..f.module.len() - 1].to_vec();
                 if prefix == "self::" {
                     t = f.module.clone();
@@ -196,5 +206,9 @@ fn no_source_file_is_over_the_limit() {
             long.push(format!("{}: {n} lines", f.path.display()));
         }
     }
-    assert!(long.is_empty(), "over {MAX_LINES} lines (move tests to a tests.rs, or split by what it holds):\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines (move tests to a tests.rs, or split by what it holds):\n{}",
+        long.join("\n")
+    );
 }

@@ -13,7 +13,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use switchyard::config::{EscapedSlashes, HttpConfig};
-use switchyard::server::canonical;
+use switchyard::internals::canonical;
 
 fn config(flags: u8) -> HttpConfig {
     HttpConfig {

@@ -18,7 +18,7 @@ use http::{Method, Request, Uri, Version};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use switchyard::config::{EscapedSlashes, HttpConfig};
-use switchyard::server::canonical::{self, Rejection};
+use switchyard::internals::canonical::{self, Rejection};
 
 const METHODS: &[&str] = &["GET", "POST", "HEAD", "OPTIONS", "CONNECT", "PUT", "DELETE", "PATCH", "TRACE"];
 const VERSIONS: &[Version] =

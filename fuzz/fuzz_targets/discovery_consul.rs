@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchyard::discovery::consul::parse;
+use switchyard::internals::parse_consul as parse;
 
 fuzz_target!(|body: &[u8]| {
     let Ok(endpoints) = parse(body) else { return };

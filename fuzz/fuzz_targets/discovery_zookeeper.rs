@@ -12,7 +12,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use switchyard::config::{StaticEndpoint, ZkFormat};
-use switchyard::discovery::zookeeper::{parse_curator, parse_hostport, parse_member, parse_serverset};
+use switchyard::internals::{parse_curator, parse_hostport, parse_member, parse_serverset};
 
 fn check_endpoint(r: &Result<Option<StaticEndpoint>, String>, what: &str) {
     let Ok(Some(ep)) = r else { return };

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use http::{HeaderMap, Method};
 use libfuzzer_sys::fuzz_target;
 use switchyard::config::load_routes_from_sources;
-use switchyard::router::Router;
+use switchyard::internals::Router;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

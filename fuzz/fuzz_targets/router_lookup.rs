@@ -19,7 +19,7 @@ use http::{HeaderMap, Method, Request, Uri};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use switchyard::config::load_routes_from_sources;
-use switchyard::router::Router;
+use switchyard::internals::Router;
 
 const ROUTES: &str = include_str!("../data/router_lookup.toml");
 

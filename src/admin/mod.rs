@@ -55,7 +55,7 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// What the admin API reads.
 #[derive(Debug)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// Reloads and the live snapshot.
     pub reloader: Arc<Reloader>,
     /// Metrics.
@@ -70,7 +70,7 @@ pub struct AdminState {
 
 /// Serve the admin API on `socket` until `stop`: then stop accepting, and close each open
 /// connection once its request in flight (if any) is answered.
-pub fn spawn(socket: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
+pub(crate) fn spawn(socket: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let builder = Arc::new(connection_builder());
     tokio::spawn(async move {

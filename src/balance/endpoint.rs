@@ -89,7 +89,7 @@ pub struct EndpointState {
 }
 
 /// The `outcome` label values of `switchyard_upstream_requests_total`.
-pub const OUTCOMES: [&str; 5] = ["ok", "5xx", "connect_failed", "reset", "timeout"];
+pub(crate) const OUTCOMES: [&str; 5] = ["ok", "5xx", "connect_failed", "reset", "timeout"];
 
 impl EndpointState {
     fn new(health: Health) -> Self {

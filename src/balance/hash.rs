@@ -50,7 +50,7 @@ pub(crate) fn fmix64(mut k: u64) -> u64 {
 }
 
 /// The hash of `bytes` under `seed`.
-pub fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
+pub(crate) fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
     let mut h = Fnv::new(seed);
     h.write(bytes);
     h.finish()
@@ -58,7 +58,12 @@ pub fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
 
 /// The request's hash key for `hash_on`, or `None` when the request lacks it (the pickers then
 /// fall back to weighted random). Reads the request in place; never allocates.
-pub fn request_key(on: &HashOn, headers: &HeaderMap, uri: &Uri, client: Option<IpAddr>) -> Option<u64> {
+pub(crate) fn request_key(
+    on: &HashOn,
+    headers: &HeaderMap,
+    uri: &Uri,
+    client: Option<IpAddr>,
+) -> Option<u64> {
     match on {
         HashOn::ClientIp => client.map(|ip| match ip {
             IpAddr::V4(v4) => hash_bytes(0, &v4.octets()),

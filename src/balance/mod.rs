@@ -18,7 +18,7 @@
 //! trial: `resilience::outlier`.
 
 mod endpoint;
-pub mod hash;
+pub(crate) mod hash;
 mod maglev;
 mod ring_hash;
 mod round_robin;
@@ -27,9 +27,9 @@ mod weighted;
 mod set;
 mod upstream;
 
-pub use endpoint::{Endpoint, EndpointState, OUTCOMES};
-pub use round_robin::SmoothSchedule;
+pub use endpoint::Endpoint;
+pub(crate) use endpoint::OUTCOMES;
 pub use set::EndpointSet;
-pub use upstream::{DiscoveryStatus, Upstream};
+pub use upstream::Upstream;
 
 pub use crate::resilience::outlier::Phase;

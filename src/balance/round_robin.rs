@@ -22,13 +22,13 @@ const EXACT_BUDGET: u64 = 1 << 22;
 
 /// A precomputed smooth-WRR sequence of endpoint indices.
 #[derive(Clone, Debug, Default)]
-pub struct SmoothSchedule {
+pub(crate) struct SmoothSchedule {
     order: Vec<u32>,
 }
 
 impl SmoothSchedule {
     /// The schedule for endpoints with these weights (index = position).
-    pub fn new(weights: &[u32]) -> Self {
+    pub(crate) fn new(weights: &[u32]) -> Self {
         if weights.is_empty() {
             return SmoothSchedule::default();
         }
@@ -61,17 +61,12 @@ impl SmoothSchedule {
     }
 
     /// The period.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.order.len()
     }
 
-    /// Whether there is nothing to pick.
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-
     /// The endpoint index for pick number `i`.
-    pub fn at(&self, i: usize) -> usize {
+    pub(crate) fn at(&self, i: usize) -> usize {
         self.order[i % self.order.len()] as usize
     }
 }

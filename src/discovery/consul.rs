@@ -36,10 +36,10 @@ use super::{backoff, endpoint_address, Publisher};
 
 /// Sustained queries per second at most: a blocking query that returns because of a change is
 /// re-issued at once, but a server that never blocks costs at most this.
-pub const RATE: f64 = 2.0;
+pub(crate) const RATE: f64 = 2.0;
 /// Queries that may go out back to back before the rate applies (a change right after a
 /// change is followed without delay).
-pub const BURST: f64 = 2.0;
+pub(crate) const BURST: f64 = 2.0;
 /// Consul caps `wait` at 10 minutes.
 const MAX_WAIT: Duration = Duration::from_secs(600);
 /// A plain read, and the TCP connect plus TLS handshake of any query, get this long: an agent
@@ -49,7 +49,7 @@ const PLAIN_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to watch.
 #[derive(Debug, Clone)]
-pub struct ConsulSource {
+pub(crate) struct ConsulSource {
     /// The agent: `http://` or `https://`, host and port.
     pub address: ConsulAddress,
     /// Service name.
@@ -74,7 +74,7 @@ pub struct ConsulSource {
 
 /// The HTTP client for one agent: cleartext for `http://`, rustls for `https://`.
 #[derive(Debug, Clone)]
-pub struct Agent {
+pub(crate) struct Agent {
     client: Client<UpstreamConnector, Empty<Bytes>>,
 }
 
@@ -82,7 +82,7 @@ impl Agent {
     /// A client for `src`'s agent. Fails when its TLS settings cannot be used (an unreadable
     /// or empty `tls_ca` bundle), which the registry reports before the source starts, as an
     /// unreadable `[upstream.tls] ca` is.
-    pub fn new(src: &ConsulSource) -> Result<Agent, String> {
+    pub(crate) fn new(src: &ConsulSource) -> Result<Agent, String> {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(PLAIN_READ_TIMEOUT));
@@ -167,7 +167,7 @@ fn enc(s: &str) -> PercentEncode<'_> {
 }
 
 /// The query URL for `index` (0 = a plain read).
-pub fn url(src: &ConsulSource, index: u64) -> String {
+pub(crate) fn url(src: &ConsulSource, index: u64) -> String {
     let mut u = format!("{}/v1/health/service/{}?", src.address, enc(&src.service));
     let mut q = Vec::new();
     if index > 0 {
@@ -188,7 +188,7 @@ pub fn url(src: &ConsulSource, index: u64) -> String {
 }
 
 /// The next index from the last one and the server's `X-Consul-Index` (Consul's rules).
-pub fn next_index(last: u64, returned: u64) -> u64 {
+pub(crate) fn next_index(last: u64, returned: u64) -> u64 {
     if returned == 0 {
         1
     } else if returned < last {
@@ -221,7 +221,7 @@ impl Bucket {
 }
 
 /// Run the source until the registry aborts it, querying through `agent`.
-pub async fn run(src: ConsulSource, agent: Agent, out: Publisher) {
+pub(crate) async fn run(src: ConsulSource, agent: Agent, out: Publisher) {
     let mut bucket = Bucket { tokens: BURST, at: Instant::now() };
     let mut backoff = backoff();
     let mut index = 0u64;

@@ -27,7 +27,7 @@ use crate::config::{DnsRecord, StaticEndpoint};
 use super::{backoff, Publisher};
 
 /// The shortest re-resolution interval (the TTL is bounded below by 1 s).
-pub const MIN_REFRESH: Duration = Duration::from_secs(1);
+pub(crate) const MIN_REFRESH: Duration = Duration::from_secs(1);
 
 /// Per-query timeout, with 2 attempts: the resolv.conf defaults (`timeout:5`, `attempts:2`).
 /// A resolver that is slow but working (a recursive lookup behind a busy forwarder can take
@@ -37,7 +37,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What to resolve.
 #[derive(Debug, Clone)]
-pub struct DnsSource {
+pub(crate) struct DnsSource {
     /// The name.
     pub name: String,
     /// The port for A/AAAA answers.
@@ -52,7 +52,7 @@ pub struct DnsSource {
 
 /// The outcome of one resolution.
 #[derive(Debug)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// Records (possibly none: NXDOMAIN/NODATA), valid until the instant given.
     Set(Vec<StaticEndpoint>, Instant),
     /// A failure that must not change the set.
@@ -60,7 +60,7 @@ pub enum Answer {
 }
 
 /// Run the source until the registry aborts it.
-pub async fn run(src: DnsSource, out: Publisher) {
+pub(crate) async fn run(src: DnsSource, out: Publisher) {
     let resolver = match build_resolver(src.resolver) {
         Ok(r) => r,
         Err(e) => {
@@ -88,7 +88,7 @@ pub async fn run(src: DnsSource, out: Publisher) {
 }
 
 /// A resolver for `server` (or the system's), without a cache, with short timeouts.
-pub fn build_resolver(server: Option<SocketAddr>) -> Result<TokioResolver, ResolveError> {
+pub(crate) fn build_resolver(server: Option<SocketAddr>) -> Result<TokioResolver, ResolveError> {
     let mut builder = match server {
         Some(addr) => Resolver::builder_with_config(
             ResolverConfig::from_parts(
@@ -126,7 +126,7 @@ fn endpoint(ip: IpAddr, port: u16, weight: u32) -> StaticEndpoint {
 }
 
 /// Resolve once.
-pub async fn resolve(resolver: &TokioResolver, src: &DnsSource) -> Answer {
+pub(crate) async fn resolve(resolver: &TokioResolver, src: &DnsSource) -> Answer {
     let name = fqdn(&src.name);
     let now = Instant::now();
     match src.record {

@@ -8,7 +8,7 @@ use super::Publisher;
 
 /// Publish `list` and stay until the registry stops this source (dropping the sender would
 /// tell consumers the source ended).
-pub async fn run(list: Vec<StaticEndpoint>, out: Publisher) {
+pub(crate) async fn run(list: Vec<StaticEndpoint>, out: Publisher) {
     out.reset(list);
     std::future::pending::<()>().await;
 }

@@ -26,12 +26,12 @@
 //!   source task is aborted. Reloads reuse unchanged upstreams together with their attachments,
 //!   so an unchanged source keeps running across reloads.
 
-pub mod consul;
-pub mod dns;
-pub mod fixed;
+pub(crate) mod consul;
+pub(crate) mod dns;
+pub(crate) mod fixed;
 mod publisher;
 mod registry;
-pub mod zookeeper;
+pub(crate) mod zookeeper;
 
 #[cfg(test)]
 mod tests;
@@ -41,13 +41,15 @@ use std::time::Duration;
 use crate::backoff::{Backoff, Jitter};
 use crate::config::StaticEndpoint;
 
-pub use publisher::{Publisher, Resolution};
-pub use registry::{Adapter, Attachment, Registry, Source};
+pub use publisher::Publisher;
+pub(crate) use publisher::Resolution;
+pub(crate) use registry::Attachment;
+pub use registry::{Adapter, Registry};
 
 /// `/ready` waits at most this long after start for every upstream's first discovery result
 /// (docs/discovery.md): long enough for a healthy ZooKeeper or Consul to answer, short enough that a
 /// dead one does not keep a gateway with static routes out of a load balancer forever.
-pub const READY_BOUND: Duration = Duration::from_secs(10);
+pub(crate) const READY_BOUND: Duration = Duration::from_secs(10);
 
 /// What discovery feeds: an upstream's endpoint set.
 pub trait Target: Send + Sync + 'static {

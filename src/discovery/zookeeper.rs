@@ -29,7 +29,7 @@ use crate::backoff::Backoff;
 
 /// What to watch.
 #[derive(Debug, Clone)]
-pub struct ZkSource {
+pub(crate) struct ZkSource {
     /// Connect string (`host:port,host:port[/chroot]`).
     pub servers: String,
     /// Parent node.
@@ -52,7 +52,7 @@ enum Ended {
 }
 
 /// Run the source until the registry aborts it.
-pub async fn run(src: ZkSource, out: Publisher) {
+pub(crate) async fn run(src: ZkSource, out: Publisher) {
     let mut backoff = backoff();
     loop {
         let connect = zk::Client::connector()

@@ -63,7 +63,7 @@ impl Health {
 
 /// Consecutive-threshold health state machine for one endpoint.
 #[derive(Clone, Debug)]
-pub struct HealthMachine {
+pub(crate) struct HealthMachine {
     state: Health,
     successes: u32,
     failures: u32,
@@ -73,7 +73,7 @@ pub struct HealthMachine {
 
 impl HealthMachine {
     /// A machine in `Unknown`, with the thresholds (each at least 1).
-    pub fn new(healthy_threshold: u32, unhealthy_threshold: u32) -> Self {
+    pub(crate) fn new(healthy_threshold: u32, unhealthy_threshold: u32) -> Self {
         HealthMachine {
             state: Health::Unknown,
             successes: 0,
@@ -83,13 +83,8 @@ impl HealthMachine {
         }
     }
 
-    /// The current state.
-    pub fn state(&self) -> Health {
-        self.state
-    }
-
     /// Feed one probe result; returns the new state when it changed.
-    pub fn observe(&mut self, ok: bool) -> Option<Health> {
+    pub(crate) fn observe(&mut self, ok: bool) -> Option<Health> {
         if ok {
             self.successes = self.successes.saturating_add(1);
             self.failures = 0;
@@ -118,15 +113,15 @@ impl HealthMachine {
 // === probes ===
 
 /// Sends one HTTP request on the upstream's client (it knows protocol, TLS, connect timeout).
-pub type HttpSend =
+pub(crate) type HttpSend =
     Arc<dyn Fn(Request<Body>) -> BoxFuture<'static, Result<Response<Incoming>, Error>> + Send + Sync>;
 
 /// What a probe task reports after every probe: the result, and the new state if it changed.
-pub type OnResult = Box<dyn Fn(bool, Option<Health>) + Send + Sync>;
+pub(crate) type OnResult = Box<dyn Fn(bool, Option<Health>) + Send + Sync>;
 
 /// What to probe.
 #[derive(Clone)]
-pub struct ProbeTarget {
+pub(crate) struct ProbeTarget {
     /// `host:port`.
     pub address: Name,
     /// The upstream's HTTP version.
@@ -142,7 +137,12 @@ impl std::fmt::Debug for ProbeTarget {
 }
 
 /// Start the probe task of one endpoint; it runs until `stop` is cancelled.
-pub fn spawn(cfg: Arc<HealthCheck>, target: ProbeTarget, on_result: OnResult, stop: CancellationToken) {
+pub(crate) fn spawn(
+    cfg: Arc<HealthCheck>,
+    target: ProbeTarget,
+    on_result: OnResult,
+    stop: CancellationToken,
+) {
     tokio::spawn(async move {
         let mut machine = HealthMachine::new(cfg.healthy_threshold, cfg.unhealthy_threshold);
         let mut ticks = tokio::time::interval(cfg.interval);
@@ -176,7 +176,7 @@ pub fn spawn(cfg: Arc<HealthCheck>, target: ProbeTarget, on_result: OnResult, st
 }
 
 /// One probe, bounded by `timeout`.
-pub async fn probe_once(cfg: &HealthCheck, target: &ProbeTarget) -> bool {
+pub(crate) async fn probe_once(cfg: &HealthCheck, target: &ProbeTarget) -> bool {
     let probe = async {
         match cfg.kind {
             HealthKind::Tcp => tokio::net::TcpStream::connect(target.address.as_str()).await.is_ok(),
@@ -207,6 +207,13 @@ pub async fn probe_once(cfg: &HealthCheck, target: &ProbeTarget) -> bool {
         }
     };
     tokio::time::timeout(cfg.timeout, probe).await.unwrap_or(false)
+}
+
+#[cfg(test)]
+impl HealthMachine {
+    fn state(&self) -> Health {
+        self.state
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use crate::error::Error;
 
 /// Connects to an endpoint, over TLS when the upstream asks for it.
 #[derive(Clone, Debug)]
-pub struct UpstreamConnector {
+pub(crate) struct UpstreamConnector {
     http: HttpConnector,
     tls: Option<Tls>,
 }
@@ -47,7 +47,7 @@ impl std::fmt::Debug for Tls {
 impl UpstreamConnector {
     /// Plain TCP through `http` (which bounds the TCP connect), with TLS on top when `tls` is
     /// set; `timeout` then bounds the connect and the handshake together.
-    pub fn new(
+    pub(crate) fn new(
         http: HttpConnector,
         tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
         timeout: std::time::Duration,
@@ -68,7 +68,7 @@ impl UpstreamConnector {
     }
 
     /// Whether connections are TLS.
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
 }
@@ -114,7 +114,7 @@ impl tower::Service<Uri> for UpstreamConnector {
 
 /// A connection to an upstream endpoint.
 #[derive(Debug)]
-pub enum UpstreamIo {
+pub(crate) enum UpstreamIo {
     /// Cleartext.
     Plain(TokioIo<TcpStream>),
     /// TLS (boxed: the rustls state is large).

@@ -126,7 +126,7 @@ impl Limits {
 
 /// Wraps a connector so that every connection holds a `max_connections` permit.
 #[derive(Clone, Debug)]
-pub struct LimitedConnector<C> {
+pub(crate) struct LimitedConnector<C> {
     inner: C,
     limits: Arc<Limits>,
     wait: Duration,
@@ -134,7 +134,7 @@ pub struct LimitedConnector<C> {
 
 impl<C> LimitedConnector<C> {
     /// `wait`: how long a pending request may wait for a connection (the connect timeout).
-    pub fn new(inner: C, limits: Arc<Limits>, wait: Duration) -> Self {
+    pub(crate) fn new(inner: C, limits: Arc<Limits>, wait: Duration) -> Self {
         LimitedConnector { inner, limits, wait }
     }
 }
@@ -173,13 +173,6 @@ pin_project_lite::pin_project! {
         #[pin]
         io: T,
         _permit: OwnedSemaphorePermit,
-    }
-}
-
-impl<T> Permitted<T> {
-    /// The wrapped connection.
-    pub fn get_ref(&self) -> &T {
-        &self.io
     }
 }
 

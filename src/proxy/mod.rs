@@ -3,9 +3,9 @@
 //! (keep-alive reuse per endpoint), its failure classified, and HTTP/1.1 upgrades tunnelled.
 //! Upstreams with `[upstream.tls]` connect through rustls ([`connect`]).
 
-pub mod connect;
+pub(crate) mod connect;
 pub mod headers;
-pub mod limits;
+pub(crate) mod limits;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,7 +143,7 @@ const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(15 * 60);
 /// and the upstream until either side closes, no byte moves either way for the tunnel's idle
 /// timeout, or the drain runs out of time. With `ctx`, the tunnel keeps the client
 /// connection's slot and gauge until it closes, and drain waits for it.
-pub fn tunnel(
+pub(crate) fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     ctx: Option<Arc<TunnelCtx>>,

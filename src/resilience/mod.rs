@@ -3,7 +3,7 @@
 //! knows nothing of balancing or forwarding; `stack` assembles the layers, `balance` drives the
 //! breaker.
 
-pub mod outlier;
-pub mod rate_limit;
-pub mod replay;
-pub mod retry;
+pub(crate) mod outlier;
+pub(crate) mod rate_limit;
+pub(crate) mod replay;
+pub(crate) mod retry;

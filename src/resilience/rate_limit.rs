@@ -139,7 +139,7 @@ impl RateLimiter {
 
 /// Rejects requests over the route's `rate_limit` with 429 `rate_limited`.
 #[derive(Clone, Debug)]
-pub struct RateLimitLayer {
+pub(crate) struct RateLimitLayer {
     limiter: Option<Arc<RateLimiter>>,
     route: Name,
     metrics: Arc<Metrics>,
@@ -149,7 +149,7 @@ impl RateLimitLayer {
     /// A layer over the route's buckets (`None` = pass-through). The buckets are made by the
     /// snapshot, which hands a reloaded route its previous buckets when its `rate_limit` did
     /// not change, so a reload resets no client's limit.
-    pub fn new(limiter: Option<Arc<RateLimiter>>, route: Name, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(limiter: Option<Arc<RateLimiter>>, route: Name, metrics: Arc<Metrics>) -> Self {
         RateLimitLayer { limiter, route, metrics }
     }
 }
@@ -163,19 +163,21 @@ impl<S> Layer<S> for RateLimitLayer {
 
 /// See [`RateLimitLayer`].
 #[derive(Clone, Debug)]
-pub struct RateLimitService<S> {
+pub(crate) struct RateLimitService<S> {
     inner: S,
     layer: RateLimitLayer,
 }
 
 impl<S> RateLimitService<S> {
     /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
+    #[allow(dead_code, reason = "every middleware has tower\'s shape: new, get_ref, into_inner")]
+    pub(crate) fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// Unwrap.
-    pub fn into_inner(self) -> S {
+    #[allow(dead_code, reason = "every middleware has tower\'s shape: new, get_ref, into_inner")]
+    pub(crate) fn into_inner(self) -> S {
         self.inner
     }
 }

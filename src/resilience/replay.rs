@@ -39,7 +39,7 @@ struct Shared {
 
 /// One reader of a replayable body.
 #[derive(Debug)]
-pub struct ReplayBody {
+pub(crate) struct ReplayBody {
     shared: Arc<Mutex<Shared>>,
     pos: usize,
     trailers_sent: bool,
@@ -49,7 +49,7 @@ pub struct ReplayBody {
 
 impl ReplayBody {
     /// Wrap `body`, keeping up to `cap` bytes for replay.
-    pub fn new(body: Body, cap: u64) -> Self {
+    pub(crate) fn new(body: Body, cap: u64) -> Self {
         let hint = body.size_hint();
         let empty = body.is_end_stream();
         ReplayBody {
@@ -72,7 +72,7 @@ impl ReplayBody {
     }
 
     /// A fresh reader for the next attempt, or `None` when the body can no longer be replayed.
-    pub fn replay(&self) -> Option<ReplayBody> {
+    pub(crate) fn replay(&self) -> Option<ReplayBody> {
         let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         if s.overflowed || s.errored {
             return None;

@@ -35,19 +35,19 @@ use crate::metrics::{Metrics, Name, RetryLabels};
 use crate::proxy::headers::upgrade_requested;
 
 /// The budget's floor (docs/configuration.md, `[route.retry] budget`): at least this many retries per second are always allowed.
-pub const MIN_RETRIES_PER_SEC: u32 = 10;
+pub(crate) const MIN_RETRIES_PER_SEC: u32 = 10;
 /// How far back the budget looks (Linkerd's default window).
 const BUDGET_TTL: Duration = Duration::from_secs(10);
 
 /// Limits retries in flight across an upstream (`[upstream.limits] max_retries`).
-pub trait RetryGate: Send + Sync + std::fmt::Debug {
+pub(crate) trait RetryGate: Send + Sync + std::fmt::Debug {
     /// Take a retry slot, or say no.
     fn try_begin(&self) -> Option<Box<dyn Send>>;
 }
 
 /// `[route.retry]` for one upstream of a route.
 #[derive(Clone, Debug)]
-pub struct RetryLayer {
+pub(crate) struct RetryLayer {
     policy: Arc<RetryPolicy>,
     budget: Arc<TpsBudget>,
     route: Name,
@@ -57,7 +57,7 @@ pub struct RetryLayer {
 
 impl RetryLayer {
     /// A layer for `policy`; `budget` is shared by every upstream of the route.
-    pub fn new(
+    pub(crate) fn new(
         policy: RetryPolicy,
         budget: Arc<TpsBudget>,
         route: Name,
@@ -68,7 +68,7 @@ impl RetryLayer {
     }
 
     /// The route's budget for `policy`.
-    pub fn budget_for(policy: &RetryPolicy) -> Arc<TpsBudget> {
+    pub(crate) fn budget_for(policy: &RetryPolicy) -> Arc<TpsBudget> {
         Arc::new(TpsBudget::new(BUDGET_TTL, MIN_RETRIES_PER_SEC, policy.budget as f32))
     }
 }
@@ -82,19 +82,21 @@ impl<S> Layer<S> for RetryLayer {
 
 /// See [`RetryLayer`].
 #[derive(Clone, Debug)]
-pub struct Retry<S> {
+pub(crate) struct Retry<S> {
     inner: S,
     layer: RetryLayer,
 }
 
 impl<S> Retry<S> {
     /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
+    #[allow(dead_code, reason = "every middleware has tower\'s shape: new, get_ref, into_inner")]
+    pub(crate) fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// Unwrap.
-    pub fn into_inner(self) -> S {
+    #[allow(dead_code, reason = "every middleware has tower\'s shape: new, get_ref, into_inner")]
+    pub(crate) fn into_inner(self) -> S {
         self.inner
     }
 }
@@ -269,7 +271,7 @@ struct NotReplayable;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::{Timeout, TimeoutLayer};
+    use crate::stack::timeout::{Timeout, TimeoutLayer};
 
     use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -359,13 +359,8 @@ fn note_framing(head: &[u8], state: &ConnState) {
 
 impl<T> Watched<T> {
     /// Wrap `inner`.
-    pub fn new(inner: T, state: Arc<ConnState>) -> Self {
+    pub(crate) fn new(inner: T, state: Arc<ConnState>) -> Self {
         Watched { inner, state, head: Vec::new() }
-    }
-
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &T {
-        &self.inner
     }
 }
 

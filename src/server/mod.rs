@@ -9,8 +9,8 @@
 //! the first bytes by hyper-util's auto reader).
 
 pub mod canonical;
-pub mod conn;
-pub mod service;
+pub(crate) mod conn;
+pub(crate) mod service;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,7 +43,7 @@ const BACKLOG: i32 = 1024;
 ///
 /// With several copies the port is first bound once without `SO_REUSEPORT`: otherwise a second
 /// gateway started by mistake on the same port would silently share it instead of failing.
-pub fn bind(cfg: &ListenerConfig, copies: usize) -> Result<Vec<std::net::TcpListener>, String> {
+pub(crate) fn bind(cfg: &ListenerConfig, copies: usize) -> Result<Vec<std::net::TcpListener>, String> {
     let fail = |e: std::io::Error| {
         let hint = match e.kind() {
             std::io::ErrorKind::AddrInUse => {
@@ -84,7 +84,7 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::Tcp
 
 /// Everything a listener needs to serve.
 #[derive(Debug)]
-pub struct Listener {
+pub(crate) struct Listener {
     /// Its name.
     pub name: Name,
     /// The bound socket (registered with the runtime that serves it, in [`spawn`]).
@@ -99,7 +99,7 @@ pub struct Listener {
 
 impl Listener {
     /// The permits for `max_connections`, made once per listener and shared by its copies.
-    pub fn slots(limits: &Limits) -> Arc<Semaphore> {
+    pub(crate) fn slots(limits: &Limits) -> Arc<Semaphore> {
         Arc::new(Semaphore::new(limits.max_connections.max(1)))
     }
 }
@@ -114,7 +114,12 @@ struct Accepting {
 
 /// Accept connections until `shutdown`, serving each on a task tracked by `tracker`. Call it
 /// from within the runtime that is to serve the listener.
-pub fn spawn(listener: Listener, shared: Arc<Shared>, shutdown: CancellationToken, tracker: TaskTracker) {
+pub(crate) fn spawn(
+    listener: Listener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     let socket = match TcpListener::from_std(listener.socket) {
         Ok(s) => s,
         Err(e) => {

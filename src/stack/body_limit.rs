@@ -16,13 +16,13 @@ use crate::error::{BodyTooLarge, Error};
 /// body bytes for the access log. A declared `content-length` over the limit is refused before
 /// anything is forwarded; an undeclared one fails the stream when it crosses the limit.
 #[derive(Clone, Debug)]
-pub struct BodyLimitLayer {
+pub(crate) struct BodyLimitLayer {
     limit: u64,
 }
 
 impl BodyLimitLayer {
     /// Limit in bytes; 0 = unlimited.
-    pub fn new(limit: u64) -> Self {
+    pub(crate) fn new(limit: u64) -> Self {
         BodyLimitLayer { limit }
     }
 }
@@ -36,7 +36,7 @@ impl<S> Layer<S> for BodyLimitLayer {
 
 /// See [`BodyLimitLayer`].
 #[derive(Clone, Debug)]
-pub struct BodyLimit<S> {
+pub(crate) struct BodyLimit<S> {
     inner: S,
     limit: u64,
 }

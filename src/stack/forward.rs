@@ -34,7 +34,7 @@ use crate::stack::timeout::Deadline;
 
 /// Forwards to one upstream.
 #[derive(Clone, Debug)]
-pub struct Forward {
+pub(crate) struct Forward {
     upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
     /// Whether the upstream's `read_timeout` needs its own timer while waiting for a head:
@@ -44,7 +44,11 @@ pub struct Forward {
 
 impl Forward {
     /// A forwarder to `upstream` for a route whose `timeout` is `route_timeout`.
-    pub fn new(upstream: Arc<Upstream>, metrics: Arc<Metrics>, route_timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        upstream: Arc<Upstream>,
+        metrics: Arc<Metrics>,
+        route_timeout: Option<Duration>,
+    ) -> Self {
         let head_timer = route_timeout.is_none_or(|t| t > upstream.config.read_timeout);
         Forward { upstream, metrics, head_timer }
     }

@@ -20,13 +20,15 @@
 
 macro_rules! inner_access {
     () => {
+        #[allow(dead_code, reason = "every middleware has tower's shape: new, get_ref, into_inner")]
         /// The wrapped service.
-        pub fn get_ref(&self) -> &S {
+        pub(crate) fn get_ref(&self) -> &S {
             &self.inner
         }
 
         /// Unwrap.
-        pub fn into_inner(self) -> S {
+        #[allow(dead_code, reason = "every middleware has tower's shape: new, get_ref, into_inner")]
+        pub(crate) fn into_inner(self) -> S {
             self.inner
         }
     };
@@ -55,20 +57,21 @@ use crate::proxy::limits::Limits as UpstreamLimits;
 use crate::resilience::rate_limit::{RateLimitLayer, RateLimiter};
 use crate::resilience::retry::{RetryGate, RetryLayer};
 
-pub use body_limit::{BodyLimit, BodyLimitLayer};
-pub use forward::Forward;
-pub use response_headers::{ResponseHeaders, ResponseHeadersLayer};
-pub use rewrite::{RequestRewrite, RequestRewriteLayer};
-pub use terminal::{Redirect, Respond, Split};
-pub use timeout::{Timeout, TimeoutLayer};
+use body_limit::BodyLimitLayer;
+use forward::Forward;
+pub use response_headers::ResponseHeaders;
+use response_headers::ResponseHeadersLayer;
+use rewrite::RequestRewriteLayer;
+use terminal::{Redirect, Respond, Split};
+pub(crate) use timeout::TimeoutLayer;
 
 /// A route's whole stack, boxed so that every route has the same type.
-pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Error>;
+pub(crate) type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Error>;
 
 /// Build the stack for `route`. `upstreams` holds every upstream of the snapshot by name
 /// (validation guarantees the names a route uses exist); `limiter` holds the route's rate-limit
 /// buckets (the snapshot keeps them across reloads).
-pub fn build(
+pub(crate) fn build(
     route: &RouteConfig,
     upstreams: &HashMap<String, Arc<Upstream>>,
     limiter: Option<Arc<RateLimiter>>,

@@ -15,13 +15,13 @@ use crate::error::Error;
 
 /// Applies `response_headers` edits.
 #[derive(Clone, Debug)]
-pub struct ResponseHeadersLayer {
+pub(crate) struct ResponseHeadersLayer {
     edits: Option<Arc<HeaderEdits>>,
 }
 
 impl ResponseHeadersLayer {
     /// Layer for these edits (none = pass-through).
-    pub fn new(edits: HeaderEdits) -> Self {
+    pub(crate) fn new(edits: HeaderEdits) -> Self {
         ResponseHeadersLayer { edits: (!edits.is_empty()).then(|| Arc::new(edits)) }
     }
 }

@@ -15,7 +15,7 @@ use crate::config::HeaderEdits;
 
 /// Strips / rewrites the matched path prefix, rewrites Host, applies `request_headers`.
 #[derive(Clone, Debug)]
-pub struct RequestRewriteLayer {
+pub(crate) struct RequestRewriteLayer {
     rewrite: Option<Arc<Rewrite>>,
 }
 
@@ -30,7 +30,7 @@ struct Rewrite {
 impl RequestRewriteLayer {
     /// `strip`: the matched prefix to remove (without trailing slash); `replace_with`: what
     /// goes in its place; `host`: a Host to send instead of the client's.
-    pub fn new(
+    pub(crate) fn new(
         strip: Option<String>,
         replace_with: Option<String>,
         host: Option<HeaderValue>,
@@ -52,7 +52,7 @@ impl<S> Layer<S> for RequestRewriteLayer {
 
 /// See [`RequestRewriteLayer`].
 #[derive(Clone, Debug)]
-pub struct RequestRewrite<S> {
+pub(crate) struct RequestRewrite<S> {
     inner: S,
     rewrite: Option<Arc<Rewrite>>,
 }

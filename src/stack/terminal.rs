@@ -20,13 +20,13 @@ type Fixed = (StatusCode, Bytes, Vec<(HeaderName, HeaderValue)>);
 
 /// `respond = { status, body, headers }`.
 #[derive(Clone, Debug)]
-pub struct Respond {
+pub(crate) struct Respond {
     inner: Arc<Fixed>,
 }
 
 impl Respond {
     /// A fixed answer.
-    pub fn new(status: StatusCode, body: String, headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+    pub(crate) fn new(status: StatusCode, body: String, headers: Vec<(HeaderName, HeaderValue)>) -> Self {
         Respond { inner: Arc::new((status, Bytes::from(body), headers)) }
     }
 }
@@ -55,19 +55,19 @@ impl Service<Request<Body>> for Respond {
 
 /// `redirect = { to, status }`; `{host}`, `{path}`, `{query}` expand (docs/configuration.md).
 #[derive(Clone, Debug)]
-pub struct Redirect {
+pub(crate) struct Redirect {
     to: Arc<str>,
     status: StatusCode,
 }
 
 impl Redirect {
     /// A redirect to the template `to`.
-    pub fn new(to: String, status: StatusCode) -> Self {
+    pub(crate) fn new(to: String, status: StatusCode) -> Self {
         Redirect { to: to.into(), status }
     }
 
     /// The `location` for `req`.
-    pub fn location<B>(&self, req: &Request<B>) -> String {
+    pub(crate) fn location<B>(&self, req: &Request<B>) -> String {
         let host = crate::proxy::headers::request_host(req).map(strip_port).unwrap_or("");
         let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
         self.to.replace("{host}", host).replace("{path}", req.uri().path()).replace("{query}", &query)
@@ -109,14 +109,14 @@ impl Service<Request<Body>> for Redirect {
 
 /// `split = [...]`: picks an upstream by weight per request, then forwards to it.
 #[derive(Clone, Debug)]
-pub struct Split {
+pub(crate) struct Split {
     choices: Arc<[(RouteService, u32)]>,
     total: u32,
 }
 
 impl Split {
     /// Choices with their weights (cumulative weights are computed per pick; the list is short).
-    pub fn new(choices: Vec<(RouteService, u32)>) -> Self {
+    pub(crate) fn new(choices: Vec<(RouteService, u32)>) -> Self {
         let total = choices.iter().map(|(_, w)| *w).sum::<u32>().max(1);
         Split { choices: choices.into(), total }
     }

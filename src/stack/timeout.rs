@@ -87,13 +87,13 @@ where
 
 /// Fails a call with [`Elapsed`] after a time: the route `timeout`, or `per_try_timeout`.
 #[derive(Clone, Debug)]
-pub struct TimeoutLayer {
+pub(crate) struct TimeoutLayer {
     timeout: Option<Duration>,
 }
 
 impl TimeoutLayer {
     /// `None` = no timeout.
-    pub fn new(timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(timeout: Option<Duration>) -> Self {
         TimeoutLayer { timeout }
     }
 }
@@ -107,7 +107,7 @@ impl<S> Layer<S> for TimeoutLayer {
 
 /// See [`TimeoutLayer`].
 #[derive(Clone, Debug)]
-pub struct Timeout<S> {
+pub(crate) struct Timeout<S> {
     inner: S,
     timeout: Option<Duration>,
 }

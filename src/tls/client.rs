@@ -14,7 +14,10 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use crate::config::{ConfigError, UpstreamProtocol, UpstreamTls};
 
 /// Build the client configuration for an upstream's TLS settings.
-pub fn config(tls: &UpstreamTls, protocol: UpstreamProtocol) -> Result<Arc<ClientConfig>, ConfigError> {
+pub(crate) fn config(
+    tls: &UpstreamTls,
+    protocol: UpstreamProtocol,
+) -> Result<Arc<ClientConfig>, ConfigError> {
     let provider = super::provider();
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

@@ -20,9 +20,9 @@
 //! TLS 1.2 and 1.3 only (rustls implements nothing older), ALPN `h2` then `http/1.1`; the ring
 //! provider (no native build step). Sessions resume by TLS 1.3 tickets and a session cache.
 
-pub mod client;
-pub mod resolver;
-pub mod store;
+pub(crate) mod client;
+pub(crate) mod resolver;
+pub(crate) mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -40,8 +40,8 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use crate::config::{ConfigError, ListenerTls};
 use crate::metrics::{HandshakeLabels, Metrics, Name};
-pub use resolver::SniResolver;
-pub use store::{CertSet, CertStore};
+pub(crate) use resolver::SniResolver;
+pub(crate) use store::CertStore;
 
 /// Session-cache entries (TLS 1.2 session ids, and TLS 1.3 when tickets are off): about
 /// 200 bytes each, so this bounds the cache near 4 MiB, like NGINX's `ssl_session_cache
@@ -54,12 +54,12 @@ const SESSION_CACHE_ENTRIES: usize = 20_480;
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 112];
 
 /// The crypto provider: ring builds without cmake or clang.
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Read a PEM CA bundle into a root store.
-pub fn roots(path: &Path) -> Result<RootCertStore, ConfigError> {
+pub(crate) fn roots(path: &Path) -> Result<RootCertStore, ConfigError> {
     roots_of(path, store::read_certs(path)?)
 }
 
@@ -78,7 +78,7 @@ fn roots_of(path: &Path, certs: Vec<CertificateDer<'static>>) -> Result<RootCert
 
 /// The TLS side of one listener: its certificate store, client CA and rustls configuration.
 #[derive(Debug)]
-pub struct Acceptor {
+pub(crate) struct Acceptor {
     listener: Name,
     store: Arc<CertStore>,
     resolver: Arc<SniResolver>,
@@ -107,7 +107,7 @@ struct ClientCaState {
 
 /// A finished handshake.
 #[derive(Debug)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     /// The decrypted stream.
     pub stream: TlsStream<TcpStream>,
     /// Whether ALPN chose `h2` (`Some(false)`: `http/1.1`; `None`: the client offered no ALPN).
@@ -118,7 +118,7 @@ pub struct Accepted {
 
 /// Why a handshake did not finish; logged at debug level (clients cause these).
 #[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     /// Not done within `header_read_timeout`.
     #[error("TLS handshake not finished within {0:?}")]
     Timeout(Duration),
@@ -134,7 +134,7 @@ impl Acceptor {
     /// Build a listener's TLS side: generate a development certificate if `certs_dir` holds
     /// none, load the certificates, and read `client_ca` for mTLS. Errors are fatal at start;
     /// later ones (in [`Acceptor::reload`]) keep what serves.
-    pub fn new(
+    pub(crate) fn new(
         listener: Name,
         cfg: &ListenerTls,
         metrics: Arc<Metrics>,
@@ -176,20 +176,15 @@ impl Acceptor {
         })
     }
 
-    /// The certificate store (reloaded by the certs watch, SIGHUP and `POST /reload`).
-    pub fn store(&self) -> &Arc<CertStore> {
-        &self.store
-    }
-
     /// Reload the certificates and the client CA bundle (blocking file IO). What fails to
     /// load keeps what was serving; the errors are in [`Acceptor::errors`].
-    pub fn reload(&self) {
+    pub(crate) fn reload(&self) {
         self.store.reload();
         self.reload_client_ca();
     }
 
     /// The problems of the last reload, each with the time it was seen.
-    pub fn errors(&self) -> Vec<(ConfigError, Option<SystemTime>)> {
+    pub(crate) fn errors(&self) -> Vec<(ConfigError, Option<SystemTime>)> {
         let set = self.store.current().load_full();
         let mut errors: Vec<_> = set.errors.iter().map(|e| (e.clone(), set.loaded_at)).collect();
         if let Some(ca) = &self.client_ca {
@@ -240,7 +235,7 @@ impl Acceptor {
     }
 
     /// Run the handshake on a freshly accepted connection.
-    pub async fn accept(&self, tcp: TcpStream) -> Result<Accepted, HandshakeError> {
+    pub(crate) async fn accept(&self, tcp: TcpStream) -> Result<Accepted, HandshakeError> {
         let r = self.handshake(tcp).await;
         let result = if r.is_ok() { "success" } else { "failure" };
         self.metrics
@@ -306,7 +301,7 @@ fn server_config(
 
 /// Envoy's XFCC form for a client leaf certificate (DER):
 /// `Hash=<sha256 hex>;Subject="<RFC 4514 subject DN>"`.
-pub fn xfcc(der: &[u8]) -> Option<HeaderValue> {
+pub(crate) fn xfcc(der: &[u8]) -> Option<HeaderValue> {
     let hash = ring::digest::digest(&ring::digest::SHA256, der);
     let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     let subject = x509_parser::parse_x509_certificate(der).ok().map(|(_, c)| rfc4514(c.subject()));
@@ -373,11 +368,11 @@ fn escape_dn_value(s: &str) -> String {
 /// `certs_dir` or to a `client_ca` file (debounced), on SIGHUP and on
 /// `POST /reload`.
 #[derive(Clone, Debug, Default)]
-pub struct Stores(pub Vec<Arc<Acceptor>>);
+pub(crate) struct Stores(pub Vec<Arc<Acceptor>>);
 
 impl Stores {
     /// Reload every listener's TLS files (blocking file IO: call from `spawn_blocking`).
-    pub fn reload(&self) {
+    pub(crate) fn reload(&self) {
         for a in &self.0 {
             a.reload();
         }
@@ -386,14 +381,14 @@ impl Stores {
     /// The problems of the last reloads, with the time each was seen; `GET /config` shows
     /// them as `tls_errors` (a bad pair or bundle keeps what serves and does not fail a
     /// reload, so it is not `last_error`).
-    pub fn errors(&self) -> Vec<(ConfigError, Option<SystemTime>)> {
+    pub(crate) fn errors(&self) -> Vec<(ConfigError, Option<SystemTime>)> {
         self.0.iter().flat_map(|a| a.errors()).collect()
     }
 
     /// Watch every `certs_dir` and `client_ca` file (which may live elsewhere) and reload on
     /// changes. `None` when there is nothing to watch or the watch failed (logged: SIGHUP and
     /// `POST /reload` still work).
-    pub fn watch(&self) -> Option<crate::config::watch::FolderWatch> {
+    pub(crate) fn watch(&self) -> Option<crate::config::watch::FolderWatch> {
         if self.0.is_empty() {
             return None;
         }

@@ -12,24 +12,24 @@ use super::store::CertSet;
 
 /// Picks a listener's certificate by SNI.
 #[derive(Debug)]
-pub struct SniResolver {
+pub(crate) struct SniResolver {
     set: Arc<ArcSwap<CertSet>>,
     default_cert: Option<String>,
 }
 
 impl SniResolver {
     /// A resolver over the live set, with `default_cert` (a file stem) for unmatched names.
-    pub fn new(set: Arc<ArcSwap<CertSet>>, default_cert: Option<String>) -> Self {
+    pub(crate) fn new(set: Arc<ArcSwap<CertSet>>, default_cert: Option<String>) -> Self {
         SniResolver { set, default_cert }
     }
 
     /// The certificate for `sni`, if any.
-    pub fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         self.set.load().pick(sni, self.default_cert.as_deref()).cloned()
     }
 
     /// Whether a handshake for `sni` would find a certificate.
-    pub fn knows(&self, sni: Option<&str>) -> bool {
+    pub(crate) fn knows(&self, sni: Option<&str>) -> bool {
         self.set.load().pick(sni, self.default_cert.as_deref()).is_some()
     }
 }

@@ -24,7 +24,7 @@ use crate::metrics::{CertLabel, Metrics};
 
 /// One loaded certificate pair.
 #[derive(Debug, Clone)]
-pub struct LoadedCert {
+pub(crate) struct LoadedCert {
     /// The file stem (`NAME` of `NAME.crt`/`NAME.pem`); the metric label and `default_cert`.
     pub stem: String,
     /// The chain and signing key, as rustls serves them.
@@ -37,7 +37,7 @@ pub struct LoadedCert {
 
 /// Every certificate of a folder, indexed for SNI lookup.
 #[derive(Debug, Default)]
-pub struct CertSet {
+pub(crate) struct CertSet {
     /// The loaded pairs, in file-name order.
     pub certs: Vec<LoadedCert>,
     /// Exact DNS name → index into `certs` (the first file wins a duplicate name).
@@ -72,7 +72,7 @@ impl CertSet {
     /// exactly one label, so `a.example.com` but neither `a.b.example.com` nor `example.com`),
     /// then `default_cert` (a file stem), then the only certificate if there is one.
     /// `None` means the handshake must fail with `unrecognized_name`.
-    pub fn pick(&self, sni: Option<&str>, default_cert: Option<&str>) -> Option<&Arc<CertifiedKey>> {
+    pub(crate) fn pick(&self, sni: Option<&str>, default_cert: Option<&str>) -> Option<&Arc<CertifiedKey>> {
         let by_name = sni.and_then(|name| {
             let lower;
             let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -98,7 +98,7 @@ impl CertSet {
     }
 
     /// The pair loaded from the file stem `stem`.
-    pub fn by_stem(&self, stem: &str) -> Option<&LoadedCert> {
+    pub(crate) fn by_stem(&self, stem: &str) -> Option<&LoadedCert> {
         self.stems.get(stem).map(|&i| &self.certs[i])
     }
 }
@@ -107,7 +107,7 @@ impl CertSet {
 
 /// The live certificate set of one listener's `certs_dir`, reloaded as a whole.
 #[derive(Debug)]
-pub struct CertStore {
+pub(crate) struct CertStore {
     dir: PathBuf,
     /// A CA bundle that lives in `certs_dir` (mTLS `client_ca`) is not a server certificate.
     ignore: Option<PathBuf>,
@@ -119,7 +119,7 @@ pub struct CertStore {
 impl CertStore {
     /// Load `dir` now. Problems with single pairs are in the set's `errors` (and logged);
     /// an empty set is allowed here (the caller decides whether that is fatal).
-    pub fn open(dir: PathBuf, ignore: Option<PathBuf>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn open(dir: PathBuf, ignore: Option<PathBuf>, metrics: Arc<Metrics>) -> Self {
         let store = CertStore {
             dir,
             ignore,
@@ -132,12 +132,12 @@ impl CertStore {
     }
 
     /// The folder this store loads.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The live set, shared with the SNI resolver.
-    pub fn current(&self) -> &Arc<ArcSwap<CertSet>> {
+    pub(crate) fn current(&self) -> &Arc<ArcSwap<CertSet>> {
         &self.current
     }
 
@@ -145,7 +145,7 @@ impl CertStore {
     /// now but loaded before keeps its previous version. A load that finds no usable
     /// certificate at all (the folder emptied, deleted or unreadable) keeps the whole serving
     /// set: an empty set would fail every handshake. Returns the number of errors.
-    pub fn reload(&self) -> usize {
+    pub(crate) fn reload(&self) -> usize {
         let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
         let prev = self.current.load_full();
         let (mut certs, mut errors) = load_dir(&self.dir, self.ignore.as_deref());
@@ -221,7 +221,7 @@ struct Files {
 
 /// Load every pair in `dir` (not recursively), in file-name order. `ignore` is a file to skip
 /// (the mTLS CA bundle when it lives there). Returns the good pairs and one error per bad one.
-pub fn load_dir(dir: &Path, ignore: Option<&Path>) -> (Vec<LoadedCert>, Vec<ConfigError>) {
+pub(crate) fn load_dir(dir: &Path, ignore: Option<&Path>) -> (Vec<LoadedCert>, Vec<ConfigError>) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => return (Vec::new(), vec![err(dir, format!("cannot read the certificates folder: {e}"))]),
@@ -281,7 +281,7 @@ fn provider() -> &'static CryptoProvider {
 }
 
 /// Read PEM certificates from `path` (every `CERTIFICATE` block, leaf first).
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+pub(crate) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -369,7 +369,7 @@ fn leaf_info(der: &CertificateDer<'_>) -> Result<(Vec<String>, i64, i64), String
 /// Every problem `switchyard check` should report for a listener's TLS files: each bad pair
 /// in `certs_dir` and an unreadable `client_ca`. An empty or missing `certs_dir` is not an
 /// error: a development certificate is generated there at start.
-pub fn check(dir: &Path, client_ca: Option<&Path>) -> Vec<ConfigError> {
+pub(crate) fn check(dir: &Path, client_ca: Option<&Path>) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     if dir.exists() {
         errors.extend(load_dir(dir, client_ca).1);
@@ -398,7 +398,7 @@ fn has_certificate(dir: &Path, ignore: Option<&Path>) -> bool {
 /// If `dir` holds no certificate, generate a self-signed one for `localhost` and `127.0.0.1`
 /// into it (`dev.crt`, `dev.key` with mode 0600), creating the folder if needed. Returns
 /// whether it did.
-pub fn ensure_dev_cert(dir: &Path, ignore: Option<&Path>) -> Result<bool, String> {
+pub(crate) fn ensure_dev_cert(dir: &Path, ignore: Option<&Path>) -> Result<bool, String> {
     if has_certificate(dir, ignore) {
         return Ok(false);
     }
