@@ -90,18 +90,40 @@ async fn no_busy_polling_while_nothing_changes_and_a_server_that_never_blocks_ca
         .await;
     let gw = gateway(&routes(&consul, &name, "")).await;
     until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // After its first answer the gateway asks again with the index it was given, and the
+    // double, like Consul, holds that query while nothing changes.
+    eventually("the gateway's blocking query is held", Duration::from_secs(5), || async {
+        double.held() == 1
+    })
+    .await;
     let before = double.health_requests();
+    // Nothing changes for 3 s. With the one query held nothing is in flight, so instead of
+    // waiting 3 s the runtime's clock (which every timer of the gateway and of the double
+    // runs on) is paused and moved 3 s on: each timer due within them fires, as it would in
+    // real time, and anything it sends is counted.
+    tokio::time::pause();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::resume();
     let quiet = double.health_requests() - before;
     assert_eq!(quiet, 0, "a blocking query is held while nothing changes; {quiet} requests in 3 s");
+    assert_eq!(double.held(), 1, "the same query is still held after 3 s");
 
-    double.answer_at_once(true);
+    // A server that never blocks: the gateway's queries are paced by a token bucket of 2
+    // queries per second with a burst of 2 (docs/discovery.md), however fast the answers
+    // come. So `n` queries take at least (n - 2) / 2 seconds, and they keep coming.
+    const RATE: f64 = 2.0;
+    const BURST: f64 = 2.0;
+    let n = 5;
     let before = double.health_requests();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let spun = double.health_requests() - before;
-    assert!(spun <= 2 * 3 + 3, "at most 2 queries/s sustained: {spun} in 3 s");
-    assert!(spun >= 3, "it keeps polling: {spun} in 3 s");
+    let t0 = tokio::time::Instant::now();
+    double.answer_at_once(true);
+    eventually("it keeps polling", Duration::from_secs(5), || async {
+        double.health_requests() >= before + n
+    })
+    .await;
+    let took = t0.elapsed();
+    let floor = Duration::from_secs_f64((n as f64 - BURST) / RATE);
+    assert!(took >= floor, "at most {RATE} queries/s after a burst of {BURST}: {n} queries in {took:?}");
     double.answer_at_once(false);
     until_served(&gw, "/", &["a"], Duration::from_secs(1)).await;
 }
@@ -118,16 +140,21 @@ async fn an_outage_keeps_the_set_and_recovery_resumes_the_watch() {
     let gw = gateway(&routes(&consul, &name, "")).await;
     until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
 
-    double.stop();
-    poll_until(Duration::from_secs(5), "last_error shown in /upstreams", || async {
+    double.stop().await;
+    eventually("last_error shown in /upstreams", Duration::from_secs(5), || async {
         !upstream_view(&gw, "svc").await["discovery"]["last_error"].is_null()
     })
     .await;
     assert_eq!(served(&gw, "/", 10).await, set(&["a"]), "traffic continues to the last set");
-    let errors =
-        metric_value(&gw, "switchyard_discovery_errors_total{upstream=\"svc\",type=\"consul\"}").await;
+    let series = "switchyard_discovery_errors_total{upstream=\"svc\",type=\"consul\"}";
+    let errors = metric_value(&gw, series).await;
     assert!(errors >= 1.0, "errors counted: {errors}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The source retries with backoff (1 s, 2 s, ... with jitter); once a retry has failed too,
+    // the last set is still served.
+    eventually("a retry fails too", Duration::from_secs(5), || async {
+        metric_value(&gw, series).await > errors
+    })
+    .await;
     assert_eq!(served(&gw, "/", 10).await, set(&["a"]), "still the last set after retries");
 
     double.restart().await;
@@ -153,8 +180,13 @@ async fn an_index_that_goes_backwards_resets_the_watch() {
     until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
     // A restored server: the index is far below what the gateway last saw. A client that kept
     // its old index would now block for the whole `wait` (30 s) and miss the change below.
+    let before = double.health_requests();
     double.reset_index(2);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The held query is answered (with index 2), and the gateway's next blocking query is held.
+    eventually("a new blocking query after the reset", Duration::from_secs(5), || async {
+        double.health_requests() > before && double.held() == 1
+    })
+    .await;
     consul
         .register(Reg { id: &format!("{name}-b"), name: &name, port: port(&b), ..Default::default() })
         .await;
@@ -325,7 +357,7 @@ async fn equal_sources_share_one_watch_that_stops_when_no_upstream_uses_it() {
     let gw = gateway(&text).await;
     until_served(&gw, "/one", &["a"], Duration::from_secs(5)).await;
     until_served(&gw, "/", &["a"], Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("a blocking query is held", Duration::from_secs(5), || async { double.held() == 1 }).await;
     assert_eq!(double.health_requests(), 2, "one watch: a plain read, then one held blocking query");
 
     // A reload that keeps both upstreams keeps the watch: no new query.
@@ -437,7 +469,7 @@ upstream = "trusted"
     };
 
     // Never trusted: no endpoints, the handshake failure shown and counted.
-    poll_until(Duration::from_secs(5), "the untrusted upstream reports a certificate error", || async {
+    eventually("the untrusted upstream reports a certificate error", Duration::from_secs(5), || async {
         last_error("untrusted").await.is_some_and(|e| e.contains("invalid peer certificate"))
     })
     .await;
@@ -452,7 +484,7 @@ upstream = "trusted"
     consul
         .register(Reg { id: &format!("{name}-b"), name: &name, port: port(&b), ..Default::default() })
         .await;
-    poll_until(Duration::from_secs(5), "the trusted upstream reports a certificate error", || async {
+    eventually("the trusted upstream reports a certificate error", Duration::from_secs(5), || async {
         last_error("trusted").await.is_some_and(|e| e.contains("invalid peer certificate"))
     })
     .await;
@@ -460,7 +492,7 @@ upstream = "trusted"
     let first = errors("trusted").await;
     assert!(first >= 1.0, "errors counted: {first}");
     // The source lives on and retries (with backoff): more failures are counted.
-    poll_until(Duration::from_secs(6), "retries counted", || async { errors("trusted").await > first }).await;
+    eventually("retries counted", Duration::from_secs(6), || async { errors("trusted").await > first }).await;
     assert_eq!(served(&gw, "/", 10).await, set(&["a"]), "still the last set after retries");
 
     // The trusted certificate again: the watch recovers and sees the change it missed.
@@ -484,7 +516,7 @@ async fn bench_registration_to_first_request() {
         .register(Reg { id: &format!("{name}-0"), name: &name, port: port(&first), ..Default::default() })
         .await;
     let gw = gateway(&routes(&consul, &name, "")).await;
-    poll_until(Duration::from_secs(10), "served", || async { get(&gw.url("/")).await.status == 200 }).await;
+    eventually("served", Duration::from_secs(10), || async { get(&gw.url("/")).await.status == 200 }).await;
     let mut times = Vec::new();
     let mut prev = (format!("{name}-0"), first);
     for i in 1..=20 {

@@ -9,9 +9,11 @@ use support::disc::*;
 use support::dns::{DnsServer, Forced};
 use support::*;
 
-/// Echo upstreams named after their IPs, all on one port (record = "a" shares `port`).
+/// Echo upstreams named after their IPs, all on one port (record = "a" shares `port`). The
+/// first listener gets a port from the kernel and the others bind the same number on their
+/// IPs while it is held; if one of those is taken, all are dropped and a new port is tried.
 async fn echoes_on_one_port(ips: &[&str]) -> (u16, Vec<FakeUpstream>) {
-    'again: loop {
+    'again: for _ in 0..20 {
         let first = echo_on(ips[0], ips[0]).await;
         let port = first.addr.port();
         let mut all = vec![first];
@@ -22,6 +24,7 @@ async fn echoes_on_one_port(ips: &[&str]) -> (u16, Vec<FakeUpstream>) {
         }
         return (port, all);
     }
+    panic!("no port free on all of {ips:?} in 20 tries");
 }
 
 fn routes(dns: &DnsServer, name: &str, port: u16, extra: &str) -> String {
@@ -144,7 +147,7 @@ async fn servfail_and_a_dead_resolver_keep_the_set_nxdomain_empties_it() {
     until_served(&gw, "/", &["127.0.0.2"], Duration::from_secs(5)).await;
 
     dns.force("users.test", Some(Forced::ServFail));
-    poll_until(Duration::from_secs(5), "SERVFAIL shown as last_error", || async {
+    eventually("SERVFAIL shown as last_error", Duration::from_secs(5), || async {
         upstream_view(&gw, "svc").await["discovery"]["last_error"].as_str().is_some()
     })
     .await;
@@ -153,17 +156,21 @@ async fn servfail_and_a_dead_resolver_keep_the_set_nxdomain_empties_it() {
     assert!(errors >= 1.0);
 
     dns.force("users.test", None);
-    poll_until(Duration::from_secs(5), "recovery clears last_error", || async {
+    eventually("recovery clears last_error", Duration::from_secs(5), || async {
         upstream_view(&gw, "svc").await["discovery"]["last_error"].is_null()
     })
     .await;
 
-    dns.stop();
-    // Two attempts of 5 s each (the resolv.conf defaults) before the error shows.
-    poll_until(Duration::from_secs(25), "a dead resolver shown as last_error", || async {
-        upstream_view(&gw, "svc").await["discovery"]["last_error"].as_str().is_some()
-    })
-    .await;
+    dns.stop().await;
+    // Two attempts of 5 s each (the resolv.conf defaults) before the error shows. Nothing
+    // answers and nothing waits on an answer but the resolver, so instead of waiting up to
+    // 25 s the runtime's clock (which the gateway's resolver and its timeouts run on) is
+    // paused and moved 25 s on: each timeout fires in turn, as it would in real time.
+    tokio::time::pause();
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    tokio::time::resume();
+    let v = upstream_view(&gw, "svc").await;
+    assert!(v["discovery"]["last_error"].as_str().is_some(), "a dead resolver shown as last_error: {v}");
     assert_eq!(served(&gw, "/", 5).await, set(&["127.0.0.2"]), "a dead resolver keeps the set");
     dns.restart().await;
 
@@ -187,7 +194,7 @@ async fn ready_waits_for_the_first_answer_and_an_error_counts_as_one() {
     dns.set_ips("users.test", &["127.0.0.2"], 30);
     dns.force("users.test", Some(Forced::ServFail));
     let gw = gateway(&routes(&dns, "users.test", 1, "")).await;
-    poll_until(Duration::from_secs(5), "ready after the first (failed) resolution", || async {
+    eventually("ready after the first (failed) resolution", Duration::from_secs(5), || async {
         get(&gw.admin_url("/ready")).await.status == 200
     })
     .await;
@@ -204,7 +211,7 @@ async fn a_slow_resolver_still_gives_the_upstream_its_endpoints() {
     dns.set_ips("slow.test", &["127.0.0.1"], 30);
     dns.set_delay(Duration::from_secs(3));
     let gw = gateway(&routes(&dns, "slow.test", port, "")).await;
-    poll_until(Duration::from_secs(15), "endpoints from a slow resolver", || async {
+    eventually("endpoints from a slow resolver", Duration::from_secs(15), || async {
         get(&gw.url("/")).await.status == 200
     })
     .await;

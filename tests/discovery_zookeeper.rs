@@ -158,7 +158,7 @@ async fn a_missing_path_is_an_empty_set_until_it_appears() {
     let path = format!("/not-yet-{}/svc", std::process::id());
     let a = echo("a").await;
     let gw = gateway(&upstream("svc", &server, &path, "")).await;
-    poll_until(Duration::from_secs(10), "ready with an empty set", || async {
+    eventually("ready with an empty set", Duration::from_secs(10), || async {
         get(&gw.admin_url("/ready")).await.status == 200
     })
     .await;
@@ -190,7 +190,7 @@ async fn killing_zookeeper_keeps_the_set_and_a_restart_resumes_the_watches() {
     })
     .await
     .unwrap();
-    poll_until(Duration::from_secs(10), "the outage shown as last_error", || async {
+    eventually("the outage shown as last_error", Duration::from_secs(10), || async {
         upstream_view(&gw, "svc").await["discovery"]["last_error"].as_str().is_some()
     })
     .await;
@@ -208,7 +208,7 @@ async fn killing_zookeeper_keeps_the_set_and_a_restart_resumes_the_watches() {
     })
     .await
     .unwrap();
-    poll_until(Duration::from_secs(15), "reconnected: last_error cleared", || async {
+    eventually("reconnected: last_error cleared", Duration::from_secs(15), || async {
         upstream_view(&gw, "svc").await["discovery"]["last_error"].is_null()
     })
     .await;
@@ -232,10 +232,25 @@ async fn an_expired_session_is_replaced_by_a_new_one_that_reads_again() {
     let gw = gateway(&upstream("svc", &cs, path, ", session_timeout = \"1s\"")).await;
     until_served(&gw, "/svc", &["a"], Duration::from_secs(10)).await;
 
-    // Down for well past the session timeout: the gateway's session expires.
+    // Down until the gateway's session has expired: its ZooKeeper client gives a session up
+    // by itself after about 1.4 × session_timeout without the server. The gateway then says
+    // the session ended and tries to open a new one, and (the server being down) reports that
+    // it cannot connect: either error only ever follows the end of a session.
     server = tokio::task::spawn_blocking(move || {
         server.kill();
-        std::thread::sleep(Duration::from_secs(3));
+        server
+    })
+    .await
+    .unwrap();
+    eventually("the gateway's session expired", Duration::from_secs(10), || async {
+        let v = upstream_view(&gw, "svc").await;
+        v["discovery"]["last_error"].as_str().is_some_and(|e| {
+            e.starts_with("cannot connect to ZooKeeper")
+                || (e.contains("ZooKeeper session") && e.contains("ended"))
+        })
+    })
+    .await;
+    server = tokio::task::spawn_blocking(move || {
         server.restart();
         server
     })
@@ -246,7 +261,7 @@ async fn an_expired_session_is_replaced_by_a_new_one_that_reads_again() {
     let c = zk::client(&cs).await;
     zk::mkdirs(&c, &format!("{path}/{}", b.authority())).await;
     until_served(&gw, "/svc", &["a", "b"], Duration::from_secs(10)).await;
-    poll_until(Duration::from_secs(5), "last_error cleared", || async {
+    eventually("last_error cleared", Duration::from_secs(5), || async {
         upstream_view(&gw, "svc").await["discovery"]["last_error"].is_null()
     })
     .await;
@@ -294,6 +309,6 @@ fn upstream_routes(server: &str, path: &str) -> String {
 }
 
 async fn until_served_status(gw: &TestGateway) {
-    poll_until(Duration::from_secs(10), "served", || async { get(&gw.url("/svc")).await.status == 200 })
+    eventually("served", Duration::from_secs(10), || async { get(&gw.url("/svc")).await.status == 200 })
         .await;
 }

@@ -146,7 +146,8 @@ async fn a_new_endpoint_takes_no_traffic_until_its_first_probe_passes() {
 #[tokio::test]
 async fn tcp_probes_follow_a_listener_going_and_coming() {
     let live = echo("live").await;
-    let dead = dead_addr().await;
+    let hold = dead_addr();
+    let dead = hold.addr();
     let gw = gateway(&format!(
         "[[upstream]]\nname = \"u\"\nendpoints = [\"{}\", \"{}\"]\n[upstream.health]\ntype = \"tcp\"\n\
          interval = \"50ms\"\ntimeout = \"500ms\"\nhealthy_threshold = 2\nunhealthy_threshold = 2\n\
@@ -168,8 +169,9 @@ async fn tcp_probes_follow_a_listener_going_and_coming() {
         assert_eq!(g.status, StatusCode::OK);
         assert_eq!(g.json()["name"], "live");
     }
-    // Bring the dead address up: tcp probes see it after healthy_threshold connects.
-    let l = tokio::net::TcpListener::bind(dead).await.unwrap();
+    // Bring the dead address up (on the port the test held all along): tcp probes see it
+    // after healthy_threshold connects.
+    let l = hold.listen();
     let revived = tokio::spawn(switchyard::echo::serve(l, "revived".into()));
     eventually("revived healthy", Duration::from_secs(10), || async {
         health_of(&gw, "u", &dead_s).await == "healthy"

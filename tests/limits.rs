@@ -294,6 +294,12 @@ idle_timeout = \"60s\"
 
 /// hyper's own HTTP/1 header-read timer defaults to 30 s and also runs while a keep-alive
 /// connection waits for its next request; our `idle_timeout` must be the one that decides.
+///
+/// The gateway serves on this test's runtime, and both its timers and hyper's (`TokioTimer`)
+/// run on that runtime's clock. While the connection idles nothing is in flight, so instead
+/// of sleeping 31 s the clock is paused and moved 31 s on: every timer due within them
+/// (hyper's 30 s one, if it ran) fires, and the connection task handles it, before the clock
+/// runs again and the second request is sent.
 #[tokio::test]
 async fn idle_timeout_longer_than_hypers_default_header_timer_is_honoured() {
     let g = gateway_with(
@@ -303,7 +309,16 @@ async fn idle_timeout_longer_than_hypers_default_header_timer_is_honoured() {
     .await;
     let mut s = TcpStream::connect(g.addr).await.unwrap();
     assert!(raw_exchange(&mut s, GET).await.unwrap().starts_with("HTTP/1.1 200"));
-    tokio::time::sleep(Duration::from_secs(31)).await; // the idleness under test
+    // Let the connection task finish the exchange and start waiting for the next head.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(31)).await; // the idleness under test
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::resume();
     let again = raw_exchange(&mut s, GET).await.expect("idle 31s of a 60s idle_timeout: still open");
     assert!(again.starts_with("HTTP/1.1 200"), "{again}");
 }

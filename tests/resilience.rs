@@ -38,10 +38,10 @@ async fn closer() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 
 #[tokio::test]
 async fn default_policy_hides_a_dead_endpoint_from_gets() {
-    let dead = dead_addr().await.to_string();
+    let dead = dead_addr();
     let a = upstream(status(200)).await;
     let b = upstream(status(200)).await;
-    let routes = upstream_block("u", &[a.authority(), dead, b.authority()], "")
+    let routes = upstream_block("u", &[a.authority(), dead.addr().to_string(), b.authority()], "")
         + "[[route]]\nname = \"r\"\nupstream = \"u\"\n";
     let g = gateway(&routes).await;
     for _ in 0..60 {
@@ -77,9 +77,9 @@ async fn post_is_not_retried_on_5xx_but_is_on_connect_failure() {
     assert_eq!(r.status, 500);
     assert_eq!(bad.hits(), 1);
 
-    let dead = dead_addr().await.to_string();
+    let dead = dead_addr();
     let e = echo("alive").await;
-    let routes = upstream_block("u", &[dead, e.authority()], "")
+    let routes = upstream_block("u", &[dead.addr().to_string(), e.authority()], "")
         + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 3\non = [\"5xx\", \"connect-failure\"]\nbackoff = \"1ms\"\n";
     let g = gateway(&routes).await;
     for _ in 0..4 {

@@ -486,7 +486,8 @@ async fn websocket_echo_through_the_gateway() {
 
 #[tokio::test]
 async fn upstream_failures_map_to_reasons() {
-    let dead = dead_addr().await;
+    let hold = dead_addr();
+    let dead = hold.addr();
     // Closes the connection before answering.
     let closer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let closer_addr = closer.local_addr().unwrap();
@@ -569,7 +570,8 @@ upstream = "slow"
 
 #[tokio::test]
 async fn default_policy_retries_connect_failure_on_another_endpoint() {
-    let dead = dead_addr().await;
+    let hold = dead_addr();
+    let dead = hold.addr();
     let e = echo("alive").await;
     let g = gateway(&format!(
         "[[upstream]]\nname = \"u\"\nendpoints = [\"{dead}\", \"{}\"]\n[[route]]\nname = \"r\"\nupstream = \"u\"\n",

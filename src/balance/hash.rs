@@ -96,9 +96,51 @@ mod tests {
 
     #[test]
     fn stable_values() {
-        // Fixed forever: changing them would move every session's endpoint.
-        assert_eq!(hash_bytes(0, b"a"), hash_bytes(0, b"a"));
-        assert_ne!(hash_bytes(0, b"a"), hash_bytes(1, b"a"));
+        // Fixed forever: changing them would move every session's endpoint. The literals were
+        // computed from the definition in the module comment (FNV-1a 64 over the seed's 8
+        // little-endian bytes and then the input, finished with fmix64), independently of
+        // this code, so a change of hash function, seed handling or byte order fails here.
+        let pinned: [(u64, &[u8], u64); 10] = [
+            (0, b"", 0x7bd3_144f_29c0_cc9e),
+            (0, b"a", 0x6df9_901e_e878_b6be),
+            (1, b"a", 0xdea1_3a43_1626_96b9),
+            (u64::MAX, b"a", 0xce0a_a426_6de9_1bb3),
+            (0, b"b", 0xd9bd_fd5a_b824_be60),
+            (0, b"/users/42", 0x7b8b_944b_248a_dee9),
+            (0, "gr\u{fc}\u{df}e/\u{65e5}\u{672c}".as_bytes(), 0x8496_cc53_e15b_b041),
+            (0, &[10, 0, 0, 1], 0xde53_52d6_56e3_4c0d),
+            (0, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 0x47b9_6aa9_f20d_602c),
+            (42, b"session-abc", 0xa19f_af1d_5e89_8c94),
+        ];
+        for (seed, input, want) in pinned {
+            assert_eq!(hash_bytes(seed, input), want, "hash_bytes({seed}, {input:?})");
+        }
+        // Writing in pieces is the same as writing at once (ring positions are built that way).
+        let mut h = Fnv::new(0);
+        h.write(b"/users");
+        h.write(b"/42");
+        assert_eq!(h.finish(), 0x7b8b_944b_248a_dee9);
+    }
+
+    #[test]
+    fn request_keys_are_pinned_too() {
+        // What each `hash_on` feeds the hash: the IP's octets (not its text), a header's or
+        // cookie's raw value, the path without the query.
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let uri: Uri = "/users/42?x=1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-user", "a".parse().unwrap());
+        h.insert(header::COOKIE, "sid=b".parse().unwrap());
+        let none = HeaderMap::new();
+        assert_eq!(request_key(&HashOn::ClientIp, &none, &uri, ip("10.0.0.1")), Some(0xde53_52d6_56e3_4c0d));
+        assert_eq!(request_key(&HashOn::ClientIp, &none, &uri, ip("::1")), Some(0x47b9_6aa9_f20d_602c));
+        assert_eq!(request_key(&HashOn::ClientIp, &none, &uri, None), None);
+        let header_on = HashOn::Header("x-user".parse().unwrap());
+        assert_eq!(request_key(&header_on, &h, &uri, None), Some(0x6df9_901e_e878_b6be));
+        assert_eq!(request_key(&header_on, &none, &uri, None), None);
+        let cookie_on = HashOn::Cookie("sid".into());
+        assert_eq!(request_key(&cookie_on, &h, &uri, None), Some(0xd9bd_fd5a_b824_be60));
+        assert_eq!(request_key(&HashOn::Path, &none, &uri, None), Some(0x7b8b_944b_248a_dee9));
     }
 
     #[test]

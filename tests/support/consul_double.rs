@@ -14,9 +14,14 @@
 //! - HTTPS on a second port ([`ConsulDouble::serve_tls`]), as an agent with both `ports.http`
 //!   and `ports.https` set serves the same API on both; the tests keep registering over HTTP.
 //!
-//! Controls a real agent does not have: count requests, stop and restart (an outage), move the
-//! index backwards (a restarted server), answer blocking queries at once (a misbehaving proxy),
-//! swap the HTTPS certificate (an agent restarted with a certificate from another CA).
+//! Controls a real agent does not have: count requests and the blocking queries held right
+//! now, stop and restart (an outage), move the index backwards (a restarted server), answer
+//! blocking queries at once (a misbehaving proxy), swap the HTTPS certificate (an agent
+//! restarted with a certificate from another CA).
+//!
+//! Both ports are held ([`PortHold`]) for the double's whole life: an outage closes the
+//! listener and its connections (new connections are refused), never the port, and a restart
+//! listens on it again.
 //!
 //! `SWITCHYARD_CONSUL_ADDR=http://127.0.0.1:8500` makes [`Consul::start`] use a real
 //! `consul agent -dev` instead; tests that need the double-only controls then say so and skip
@@ -38,6 +43,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+
+use super::PortHold;
 
 #[derive(Debug, Clone)]
 struct Instance {
@@ -63,29 +70,49 @@ struct DoubleState {
     /// (index, restarts): a restart releases every held query even if the index went down.
     index: watch::Sender<(u64, u64)>,
     health_requests: AtomicUsize,
+    /// Blocking queries being held right now.
+    held: AtomicUsize,
+}
+
+/// Counts one held blocking query for as long as it lives (also when the client goes away).
+struct Holding<'a>(&'a AtomicUsize);
+
+impl<'a> Holding<'a> {
+    fn new(held: &'a AtomicUsize) -> Self {
+        held.fetch_add(1, Ordering::SeqCst);
+        Holding(held)
+    }
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The double.
 #[derive(Debug)]
 pub struct ConsulDouble {
     pub addr: SocketAddr,
+    /// The HTTP port, held while the listener comes and goes.
+    port: PortHold,
     state: Arc<DoubleState>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// The HTTPS listener once [`serve_tls`](Self::serve_tls) was called: address and task.
-    tls: Mutex<Option<(SocketAddr, tokio::task::JoinHandle<()>)>>,
+    /// The HTTPS port and listener once [`serve_tls`](Self::serve_tls) was called.
+    tls: Mutex<Option<(PortHold, tokio::task::JoinHandle<()>)>>,
 }
 
 impl ConsulDouble {
     pub async fn start() -> ConsulDouble {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let port = PortHold::new();
         let state = Arc::new(DoubleState {
             inner: Mutex::new(Inner::default()),
             index: watch::channel((10, 0)).0,
             health_requests: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
         });
-        let task = serve(listener, Arc::clone(&state), None);
-        ConsulDouble { addr, state, task: Mutex::new(Some(task)), tls: Mutex::new(None) }
+        let task = serve(port.listen(), Arc::clone(&state), None);
+        ConsulDouble { addr: port.addr(), port, state, task: Mutex::new(Some(task)), tls: Mutex::new(None) }
     }
 
     /// Serve the same API over HTTPS with `cfg` on a second loopback port, and return it.
@@ -93,22 +120,27 @@ impl ConsulDouble {
     /// restarted with another certificate): every open HTTPS connection is closed.
     pub async fn serve_tls(&self, cfg: Arc<rustls::ServerConfig>) -> SocketAddr {
         let old = self.tls.lock().unwrap().take();
-        let listener = match old {
-            Some((addr, task)) => {
-                task.abort();
-                rebind(addr).await
+        let port = match old {
+            Some((port, task)) => {
+                end(task).await;
+                port
             }
-            None => TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            None => PortHold::new(),
         };
-        let addr = listener.local_addr().unwrap();
-        let task = serve(listener, Arc::clone(&self.state), Some(TlsAcceptor::from(cfg)));
-        *self.tls.lock().unwrap() = Some((addr, task));
+        let addr = port.addr();
+        let task = serve(port.listen(), Arc::clone(&self.state), Some(TlsAcceptor::from(cfg)));
+        *self.tls.lock().unwrap() = Some((port, task));
         addr
     }
 
     /// `GET /v1/health/service` requests received so far.
     pub fn health_requests(&self) -> usize {
         self.state.health_requests.load(Ordering::SeqCst)
+    }
+
+    /// Blocking queries being held right now (waiting for a change or for their `wait`).
+    pub fn held(&self) -> usize {
+        self.state.held.load(Ordering::SeqCst)
     }
 
     /// Require this ACL token.
@@ -131,43 +163,37 @@ impl ConsulDouble {
         });
     }
 
-    /// An outage: close the listener and every connection.
-    pub fn stop(&self) {
-        if let Some(t) = self.task.lock().unwrap().take() {
-            t.abort();
+    /// An outage: close the listener and every connection (returns once they are closed).
+    /// The port stays held, so connecting is refused until [`restart`](Self::restart).
+    pub async fn stop(&self) {
+        let task = self.task.lock().unwrap().take();
+        if let Some(t) = task {
+            end(t).await;
         }
     }
 
     /// Serve again on the same port.
     pub async fn restart(&self) {
-        self.stop();
-        let listener = rebind(self.addr).await;
-        *self.task.lock().unwrap() = Some(serve(listener, Arc::clone(&self.state), None));
+        self.stop().await;
+        *self.task.lock().unwrap() = Some(serve(self.port.listen(), Arc::clone(&self.state), None));
     }
 }
 
 impl Drop for ConsulDouble {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(t) = self.task.lock().unwrap().take() {
+            t.abort();
+        }
         if let Some((_, t)) = self.tls.lock().unwrap().take() {
             t.abort();
         }
     }
 }
 
-/// Bind `addr` again once the aborted listener that held it is gone.
-async fn rebind(addr: SocketAddr) -> TcpListener {
-    let mut tries = 0;
-    loop {
-        match TcpListener::bind(addr).await {
-            Ok(l) => return l,
-            Err(_) if tries < 50 => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("cannot rebind {addr}: {e}"),
-        }
-    }
+/// Abort a serving task and wait until it is gone: its listener is closed then.
+async fn end(task: tokio::task::JoinHandle<()>) {
+    task.abort();
+    let _ = task.await;
 }
 
 /// Accept on `listener`, over TLS with `tls`, until the returned task is aborted.
@@ -262,15 +288,18 @@ async fn handle(state: &DoubleState, req: Request<Incoming>) -> Response<Full<By
             // As Consul does: held while the index is at or below the requested one, until
             // `wait` passes; a "restart" (reset_index) releases held queries with the lower index.
             let deadline = tokio::time::Instant::now() + wait;
+            let mut holding = None;
             while !state.inner.lock().unwrap().answer_at_once {
                 let (now, r) = *rx.borrow_and_update();
                 if now > index || r != restarts {
                     break;
                 }
+                holding.get_or_insert_with(|| Holding::new(&state.held));
                 if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
                     break;
                 }
             }
+            drop(holding);
         }
         let index = state.index.borrow().0;
         let inner = state.inner.lock().unwrap();

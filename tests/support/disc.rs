@@ -1,14 +1,13 @@
 //! Helpers shared by the discovery tests: echo upstreams on a chosen loopback address, which
-//! upstreams a burst of requests reached, and polling until a condition holds.
+//! upstreams a burst of requests reached, and waiting until a given set serves.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use super::{get, FakeUpstream, TestGateway};
+use super::{eventually, get, FakeUpstream, TestGateway};
 
 /// A `switchyard echo` named `name` on `ip:0`.
 pub async fn echo_on(ip: &str, name: &str) -> FakeUpstream {
@@ -44,29 +43,11 @@ pub fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
-/// Poll `check` every 20 ms until it returns true or `within` passes; returns how long it took.
-pub async fn poll_until<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        if start.elapsed() > within {
-            panic!("not within {within:?}: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Wait until `n` requests to `path` reach exactly the echo names `want`.
 pub async fn until_served(gw: &TestGateway, path: &str, want: &[&str], within: Duration) -> Duration {
     let want = set(want);
     let n = want.len() * 4;
-    poll_until(within, &format!("{path} served by {want:?}"), || {
+    eventually(&format!("{path} served by {want:?}"), within, || {
         let want = want.clone();
         async move { served(gw, path, n).await == want }
     })

@@ -2,11 +2,14 @@
 //! changes at will: records per (name, type) with a TTL, or a forced SERVFAIL / NXDOMAIN for a
 //! name. A name with no records at all is NXDOMAIN; a name that has records of another type
 //! answers NODATA (NOERROR, empty), both with an SOA for the negative TTL (RFC 2308).
+//!
+//! The server's UDP socket is bound once and kept for the server's life: stopping it (a dead
+//! resolver) stops reading it rather than closing it, so the port is never released and a
+//! restart serves the very same socket.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use hickory_server::authority::MessageResponseBuilder;
 use hickory_server::proto::op::{Header, ResponseCode};
@@ -97,50 +100,58 @@ impl RequestHandler for Handler {
 #[derive(Debug)]
 pub struct DnsServer {
     pub addr: SocketAddr,
+    /// The server's socket; the serving task reads a duplicate of it.
+    socket: std::net::UdpSocket,
     zone: Handler,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl DnsServer {
     pub async fn start() -> DnsServer {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = socket.local_addr().unwrap();
         let zone = Handler::default();
-        let task = Self::serve(socket, zone.clone());
-        DnsServer { addr, zone, task: Mutex::new(Some(task)) }
+        let s = DnsServer { addr, socket, zone, task: Mutex::new(None) };
+        s.serve();
+        s
     }
 
-    fn serve(socket: UdpSocket, zone: Handler) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
+    /// Serve the socket (through a duplicate of its descriptor, closed when the task ends).
+    fn serve(&self) {
+        let dup = self.socket.try_clone().unwrap();
+        dup.set_nonblocking(true).unwrap();
+        let socket = UdpSocket::from_std(dup).unwrap();
+        let zone = self.zone.clone();
+        let task = tokio::spawn(async move {
             let mut server = ServerFuture::new(zone);
             server.register_socket(socket);
             let _ = server.block_until_done().await;
-        })
+        });
+        *self.task.lock().unwrap() = Some(task);
     }
 
-    /// Stop answering (a dead resolver): the socket is closed.
-    pub fn stop(&self) {
-        if let Some(t) = self.task.lock().unwrap().take() {
+    fn abort(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let task = self.task.lock().unwrap().take();
+        if let Some(t) = &task {
             t.abort();
+        }
+        task
+    }
+
+    /// Stop answering (a dead resolver): queries are no longer read, so none is answered. The
+    /// socket stays bound (the port is kept for [`restart`](Self::restart)); as the resolver
+    /// sends from an unconnected socket, which gets no ICMP errors, a closed port would look
+    /// the same to it: every query times out.
+    pub async fn stop(&self) {
+        if let Some(t) = self.abort() {
+            let _ = t.await;
         }
     }
 
-    /// Answer again on the same port.
+    /// Answer again, on the same socket.
     pub async fn restart(&self) {
-        self.stop();
-        let mut tries = 0;
-        let socket = loop {
-            match UdpSocket::bind(self.addr).await {
-                Ok(s) => break s,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("cannot rebind {}: {e}", self.addr),
-            }
-        };
-        *self.task.lock().unwrap() = Some(Self::serve(socket, self.zone.clone()));
+        self.stop().await;
+        self.serve();
     }
 
     /// Queries answered so far.
@@ -200,6 +211,6 @@ impl DnsServer {
 
 impl Drop for DnsServer {
     fn drop(&mut self) {
-        self.stop();
+        self.abort();
     }
 }

@@ -100,12 +100,70 @@ pub async fn echo(name: &str) -> FakeUpstream {
     FakeUpstream { addr, hits: Default::default(), conns: Default::default(), task }
 }
 
-/// A port that refuses connections (bound, then closed).
-pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    drop(l);
-    a
+/// A loopback TCP port this test holds for as long as the value lives: a socket bound to it
+/// that never listens. While nothing listens on the port, a connection to it is refused (RST,
+/// `ECONNREFUSED`), and as the port is never released the kernel hands it to nobody else in
+/// the meantime (not to a port-0 bind, not to a client as its source port). The hold has
+/// `SO_REUSEADDR`, so the test's own listener (tokio's, or a server process's, which set it
+/// too) can come up on the same port later, beside the hold, and go away again: the port
+/// stays held throughout. (Only another `SO_REUSEADDR` socket naming this very port could
+/// bind it too. The tests name ports they were not given only for ZooKeeper, below the
+/// kernel's ephemeral range, where no port-0 hold ever is: see zk.rs.)
+#[derive(Debug)]
+pub struct PortHold {
+    socket: socket2::Socket,
+    addr: SocketAddr,
+}
+
+impl PortHold {
+    /// A fresh port on 127.0.0.1.
+    pub fn new() -> PortHold {
+        PortHold::on(SocketAddr::from(([127, 0, 0, 1], 0))).expect("cannot bind 127.0.0.1:0")
+    }
+
+    /// Exactly `addr` (an error when something else has it).
+    pub fn on(addr: SocketAddr) -> std::io::Result<PortHold> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        let addr = socket.local_addr()?.as_socket().expect("an IP socket");
+        Ok(PortHold { socket, addr })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// A listener on the held port, beside the hold (which keeps the port once it is dropped).
+    pub fn listen(&self) -> TcpListener {
+        let socket = match self.addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket
+            .bind(self.addr)
+            .unwrap_or_else(|e| panic!("cannot listen on the held port {}: {e}", self.addr));
+        socket.listen(1024).unwrap()
+    }
+}
+
+impl Default for PortHold {
+    fn default() -> Self {
+        PortHold::new()
+    }
+}
+
+/// An address that refuses connections for as long as the returned hold lives (see
+/// [`PortHold`]): keep it in a variable for the whole test and use `.addr()`.
+pub fn dead_addr() -> PortHold {
+    PortHold::new()
 }
 
 /// A gateway running in-process from files in a temp dir.
@@ -258,17 +316,19 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))
 }
 
-/// Poll `check` until it returns true, panicking with `what` if `within` passes first. Used
-/// instead of sleeps wherever there is an observable condition to wait for.
-pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+/// Poll `check` every 20 ms until it returns true, panicking with `what` if `within` passes
+/// first; returns how long that took. Used instead of sleeps wherever there is an observable
+/// condition to wait for. The only polling helper of the tests.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + within;
+    let start = tokio::time::Instant::now();
+    let deadline = start + within;
     loop {
         if check().await {
-            return;
+            return start.elapsed();
         }
         if tokio::time::Instant::now() >= deadline {
             panic!("not within {within:?}: {what}");

@@ -1,7 +1,20 @@
 //! A real ZooKeeper server for the tests: Debian's `zookeeper` package, started as
 //! `java -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar
-//! org.apache.zookeeper.server.ZooKeeperServerMain zoo.cfg` on a free loopback port with a
-//! temp `dataDir`, ready when the `srvr` four-letter word answers, killed by PID.
+//! org.apache.zookeeper.server.ZooKeeperServerMain zoo.cfg` on a loopback port with a temp
+//! `dataDir`, ready when the `conf` four-letter word answers with that `dataDir` (so a server
+//! of someone else's on the port is never taken for ours), killed by PID.
+//!
+//! The port: a server process cannot be handed a bound socket, only a number, so the number
+//! is picked, the server started, and if it cannot bind (the JVM exits) another number is
+//! tried, a bounded number of times. The numbers come from below the kernel's ephemeral range,
+//! which the kernel never hands out for a port-0 bind or as a client's source port, so the
+//! other sockets of the tests (all on port 0) never collide with them; and the test holds the
+//! port with a bound, never-listening socket ([`PortHold`]) from before the first start until
+//! the server is dropped, so the kernel never gives it to anyone else while the server is
+//! down either (ZooKeeper binds with `SO_REUSEADDR`, beside the hold). What the hold cannot
+//! stop is a ZooKeeper of another test run that picks the same number: then one of the two
+//! cannot bind, its JVM exits, and that is noticed and retried (a new number on a first
+//! start; the same number a few times on a restart, which must keep its port).
 //!
 //! The JVM runs under a small `sh` guard that kills it when the test process goes away (its
 //! stdin pipe closes), so a panicking test never leaves a server behind.
@@ -15,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use zookeeper_client as zk;
 
+use super::PortHold;
+
 const JAR: &str = "/usr/share/java/zookeeper.jar";
 const CONF: &str = "/etc/zookeeper/conf";
 
@@ -22,12 +37,41 @@ const CONF: &str = "/etc/zookeeper/conf";
 #[derive(Debug)]
 pub struct ZkServer {
     pub port: u16,
+    /// Holds `port` for the server's whole life, across kills and restarts.
+    hold: PortHold,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Tries at starting a server on a new port before giving up.
+const START_ATTEMPTS: usize = 8;
+
+/// A port for a new server: below the ephemeral range (`ip_local_port_range`), held.
+fn pick_port() -> PortHold {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut ends = range.split_whitespace().filter_map(|p| p.parse::<u16>().ok());
+    let (low, high) = (ends.next().unwrap_or(32768), ends.next().unwrap_or(60999));
+    let (from, to) = if low > 12_000 {
+        (10_000, low)
+    } else if high < 64_000 {
+        (high + 1, 65_535)
+    } else {
+        (10_000, 32_768) // no room outside the range: the retries below still hold
+    };
+    for _ in 0..100 {
+        let port = fastrand::u16(from..to);
+        if let Ok(hold) = PortHold::on(SocketAddr::from(([127, 0, 0, 1], port))) {
+            return hold;
+        }
+    }
+    panic!("no free port in {from}..{to} for ZooKeeper after 100 tries");
+}
+
+/// Why a launch did not give a server of ours.
+#[derive(Debug)]
+enum Launch {
+    /// The JVM exited before serving: ZooKeeper exits when it cannot bind its port.
+    Exited,
 }
 
 /// Send a four-letter word and read the answer.
@@ -50,16 +94,28 @@ impl ZkServer {
             "ZooKeeper is not installed ({JAR} is missing): run `apt-get install -y zookeeper` \
              (scripts/test.sh does this), then run the tests again"
         );
-        let mut s = ZkServer { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
-        s.launch();
-        s
+        for attempt in 1..=START_ATTEMPTS {
+            let hold = pick_port();
+            let mut s = ZkServer { port: hold.port(), hold, dir: tempfile::tempdir().unwrap(), child: None };
+            match s.launch() {
+                Ok(()) => return s,
+                // Dropping `s` kills what is left of it and releases the port.
+                Err(Launch::Exited) => eprintln!(
+                    "zk: ZooKeeper could not serve on port {} (attempt {attempt} of {START_ATTEMPTS}); \
+                     trying another port",
+                    s.port
+                ),
+            }
+        }
+        panic!("ZooKeeper could not start on any of {START_ATTEMPTS} ports");
     }
 
     pub fn connect_string(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn launch(&mut self) {
+    /// Start the JVM on `self.port` and wait until it serves; `Err` when it exits first.
+    fn launch(&mut self) -> Result<(), Launch> {
         let data = self.dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         let cfg = self.dir.path().join("zoo.cfg");
@@ -103,8 +159,11 @@ impl ZkServer {
         self.child = Some(child);
         let start = Instant::now();
         loop {
-            if four_letter(self.port, "srvr").is_some_and(|s| s.contains("Mode: standalone")) {
-                return;
+            if self.serving() {
+                return Ok(());
+            }
+            if !self.java_alive() {
+                return Err(Launch::Exited);
             }
             if start.elapsed() > Duration::from_secs(60) {
                 let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
@@ -112,6 +171,21 @@ impl ZkServer {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Whether the server answering on the port is this one (its `dataDir`) and serving.
+    fn serving(&self) -> bool {
+        let data = format!("dataDir={}", self.dir.path().join("data").display());
+        four_letter(self.port, "conf").is_some_and(|c| c.contains(&data))
+    }
+
+    /// Whether the JVM still runs (not gone, not a zombie waiting for the guard shell).
+    fn java_alive(&self) -> bool {
+        let Some(pid) = self.java_pid() else { return false };
+        std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with(['Z', 'X'])))
+            .unwrap_or(false)
     }
 
     fn java_pid(&self) -> Option<String> {
@@ -128,15 +202,31 @@ impl ZkServer {
         }
         let _ = std::fs::remove_file(self.dir.path().join("java.pid"));
         let start = Instant::now();
-        while four_letter(self.port, "srvr").is_some() && start.elapsed() < Duration::from_secs(10) {
+        while self.serving() && start.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// Start it again on the same port with the same data.
+    /// Start it again on the same port (the gateway's config names it) with the same data.
+    /// The port was held while the server was down; if the server still cannot bind it (a
+    /// server of another test that picked the same number), it is tried a few more times
+    /// and then the test fails, saying so.
     pub fn restart(&mut self) {
         self.kill();
-        self.launch();
+        for attempt in 1..=3 {
+            match self.launch() {
+                Ok(()) => return,
+                Err(Launch::Exited) => {
+                    eprintln!(
+                        "zk: ZooKeeper could not serve on port {} again (attempt {attempt} of 3)",
+                        self.port
+                    );
+                    self.kill();
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+        panic!("ZooKeeper could not serve on port {} again: the port is taken", self.port);
     }
 }
 
