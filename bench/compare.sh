@@ -496,7 +496,7 @@ start_proxy_switchyard_base() { SWITCHYARD_BIN=$SWITCHYARD_BASE_BIN start_switch
 start_proxy_switchyard_rr()  { start_switchyard switchyard_rr round_robin; }
 start_proxy_switchyard_p2c() { start_switchyard switchyard_p2c p2c_ewma; }
 
-# The cost of the resilience layers (issue 5): the same route without and with them.
+# The cost of the resilience layers: the same route without and with them.
 # switchyard_bare: no retries at all (not even the default one on connect-failure), no timeout,
 # no rate limit, upstream limits too high to matter.
 start_proxy_switchyard_bare() {
@@ -940,7 +940,7 @@ for sc in scenarios:
     if len(p99) == 2:
         print("%-8s p99 switchyard p2c_ewma %.3f ms vs round_robin %.3f ms (%.2fx)" % (
             sc, p99["switchyard_p2c"], p99["switchyard_rr"], p99["switchyard_rr"] / max(p99["switchyard_p2c"], 1e-9)))
-# issue 5: the cost of the resilience layers, switchyard_full against switchyard_bare (medians).
+# The cost of the resilience layers, switchyard_full against switchyard_bare (medians).
 for sc in scenarios:
     m = {}
     for px in ("switchyard_bare", "switchyard_full"):
@@ -952,7 +952,7 @@ for sc in scenarios:
         pct = lambda k: 100.0 * (f[k] / b[k] - 1) if b[k] else float("nan")
         print("%-8s layers (switchyard_full vs switchyard_bare): req/s %+.1f%%, req/cpu-s %+.1f%%, p99 %.3f -> %.3f ms (%+.1f%%)" % (
             sc, pct("req_per_s"), pct("req_per_cpu_s"), b["p99_ms"], f["p99_ms"], pct("p99_ms")))
-# issue 5: failing mode, the error rate wrk sees: (non-2xx/3xx + socket errors) / completed requests,
+# Failing mode: the error rate wrk sees: (non-2xx/3xx + socket errors) / completed requests,
 # summed over rounds.
 if sys.argv[5] == "failing":
     print()

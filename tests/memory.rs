@@ -22,7 +22,7 @@ fn live() -> isize {
 /// whatever else the process allocates meanwhile.
 const CONNS: usize = 300;
 
-/// The bound for an idle keep-alive connection; without the hyper patch this is about
+/// The bound we hold an idle keep-alive connection to (README, Performance); without the hyper patch this is about
 /// 20 KiB, with it (and the TLS branch of a connection's task boxed) about 4 KiB.
 const MAX_PER_CONN: isize = 10 * 1024;
 

@@ -124,7 +124,7 @@ mod tests {
     use super::rewrite_path;
 
     #[test]
-    fn strip_and_rewrite_follow_spec() {
+    fn strip_and_rewrite_prefixes() {
         assert_eq!(rewrite_path("/api/x", "/api", None), "/x");
         assert_eq!(rewrite_path("/api", "/api", None), "/");
         assert_eq!(rewrite_path("/api/", "/api", None), "/");

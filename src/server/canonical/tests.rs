@@ -21,7 +21,7 @@ fn paths_that_need_nothing_are_not_copied() {
 }
 
 #[test]
-fn the_tricks_from_the_issue_all_become_admin() {
+fn the_known_tricks_all_become_admin() {
     assert_eq!(norm("/x/../admin").unwrap(), "/admin");
     assert_eq!(norm("//admin").unwrap(), "/admin");
     assert_eq!(norm("/%61dmin").unwrap(), "/admin");
@@ -296,7 +296,7 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// What the issue asks of the router: a route that matches the canonical form of a path
+    /// What the router relies on: a route that matches the canonical form of a path
     /// matches every spelling of it, once the listener has canonicalised it.
     #[test]
     fn a_route_for_the_canonical_path_matches_every_spelling(
