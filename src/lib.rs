@@ -4,10 +4,11 @@
 //! and forwards it through a per-route tower stack to upstream endpoints. This file is the only
 //! place that knows every module: it wires them into a running [`Gateway`].
 //!
-//! The library's API is [`Gateway`], [`run`], [`config`] (load and validate configuration) and
-//! [`echo`] (the test upstream). Everything else is crate-private, so the compiler reports what
-//! is unused; [`internals`] re-exports what benches, fuzz targets and integration tests drive
-//! directly. docs/architecture.md shows the module layers (imports run one way, down them).
+//! The library's API is [`Gateway`], [`run`], [`check`], [`config`] (load and validate
+//! configuration) and [`echo`] (the test upstream). Everything else is crate-private, so the
+//! compiler reports what is unused; [`internals`] re-exports what benches, fuzz targets and
+//! integration tests drive directly. docs/architecture.md shows the module layers (imports run
+//! one way, down them).
 
 mod access_log;
 mod admin;

@@ -325,9 +325,9 @@ mod tests {
         assert_eq!(got, [("10.0.0.1:80", 1), ("10.0.0.2:81", 3), ("[::1]:82", 1)]);
     }
 
-    #[test]
-    fn query_url() {
-        let src = ConsulSource {
+    /// A source for the service `web api`, tag `v2`, datacenter `dc1`, passing only.
+    fn source() -> ConsulSource {
+        ConsulSource {
             address: ConsulAddress::parse("http://127.0.0.1:8500/").unwrap(),
             service: "web api".into(),
             tag: Some("v2".into()),
@@ -337,7 +337,12 @@ mod tests {
             wait: Duration::from_secs(300),
             tls_ca: None,
             tls_insecure_skip_verify: false,
-        };
+        }
+    }
+
+    #[test]
+    fn query_url() {
+        let src = source();
         assert_eq!(
             url(&src, 0),
             "http://127.0.0.1:8500/v1/health/service/web%20api?passing=true&tag=v2&dc=dc1"
@@ -356,15 +361,11 @@ mod tests {
     #[test]
     fn names_and_query_values_are_escaped() {
         let src = ConsulSource {
-            address: ConsulAddress::parse("http://127.0.0.1:8500").unwrap(),
             service: "a b/c?d#e%f-g.h_i~jé".into(),
             tag: Some("v=2&x+y".into()),
             datacenter: Some("dc/1".into()),
             passing_only: false,
-            token_env: None,
-            wait: Duration::from_secs(300),
-            tls_ca: None,
-            tls_insecure_skip_verify: false,
+            ..source()
         };
         assert_eq!(
             url(&src, 0),

@@ -67,7 +67,8 @@ impl Registry {
     }
 
     /// How many sources are running now.
-    pub fn running(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn running(&self) -> usize {
         let mut sources = self.inner.sources.lock().unwrap_or_else(|p| p.into_inner());
         sources.retain(|(_, w)| w.strong_count() > 0);
         sources.len()
