@@ -17,6 +17,10 @@
 #                                                         # before/after a change, interleaved in one run
 #   PROXIES=switchyard SCENARIOS=soak IDLE_CONNS=0 bench/compare.sh
 #                                                         # 10 min at RATE req/s, RSS sampled every 30 s
+#   WORKERS=defaults SCENARIOS=get64,post1k bench/compare.sh
+#                                                         # every proxy as shipped: nginx worker_processes
+#                                                         # auto, haproxy's default nbthread, switchyard's
+#                                                         # default threads
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -28,7 +32,8 @@ DURATION=${DURATION%s}
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-get64,post1k,get16k,rate64,tlsh1,tlsh2,tls13hs}
 PROXIES=${PROXIES:-nginx,haproxy,switchyard}
-WORKERS=${WORKERS:-1}                    # worker processes/threads given to EACH proxy
+WORKERS=${WORKERS:-1}                    # worker processes/threads given to EACH proxy, or
+                                         # "defaults": each proxy's shipped default
 UPSTREAM_WORKERS=${UPSTREAM_WORKERS:-1}  # nginx worker processes of the fast upstream
 CONNECTIONS=${CONNECTIONS:-64}           # wrk -c
 THREADS=${THREADS:-2}                    # wrk -t
@@ -46,6 +51,8 @@ IDLE_CONNS=${IDLE_CONNS:-10000}          # memory: idle keep-alive connections t
 SOAK_SECONDS=${SOAK_SECONDS:-600}        # soak: how long
 SOAK_SAMPLE=${SOAK_SAMPLE:-30}           # soak: seconds between RSS samples
 
+DEFAULTS=0
+if [[ $WORKERS == defaults ]]; then DEFAULTS=1; WORKERS=$(nproc); fi   # WORKERS then only labels rows
 for v in DURATION ROUNDS WORKERS UPSTREAM_WORKERS CONNECTIONS THREADS WARMUP SLOW_MS RATE IDLE_CONNS SOAK_SECONDS SOAK_SAMPLE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || { echo "compare.sh: $v must be a whole number, got '${!v}'" >&2; exit 2; }
 done
@@ -306,7 +313,7 @@ start_proxy_nginx() {
     port=$(free_port)
     tls_port=$(free_port)
     cat > "$d/nginx.conf" <<EOF
-worker_processes $WORKERS;
+worker_processes $( ((DEFAULTS)) && echo auto || echo "$WORKERS");
 daemon off;
 master_process on;
 pid $d/nginx.pid;
@@ -384,7 +391,7 @@ start_haproxy() {
     tls_port=$(free_port)
     cat > "$d/haproxy.cfg" <<EOF
 global
-    nbthread $WORKERS
+$( ((DEFAULTS)) && echo "    # nbthread: haproxy's default (one per CPU it may run on)" || echo "    nbthread $WORKERS")
     maxconn 9000        # fits a 20000-fd hard limit (haproxy reserves 2 fds per conn)
 
 defaults
@@ -481,8 +488,10 @@ ${route_toml}
 EOF
     # The gateway must honour SWITCHYARD_WORKER_THREADS (its runtime's worker
     # count); TOKIO_WORKER_THREADS is what a #[tokio::main] runtime reads.
-    SWITCHYARD_WORKER_THREADS=$WORKERS TOKIO_WORKER_THREADS=$WORKERS \
-        SWITCHYARD_LOG=${SWITCHYARD_LOG:-warn} \
+    # In defaults mode neither is set: the gateway picks its own thread count.
+    local threads_env=(SWITCHYARD_WORKER_THREADS="$WORKERS" TOKIO_WORKER_THREADS="$WORKERS")
+    ((DEFAULTS)) && threads_env=()
+    env "${threads_env[@]}" SWITCHYARD_LOG="${SWITCHYARD_LOG:-warn}" \
         "$SWITCHYARD_BIN" --config "$d/gateway.toml" >"$d/stdout.log" 2>"$d/stderr.log" &
     PROXY_PID[$name]=$!
     PROXY_PORT[$name]=$port
@@ -729,7 +738,7 @@ est=$(( ROUNDS * n_s * n_p * (DURATION + 1) + n_p * WARMUP + 5 + (IDLE_CONNS > 0
 [[ " ${SCENARIO_LIST[*]} " == *" soak "* ]] && est=$(( est + ROUNDS * n_p * (SOAK_SECONDS - DURATION) ))
 log "plan: $ROUNDS round(s) x $n_s scenario(s) [$SCENARIOS] x $n_p prox(ies) [$PROXIES] x ${DURATION}s"
 log "estimated time: ~${est}s (~$(( (est + 59) / 60 )) min), plus a cargo build if switchyard is included and SWITCHYARD_BIN is unset"
-log "each proxy gets WORKERS=$WORKERS worker(s); wrk -t$THREADS -c$CONNECTIONS; machine: $(nproc) CPU(s)"
+log "each proxy gets $( ((DEFAULTS)) && echo "its default worker count" || echo "WORKERS=$WORKERS worker(s)"); wrk -t$THREADS -c$CONNECTIONS; machine: $(nproc) CPU(s)"
 
 if [[ " ${PROXY_LIST[*]} " == *" switchyard"* && -z $SWITCHYARD_BIN ]]; then
     log "building switchyard: cargo build --release (set SWITCHYARD_BIN to skip)"
@@ -853,7 +862,7 @@ done
     echo "switchyard bench/compare.sh  $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "machine: $(nproc) CPU(s), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)"
     echo "nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///'), haproxy $("$HAPROXY_BIN" -v | awk 'NR==1 {print $3}'), $(wrk --version 2>&1 | awk 'NR==1 {print $1, $2}')"
-    echo "rounds=$ROUNDS duration=${DURATION}s workers/proxy=$WORKERS upstream_workers=$UPSTREAM_WORKERS wrk -t$THREADS -c$CONNECTIONS upstream_mode=$UPSTREAM_MODE$([[ $UPSTREAM_MODE == slow ]] && echo " slow_ms=$SLOW_MS")$([[ $UPSTREAM_MODE == failing ]] && echo " refusing=127.0.0.1:$DEAD_PORT")"
+    echo "rounds=$ROUNDS duration=${DURATION}s workers/proxy=$( ((DEFAULTS)) && echo "defaults" || echo "$WORKERS") upstream_workers=$UPSTREAM_WORKERS wrk -t$THREADS -c$CONNECTIONS upstream_mode=$UPSTREAM_MODE$([[ $UPSTREAM_MODE == slow ]] && echo " slow_ms=$SLOW_MS")$([[ $UPSTREAM_MODE == failing ]] && echo " refusing=127.0.0.1:$DEAD_PORT")"
     echo
     python3 - "$CSV" "$PROXIES" "$SCENARIOS" "$(nproc)" "$UPSTREAM_MODE" "$MEM_CSV" "$RUN_DIR" <<'PY'
 import csv, os, statistics, sys

@@ -142,6 +142,7 @@ impl Gateway {
     /// A connection then lives on one thread from accept to close, with no work stealing or
     /// cross-thread wake-ups on the request path (the design of NGINX workers and Pingora).
     pub async fn start_with(cfg: GatewayConfig, threads: usize) -> Result<Gateway, StartError> {
+        proxy::reserve_pools(threads);
         let threads = threads.max(1);
         let metrics = Arc::new(Metrics::new());
         let routes_dir = cfg.routes_dir.clone();
@@ -234,7 +235,7 @@ impl Gateway {
             let (shared, stop, tracker) = (Arc::clone(&shared), stop_accepting.clone(), tracker.clone());
             std::thread::Builder::new()
                 .name(format!("switchyard-worker-{}", i + 1))
-                .spawn(move || serve_thread(set, shared, stop, tracker))
+                .spawn(move || serve_thread(i + 1, set, shared, stop, tracker))
                 .map_err(|e| StartError::Other(format!("cannot start a worker thread: {e}")))?;
         }
 
@@ -354,11 +355,13 @@ impl Gateway {
 /// One extra serving thread: a single-threaded runtime accepting on its copies of the listening
 /// sockets until draining ends.
 fn serve_thread(
+    index: usize,
     listeners: Vec<server::Listener>,
     shared: Arc<Shared>,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
+    proxy::set_worker(index);
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

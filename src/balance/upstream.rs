@@ -394,4 +394,20 @@ mod tests {
         assert_eq!(set.endpoints.len(), 2);
         assert!(Arc::ptr_eq(&set.endpoints[1], &a));
     }
+
+    #[tokio::test]
+    async fn each_serving_thread_has_its_own_connection_pool() {
+        crate::proxy::reserve_pools(2);
+        let u = upstream(&[("a:1", 1)]);
+        let here = u.client.pool_id();
+        let u2 = Arc::clone(&u);
+        let there = std::thread::spawn(move || {
+            crate::proxy::set_worker(1);
+            u2.client.pool_id()
+        })
+        .join()
+        .unwrap();
+        assert_ne!(here, there, "serving thread 1 has a pool of its own");
+        assert_eq!(here, u.client.pool_id(), "a thread keeps its pool");
+    }
 }

@@ -7,9 +7,10 @@ pub(crate) mod connect;
 pub mod headers;
 pub(crate) mod limits;
 
+use std::cell::Cell;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,10 +36,41 @@ use crate::error::{
 /// request on a connection the upstream is closing.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
-/// The pooled client of one upstream (pools are per endpoint, keyed by authority).
+thread_local! {
+    /// The serving thread this runs on: 0 for the main runtime's thread (and every thread that
+    /// is not a serving thread), i for the i-th extra serving thread.
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many connection pools each upstream keeps, one per serving thread: raised by
+/// `Gateway::start_with` to its thread count before any upstream is built.
+static POOL_SLOTS: AtomicUsize = AtomicUsize::new(1);
+
+/// Mark this thread as serving thread `i` (0 is the main runtime's).
+pub(crate) fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+/// Make upstreams built from now on keep at least `threads` pools.
+pub(crate) fn reserve_pools(threads: usize) {
+    POOL_SLOTS.fetch_max(threads.max(1), Ordering::Relaxed);
+}
+
+type Pool = Client<LimitedConnector<UpstreamConnector>, Body>;
+
+/// The pooled client of one upstream: one pool per serving thread, each keyed by endpoint.
+///
+/// A pooled connection is driven by a task on the runtime that opened it, and each request
+/// and response crosses to that task through a channel. With one pool shared by every serving
+/// thread, a request accepted on one thread would often take a connection driven by another,
+/// and every exchange would wake a second thread (two cross-thread wake-ups per request). A
+/// pool per thread keeps each exchange on the thread that accepted the request, as NGINX's
+/// per-worker keep-alive pools do; the limits (`[upstream.limits]`) stay shared.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<LimitedConnector<UpstreamConnector>, Body>,
+    pools: Arc<[OnceLock<Pool>]>,
+    builder: Arc<hyper_util::client::legacy::Builder>,
+    connector: LimitedConnector<UpstreamConnector>,
     version: Version,
     tls: bool,
 }
@@ -79,7 +111,20 @@ impl UpstreamClient {
                 Version::HTTP_2
             }
         };
-        Ok(UpstreamClient { client: b.build(connector), version, tls })
+        let pools = (0..POOL_SLOTS.load(Ordering::Relaxed)).map(|_| OnceLock::new()).collect();
+        Ok(UpstreamClient { pools, builder: Arc::new(b), connector, version, tls })
+    }
+
+    /// This thread's pool, made on first use.
+    fn pool(&self) -> &Pool {
+        let i = WORKER.with(Cell::get) % self.pools.len();
+        self.pools[i].get_or_init(|| self.builder.build(self.connector.clone()))
+    }
+
+    /// Which pool this thread uses (its address), for tests.
+    #[cfg(test)]
+    pub(crate) fn pool_id(&self) -> usize {
+        self.pool() as *const Pool as usize
     }
 
     /// The HTTP version spoken to the upstream.
@@ -89,7 +134,7 @@ impl UpstreamClient {
 
     /// Send `req` (already addressed to `endpoint`) and classify any failure.
     pub async fn send(&self, endpoint: &str, req: Request<Body>) -> Result<Response<Incoming>, Error> {
-        self.client.request(req).await.map_err(|e| classify(endpoint, e))
+        self.pool().request(req).await.map_err(|e| classify(endpoint, e))
     }
 
     /// Point `req` at `authority` — `https://` when this upstream speaks TLS (for h2's
