@@ -111,12 +111,15 @@ cpu)
     for who in "switchyard $SY_PID $SY" "nginx $NGX_WORKER $NGX"; do
         set -- $who
         wrk -t2 -c64 -d1s "http://127.0.0.1:$3/" >/dev/null
-        read -r u0 s0 < <(awk '{ print $14, $15 }' "/proc/$2/stat")
+        # utime, stime and minor page faults from /proc/PID/stat; context switches from status.
+        ctxsw() { awk '/ctxt_switches/ { n += $2 } END { print n }' "/proc/$1/status"; }
+        read -r u0 s0 f0 < <(awk '{ print $14, $15, $10 }' "/proc/$2/stat"); c0=$(ctxsw "$2")
         n=$(wrk -t2 -c64 -d"${SECS}s" "http://127.0.0.1:$3/" | requests)
-        read -r u1 s1 < <(awk '{ print $14, $15 }' "/proc/$2/stat")
-        awk -v who="$1" -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" 'BEGIN {
-            printf "%-10s %8d requests  user %.2f µs/req  kernel %.2f µs/req  %.0f req per CPU-second\n",
-                who, n, u / hz * 1e6 / n, s / hz * 1e6 / n, n / ((u + s) / hz) }'
+        read -r u1 s1 f1 < <(awk '{ print $14, $15, $10 }' "/proc/$2/stat"); c1=$(ctxsw "$2")
+        awk -v who="$1" -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" \
+            -v f=$((f1 - f0)) -v c=$((c1 - c0)) 'BEGIN {
+            printf "%-10s %8d requests  user %.2f µs/req  kernel %.2f µs/req  %.0f req per CPU-second  page faults %.4f/req  context switches %.4f/req\n",
+                who, n, u / hz * 1e6 / n, s / hz * 1e6 / n, n / ((u + s) / hz), f / n, c / n }'
     done
     ;;
 syscalls)
