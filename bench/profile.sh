@@ -4,7 +4,7 @@
 #
 #   bench/profile.sh cpu        # user and kernel CPU µs per request, req per CPU-second (wrk -t2 -c64)
 #   bench/profile.sh syscalls   # system calls per request (strace -c on the proxy, wrk -c16)
-#   bench/profile.sh callgrind  # switchyard only: user-space instructions per request (valgrind)
+#   bench/profile.sh callgrind  # user-space instructions per request (valgrind), switchyard then nginx
 #   bench/profile.sh perf       # switchyard only: perf record -g, then the top symbols
 #
 # SWITCHYARD_BIN (default target/release/switchyard, built if missing), SECONDS_RUN (default 5),
@@ -137,19 +137,33 @@ syscalls)
     done
     ;;
 callgrind)
+    # cg_measure NAME PID PORT OUT: warm up, count instructions over SECS of load, report.
+    cg_measure() {
+        local n ir out
+        wrk -t1 -c8 -d2s "http://127.0.0.1:$3/" >/dev/null
+        callgrind_control -i on "$2" >/dev/null 2>&1
+        n=$(wrk -t1 -c8 -d"${SECS}s" "http://127.0.0.1:$3/" | requests)
+        callgrind_control -i off "$2" >/dev/null 2>&1
+        callgrind_control -d "$2" >/dev/null 2>&1
+        sleep 0.5
+        out=$(ls "$4".* | tail -n 1)
+        ir=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+        echo "$1: $n requests, $((ir / n)) user-space instructions per request"
+        CG_LAST=$out
+    }
     start_switchyard valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/cg.out"
-    wrk -t1 -c8 -d2s "http://127.0.0.1:$SY/" >/dev/null
-    callgrind_control -i on "$SY_PID" >/dev/null 2>&1
-    n=$(wrk -t1 -c8 -d"${SECS}s" "http://127.0.0.1:$SY/" | requests)
-    callgrind_control -i off "$SY_PID" >/dev/null 2>&1
-    callgrind_control -d "$SY_PID" >/dev/null 2>&1
-    sleep 0.5
-    out=$(ls "$TMP"/cg.out.* | tail -n 1)
-    ir=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
-    echo "switchyard: $n requests, $((ir / n)) user-space instructions per request"
-    callgrind_annotate "$out" 2>/dev/null | sed -n '/^Ir/,$p' | sed -n 3,25p
+    cg_measure switchyard "$SY_PID" "$SY" "$TMP/cg.out"
+    callgrind_annotate "$CG_LAST" 2>/dev/null | sed -n '/^Ir/,$p' | sed -n 3,25p
     # CALLGRIND_OUT=FILE keeps the raw profile (for callgrind_annotate --threshold=100 FILE).
-    if [[ -n ${CALLGRIND_OUT:-} ]]; then cp "$out" "$CALLGRIND_OUT"; fi
+    if [[ -n ${CALLGRIND_OUT:-} ]]; then cp "$CG_LAST" "$CALLGRIND_OUT"; fi
+    # NGINX as the same proxy, one process (no master) under the same tool: the user-space gap
+    # as one number.
+    sed 's/daemon off;/daemon off; master_process off;/' "$TMP/px/nginx.conf" > "$TMP/px/nginx-cg.conf"
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/ngx-cg.out" \
+        nginx -c "$TMP/px/nginx-cg.conf" -p "$TMP/px" >"$TMP/px/valgrind.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$NGX"
+    cg_measure nginx "${PIDS[-1]}" "$NGX" "$TMP/ngx-cg.out"
     ;;
 perf)
     start_switchyard
