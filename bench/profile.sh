@@ -8,6 +8,7 @@
 #   bench/profile.sh perf       # switchyard only: perf record -g, then the top symbols
 #
 # SWITCHYARD_BIN (default target/release/switchyard, built if missing), SECONDS_RUN (default 5),
+# ACCESS_LOG=1 (switchyard writes its access log to a file, as it does by default to stdout),
 # CALLGRIND_OUT (callgrind mode: keep the raw profile in this file).
 # Every process started here is stopped by PID on exit. See bench/README.md ("Profiling").
 set -euo pipefail
@@ -83,7 +84,7 @@ routes_dir = "routes"
 name = "profile"
 listen = "127.0.0.1:$SY"
 [access_log]
-enabled = false
+$(if [[ -n ${ACCESS_LOG:-} ]]; then echo "path = \"$TMP/sy/access.log\""; else echo "enabled = false"; fi)
 EOF
 printf '[[upstream]]\nname = "up"\nendpoints = ["127.0.0.1:%s"]\n[[route]]\nname = "all"\npath_prefix = "/"\nupstream = "up"\n' "$UP" \
     > "$TMP/sy/routes/profile.toml"

@@ -1,18 +1,21 @@
 //! The access log (docs/configuration.md, `[access_log]`): one JSON object per line per request.
 //!
 //! Records are handed to a dedicated writer thread over a bounded channel, so formatting and
-//! writing never happen on a request thread and a slow disk cannot stall traffic: when the
+//! writing never happen on a request thread (a record holds the request's values as they are;
+//! they become text on the writer thread) and a slow disk cannot stall traffic: when the
 //! channel is full the record is dropped and counted (and the count logged once a second).
 //! The file is reopened on SIGUSR1 for log rotation.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use http::{HeaderValue, Method};
 use serde::Serialize;
 
 use crate::config::AccessLogConfig;
@@ -31,11 +34,14 @@ pub struct Record {
     /// Listener name.
     pub listener: Name,
     /// Client IP.
-    pub client: String,
+    #[serde(serialize_with = "ser_display")]
+    pub client: IpAddr,
     /// Method.
-    pub method: String,
-    /// Host as sent.
-    pub host: Option<String>,
+    #[serde(serialize_with = "ser_method")]
+    pub method: Method,
+    /// Host as sent (`null` when it is not visible ASCII).
+    #[serde(serialize_with = "ser_host")]
+    pub host: Option<HeaderValue>,
     /// Path.
     pub path: String,
     /// `HTTP/1.1` or `HTTP/2`.
@@ -59,9 +65,32 @@ pub struct Record {
     /// Response body bytes.
     pub bytes_out: u64,
     /// Request id.
-    pub request_id: String,
+    #[serde(serialize_with = "ser_value")]
+    pub request_id: HeaderValue,
     /// The gateway's REASON, if it made the response.
     pub error: Option<&'static str>,
+}
+
+// The fields below are kept as the request had them (an address, a method, header values:
+// copies or reference-count bumps) and turned into text here, on the writer thread.
+
+fn ser_display<S: serde::Serializer>(v: &IpAddr, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn ser_method<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
+}
+
+fn ser_host<S: serde::Serializer>(h: &Option<HeaderValue>, s: S) -> Result<S::Ok, S::Error> {
+    match h.as_ref().and_then(|h| h.to_str().ok()) {
+        Some(h) => s.serialize_some(h),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_value<S: serde::Serializer>(v: &HeaderValue, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.to_str().unwrap_or_default())
 }
 
 fn ser_ts<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -173,4 +202,46 @@ fn writer(rx: Receiver<Record>, mut sink: Sink, dropped: Arc<AtomicU64>, reopen:
         }
     }
     let _ = sink.out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(host: Option<HeaderValue>) -> Record {
+        Record {
+            ts: SystemTime::UNIX_EPOCH + Duration::from_millis(1_500),
+            listener: Arc::new("web".into()),
+            client: "2001:db8::1".parse().unwrap(),
+            method: Method::PATCH,
+            host,
+            path: "/a?b".into(),
+            protocol: "HTTP/1.1",
+            status: 200,
+            route: None,
+            upstream: None,
+            endpoint: None,
+            attempts: 0,
+            duration_ms: 1.25,
+            upstream_ms: None,
+            bytes_in: 3,
+            bytes_out: 4,
+            request_id: HeaderValue::from_static("req-1"),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_record_is_written_as_text_on_the_writer_side() {
+        let line = serde_json::to_string(&record(Some(HeaderValue::from_static("example.com")))).unwrap();
+        assert_eq!(
+            line,
+            r#"{"ts":"1970-01-01T00:00:01.500Z","listener":"web","client":"2001:db8::1","method":"PATCH","host":"example.com","path":"/a?b","protocol":"HTTP/1.1","status":200,"route":null,"upstream":null,"endpoint":null,"attempts":0,"duration_ms":1.25,"upstream_ms":null,"bytes_in":3,"bytes_out":4,"request_id":"req-1","error":null}"#
+        );
+        // A host that is not visible ASCII is logged as null, as before.
+        let odd = HeaderValue::from_bytes(b"caf\xe9.example").unwrap();
+        let line = serde_json::to_string(&record(Some(odd))).unwrap();
+        assert!(line.contains(r#""host":null"#), "{line}");
+        assert!(serde_json::to_string(&record(None)).unwrap().contains(r#""host":null"#));
+    }
 }

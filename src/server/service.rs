@@ -322,9 +322,9 @@ impl End {
             log.log(Record {
                 ts: SystemTime::now(),
                 listener: Arc::clone(&d.listener),
-                client: d.client.ip().to_string(),
-                method: d.method.to_string(),
-                host: d.host.as_ref().and_then(|h| h.to_str().ok()).map(str::to_owned),
+                client: d.client.ip(),
+                method: d.method.clone(),
+                host: d.host.clone(),
                 path: d.path.unwrap_or_default(),
                 protocol: d.protocol,
                 status: self.status,
@@ -336,7 +336,7 @@ impl End {
                 upstream_ms: up.as_ref().map(|u| u.upstream_ms),
                 bytes_in: d.info.as_ref().map_or(0, |i| i.bytes_in.load(Ordering::Relaxed)),
                 bytes_out,
-                request_id: d.request_id.to_str().unwrap_or_default().to_owned(),
+                request_id: d.request_id.clone(),
                 error: self.error,
             });
         }
