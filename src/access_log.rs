@@ -25,7 +25,11 @@ use crate::metrics::Name;
 /// bounds the queue to a few MiB.
 const QUEUE: usize = 16_384;
 
-/// One request, as written.
+/// One request, as written: one JSON object whose keys come in this order.
+///
+/// [`Record::write_json`] writes the line; the `Serialize` derive is its reference (the tests
+/// check that both write the same bytes), kept because serde's output is the specification of
+/// JSON we hold the hand-written writer to.
 #[derive(Debug, Serialize)]
 pub struct Record {
     /// RFC 3339 UTC with milliseconds.
@@ -69,6 +73,152 @@ pub struct Record {
     pub request_id: HeaderValue,
     /// The gateway's REASON, if it made the response.
     pub error: Option<&'static str>,
+}
+
+/// The writer thread's cache of the timestamp's whole-second part (`YYYY-MM-DDTHH:MM:SS`):
+/// records of one second share it, so the calendar arithmetic runs once a second.
+#[derive(Debug, Default)]
+struct Clock {
+    secs: Option<u64>,
+    prefix: String,
+}
+
+impl Clock {
+    fn write(&mut self, out: &mut Vec<u8>, ts: SystemTime) {
+        let since = ts.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        if self.secs != Some(since.as_secs()) {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs());
+            self.prefix = humantime::format_rfc3339_seconds(whole).to_string();
+            self.prefix.truncate(19); // drop the `Z`
+            self.secs = Some(since.as_secs());
+        }
+        out.extend_from_slice(self.prefix.as_bytes());
+        let ms = since.subsec_millis();
+        out.extend_from_slice(&[
+            b'.',
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+            b'Z',
+        ]);
+    }
+}
+
+/// A JSON string, escaped as serde_json escapes it (`"`, `\\`, and control characters; the
+/// short forms where JSON has them, else `\u00xx`).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 15)],
+                ]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A float as serde_json writes it (its exponent form differs from other shortest-form
+/// formatters'; non-finite values are `null`).
+fn json_f64(out: &mut Vec<u8>, v: f64) {
+    if serde_json::to_writer(&mut *out, &v).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn json_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+impl Record {
+    /// The record as one JSON object (no newline), the same bytes serde_json writes for it.
+    fn write_json(&self, out: &mut Vec<u8>, clock: &mut Clock) {
+        out.extend_from_slice(b"{\"ts\":\"");
+        clock.write(out, self.ts);
+        out.extend_from_slice(b"\",\"listener\":");
+        json_str(out, &self.listener);
+        out.extend_from_slice(b",\"client\":\"");
+        match self.client {
+            IpAddr::V4(ip) => {
+                let [a, b, c, d] = ip.octets();
+                for (i, octet) in [a, b, c, d].into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b'.');
+                    }
+                    json_int(out, octet);
+                }
+            }
+            IpAddr::V6(ip) => {
+                let _ = write!(out, "{ip}");
+            }
+        }
+        out.extend_from_slice(b"\",\"method\":");
+        json_str(out, self.method.as_str());
+        out.extend_from_slice(b",\"host\":");
+        json_opt_str(out, self.host.as_ref().and_then(|h| h.to_str().ok()));
+        out.extend_from_slice(b",\"path\":");
+        json_str(out, &self.path);
+        out.extend_from_slice(b",\"protocol\":");
+        json_str(out, self.protocol);
+        out.extend_from_slice(b",\"status\":");
+        json_int(out, self.status);
+        out.extend_from_slice(b",\"route\":");
+        json_opt_str(out, self.route.as_deref().map(String::as_str));
+        out.extend_from_slice(b",\"upstream\":");
+        json_opt_str(out, self.upstream.as_deref().map(String::as_str));
+        out.extend_from_slice(b",\"endpoint\":");
+        json_opt_str(out, self.endpoint.as_deref().map(String::as_str));
+        out.extend_from_slice(b",\"attempts\":");
+        json_int(out, self.attempts);
+        out.extend_from_slice(b",\"duration_ms\":");
+        json_f64(out, self.duration_ms);
+        out.extend_from_slice(b",\"upstream_ms\":");
+        match self.upstream_ms {
+            Some(v) => json_f64(out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"bytes_in\":");
+        json_int(out, self.bytes_in);
+        out.extend_from_slice(b",\"bytes_out\":");
+        json_int(out, self.bytes_out);
+        out.extend_from_slice(b",\"request_id\":");
+        json_str(out, self.request_id.to_str().unwrap_or_default());
+        out.extend_from_slice(b",\"error\":");
+        json_opt_str(out, self.error);
+        out.push(b'}');
+    }
 }
 
 // The fields below are kept as the request had them (an address, a method, header values:
@@ -167,6 +317,7 @@ fn open_append(p: &PathBuf) -> io::Result<File> {
 
 fn writer(rx: Receiver<Record>, mut sink: Sink, dropped: Arc<AtomicU64>, reopen: Arc<AtomicBool>) {
     let mut line = Vec::with_capacity(512);
+    let mut clock = Clock::default();
     loop {
         // Flush whenever the queue runs dry, so lines appear promptly at low rates.
         let rec = match rx.try_recv() {
@@ -193,11 +344,10 @@ fn writer(rx: Receiver<Record>, mut sink: Sink, dropped: Arc<AtomicU64>, reopen:
         }
         if let Some(rec) = rec {
             line.clear();
-            if serde_json::to_writer(&mut line, &rec).is_ok() {
-                line.push(b'\n');
-                if let Err(e) = sink.out.write_all(&line) {
-                    tracing::error!(error = %e, "writing the access log failed");
-                }
+            rec.write_json(&mut line, &mut clock);
+            line.push(b'\n');
+            if let Err(e) = sink.out.write_all(&line) {
+                tracing::error!(error = %e, "writing the access log failed");
             }
         }
     }
@@ -243,5 +393,42 @@ mod tests {
         let line = serde_json::to_string(&record(Some(odd))).unwrap();
         assert!(line.contains(r#""host":null"#), "{line}");
         assert!(serde_json::to_string(&record(None)).unwrap().contains(r#""host":null"#));
+    }
+
+    #[test]
+    fn the_hand_written_line_is_the_bytes_serde_json_writes() {
+        let mut clock = Clock::default();
+        let odd = [
+            "",
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "tab\tnl\ncr\r",
+            "\u{1}\u{8}\u{c}\u{1f}\u{7f}",
+            "café ✓",
+            "/a b?c=%22",
+        ];
+        let mut n = 0;
+        for (i, text) in odd.iter().enumerate() {
+            for client in ["10.0.0.255", "0.0.0.0", "::1", "2001:db8::ff00:42:8329"] {
+                let mut r = record(if i % 3 == 0 { None } else { HeaderValue::from_str(text).ok() });
+                r.ts = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + 7 * n + i as u64);
+                r.client = client.parse().unwrap();
+                r.path = (*text).into();
+                r.listener = Arc::new(text.to_string());
+                r.route = (i % 2 == 0).then(|| Arc::new(text.to_string()));
+                r.upstream = Some(Arc::new("u".into()));
+                r.endpoint = (i % 2 == 1).then(|| Arc::new(format!("{text}:80")));
+                r.upstream_ms = (i % 2 == 0).then_some(0.1 + 0.2);
+                r.duration_ms = [1.0, 0.5, 1e-7, 123456.789, 1e21][i % 5];
+                r.status = [200, 404, 503][i % 3];
+                r.bytes_out = u64::MAX - i as u64;
+                r.error = (i % 2 == 1).then_some("upstream_reset");
+                let mut line = Vec::new();
+                r.write_json(&mut line, &mut clock);
+                assert_eq!(String::from_utf8(line).unwrap(), serde_json::to_string(&r).unwrap());
+                n += 1;
+            }
+        }
     }
 }
