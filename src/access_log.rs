@@ -479,7 +479,6 @@ mod tests {
         send(500);
         wait_for(501);
         (501..1000).for_each(send);
-        drop(send);
         drop(tx);
         writer.join().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
