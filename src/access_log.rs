@@ -325,6 +325,7 @@ fn writer(rx: Receiver<Record>, mut sink: Sink, dropped: Arc<AtomicU64>, reopen:
     let mut line = Vec::with_capacity(512);
     let mut clock = Clock::default();
     let mut busy = false;
+    let mut last_warn: Option<std::time::Instant> = None;
     loop {
         let first = if busy {
             std::thread::sleep(BATCH);
@@ -343,9 +344,13 @@ fn writer(rx: Receiver<Record>, mut sink: Sink, dropped: Arc<AtomicU64>, reopen:
                 Err(e) => tracing::error!(error = %e, "cannot reopen the access log; keeping the old file"),
             }
         }
-        let n = dropped.swap(0, Ordering::Relaxed);
-        if n > 0 {
-            tracing::warn!(dropped = n, "access log writer fell behind; records were dropped");
+        // What was dropped since the last warning, at most once a second.
+        if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            let n = dropped.swap(0, Ordering::Relaxed);
+            if n > 0 {
+                tracing::warn!(dropped = n, "access log writer fell behind; records were dropped");
+                last_warn = Some(std::time::Instant::now());
+            }
         }
         busy = first.is_some();
         let mut next = first;
