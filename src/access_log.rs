@@ -253,12 +253,31 @@ pub struct AccessLog {
     tx: Option<SyncSender<Record>>,
     dropped: Arc<AtomicU64>,
     reopen: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+}
+
+/// How far the writer got: records queued, and records written and flushed (or dropped), so
+/// that [`AccessLog::flush`] can wait for what was queued before it.
+#[derive(Debug, Default)]
+struct Progress {
+    queued: AtomicU64,
+    done: std::sync::Mutex<u64>,
+    advanced: std::sync::Condvar,
+}
+
+impl Progress {
+    fn finished(&self, n: u64) {
+        if n > 0 {
+            *self.done.lock().unwrap_or_else(|p| p.into_inner()) += n;
+            self.advanced.notify_all();
+        }
+    }
 }
 
 impl AccessLog {
     /// A log that writes nothing.
     pub fn disabled() -> Self {
-        AccessLog { tx: None, dropped: Arc::default(), reopen: Arc::default() }
+        AccessLog { tx: None, dropped: Arc::default(), reopen: Arc::default(), progress: Arc::default() }
     }
 
     /// Start the writer thread for `cfg`. Fails if the file cannot be opened.
@@ -268,11 +287,17 @@ impl AccessLog {
         }
         let sink = Sink::open(cfg.path.clone())?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
-        let log = AccessLog { tx: Some(tx), dropped: Arc::default(), reopen: Arc::default() };
-        let (dropped, reopen) = (Arc::clone(&log.dropped), Arc::clone(&log.reopen));
+        let log = AccessLog {
+            tx: Some(tx),
+            dropped: Arc::default(),
+            reopen: Arc::default(),
+            progress: Arc::default(),
+        };
+        let (dropped, reopen, progress) =
+            (Arc::clone(&log.dropped), Arc::clone(&log.reopen), Arc::clone(&log.progress));
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer(rx, sink, dropped, reopen))?;
+            .spawn(move || writer(rx, sink, dropped, reopen, progress))?;
         Ok(log)
     }
 
@@ -284,10 +309,36 @@ impl AccessLog {
     /// Queue a record; never blocks.
     pub fn log(&self, rec: Record) {
         if let Some(tx) = &self.tx {
-            if let Err(TrySendError::Full(_)) = tx.try_send(rec) {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+            match tx.try_send(rec) {
+                Ok(()) => {
+                    self.progress.queued.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Disconnected(_)) => {}
             }
         }
+    }
+
+    /// Wait, at most `timeout`, until every record queued so far is written and flushed: the
+    /// end of a drain, so that the process does not exit with lines still in the queue.
+    /// Returns whether everything was written in time.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let target = self.progress.queued.load(Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + timeout;
+        let mut done = self.progress.done.lock().unwrap_or_else(|p| p.into_inner());
+        while *done < target {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            done = match self.progress.advanced.wait_timeout(done, left) {
+                Ok((d, _)) => d,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        true
     }
 
     /// Ask the writer to reopen its file (SIGUSR1).
@@ -321,7 +372,13 @@ fn open_append(p: &PathBuf) -> io::Result<File> {
 /// finds nothing the writer blocks until the next record, so an idle gateway never polls.
 const BATCH: Duration = Duration::from_millis(10);
 
-fn writer(rx: Receiver<Record>, mut sink: Sink, dropped: Arc<AtomicU64>, reopen: Arc<AtomicBool>) {
+fn writer(
+    rx: Receiver<Record>,
+    mut sink: Sink,
+    dropped: Arc<AtomicU64>,
+    reopen: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+) {
     let mut line = Vec::with_capacity(512);
     let mut clock = Clock::default();
     let mut busy = false;
@@ -354,7 +411,9 @@ fn writer(rx: Receiver<Record>, mut sink: Sink, dropped: Arc<AtomicU64>, reopen:
         }
         busy = first.is_some();
         let mut next = first;
+        let mut written = 0;
         while let Some(rec) = next {
+            written += 1;
             line.clear();
             rec.write_json(&mut line, &mut clock);
             line.push(b'\n');
@@ -366,12 +425,14 @@ fn writer(rx: Receiver<Record>, mut sink: Sink, dropped: Arc<AtomicU64>, reopen:
                 Err(TryRecvError::Empty) => None,
                 Err(TryRecvError::Disconnected) => {
                     let _ = sink.out.flush();
+                    progress.finished(written);
                     return;
                 }
             };
         }
         // The queue ran dry: what was drained goes out now.
         let _ = sink.out.flush();
+        progress.finished(written);
     }
     let _ = sink.out.flush();
 }
@@ -462,7 +523,8 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let sink = Sink::open(Some(path.clone())).unwrap();
         let (tx, rx) = mpsc::sync_channel(QUEUE);
-        let writer = std::thread::spawn(move || writer(rx, sink, Arc::default(), Arc::default()));
+        let writer =
+            std::thread::spawn(move || writer(rx, sink, Arc::default(), Arc::default(), Arc::default()));
         let send = |n: u64| {
             let mut r = record(None);
             r.bytes_in = n;
@@ -492,6 +554,26 @@ mod tests {
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["bytes_in"].as_u64().unwrap())
             .collect();
         assert_eq!(got, (0..1000).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn flush_returns_once_every_queued_line_is_on_disk() {
+        let dir = std::env::temp_dir().join(format!("switchyard-access-flush-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("access.log");
+        let _ = std::fs::remove_file(&path);
+        let log = AccessLog::start(&AccessLogConfig { enabled: true, path: Some(path.clone()) }).unwrap();
+        for round in 0..3 {
+            for _ in 0..300 {
+                log.log(record(None));
+            }
+            // No waiting of our own: flush alone must make the lines readable.
+            assert!(log.flush(Duration::from_secs(10)));
+            let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+            assert_eq!(lines, 300 * (round + 1));
+        }
+        assert!(AccessLog::disabled().flush(Duration::ZERO), "nothing queued, nothing to wait for");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -348,6 +348,14 @@ impl Gateway {
             let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await;
         }
         self.stop_admin.cancel();
+        // Every request has ended: its access log line is queued. Wait (bounded) until the
+        // writer has it on disk, so that exiting now loses no line.
+        let log = self.access_log.clone();
+        let flushed =
+            tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(2))).await.unwrap_or(false);
+        if !flushed {
+            tracing::warn!("access log lines were still queued after 2 s; some may be lost at exit");
+        }
         clean
     }
 }
