@@ -13,6 +13,9 @@ need openssl openssl
 need kill procps   # tests/cli.rs signals the binary with `kill -TERM PID`
 # ZooKeeper for tests/discovery_zookeeper.rs (the tests start and stop their own servers).
 [ -f /usr/share/java/zookeeper.jar ] || need_pkgs+=(zookeeper)
+# A real headless browser for tests/dashboard.rs (driven over WebDriver by chromedriver).
+need chromium chromium
+need chromedriver chromium-driver
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_pkgs[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -41,6 +41,35 @@ async fn gateway_with_token(var: &str, token: &str) -> TestGateway {
 }
 
 #[tokio::test]
+async fn the_dashboard_page_is_open_holds_no_data_and_locks_the_browser_down() {
+    let token = "page-token_1";
+    let g = gateway_with_token("SWITCHYARD_TEST_ADMIN_TOKEN_PAGE", token).await;
+    let r = admin(&g, &Method::GET, "/", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let page = r.text();
+    assert!(page.contains("<meta name=\"switchyard-token\" content=\"required\">"));
+    // The page is the program, not the data: no route name, no token.
+    assert!(!page.contains("name = \"r\"") && !page.contains("\"r\"") && !page.contains(token));
+    let csp = r.header("content-security-policy").unwrap();
+    for part in ["default-src 'none'", "connect-src 'self'", "frame-ancestors 'none'", "script-src 'sha256-"]
+    {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    // Only GET: the page is never a way to write.
+    assert_eq!(admin(&g, &Method::POST, "/", Some(&format!("Bearer {token}"))).await.status, 405);
+    // Its data still needs the token, and the certificates list is there (empty: no TLS).
+    assert_eq!(admin(&g, &Method::GET, "/config", None).await.status, 401);
+    let cfg = admin(&g, &Method::GET, "/config", Some(&format!("Bearer {token}"))).await.json();
+    assert_eq!(cfg["certificates"], serde_json::json!([]));
+    // Without a token the page does not ask for one.
+    let open = gateway(RESPOND).await;
+    assert!(get(&open.admin_url("/")).await.text().contains("content=\"none\""));
+}
+
+#[tokio::test]
 async fn healthz_ready_and_unknown_paths() {
     let g = gateway("[[route]]\nname = \"r\"\nrespond = { status = 200 }\n").await;
     let r = get(&g.admin_url("/healthz")).await;

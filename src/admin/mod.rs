@@ -2,8 +2,9 @@
 //! `POST /reload`. It keeps answering while the gateway drains (`/ready` then says 503).
 //!
 //! With `[admin] token_env`, every path but `/healthz` and `/ready` (which load balancers and
-//! orchestrators probe without credentials) needs `authorization: Bearer <token>`; anything else
-//! gets 401 `unauthorized`. The token is compared in constant time ([`AdminToken::matches`]).
+//! orchestrators probe without credentials) and `/` (the dashboard's page, which holds no data
+//! and asks for the token itself: [`dashboard`]) needs `authorization: Bearer <token>`;
+//! anything else gets 401 `unauthorized`. The token is compared in constant time ([`AdminToken::matches`]).
 //!
 //! The admin server is small on purpose, and bounded so that a misbehaving client cannot tie it
 //! up: HTTP/1.1 only (so that one timer, hyper's header-read timer, bounds every wait for a
@@ -25,6 +26,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+mod dashboard;
 
 use crate::body::{self, Body};
 use crate::config::{Action, AdminToken, ConfigError, HostMatch, PathMatch, ValueMatch};
@@ -151,6 +154,20 @@ fn text(status: StatusCode, body: impl Into<Bytes>, ctype: &'static str) -> Resp
     r
 }
 
+/// The dashboard page, with headers that keep a browser from doing anything the page did not
+/// ask for (see [`dashboard`]).
+fn dashboard_page(token_required: bool) -> Response<Body> {
+    let page = dashboard::page(token_required);
+    let mut r = text(StatusCode::OK, page.html.clone(), "text/html; charset=utf-8");
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, page.csp.clone());
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    r
+}
+
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
     body.push(b'\n');
@@ -163,13 +180,15 @@ fn rfc3339(t: SystemTime) -> String {
 
 async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
     if let Some(token) = &state.token {
-        let open = matches!(req.uri().path(), "/healthz" | "/ready");
+        // `/` is the dashboard's page, which holds no data: its script asks for the token.
+        let open = matches!(req.uri().path(), "/healthz" | "/ready" | "/");
         if !open && !authorized(token, req.headers()) {
             return error_response(Reason::Unauthorized);
         }
     }
     let snap = state.reloader.current().load_full();
     match (req.method(), req.uri().path()) {
+        (&Method::GET, "/") => dashboard_page(state.token.is_some()),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", "text/plain"),
         (&Method::GET, "/ready") => {
             if state.draining.load(Ordering::Relaxed) {
@@ -204,12 +223,12 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
                 }
             }
         }
-        (_, "/healthz" | "/ready" | "/metrics" | "/config" | "/routes" | "/upstreams" | "/reload") => {
+        (_, "/" | "/healthz" | "/ready" | "/metrics" | "/config" | "/routes" | "/upstreams" | "/reload") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n", "text/plain")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz /ready /metrics /config /routes /upstreams, POST /reload\n",
+            "not found; try / (the dashboard) /healthz /ready /metrics /config /routes /upstreams, POST /reload\n",
             "text/plain",
         ),
     }
@@ -273,7 +292,26 @@ fn config_view(state: &AdminState, snap: &Snapshot) -> Value {
         // TLS problems of the last reload: skipped certificate pairs, a certificate set or a
         // client CA bundle kept because the new one was unusable (they do not fail a reload).
         "tls_errors": state.certs.errors().iter().map(|(e, at)| error_view(e, *at)).collect::<Vec<_>>(),
+        "certificates": certificates_view(&state.certs),
     })
+}
+
+/// Every loaded certificate, for the dashboard: its folder, file stem, DNS names and expiry.
+fn certificates_view(certs: &crate::tls::Stores) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (dir, loaded) in certs.certificates() {
+        for c in loaded {
+            let not_after =
+                SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(c.not_after).unwrap_or_default());
+            out.push(json!({
+                "dir": dir.display().to_string(),
+                "name": c.stem,
+                "names": c.names,
+                "not_after": humantime::format_rfc3339_seconds(not_after).to_string(),
+            }));
+        }
+    }
+    out
 }
 
 fn value_match(m: &ValueMatch) -> Value {

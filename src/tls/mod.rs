@@ -41,7 +41,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use crate::config::{ConfigError, ListenerTls};
 use crate::metrics::{HandshakeLabels, Metrics, Name};
 pub(crate) use resolver::SniResolver;
-pub(crate) use store::CertStore;
+pub(crate) use store::{CertStore, LoadedCert};
 
 /// Session-cache entries (TLS 1.2 session ids, and TLS 1.3 when tickets are off): about
 /// 200 bytes each, so this bounds the cache near 4 MiB, like NGINX's `ssl_session_cache
@@ -383,6 +383,20 @@ impl Stores {
     /// reload, so it is not `last_error`).
     pub(crate) fn errors(&self) -> Vec<(ConfigError, Option<SystemTime>)> {
         self.0.iter().flat_map(|a| a.errors()).collect()
+    }
+
+    /// Every loaded certificate, once per `certs_dir` (listeners may share one): the folder,
+    /// and each pair's file stem, DNS names and notAfter (Unix seconds), for `GET /config`.
+    pub(crate) fn certificates(&self) -> Vec<(PathBuf, Vec<LoadedCert>)> {
+        let mut out: Vec<(PathBuf, Vec<LoadedCert>)> = Vec::new();
+        for a in &self.0 {
+            let dir = a.store.dir();
+            if out.iter().any(|(d, _)| d == dir) {
+                continue;
+            }
+            out.push((dir.to_path_buf(), a.store.current().load().certs.clone()));
+        }
+        out
     }
 
     /// Watch every `certs_dir` and `client_ca` file (which may live elsewhere) and reload on

@@ -419,6 +419,7 @@ pub async fn closed_after(
     }
 }
 
+pub mod browser;
 pub mod certs;
 pub mod consul_double;
 pub mod disc;
