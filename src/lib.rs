@@ -52,6 +52,12 @@ pub mod internals {
     pub use crate::server::service::{GatewayService, Shared};
     pub use crate::snapshot::Snapshot;
     pub use crate::stack::ResponseHeaders;
+
+    /// Close the `GET /stats` bucket now, as the sampler does at each multiple of 10 s (a
+    /// reading taken within the bucket the sampler last closed is added to it).
+    pub fn tick_stats(gw: &crate::Gateway) {
+        gw.admin_state.stats.tick_now();
+    }
 }
 
 use std::net::SocketAddr;
@@ -239,18 +245,26 @@ impl Gateway {
                 .map_err(|e| StartError::Other(format!("cannot start a worker thread: {e}")))?;
         }
 
+        let stats = admin::stats::Stats::new(
+            &metrics,
+            Arc::downgrade(reloader.current()),
+            Arc::new(std::time::SystemTime::now),
+        );
         let admin_state = Arc::new(AdminState {
             reloader: Arc::clone(&reloader),
             metrics,
             draining: false.into(),
             certs: certs.clone(),
             token: cfg.admin_token.clone(),
+            stats: Arc::new(stats),
         });
         let admin = match admin_socket {
             Some(s) => {
                 let addr = s.local_addr().map_err(|e| StartError::Other(e.to_string()))?;
                 tracing::info!(%addr, "admin API listening");
                 admin::spawn(s, Arc::clone(&admin_state), stop_admin.clone());
+                // Only `GET /stats` reads the buckets: without the admin API, no sampler.
+                drop(admin::stats::spawn(Arc::clone(&admin_state.stats), stop_admin.clone()));
                 Some(addr)
             }
             None => None,

@@ -13,6 +13,8 @@
 //! a listener's do past `max_connections`), each closed when a request head takes longer than
 //! `HEADER_READ_TIMEOUT` (10 s).
 
+pub(crate) mod stats;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -69,6 +71,8 @@ pub(crate) struct AdminState {
     pub certs: crate::tls::Stores,
     /// `[admin] token_env`: when set, every path but `/healthz` and `/ready` needs it.
     pub token: Option<AdminToken>,
+    /// The `GET /stats` buckets.
+    pub stats: Arc<stats::Stats>,
 }
 
 /// Serve the admin API on `socket` until `stop`: then stop accepting, and close each open
@@ -205,6 +209,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/config") => json_response(StatusCode::OK, &config_view(state, &snap)),
         (&Method::GET, "/routes") => json_response(StatusCode::OK, &routes_view(&snap)),
         (&Method::GET, "/upstreams") => json_response(StatusCode::OK, &upstreams_view(&snap)),
+        (&Method::GET, "/stats") => json_response(StatusCode::OK, &state.stats.view(&snap)),
         (&Method::POST, "/reload") => {
             let r = Arc::clone(&state.reloader);
             let certs = state.certs.clone();
@@ -223,12 +228,14 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
                 }
             }
         }
-        (_, "/" | "/healthz" | "/ready" | "/metrics" | "/config" | "/routes" | "/upstreams" | "/reload") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n", "text/plain")
-        }
+        (
+            _,
+            "/" | "/healthz" | "/ready" | "/metrics" | "/config" | "/routes" | "/upstreams" | "/stats"
+            | "/reload",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n", "text/plain"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try / (the dashboard) /healthz /ready /metrics /config /routes /upstreams, POST /reload\n",
+            "not found; try / (the dashboard) /healthz /ready /metrics /config /routes /upstreams /stats, POST /reload\n",
             "text/plain",
         ),
     }
