@@ -46,7 +46,7 @@ upstream = "web"
 
 [[route]]
 name = "api-v1"
-host = "api.example.com"
+hosts = ["api.example.com"]
 path_prefix = "/v1/"
 methods = ["GET", "POST"]
 upstream = "api"
@@ -67,11 +67,34 @@ fn health_js(addr: &str) -> String {
     format!("document.querySelector('[data-endpoint=\"{addr}\"] .health')?.dataset.health")
 }
 
+/// An echo upstream on `hold`'s port, in a runtime of its own on a thread of its own: dropping
+/// what this returns ends that runtime, which closes the listener and every open connection at
+/// once, as the death of an upstream process would (the held port then refuses connections).
+fn killable_echo(hold: &PortHold, name: &str) -> tokio::sync::oneshot::Sender<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let listener = {
+        let _in = rt.enter();
+        hold.listen()
+    };
+    let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+    let name = name.to_owned();
+    std::thread::spawn(move || {
+        rt.block_on(async move {
+            tokio::select! {
+                _ = switchyard::echo::serve(listener, name) => {}
+                _ = killed => {}
+            }
+        });
+        // `rt` drops here, and with it every connection task.
+    });
+    kill
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_gateway_in_a_real_browser() {
     let api = echo("api").await;
     let web_port = PortHold::new();
-    let web_server = tokio::spawn(switchyard::echo::serve(web_port.listen(), "web".to_owned()));
+    let web_server = killable_echo(&web_port, "web");
     let certs = tempfile::tempdir().unwrap();
     let tls = format!(
         "[[listener]]\nname = \"https\"\nlisten = \"127.0.0.1:0\"\n[listener.tls]\ncerts_dir = \"{}\"\n",
@@ -82,9 +105,14 @@ async fn the_dashboard_shows_the_gateway_in_a_real_browser() {
     for _ in 0..20 {
         get(&g.url("/")).await;
     }
+    for _ in 0..12 {
+        assert_eq!(get_host(&g.url("/v1/users"), "api.example.com").await.status, 200);
+    }
     for _ in 0..5 {
         assert_eq!(get(&g.url("/admin/x")).await.status, 403);
     }
+    // Close the current `GET /stats` bucket now rather than at the next multiple of 10 s.
+    switchyard::internals::tick_stats(g.gateway());
     let web = web_port.addr().to_string();
     eventually("web is healthy", SLACK, || async {
         endpoint_view(&g, "web", &web).await["health"] == "healthy"
@@ -110,7 +138,7 @@ async fn the_dashboard_shows_the_gateway_in_a_real_browser() {
     assert_eq!(b.script(ROUTE_ORDER_JS, json!([])).await, json!(want));
     let api_row = b.text("[data-route=\"api-v1\"]").await.unwrap();
     assert!(
-        api_row.contains("api.example.com") && api_row.contains("/v1/") && api_row.contains("→ api"),
+        api_row.contains("api.example.com") && api_row.contains("prefix /v1") && api_row.contains("→ api"),
         "{api_row}"
     );
     assert!(b.text("[data-route=\"deny-admin\"]").await.unwrap().contains("respond 403"));
@@ -125,7 +153,7 @@ async fn the_dashboard_shows_the_gateway_in_a_real_browser() {
     );
 
     // An endpoint that dies shows as unhealthy within one probe interval plus one refresh.
-    web_server.abort();
+    drop(web_server);
     let killed = Instant::now();
     let took = b
         .wait_for(
@@ -151,7 +179,7 @@ async fn the_dashboard_shows_the_gateway_in_a_real_browser() {
     // Nothing went wrong in the page, and it asked nothing of any other host.
     let errors = b.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:#?}");
-    let urls = b.requested_urls().await;
+    let urls = b.requested_urls(&origin).await;
     assert!(urls.iter().any(|u| u.ends_with("/stats")), "the page polls /stats: {urls:?}");
     let foreign: Vec<&String> =
         urls.iter().filter(|u| !u.starts_with(&origin) && !u.starts_with("data:")).collect();
@@ -194,7 +222,8 @@ async fn with_a_token_the_dashboard_asks_for_it_once_per_browser_session() {
     assert_eq!(b.script("return document.getElementById('token-error').hidden;", json!([])).await, true);
     // Asking first, rather than after a 401: nothing failed, and no data path was requested.
     assert!(b.console_errors().await.is_empty());
-    assert!(!b.requested_urls().await.iter().any(|u| u.ends_with("/config")));
+    let origin = format!("http://{}", g.admin);
+    assert!(!b.requested_urls(&origin).await.iter().any(|u| u.ends_with("/config")));
 
     b.type_into("#token-input", token).await;
     b.click("#token-submit").await;

@@ -214,14 +214,21 @@ impl Browser {
             .collect()
     }
 
-    /// Every URL the page asked for since the last call (from the DevTools network events).
-    pub async fn requested_urls(&self) -> Vec<String> {
+    /// Every URL that documents under `origin` asked for since the last call, whatever its
+    /// host (from the DevTools network events; the browser's own pages, such as its new-tab
+    /// page, are other documents and left out).
+    pub async fn requested_urls(&self, origin: &str) -> Vec<String> {
         let mut urls = Vec::new();
         for e in self.log("performance").await {
             let Some(msg) = e["message"].as_str() else { continue };
             let Ok(m) = serde_json::from_str::<Value>(msg) else { continue };
-            if m["message"]["method"] == "Network.requestWillBeSent" {
-                if let Some(u) = m["message"]["params"]["request"]["url"].as_str() {
+            let p = &m["message"]["params"];
+            if m["message"]["method"] != "Network.requestWillBeSent" {
+                continue;
+            }
+            let document = p["documentURL"].as_str().unwrap_or_default();
+            if document.starts_with(origin) {
+                if let Some(u) = p["request"]["url"].as_str() {
                     urls.push(u.to_owned());
                 }
             }

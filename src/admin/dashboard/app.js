@@ -105,7 +105,8 @@ function rateCells(series, bucketSeconds) {
   const req = series.requests || [];
   const last = req.length ? req[req.length - 1] : 0;
   const errs = errorTotal(series.errors);
-  const errorClass = errs ? 'num bad' : 'num';
+  const share = sum(req) ? errs / sum(req) : 0;
+  const errorClass = share >= 0.05 ? 'num bad' : errs ? 'num warn' : 'num';
   return [
     el('td', { class: 'num' }, (last / bucketSeconds).toFixed(1)),
     el('td', { class: errorClass, title: `${errs} of ${sum(req)} requests` }, pct(errs, sum(req))),
@@ -261,8 +262,12 @@ function askForToken(rejected) {
 
 async function refresh() {
   try {
-    const [cfg, routes, ups, stats] = await Promise.all(
-      [api('/config'), api('/routes'), api('/upstreams'), api('/stats')]);
+    // One after another, not at once: the browser then needs only one keep-alive connection,
+    // and the admin API serves at most 64 (dashboards must not crowd out metric scrapers).
+    const cfg = await api('/config');
+    const routes = await api('/routes');
+    const ups = await api('/upstreams');
+    const stats = await api('/stats');
     const fleet = cfg.source ? await api('/fleet') : null;
     renderConfig(cfg);
     renderRoutes(routes.routes || [], stats);
