@@ -8,8 +8,11 @@
 //!   no hop-by-hop header at all (the one-pass early return).
 //! - `request/set_forwarded`: first hop, and appending to a client's `x-forwarded-for`.
 //! - `request/prepare`: the whole sequence the forwarder runs per attempt
-//!   (`proxy::headers::prepare_request`: strip, `Host`, forwarded headers, request id).
+//!   (`proxy::headers::prepare_request`: strip, `Host`, forwarded headers, request id,
+//!   `traceparent`).
 //! - `request/{request_id,upgrade_requested,request_host}`: the read-only lookups.
+//! - `request/trace_context`: the W3C trace context taken from a client's valid `traceparent`,
+//!   and a new one made for a request without.
 //! - `response/strip_hop_by_hop`, and the `ResponseHeaders` layer (route `response_headers`)
 //!   with and without edits.
 //!
@@ -36,6 +39,7 @@ use switchyard::internals::headers::{
 };
 use switchyard::internals::RequestInfo;
 use switchyard::internals::ResponseHeaders;
+use switchyard::internals::TraceContext;
 use switchyard::internals::{self as body, Body};
 
 /// Inputs made per timed batch. The gateway rewrites a map hyper has just written, so it is in
@@ -221,6 +225,7 @@ fn request(c: &mut Criterion) {
         https: true,
         host: Some(host.clone()),
         request_id: new_request_id(),
+        trace: TraceContext::new_root(),
         bytes_in: Default::default(),
         client_ip: client_ip.clone(),
         exchange: Default::default(),
@@ -238,6 +243,18 @@ fn request(c: &mut Criterion) {
     // Read-only: the same map serves every iteration.
     g.bench_function("request_id/client_sent", |b| b.iter(|| request_id(black_box(&with_id))));
     g.bench_function("request_id/generated", |b| b.iter(|| request_id(black_box(&browser))));
+    let mut traced = browser.clone();
+    traced.insert(
+        "traceparent",
+        HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    );
+    assert!(TraceContext::from_headers(&traced).incoming && !TraceContext::from_headers(&browser).incoming);
+    g.bench_function("trace_context/client_sent", |b| {
+        b.iter(|| TraceContext::from_headers(black_box(&traced)))
+    });
+    g.bench_function("trace_context/generated", |b| {
+        b.iter(|| TraceContext::from_headers(black_box(&browser)))
+    });
     g.bench_function("upgrade_requested/no", |b| b.iter(|| upgrade_requested(black_box(&browser))));
     g.bench_function("upgrade_requested/websocket", |b| b.iter(|| upgrade_requested(black_box(&upgrade))));
     let mut req = Request::new(());

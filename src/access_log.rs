@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::config::AccessLogConfig;
 use crate::metrics::Name;
+use crate::trace_context::TraceId;
 
 /// Records in flight to the writer before new ones are dropped. At ~300 bytes a record this
 /// bounds the queue to a few MiB.
@@ -71,6 +72,10 @@ pub struct Record {
     /// Request id.
     #[serde(serialize_with = "ser_value")]
     pub request_id: HeaderValue,
+    /// The W3C trace id (32 hex digits) of the `traceparent` forwarded (the client's, or the
+    /// gateway's new one).
+    #[serde(serialize_with = "ser_trace_id")]
+    pub trace_id: TraceId,
     /// The gateway's REASON, if it made the response.
     pub error: Option<&'static str>,
 }
@@ -215,6 +220,8 @@ impl Record {
         json_int(out, self.bytes_out);
         out.extend_from_slice(b",\"request_id\":");
         json_str(out, self.request_id.to_str().unwrap_or_default());
+        out.extend_from_slice(b",\"trace_id\":");
+        json_str(out, self.trace_id.as_str());
         out.extend_from_slice(b",\"error\":");
         json_opt_str(out, self.error);
         out.push(b'}');
@@ -241,6 +248,10 @@ fn ser_host<S: serde::Serializer>(h: &Option<HeaderValue>, s: S) -> Result<S::Ok
 
 fn ser_value<S: serde::Serializer>(v: &HeaderValue, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(v.to_str().unwrap_or_default())
+}
+
+fn ser_trace_id<S: serde::Serializer>(v: &TraceId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.as_str())
 }
 
 fn ser_ts<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -441,6 +452,15 @@ fn writer(
 mod tests {
     use super::*;
 
+    fn trace_headers() -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        h
+    }
+
     fn record(host: Option<HeaderValue>) -> Record {
         Record {
             ts: SystemTime::UNIX_EPOCH + Duration::from_millis(1_500),
@@ -460,6 +480,7 @@ mod tests {
             bytes_in: 3,
             bytes_out: 4,
             request_id: HeaderValue::from_static("req-1"),
+            trace_id: crate::trace_context::TraceContext::from_headers(&trace_headers()).trace_id,
             error: None,
         }
     }
@@ -469,7 +490,7 @@ mod tests {
         let line = serde_json::to_string(&record(Some(HeaderValue::from_static("example.com")))).unwrap();
         assert_eq!(
             line,
-            r#"{"ts":"1970-01-01T00:00:01.500Z","listener":"web","client":"2001:db8::1","method":"PATCH","host":"example.com","path":"/a?b","protocol":"HTTP/1.1","status":200,"route":null,"upstream":null,"endpoint":null,"attempts":0,"duration_ms":1.25,"upstream_ms":null,"bytes_in":3,"bytes_out":4,"request_id":"req-1","error":null}"#
+            r#"{"ts":"1970-01-01T00:00:01.500Z","listener":"web","client":"2001:db8::1","method":"PATCH","host":"example.com","path":"/a?b","protocol":"HTTP/1.1","status":200,"route":null,"upstream":null,"endpoint":null,"attempts":0,"duration_ms":1.25,"upstream_ms":null,"bytes_in":3,"bytes_out":4,"request_id":"req-1","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","error":null}"#
         );
         // A host that is not visible ASCII is logged as null, as before.
         let odd = HeaderValue::from_bytes(b"caf\xe9.example").unwrap();
@@ -507,6 +528,7 @@ mod tests {
                 r.status = [200, 404, 503][i % 3];
                 r.bytes_out = u64::MAX - i as u64;
                 r.error = (i % 2 == 1).then_some("upstream_reset");
+                r.trace_id = crate::trace_context::TraceContext::new_root().trace_id;
                 let mut line = Vec::new();
                 r.write_json(&mut line, &mut clock);
                 assert_eq!(String::from_utf8(line).unwrap(), serde_json::to_string(&r).unwrap());

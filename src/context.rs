@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Name;
+use crate::trace_context::TraceContext;
 
 /// What the listener knows about a request, put in its extensions for every layer below.
 #[derive(Debug)]
@@ -27,6 +28,9 @@ pub struct RequestInfo {
     pub host: Option<HeaderValue>,
     /// The request id (the client's, if acceptable, else generated).
     pub request_id: HeaderValue,
+    /// The W3C trace context: the `traceparent` the upstream gets (the client's when valid,
+    /// else a new one) and its trace id.
+    pub trace: TraceContext,
     /// Request body bytes read so far.
     pub bytes_in: Arc<AtomicU64>,
     /// The client IP as a header value, made once per connection (for `x-forwarded-for`).

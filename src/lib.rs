@@ -30,6 +30,7 @@ mod server;
 mod snapshot;
 mod stack;
 mod tls;
+mod trace_context;
 
 /// Internals for benches, fuzz targets and integration tests. Not a stable API: anything here
 /// may change without notice.
@@ -52,6 +53,7 @@ pub mod internals {
     pub use crate::server::service::{GatewayService, Shared};
     pub use crate::snapshot::Snapshot;
     pub use crate::stack::ResponseHeaders;
+    pub use crate::trace_context::{TraceContext, TraceId};
 
     /// Close the `GET /stats` bucket now, as the sampler does at each multiple of 10 s (a
     /// reading taken within the bucket the sampler last closed is added to it).

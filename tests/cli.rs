@@ -378,6 +378,7 @@ async fn access_log_file_has_every_field_with_its_type() {
     let r = send(
         http::Request::post(format!("http://{addr}/up/x"))
             .header("x-request-id", "req-1")
+            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
             .body(full("hello"))
             .unwrap(),
     )
@@ -420,6 +421,7 @@ async fn access_log_file_has_every_field_with_its_type() {
         "bytes_in",
         "bytes_out",
         "request_id",
+        "trace_id",
         "error",
     ];
     for l in &lines {
@@ -439,6 +441,11 @@ async fn access_log_file_has_every_field_with_its_type() {
         assert!(l["status"].is_u64() && l["attempts"].is_u64());
         assert!(l["duration_ms"].is_number() && l["bytes_in"].is_u64() && l["bytes_out"].is_u64());
         assert!(l["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+        let trace_id = l["trace_id"].as_str().unwrap();
+        assert!(
+            trace_id.len() == 32
+                && trace_id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
     }
 
     let up_line = by_path("/up/x");
@@ -451,6 +458,7 @@ async fn access_log_file_has_every_field_with_its_type() {
     assert!(up_line["upstream_ms"].is_number());
     assert_eq!(up_line["bytes_in"], 5);
     assert_eq!(up_line["request_id"], "req-1");
+    assert_eq!(up_line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert!(up_line["error"].is_null());
 
     let missing = by_path("/missing");

@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["proxy"],
     &["tls", "access_log", "reply"],
     &["body", "context", "echo"],
-    &["error", "config", "metrics", "backoff"],
+    &["error", "config", "metrics", "backoff", "trace_context"],
 ];
 
 /// The longest a source file may be, test modules aside.

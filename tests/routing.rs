@@ -324,6 +324,216 @@ async fn forwarded_headers_request_id_and_hop_by_hop() {
     assert_eq!(r.header("x-request-id"), Some(sent.as_str()));
 }
 
+/// An upstream answering with the `traceparent` and `tracestate` field lines it received, each
+/// as a JSON array of the bytes as sent (the echo upstream joins repeated fields).
+async fn trace_upstream() -> FakeUpstream {
+    upstream(|req| {
+        let lines = |name: &str| {
+            req.headers()
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect::<Vec<_>>()
+        };
+        let body =
+            serde_json::json!({ "traceparent": lines("traceparent"), "tracestate": lines("tracestate") });
+        std::future::ready(Response::new(full(body.to_string())))
+    })
+    .await
+}
+
+/// What `trace_upstream` received for a request with `headers`.
+async fn traced(g: &TestGateway, headers: &[(&str, &[u8])]) -> (Vec<String>, Vec<String>) {
+    let mut req = Request::get(g.url("/t"));
+    for (k, v) in headers {
+        req = req.header(*k, http::HeaderValue::from_bytes(v).unwrap());
+    }
+    let j = send(req.body(full("")).unwrap()).await.json();
+    let strings = |k: &str| j[k].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    (strings("traceparent"), strings("tracestate"))
+}
+
+/// One `traceparent` that the gateway made: `00-<32 hex>-<16 hex>-01`, neither id all zeros.
+fn assert_new_traceparent(tp: &[String]) -> String {
+    assert_eq!(tp.len(), 1, "{tp:?}");
+    let t = &tp[0];
+    let hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let parts: Vec<&str> = t.split('-').collect();
+    assert_eq!(parts.len(), 4, "{t}");
+    assert_eq!((parts[0], parts[3]), ("00", "01"), "{t}");
+    assert!(parts[1].len() == 32 && hex(parts[1]) && parts[1].bytes().any(|b| b != b'0'), "{t}");
+    assert!(parts[2].len() == 16 && hex(parts[2]) && parts[2].bytes().any(|b| b != b'0'), "{t}");
+    parts[1].to_owned()
+}
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[tokio::test]
+async fn a_valid_traceparent_and_its_tracestate_reach_the_upstream_unchanged() {
+    let up = trace_upstream().await;
+    let g = gateway(&one_upstream("u", up.addr)).await;
+    let (tp, ts) = traced(
+        &g,
+        &[
+            ("traceparent", TRACEPARENT.as_bytes()),
+            ("tracestate", b"rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"),
+            ("tracestate", b"x@y=1 , z=2"),
+        ],
+    )
+    .await;
+    assert_eq!(tp, [TRACEPARENT]);
+    assert_eq!(ts, ["rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", "x@y=1 , z=2"]);
+
+    // Flags other than 01, and a later version with more fields after its first 55
+    // characters, pass as they are too.
+    let unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    assert_eq!(
+        traced(&g, &[("traceparent", unsampled.as_bytes())]).await,
+        (vec![unsampled.to_owned()], vec![])
+    );
+    let future = "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03-what-the-future-will-be-like";
+    let (tp, ts) = traced(&g, &[("traceparent", future.as_bytes()), ("tracestate", b"a=b")]).await;
+    assert_eq!((tp, ts), (vec![future.to_owned()], vec!["a=b".to_owned()]));
+
+    // The same over HTTP/2.
+    let res = send_with(
+        &h2c_client(),
+        Request::get(g.url("/t"))
+            .header("traceparent", TRACEPARENT)
+            .header("tracestate", "congo=t61rcWkgMzE")
+            .body(full(""))
+            .unwrap(),
+    )
+    .await
+    .json();
+    assert_eq!(res["traceparent"], serde_json::json!([TRACEPARENT]));
+    assert_eq!(res["tracestate"], serde_json::json!(["congo=t61rcWkgMzE"]));
+}
+
+#[tokio::test]
+async fn a_missing_traceparent_is_replaced_by_a_new_one_and_tracestate_dropped() {
+    let up = trace_upstream().await;
+    let g = gateway(&one_upstream("u", up.addr)).await;
+    let (tp, ts) = traced(&g, &[]).await;
+    let first = assert_new_traceparent(&tp);
+    assert!(ts.is_empty());
+    let (tp, ts) = traced(&g, &[("tracestate", b"congo=t61rcWkgMzE")]).await;
+    let second = assert_new_traceparent(&tp);
+    assert!(ts.is_empty(), "a tracestate without its traceparent is not passed on: {ts:?}");
+    assert_ne!(first, second, "each request starts its own trace");
+}
+
+#[tokio::test]
+async fn an_invalid_traceparent_is_replaced_and_its_tracestate_dropped() {
+    let up = trace_upstream().await;
+    let g = gateway(&one_upstream("u", up.addr)).await;
+    let invalid: [&[u8]; 8] = [
+        b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+        b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        b"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01.extra",
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        b"00-4bf92f3577b34da6a3ce929d0e0e47\xe9\xe9-00f067aa0ba902b7-01",
+    ];
+    for v in invalid {
+        let (tp, ts) = traced(&g, &[("traceparent", v), ("tracestate", b"congo=t61rcWkgMzE")]).await;
+        let id = assert_new_traceparent(&tp);
+        assert_ne!(id, "4bf92f3577b34da6a3ce929d0e0e4736", "{}", String::from_utf8_lossy(v));
+        assert!(ts.is_empty(), "{}: {ts:?}", String::from_utf8_lossy(v));
+    }
+    // Two traceparent fields, even valid ones, are no valid traceparent.
+    let other = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let (tp, ts) = traced(
+        &g,
+        &[
+            ("traceparent", TRACEPARENT.as_bytes()),
+            ("traceparent", other),
+            ("tracestate", b"congo=t61rcWkgMzE"),
+        ],
+    )
+    .await;
+    let id = assert_new_traceparent(&tp);
+    assert!(id != "4bf92f3577b34da6a3ce929d0e0e4736" && id != "0af7651916cd43dd8448eb211c80319c");
+    assert!(ts.is_empty(), "{ts:?}");
+}
+
+#[tokio::test]
+async fn connection_cannot_remove_the_traceparent() {
+    let up = trace_upstream().await;
+    let g = gateway(&one_upstream("u", up.addr)).await;
+    // The client's valid one, named as hop-by-hop: the upstream still gets it.
+    let (tp, _) =
+        traced(&g, &[("connection", b"traceparent"), ("traceparent", TRACEPARENT.as_bytes())]).await;
+    assert_eq!(tp, [TRACEPARENT]);
+    // No traceparent at all, and `Connection` naming it: the gateway's own still goes out.
+    let (tp, _) = traced(&g, &[("connection", b"traceparent, tracestate")]).await;
+    assert_new_traceparent(&tp);
+    // Nor can a route's header edits: the upstream gets the traceparent the access log names.
+    let routes =
+        format!("{}request_headers = {{ remove = [\"traceparent\"] }}\n", one_upstream("u", up.addr));
+    let g = gateway(&routes).await;
+    assert_eq!(traced(&g, &[("traceparent", TRACEPARENT.as_bytes())]).await.0, [TRACEPARENT]);
+    assert_new_traceparent(&traced(&g, &[]).await.0);
+}
+
+#[tokio::test]
+async fn the_access_log_has_the_trace_id_that_was_forwarded() {
+    let up = trace_upstream().await;
+    let routes = format!(
+        "{}\n[[route]]\nname = \"fixed\"\npath = \"/fixed\"\nrespond = {{ status = 204 }}\n",
+        one_upstream("u", up.addr)
+    )
+    .replace("[[route]]\nname = \"u\"\n", "[[route]]\nname = \"u\"\npath_prefix = \"/t\"\n");
+    let g =
+        gateway_with("[access_log]\nenabled = true\npath = \"access.log\"\n", &[("r.toml", &routes)]).await;
+    let (kept, _) = traced(&g, &[("traceparent", TRACEPARENT.as_bytes()), ("x-request-id", b"kept")]).await;
+    assert_eq!(kept, [TRACEPARENT]);
+    let (made, _) = traced(&g, &[("x-request-id", b"made")]).await;
+    let made = assert_new_traceparent(&made);
+    // Answered by the gateway itself: a route of its own, and no route at all.
+    let fixed =
+        send(Request::get(g.url("/fixed")).header("x-request-id", "fixed").body(full("")).unwrap()).await;
+    assert_eq!(fixed.status, 204);
+    let missing = send(
+        Request::get(g.url("/missing"))
+            .header("x-request-id", "missing")
+            .header("traceparent", TRACEPARENT)
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+
+    let log = g.dir.path().join("access.log");
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    eventually("four access log lines", Duration::from_secs(10), || {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let n = lines.len();
+        async move { n == 4 }
+    })
+    .await;
+    let trace_id = |id: &str| {
+        let l = lines.iter().find(|l| l["request_id"] == id).unwrap_or_else(|| panic!("{id}: {lines:?}"));
+        l["trace_id"].as_str().unwrap_or_else(|| panic!("no trace_id: {l}")).to_owned()
+    };
+    assert_eq!(trace_id("kept"), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(trace_id("made"), made);
+    assert_eq!(trace_id("missing"), "4bf92f3577b34da6a3ce929d0e0e4736");
+    let own = trace_id("fixed");
+    assert_new_traceparent(&[format!("00-{own}-00f067aa0ba902b7-01")]);
+    // Next to `request_id`, as the docs list the fields.
+    let raw = std::fs::read_to_string(&log).unwrap();
+    assert!(raw
+        .lines()
+        .all(|l| l.contains("\",\"trace_id\":\"") && l.find("\"request_id\"") < l.find("\"trace_id\"")));
+}
+
 #[tokio::test]
 async fn response_hop_by_hop_headers_are_removed() {
     let up = upstream(|_| async {

@@ -1,7 +1,9 @@
-//! Header rules (README, "Security model"): hop-by-hop removal (RFC 9110 §7.6.1), forwarded headers and the
-//! request id.
+//! Header rules (README, "Security model"): hop-by-hop removal (RFC 9110 §7.6.1), forwarded headers, the
+//! request id and the `traceparent` (`trace_context`).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::trace_context::TRACEPARENT;
 
 /// `x-request-id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -166,9 +168,11 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, https: bool,
 /// With the listener's `info` the request is canonical (`server::canonical` removed its
 /// hop-by-hop headers on arrival, before any layer set a header, so nothing is stripped here:
 /// a name the client listed in `Connection` cannot remove what the gateway set). It gets a
-/// `Host` when it has none, the forwarded headers and the request id. Without `info` (a
-/// request that did not come through a listener) hop-by-hop headers are removed here. Either
-/// way an `upgrade` the client asked for is put back.
+/// `Host` when it has none, the forwarded headers, the request id and the request's
+/// `traceparent` (the client's when valid, else the gateway's; set here, after the route's
+/// `request_headers` edits, so the upstream always gets the one the access log names).
+/// Without `info` (a request that did not come through a listener) hop-by-hop headers are
+/// removed here. Either way an `upgrade` the client asked for is put back.
 pub fn prepare_request(
     headers: &mut HeaderMap,
     info: Option<&crate::context::RequestInfo>,
@@ -189,6 +193,7 @@ pub fn prepare_request(
     }
     set_forwarded(headers, &info.client_ip, info.https, info.host.as_ref());
     headers.insert(&X_REQUEST_ID, info.request_id.clone());
+    headers.insert(&TRACEPARENT, info.trace.traceparent.clone());
 }
 
 /// The request's host as the client sent it: the `Host` header, else the URI's authority

@@ -1,6 +1,7 @@
-//! The service handed to hyper for each client connection: request id, route lookup on the
-//! current snapshot, the route's stack, and — the one place — failures turned into responses.
-//! The response body is wrapped so that metrics and the access log are written when it ends.
+//! The service handed to hyper for each client connection: request id and trace context, route
+//! lookup on the current snapshot, the route's stack, and — the one place — failures turned
+//! into responses. The response body is wrapped so that metrics and the access log are written
+//! when it ends.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use crate::proxy::headers::{self, X_FORWARDED_CLIENT_CERT, X_REQUEST_ID};
 use crate::reply::{error_response, response_for};
 use crate::snapshot::RouteMetrics;
 use crate::snapshot::Snapshot;
+use crate::trace_context::{TraceContext, TraceId, TRACESTATE};
 
 /// What every connection of every listener shares.
 #[derive(Debug)]
@@ -117,6 +119,9 @@ where
         // Asked first: the flag belongs to this request's head whatever becomes of it.
         let conflicting = self.conn.take_conflicting_framing();
         let protocol = if req.version() == Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" };
+        // Decided, like the request id, before anything can refuse the request: every answer
+        // has a trace id in the access log, and the upstream gets this `traceparent`.
+        let trace = TraceContext::from_headers(req.headers());
         let mut done = Done {
             shared: Arc::clone(&self.shared),
             listener: Arc::clone(&self.listener),
@@ -129,6 +134,7 @@ where
             route: None,
             // Taken before anything can refuse the request, so every answer carries it.
             request_id: headers::request_id(req.headers()),
+            trace_id: trace.trace_id,
             info: None,
             http2: req.version() == Version::HTTP_2,
             _guard: guard,
@@ -160,6 +166,11 @@ where
         if let Some(xfcc) = &self.client_cert {
             req.headers_mut().insert(&X_FORWARDED_CLIENT_CERT, xfcc.clone());
         }
+        // A `tracestate` goes only with the client's own valid `traceparent` (W3C Trace Context);
+        // the forwarder sets the `traceparent` itself (`headers::prepare_request`).
+        if !trace.incoming {
+            req.headers_mut().remove(&TRACESTATE);
+        }
         let host = canonical.host;
         let request_id = done.request_id.clone();
         done.host = host.clone();
@@ -189,6 +200,7 @@ where
             https: self.https,
             host,
             request_id,
+            trace,
             bytes_in: Default::default(),
             client_ip: self.client_ip.clone(),
             exchange: Default::default(),
@@ -264,6 +276,7 @@ struct Done {
     protocol: &'static str,
     route: Option<Arc<RouteMetrics>>,
     request_id: HeaderValue,
+    trace_id: TraceId,
     info: Option<Arc<RequestInfo>>,
     http2: bool,
     _guard: RequestGuard,
@@ -337,6 +350,7 @@ impl End {
                 bytes_in: d.info.as_ref().map_or(0, |i| i.bytes_in.load(Ordering::Relaxed)),
                 bytes_out,
                 request_id: d.request_id.clone(),
+                trace_id: d.trace_id,
                 error: self.error,
             });
         }
