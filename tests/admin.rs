@@ -70,6 +70,53 @@ async fn the_dashboard_page_is_open_holds_no_data_and_locks_the_browser_down() {
 }
 
 #[tokio::test]
+async fn without_a_token_only_loopback_host_names_are_answered() {
+    // A page of another site, its name re-pointed at 127.0.0.1 (DNS rebinding), must not be
+    // able to read the admin API through the visitor's browser.
+    let g = gateway(RESPOND).await;
+    let port = g.admin.port();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "LOCALHOST".to_owned(),
+        "[::1]:9901".to_owned(),
+    ] {
+        let r =
+            send(Request::get(g.admin_url("/config")).header("host", &host).body(full("")).unwrap()).await;
+        assert_eq!(r.status, 200, "Host: {host}");
+    }
+    for host in [
+        format!("evil.example:{port}"),
+        "127.0.0.1.nip.io".to_owned(),
+        "[::1".to_owned(),
+        "localhost.evil".to_owned(),
+    ] {
+        for path in ["/", "/config", "/routes", "/stats", "/metrics"] {
+            let r = send(Request::get(g.admin_url(path)).header("host", &host).body(full("")).unwrap()).await;
+            assert_eq!(r.status, 403, "Host: {host} {path}");
+        }
+        let r =
+            send(Request::post(g.admin_url("/reload")).header("host", &host).body(full("")).unwrap()).await;
+        assert_eq!(r.status, 403, "Host: {host} POST /reload");
+        // Probes carry no data and stay open.
+        let r =
+            send(Request::get(g.admin_url("/healthz")).header("host", &host).body(full("")).unwrap()).await;
+        assert_eq!(r.status, 200);
+    }
+    // With a token, the token is the guard, whatever the name.
+    let t = gateway_with_token("SWITCHYARD_TEST_ADMIN_TOKEN_HOST", "host-token").await;
+    let r = send(
+        Request::get(t.admin_url("/config"))
+            .header("host", "admin.example.com")
+            .header("authorization", "Bearer host-token")
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
 async fn healthz_ready_and_unknown_paths() {
     let g = gateway("[[route]]\nname = \"r\"\nrespond = { status = 200 }\n").await;
     let r = get(&g.admin_url("/healthz")).await;

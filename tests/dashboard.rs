@@ -203,6 +203,9 @@ async fn the_dashboard_shows_the_gateway_in_a_real_browser() {
     let widths =
         b.script("return [document.documentElement.scrollWidth, window.innerWidth];", json!([])).await;
     assert!(widths[0].as_u64() <= widths[1].as_u64(), "the page is wider than the phone: {widths}");
+    if let Ok(path) = std::env::var("SWITCHYARD_DASHBOARD_PHONE_PNG") {
+        std::fs::write(&path, b.screenshot().await).unwrap();
+    }
     assert!(b.console_errors().await.is_empty());
     b.quit().await;
 }

@@ -182,7 +182,35 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// Whether a request's `Host` names this machine's loopback: an IP address literal (the listen
+/// address must then be loopback, see `check`), `localhost`, or no `Host` at all. Anything else
+/// is a page of some other site whose name was re-pointed at 127.0.0.1 (DNS rebinding): the
+/// browser would let that page read the answers, so without a token they are refused.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return headers.get(header::HOST).is_none();
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6.split_once(']').is_some_and(|(addr, port)| {
+                addr.parse::<std::net::Ipv6Addr>().is_ok() && (port.is_empty() || port.starts_with(':'))
+            })
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
 async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
+    let probe = matches!(req.uri().path(), "/healthz" | "/ready");
+    if state.token.is_none() && !probe && !loopback_host(req.headers()) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "forbidden: without [admin] token_env the admin API answers only requests for \
+             127.0.0.1, [::1] or localhost (a guard against DNS rebinding)\n",
+            "text/plain",
+        );
+    }
     if let Some(token) = &state.token {
         // `/` is the dashboard's page, which holds no data: its script asks for the token.
         let open = matches!(req.uri().path(), "/healthz" | "/ready" | "/");
