@@ -90,7 +90,7 @@ impl TraceContext {
 
 /// `n` as 16 lowercase hex digits, eight at a time (this runs for every request without a
 /// `traceparent`; a table lookup per digit cost several times the instructions).
-fn hex16(n: u64) -> [u8; 16] {
+pub(crate) fn hex16(n: u64) -> [u8; 16] {
     /// The 8 digits of `x`, one per byte, most significant first when read big-endian.
     fn eight(x: u32) -> [u8; 8] {
         // Spread the nibbles apart, one per byte: 0x1234_5678 -> 0x0102_0304_0506_0708.

@@ -3,7 +3,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::trace_context::TRACEPARENT;
+use crate::trace_context::{hex16, TRACEPARENT};
 
 /// `x-request-id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -218,12 +218,9 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 /// A random 128-bit id in hex (the shape of a UUID without dashes).
 pub fn new_request_id() -> HeaderValue {
-    let n = fastrand::u128(..);
     let mut buf = [0u8; 32];
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
-    }
+    buf[..16].copy_from_slice(&hex16(fastrand::u64(..)));
+    buf[16..].copy_from_slice(&hex16(fastrand::u64(..)));
     // Hex digits are valid header bytes.
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
