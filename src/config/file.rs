@@ -81,6 +81,9 @@ pub(super) struct ListenerTlsSection {
     pub(super) default_cert: Option<Spanned<String>>,
     /// CA bundle for client certificates.
     pub(super) client_ca: Option<Spanned<String>>,
+    /// Also serve HTTP/3 over QUIC on the same port number over UDP.
+    #[serde(default)]
+    pub(super) http3: bool,
 }
 
 /// `[http]`: request canonicalisation.

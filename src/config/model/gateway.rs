@@ -125,6 +125,8 @@ pub struct ListenerTls {
     pub default_cert: Option<String>,
     /// CA bundle for client certificates (mTLS), resolved against the config's folder.
     pub client_ca: Option<PathBuf>,
+    /// Also serve HTTP/3 over QUIC on the same port number over UDP.
+    pub http3: bool,
 }
 
 /// `[limits]`, applied per listener connection.

@@ -67,6 +67,7 @@ impl Ctx<'_, '_> {
                 certs_dir: resolve_path(base, t.certs_dir.get_ref()),
                 default_cert: t.default_cert.as_ref().map(|d| d.get_ref().clone()),
                 client_ca: t.client_ca.as_ref().map(|c| resolve_path(base, c.get_ref())),
+                http3: t.http3,
             });
             if let Some(t) = &l.tls {
                 self.non_empty(&t.certs_dir, "certs_dir");

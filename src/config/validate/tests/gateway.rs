@@ -65,6 +65,7 @@ fn spec_gateway_example() {
                     certs_dir: dir.join("certs"),
                     default_cert: Some("example.com".into()),
                     client_ca: Some(dir.join("ca.pem")),
+                    http3: false,
                 }),
             },
         ]
