@@ -168,7 +168,10 @@ async fn get_post_and_large_bodies_over_http3_with_alt_svc_on_tcp() {
     assert!(r.body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
 
     // An unrouted path gets the gateway's own answer, as over TCP.
-    g.write_routes("routes.toml", "[[route]]\nname = \"only\"\npath = \"/only\"\nrespond = { status = 200 }\n");
+    g.write_routes(
+        "routes.toml",
+        "[[route]]\nname = \"only\"\npath = \"/only\"\nrespond = { status = 200 }\n",
+    );
     eventually("reload applied", Duration::from_secs(10), || async {
         get(&g.admin_url("/config")).await.json()["version"] == 2
     })
