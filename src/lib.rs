@@ -133,6 +133,8 @@ pub struct Gateway {
     drain_delay: Duration,
     drain_timeout: Duration,
     hard_stop: CancellationToken,
+    /// The HTTP/3 endpoints, closed at the end of the drain.
+    h3: Vec<quinn::Endpoint>,
     _watch: Option<config::watch::FolderWatch>,
     certs: tls::Stores,
     _certs_watch: Option<config::watch::FolderWatch>,
@@ -175,6 +177,19 @@ impl Gateway {
         let mut certs = tls::Stores::default();
         for l in &cfg.listeners {
             let sockets = server::bind(l, threads).map_err(StartError::Other)?;
+            // HTTP/3: UDP on the port the TCP side got (the same number, even for port 0).
+            let udp = match &l.tls {
+                Some(t) if t.http3 => {
+                    let addr = sockets[0].local_addr().map_err(|e| StartError::Other(e.to_string()))?;
+                    Some(server::h3::bind(addr).map_err(|e| {
+                        StartError::Other(format!(
+                            "listener {:?}: cannot bind UDP {addr} for HTTP/3: {e}",
+                            l.name
+                        ))
+                    })?)
+                }
+                _ => None,
+            };
             let acceptor = match &l.tls {
                 Some(t) => {
                     let name = Arc::new(l.name.clone());
@@ -188,7 +203,7 @@ impl Gateway {
                 }
                 None => None,
             };
-            bound.push((l, sockets, acceptor));
+            bound.push((l, sockets, acceptor, udp));
         }
         let admin_socket = match cfg.admin {
             Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -218,13 +233,35 @@ impl Gateway {
         let mut listeners = Vec::new();
         // per_thread[i] holds thread i's copy of every listener.
         let mut per_thread: Vec<Vec<server::Listener>> = (0..threads).map(|_| Vec::new()).collect();
-        for (l, sockets, tls) in bound {
+        let mut h3 = Vec::new();
+        for (l, sockets, tls, udp) in bound {
             let addr = sockets[0].local_addr().map_err(|e| StartError::Other(e.to_string()))?;
-            tracing::info!(listener = %l.name, %addr, threads, "listening");
+            tracing::info!(listener = %l.name, %addr, threads, http3 = udp.is_some(), "listening");
             listeners.push((l.name.clone(), addr));
             let name = Arc::new(l.name.clone());
-            // max_connections holds per listener, whichever thread accepted the connection.
+            // max_connections holds per listener, whichever thread accepted the connection
+            // (and over TCP and QUIC together).
             let slots = server::Listener::slots(&limits);
+            let mut alt_svc = None;
+            if let (Some(udp), Some(acceptor)) = (udp, &tls) {
+                let h3_listener = server::h3::H3Listener {
+                    name: Arc::clone(&name),
+                    limits: Arc::clone(&limits),
+                    tls: Arc::clone(acceptor),
+                    slots: Arc::clone(&slots),
+                };
+                // On this (the main) runtime, whatever the thread count: one endpoint per port.
+                let ep = server::h3::spawn(
+                    h3_listener,
+                    udp,
+                    Arc::clone(&shared),
+                    stop_accepting.clone(),
+                    tracker.clone(),
+                )
+                .map_err(StartError::Other)?;
+                h3.push(ep);
+                alt_svc = http::HeaderValue::try_from(format!("h3=\":{}\"; ma=86400", addr.port())).ok();
+            }
             for (i, socket) in sockets.into_iter().enumerate() {
                 per_thread[i].push(server::Listener {
                     name: Arc::clone(&name),
@@ -232,6 +269,7 @@ impl Gateway {
                     limits: Arc::clone(&limits),
                     tls: tls.clone(),
                     slots: Arc::clone(&slots),
+                    alt_svc: alt_svc.clone(),
                 });
             }
         }
@@ -296,6 +334,7 @@ impl Gateway {
             tracker,
             admin_state,
             access_log,
+            h3,
             drain_delay: cfg.drain_delay,
             drain_timeout: cfg.drain_timeout,
             hard_stop,
@@ -362,6 +401,10 @@ impl Gateway {
             // Connections and tunnels still open close now (each task ends at once).
             self.hard_stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await;
+        }
+        for ep in &self.h3 {
+            ep.close(quinn::VarInt::from_u32(0x100), b"");
+            let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
         }
         self.stop_admin.cancel();
         // Every request has ended: its access log line is queued. Wait (bounded) until the

@@ -10,6 +10,7 @@
 
 pub mod canonical;
 pub(crate) mod conn;
+pub(crate) mod h3;
 pub(crate) mod service;
 
 use std::future::Future;
@@ -93,8 +94,11 @@ pub(crate) struct Listener {
     pub limits: Arc<Limits>,
     /// The TLS side, for a listener with `[listener.tls]`.
     pub tls: Option<Arc<tls::Acceptor>>,
-    /// `max_connections` permits, shared by every thread's copy of this listener.
+    /// `max_connections` permits, shared by every thread's copy of this listener (and by its
+    /// HTTP/3 side).
     pub slots: Arc<Semaphore>,
+    /// `alt-svc` for every response, when the listener also serves HTTP/3.
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 impl Listener {
@@ -110,6 +114,7 @@ struct Accepting {
     socket: TcpListener,
     limits: Arc<Limits>,
     tls: Option<Arc<tls::Acceptor>>,
+    alt_svc: Option<http::HeaderValue>,
 }
 
 /// Accept connections until `shutdown`, serving each on a task tracked by `tracker`. Call it
@@ -128,7 +133,13 @@ pub(crate) fn spawn(
         }
     };
     let slots = listener.slots;
-    let listener = Accepting { name: listener.name, socket, limits: listener.limits, tls: listener.tls };
+    let listener = Accepting {
+        name: listener.name,
+        socket,
+        limits: listener.limits,
+        tls: listener.tls,
+        alt_svc: listener.alt_svc,
+    };
     let builder = Arc::new(Builders::new(&listener.limits));
     let t = tracker.clone();
     t.spawn(async move {
@@ -165,6 +176,7 @@ pub(crate) fn spawn(
                 shutdown: shutdown.clone(),
                 tracker: tracker.clone(),
                 hold,
+                alt_svc: listener.alt_svc.clone(),
             };
             let tls = listener.tls.clone();
             tracker.spawn(async move {
@@ -346,6 +358,7 @@ struct Connection {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     hold: Arc<ConnHold>,
+    alt_svc: Option<http::HeaderValue>,
 }
 
 /// What an open client connection holds: its `max_connections` permit and its count in
@@ -417,7 +430,8 @@ impl Connection {
             Arc::clone(&state),
         )
         .with_client_cert(client_cert.flatten())
-        .with_tunnel(tunnel);
+        .with_tunnel(tunnel)
+        .with_alt_svc(self.alt_svc);
         let io = TokioIo::new(Watched::new(stream, Arc::clone(&state)));
         let conn = Served::new(&self.builder, protocol, io, svc);
         tokio::pin!(conn);

@@ -69,6 +69,8 @@ pub struct GatewayService {
     client_ip: HeaderValue,
     /// What an upgrade on this connection hands to its tunnel.
     tunnel: Option<Arc<TunnelCtx>>,
+    /// `alt-svc: h3=":PORT"; ma=86400` on a TCP connection of a listener serving HTTP/3.
+    alt_svc: Option<HeaderValue>,
 }
 
 impl GatewayService {
@@ -83,7 +85,23 @@ impl GatewayService {
         // An IP address is always a valid header value.
         let client_ip = HeaderValue::try_from(client.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        GatewayService { shared, listener, client, https, conn, client_cert: None, client_ip, tunnel: None }
+        GatewayService {
+            shared,
+            listener,
+            client,
+            https,
+            conn,
+            client_cert: None,
+            client_ip,
+            tunnel: None,
+            alt_svc: None,
+        }
+    }
+
+    /// Advertise HTTP/3 on `port` in every response (`alt-svc: h3=":PORT"; ma=86400`).
+    pub fn with_alt_svc(mut self, alt_svc: Option<HeaderValue>) -> Self {
+        self.alt_svc = alt_svc;
+        self
     }
 
     /// On an mTLS connection: the `x-forwarded-client-cert` value (Envoy's XFCC form) for the verified
@@ -114,11 +132,17 @@ where
 
     fn call(&self, mut req: Request<B>) -> Self::Future {
         let started = Instant::now();
-        let guard = self.conn.begin(req.version() == Version::HTTP_2);
+        // HTTP/2 and HTTP/3 multiplex requests on one connection: both are watched per stream.
+        let multiplexed = matches!(req.version(), Version::HTTP_2 | Version::HTTP_3);
+        let guard = self.conn.begin(multiplexed);
         let snap = self.shared.snapshot.load_full();
         // Asked first: the flag belongs to this request's head whatever becomes of it.
         let conflicting = self.conn.take_conflicting_framing();
-        let protocol = if req.version() == Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" };
+        let protocol = match req.version() {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_3 => "HTTP/3",
+            _ => "HTTP/1.1",
+        };
         // Decided, like the request id, before anything can refuse the request: every answer
         // has a trace id in the access log, and the upstream gets this `traceparent`.
         let trace = TraceContext::from_headers(req.headers());
@@ -136,7 +160,8 @@ where
             request_id: headers::request_id(req.headers()),
             trace_id: trace.trace_id,
             info: None,
-            http2: req.version() == Version::HTTP_2,
+            http2: multiplexed,
+            alt_svc: self.alt_svc.clone(),
             _guard: guard,
         };
         // hyper bounds its read buffer by the limit, but a head that arrives whole in one read
@@ -279,12 +304,18 @@ struct Done {
     trace_id: TraceId,
     info: Option<Arc<RequestInfo>>,
     http2: bool,
+    /// `alt-svc` for the responses of a TCP connection whose listener also serves HTTP/3.
+    alt_svc: Option<HeaderValue>,
     _guard: RequestGuard,
 }
 
 impl Done {
     fn finish(self, mut res: Response<Body>) -> Response<Body> {
         res.headers_mut().insert(&X_REQUEST_ID, self.request_id.clone());
+        if let Some(alt) = &self.alt_svc {
+            // Ours replaces an upstream's: the client is told what this listener serves.
+            res.headers_mut().insert(http::header::ALT_SVC, alt.clone());
+        }
         let status = res.status().as_u16();
         let upstream = self.info.as_ref().and_then(|i| i.exchange());
         let error = res.extensions().get::<ErrorReason>().map(|r| r.0.as_str());

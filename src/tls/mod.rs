@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
+use quinn::crypto::rustls::QuicServerConfig;
 use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::CertificateDer;
@@ -85,8 +86,20 @@ pub(crate) struct Acceptor {
     client_ca: Option<ClientCa>,
     /// Replaced when the client CA changes; each handshake loads the current one.
     config: ArcSwap<ServerConfig>,
+    /// The same for QUIC (HTTP/3), when the listener serves it: same resolver and client
+    /// verifier, TLS 1.3 only, ALPN `h3`, no early data.
+    quic: Option<QuicTls>,
     metrics: Arc<Metrics>,
     timeout: Duration,
+}
+
+/// The QUIC side's TLS configuration (quinn's type has no `Debug`).
+struct QuicTls(ArcSwap<QuicServerConfig>);
+
+impl std::fmt::Debug for QuicTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QuicTls")
+    }
 }
 
 /// A listener's mTLS `client_ca` bundle, reloaded with its certificates.
@@ -150,20 +163,27 @@ impl Acceptor {
             ));
         }
         let resolver = Arc::new(SniResolver::new(Arc::clone(store.current()), cfg.default_cert.clone()));
-        let (config, client_ca) = match &cfg.client_ca {
+        let (roots, client_ca) = match &cfg.client_ca {
             Some(path) => {
                 let certs =
                     store::read_certs(path).map_err(|e| format!("listener {listener:?}: client_ca: {e}"))?;
                 let roots = roots_of(path, certs.clone())
                     .map_err(|e| format!("listener {listener:?}: client_ca: {e}"))?;
-                let config = server_config(&resolver, Some(roots))
-                    .map_err(|e| format!("listener {listener:?}: client_ca {}: {e}", path.display()))?;
                 let state = ClientCaState { serving: certs, error: None };
-                (config, Some(ClientCa { path: path.clone(), state: Mutex::new(state) }))
+                (Some(roots), Some(ClientCa { path: path.clone(), state: Mutex::new(state) }))
             }
-            None => {
-                (server_config(&resolver, None).map_err(|e| format!("listener {listener:?}: {e}"))?, None)
-            }
+            None => (None, None),
+        };
+        let what = match &cfg.client_ca {
+            Some(path) => format!("listener {listener:?}: client_ca {}", path.display()),
+            None => format!("listener {listener:?}"),
+        };
+        let config = server_config(&resolver, roots.clone()).map_err(|e| format!("{what}: {e}"))?;
+        let quic = match cfg.http3 {
+            true => Some(QuicTls(ArcSwap::new(
+                quic_config(&resolver, roots).map_err(|e| format!("{what}: HTTP/3: {e}"))?,
+            ))),
+            false => None,
         };
         Ok(Acceptor {
             listener,
@@ -171,6 +191,7 @@ impl Acceptor {
             resolver,
             client_ca,
             config: ArcSwap::from_pointee(config),
+            quic,
             metrics,
             timeout: handshake_timeout,
         })
@@ -206,18 +227,21 @@ impl Acceptor {
                 return Ok(None);
             }
             let roots = roots_of(&ca.path, certs.clone())?;
-            let config = server_config(&self.resolver, Some(roots)).map_err(|message| ConfigError {
-                file: ca.path.clone(),
-                line: 1,
-                column: 1,
-                message,
-            })?;
-            Ok(Some((certs, config)))
+            let error = |message| ConfigError { file: ca.path.clone(), line: 1, column: 1, message };
+            let config = server_config(&self.resolver, Some(roots.clone())).map_err(error)?;
+            let quic = match self.quic {
+                Some(_) => Some(quic_config(&self.resolver, Some(roots)).map_err(error)?),
+                None => None,
+            };
+            Ok(Some((certs, config, quic)))
         });
         match loaded {
             Ok(None) => state.error = None,
-            Ok(Some((certs, config))) => {
+            Ok(Some((certs, config, quic))) => {
                 self.config.store(Arc::new(config));
+                if let (Some(cell), Some(quic)) = (&self.quic, quic) {
+                    cell.0.store(quic);
+                }
                 tracing::info!(
                     listener = %self.listener,
                     file = %ca.path.display(),
@@ -234,14 +258,25 @@ impl Acceptor {
         }
     }
 
-    /// Run the handshake on a freshly accepted connection.
-    pub(crate) async fn accept(&self, tcp: TcpStream) -> Result<Accepted, HandshakeError> {
-        let r = self.handshake(tcp).await;
-        let result = if r.is_ok() { "success" } else { "failure" };
+    /// The TLS configuration of the listener's QUIC side, as it is now (`None` without
+    /// `http3`): each new QUIC connection takes the current one, as TCP handshakes do.
+    pub(crate) fn quic(&self) -> Option<Arc<QuicServerConfig>> {
+        self.quic.as_ref().map(|q| q.0.load_full())
+    }
+
+    /// Count a QUIC handshake in `switchyard_tls_handshakes_total`, as TCP ones are.
+    pub(crate) fn count_handshake(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
         self.metrics
             .tls_handshakes
             .get_or_create(&HandshakeLabels { listener: Arc::clone(&self.listener), result })
             .inc();
+    }
+
+    /// Run the handshake on a freshly accepted connection.
+    pub(crate) async fn accept(&self, tcp: TcpStream) -> Result<Accepted, HandshakeError> {
+        let r = self.handshake(tcp).await;
+        self.count_handshake(r.is_ok());
         r
     }
 
@@ -278,8 +313,38 @@ fn server_config(
     resolver: &Arc<SniResolver>,
     client_roots: Option<RootCertStore>,
 ) -> Result<ServerConfig, String> {
+    let mut config =
+        rustls_config(resolver, client_roots, &[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The QUIC side's rustls configuration: as [`server_config`], but TLS 1.3 only (QUIC has no
+/// other), ALPN `h3`, and no early data (no 0-RTT: a replayed request could repeat a POST).
+/// Checked here, because quinn finds a configuration it cannot use only at the first
+/// connection, and panics then.
+fn quic_config(
+    resolver: &Arc<SniResolver>,
+    client_roots: Option<RootCertStore>,
+) -> Result<Arc<QuicServerConfig>, String> {
+    let mut config = rustls_config(resolver, client_roots, &[&rustls::version::TLS13])?;
+    config.alpn_protocols = vec![b"h3".to_vec()];
+    config.max_early_data_size = 0;
+    let config = Arc::new(config);
+    rustls::quic::ServerConnection::new(Arc::clone(&config), rustls::quic::Version::V1, Vec::new())
+        .map_err(|e| format!("QUIC TLS setup failed: {e}"))?;
+    QuicServerConfig::try_from(config).map(Arc::new).map_err(|e| format!("QUIC TLS setup failed: {e}"))
+}
+
+/// What the TCP and QUIC configurations share: the provider, `versions`, the certificate
+/// resolver, client verification, the session cache and the ticket key.
+fn rustls_config(
+    resolver: &Arc<SniResolver>,
+    client_roots: Option<RootCertStore>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<ServerConfig, String> {
     let builder = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(versions)
         .map_err(|e| format!("TLS setup failed: {e}"))?;
     let builder = match client_roots {
         Some(roots) => {
@@ -291,7 +356,6 @@ fn server_config(
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::clone(resolver) as _);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS ticketer: {e}"))?;
     Ok(config)

@@ -57,3 +57,25 @@ impl TestCa {
         Arc::new(cfg)
     }
 }
+
+impl TestCa {
+    /// Write a server certificate for `sans` issued by this CA into `dir` as `NAME.crt` and
+    /// `NAME.key` (as a listener's `certs_dir` holds them); returns the leaf's DER.
+    pub fn write_pair(&self, dir: &std::path::Path, name: &str, sans: &[&str]) -> Vec<u8> {
+        let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, sans.first().copied().unwrap_or("server"));
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        super::write_atomic(&dir.join(format!("{name}.key")), &key.serialize_pem());
+        super::write_atomic(&dir.join(format!("{name}.crt")), &cert.pem());
+        cert.der().to_vec()
+    }
+
+    /// A root store trusting only this CA.
+    pub fn roots(&self) -> rustls::RootCertStore {
+        let mut r = rustls::RootCertStore::empty();
+        r.add(CertificateDer::from_pem_slice(self.pem.as_bytes()).unwrap()).unwrap();
+        r
+    }
+}
