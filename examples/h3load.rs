@@ -219,7 +219,7 @@ async fn thread_main(plan: Arc<Plan>, conns: usize, barrier: Arc<Barrier>) -> Re
     while let Some(s) = tasks.join_next().await {
         stats.add(s?);
     }
-    endpoint.close(0u32.into(), b"done");
+    endpoint.close(0x100u32.into(), b""); // H3_NO_ERROR
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
     Ok(stats)
 }
