@@ -13,6 +13,8 @@ scripts/test.sh makes (target/h3venv, aioquic pinned there). By hand:
     --insecure            do not verify the server certificate
     --method M            request method (default GET; POST when --data-size is given)
     --data-size N         send a body of N bytes (bytes 0..250 repeated) with content-length
+    --frames SIZES        send the body's first bytes as DATA frames of these sizes (comma list,
+                          0 allowed: an empty DATA frame), the rest in one last frame
     -H, --header 'k: v'   an extra request header (repeatable)
     --trailer k=v         a request trailer (repeatable)
     --show-body           also print the response body (decoded as UTF-8, lossy)
@@ -97,7 +99,7 @@ class H3Client(QuicConnectionProtocol):
             if ev.stream_ended and not fut.done():
                 fut.set_result(st)
 
-    async def request(self, method, url, headers, body, trailers):
+    async def request(self, method, url, headers, body, trailers, frames=()):
         u = urlsplit(url)
         sid = self._quic.get_next_available_stream_id()
         path = (u.path or "/") + (f"?{u.query}" if u.query else "")
@@ -110,8 +112,14 @@ class H3Client(QuicConnectionProtocol):
         fut = asyncio.get_running_loop().create_future()
         self.streams[sid] = (fut, {"body": bytearray(), "informational": []})
         self.h3.send_headers(sid, head, end_stream=not body and not trailers)
-        if body:
-            self.h3.send_data(sid, body, end_stream=not trailers)
+        if body or frames:
+            chunks, pos = [], 0
+            for n in frames:
+                chunks.append(body[pos:pos + n])
+                pos += n
+            chunks.append(body[pos:])
+            for i, chunk in enumerate(chunks):
+                self.h3.send_data(sid, chunk, end_stream=i == len(chunks) - 1 and not trailers)
         if trailers:
             self.h3.send_headers(sid, [(k.lower().encode(), v.encode()) for k, v in trailers], end_stream=True)
         self.transmit()
@@ -174,7 +182,7 @@ async def exchange(a, stage):
     try:
         async with connect(addr, port, configuration=cfg, create_protocol=protocol) as client:
             stage[0] = "the response"
-            st = await client.request(method, a.url, a.header, body, a.trailer)
+            st = await client.request(method, a.url, a.header, body, a.trailer, a.frames)
             alpn = client._quic.tls.alpn_negotiated
     except ConnectionError as e:
         end = made[-1].terminated if made else None
@@ -210,13 +218,15 @@ def main():
     p.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
     p.add_argument("--method", help="request method (default GET, or POST with --data-size)")
     p.add_argument("--data-size", type=int, default=0, metavar="N", help="request body of N bytes")
+    p.add_argument("--frames", type=lambda t: [int(n) for n in t.split(",")], default=[], metavar="SIZES",
+                   help="first DATA frame sizes, e.g. 0,100 (0 = an empty frame)")
     p.add_argument("-H", "--header", type=split_header, action="append", default=[], help="'name: value'")
     p.add_argument("--trailer", type=split_trailer, action="append", default=[], help="name=value")
     p.add_argument("--show-body", action="store_true", help="include the response body in the output")
     p.add_argument("--timeout", type=float, default=30.0, metavar="SECS", help="for the whole exchange")
     a = p.parse_args()
-    if a.data_size < 0 or a.timeout <= 0:
-        p.error("--data-size must be >= 0 and --timeout > 0")
+    if a.data_size < 0 or a.timeout <= 0 or min(a.frames, default=0) < 0 or sum(a.frames) > a.data_size:
+        p.error("--data-size must be >= 0, --timeout > 0, --frames sizes >= 0 adding up to at most --data-size")
     # aioquic leaves futures it failed unawaited when a handshake fails; asyncio would log each.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     stage = ["the start"]
