@@ -374,3 +374,83 @@ impl H3 {
         Some(s.recv_response().await.ok()?.status())
     }
 }
+
+#[tokio::test]
+async fn a_connection_with_no_request_closes_at_header_read_timeout_and_an_idle_one_at_idle_timeout() {
+    let up = echo("up").await;
+    let (d, ca) = certs();
+    let limits = "[limits]\nheader_read_timeout = \"1s\"\nidle_timeout = \"2s\"\n";
+    let (g, addr) = h3_gateway(d.path(), limits, &routes_to(&up)).await;
+    let gauge = "switchyard_connections_active{listener=\"https\"}";
+
+    // Handshake done, no request: closed by the gateway, not by QUIC's 30 s idle timer.
+    let silent = H3::connect(addr, "app.test", &ca).await.unwrap();
+    let started = std::time::Instant::now();
+    let why = tokio::time::timeout(Duration::from_secs(10), silent.conn.closed()).await.expect("closed");
+    eprintln!("silent connection closed after {:?}: {why}", started.elapsed());
+    assert!(matches!(why, quinn::ConnectionError::ApplicationClosed(_)), "{why}");
+    silent.close().await;
+
+    // One request, then nothing: GOAWAY and close after idle_timeout.
+    let mut idle = H3::connect(addr, "app.test", &ca).await.unwrap();
+    assert_eq!(idle.get("https://app.test/").await.head.status(), StatusCode::OK);
+    let started = std::time::Instant::now();
+    let why = tokio::time::timeout(Duration::from_secs(10), idle.conn.closed()).await.expect("closed");
+    eprintln!("idle connection closed after {:?}: {why}", started.elapsed());
+    assert!(matches!(why, quinn::ConnectionError::ApplicationClosed(_)), "{why}");
+    idle.close().await;
+    eventually("no QUIC connection is counted", Duration::from_secs(10), || async {
+        admin_metric(g.admin, gauge).await == 0.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn trailers_pass_both_ways_over_http3() {
+    use http_body_util::BodyExt;
+    // An h2c upstream that answers with the request's trailer `x-sum` as its own `x-got`.
+    let up = upstream(|req: Request<hyper::body::Incoming>| async move {
+        let got = req.into_body().collect().await.unwrap();
+        let sum = got.trailers().and_then(|t| t.get("x-sum").cloned());
+        let body = got.to_bytes();
+        let frames = vec![
+            Ok::<_, std::io::Error>(http_body::Frame::data(body)),
+            Ok(http_body::Frame::trailers({
+                let mut t = http::HeaderMap::new();
+                t.insert("x-got", sum.unwrap_or_else(|| "none".parse().unwrap()));
+                t
+            })),
+        ];
+        Response::new(
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames)).map_err(|e| e.into()).boxed(),
+        )
+    })
+    .await;
+    let (d, ca) = certs();
+    let routes = format!(
+        "[[upstream]]\nname = \"u\"\nendpoints = [\"{}\"]\nprotocol = \"h2c\"\n[[route]]\nname = \"r\"\nupstream = \"u\"\n",
+        up.addr
+    );
+    let (_g, addr) = h3_gateway(d.path(), "", &routes).await;
+    let c = H3::connect(addr, "app.test", &ca).await.unwrap();
+    let mut send = c.send.clone();
+    let mut s = send
+        .send_request(Request::post("https://app.test/t").header("te", "trailers").body(()).unwrap())
+        .await
+        .unwrap();
+    s.send_data(Bytes::from_static(b"payload")).await.unwrap();
+    let mut t = http::HeaderMap::new();
+    t.insert("x-sum", "abc123".parse().unwrap());
+    s.send_trailers(t).await.unwrap();
+    s.finish().await.unwrap();
+    let head = s.recv_response().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    let mut body = Vec::new();
+    while let Some(mut b) = s.recv_data().await.unwrap() {
+        body.extend_from_slice(&b.copy_to_bytes(b.remaining()));
+    }
+    assert_eq!(body, b"payload");
+    let trailers = s.recv_trailers().await.unwrap().expect("response trailers");
+    assert_eq!(trailers["x-got"], "abc123");
+    c.close().await;
+}

@@ -91,7 +91,12 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
             "the kernel granted a smaller UDP receive buffer; raise net.core.rmem_max for HTTP/3 under load"
         );
     }
-    Ok(s.into())
+    let socket: std::net::UdpSocket = s.into();
+    // quinn batches datagrams with GSO (send) and GRO (receive) where the kernel has them.
+    if let Ok(st) = quinn::udp::UdpSocketState::new((&socket).into()) {
+        tracing::debug!(%addr, gso_segments = st.max_gso_segments(), gro_segments = st.gro_segments(), "HTTP/3 UDP socket");
+    }
+    Ok(socket)
 }
 
 /// The QUIC transport settings of a listener with `limits`.
