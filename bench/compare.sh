@@ -140,21 +140,10 @@ cat "$TLS_DIR/certs/bench.crt" "$TLS_DIR/certs/bench.key" > "$TLS_DIR/bench.pem"
 chmod 644 "$TLS_DIR/certs/bench.key" "$TLS_DIR/bench.pem"   # nginx workers are unprivileged
 
 # ------------------------------------------------------------------- ports --
-. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # free_port, wait_listen, children_of
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # free_port, wait_listen, children_of, cpu_ticks, machine_ticks
 
 # -------------------------------------------------------- /proc accounting --
-# Sum of utime+stime (clock ticks) over the given PIDs.
-cpu_ticks() {
-    local total=0 pid stat rest
-    local -a f
-    for pid in "$@"; do
-        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        rest=${stat##*) }          # drop "pid (comm) ": comm may hold spaces
-        read -ra f <<< "$rest"     # f[0] is field 3 (state): utime = field 14, stime = field 15
-        total=$(( total + f[11] + f[12] ))
-    done
-    echo "$total"
-}
+# cpu_ticks (utime+stime of PIDs) and machine_ticks come from lib.sh.
 
 # Sum of VmRSS (KiB) over the given PIDs.
 rss_kib() {
@@ -164,13 +153,6 @@ rss_kib() {
         total=$(( total + ${v:-0} ))
     done
     echo "$total"
-}
-
-# Busy ticks of the whole machine (all CPUs), from the first line of /proc/stat.
-machine_ticks() {
-    local _c u n sy _i _w irq sirq st _rest
-    read -r _c u n sy _i _w irq sirq st _rest < /proc/stat
-    echo $(( u + n + sy + irq + sirq + st ))
 }
 
 # children_cpu_s VAR: CPU seconds used so far by this shell's waited-for

@@ -1,4 +1,5 @@
-# Helpers shared by the benchmark scripts (bench/compare.sh, bench/chaos.sh, bench/profile.sh).
+# Helpers shared by the benchmark scripts (bench/compare.sh, bench/chaos.sh, bench/profile.sh,
+# bench/h3.sh).
 # Sourced, not run. Every process is handled by PID; nothing here kills by name.
 
 # Direct children of a PID (nginx workers of their master).
@@ -28,4 +29,24 @@ wait_listen() {
         sleep 0.1
     done
     return 1
+}
+
+# cpu_ticks PID...: sum of utime+stime (clock ticks, all threads) over the given PIDs.
+cpu_ticks() {
+    local total=0 pid stat rest
+    local -a f
+    for pid in "$@"; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        rest=${stat##*) }          # drop "pid (comm) ": comm may hold spaces
+        read -ra f <<< "$rest"     # f[0] is field 3 (state): utime = field 14, stime = field 15
+        total=$(( total + f[11] + f[12] ))
+    done
+    echo "$total"
+}
+
+# machine_ticks: busy ticks of the whole machine (all CPUs), from the first line of /proc/stat.
+machine_ticks() {
+    local _c u n sy _i _w irq sirq st _rest
+    read -r _c u n sy _i _w irq sirq st _rest < /proc/stat
+    echo $(( u + n + sy + irq + sirq + st ))
 }
