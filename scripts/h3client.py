@@ -99,7 +99,7 @@ class H3Client(QuicConnectionProtocol):
             if ev.stream_ended and not fut.done():
                 fut.set_result(st)
 
-    async def request(self, method, url, headers, body, trailers, frames=()):
+    async def request(self, method, url, headers, body, trailers, frames=(), content_length=True):
         u = urlsplit(url)
         sid = self._quic.get_next_available_stream_id()
         path = (u.path or "/") + (f"?{u.query}" if u.query else "")
@@ -107,7 +107,7 @@ class H3Client(QuicConnectionProtocol):
                 (b":authority", u.netloc.encode()), (b":path", path.encode()),
                 (b"user-agent", b"aioquic-h3client")]
         head += [(k.lower().encode(), v.encode()) for k, v in headers]
-        if body:
+        if body and content_length:
             head.append((b"content-length", str(len(body)).encode()))
         fut = asyncio.get_running_loop().create_future()
         self.streams[sid] = (fut, {"body": bytearray(), "informational": []})
@@ -182,7 +182,8 @@ async def exchange(a, stage):
     try:
         async with connect(addr, port, configuration=cfg, create_protocol=protocol) as client:
             stage[0] = "the response"
-            st = await client.request(method, a.url, a.header, body, a.trailer, a.frames)
+            st = await client.request(method, a.url, a.header, body, a.trailer, a.frames,
+                                      content_length=not a.no_content_length)
             alpn = client._quic.tls.alpn_negotiated
     except ConnectionError as e:
         end = made[-1].terminated if made else None
@@ -218,6 +219,7 @@ def main():
     p.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
     p.add_argument("--method", help="request method (default GET, or POST with --data-size)")
     p.add_argument("--data-size", type=int, default=0, metavar="N", help="request body of N bytes")
+    p.add_argument("--no-content-length", action="store_true", help="send the body without content-length")
     p.add_argument("--frames", type=lambda t: [int(n) for n in t.split(",")], default=[], metavar="SIZES",
                    help="first DATA frame sizes, e.g. 0,100 (0 = an empty frame)")
     p.add_argument("-H", "--header", type=split_header, action="append", default=[], help="'name: value'")

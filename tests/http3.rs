@@ -454,3 +454,31 @@ async fn trailers_pass_both_ways_over_http3() {
     assert_eq!(trailers["x-got"], "abc123");
     c.close().await;
 }
+
+#[tokio::test]
+async fn connection_specific_header_fields_make_a_request_malformed() {
+    let up = echo("up").await;
+    let (d, ca) = certs();
+    let (_g, addr) = h3_gateway(d.path(), "", &routes_to(&up)).await;
+    let mut c = H3::connect(addr, "app.test", &ca).await.unwrap();
+    for (name, value) in [
+        ("transfer-encoding", "chunked"),
+        ("connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("upgrade", "websocket"),
+        ("te", "gzip"),
+    ] {
+        let mut s = c
+            .send
+            .send_request(Request::get("https://app.test/").header(name, value).body(()).unwrap())
+            .await
+            .unwrap();
+        s.finish().await.unwrap();
+        assert!(s.recv_response().await.is_err(), "{name}: {value} was answered");
+    }
+    // `te: trailers` is allowed, and the connection still serves.
+    let r =
+        c.request(Request::get("https://app.test/").header("te", "trailers").body(()).unwrap(), b"", 1).await;
+    assert_eq!(r.head.status(), StatusCode::OK);
+    c.close().await;
+}

@@ -305,3 +305,23 @@ async fn tcp_responses_advertise_h3_and_the_access_log_says_http3() {
     assert_eq!(protocol("tcp-h2"), "HTTP/2");
     assert_eq!(protocol("quic"), "HTTP/3");
 }
+
+#[tokio::test]
+async fn empty_data_frames_inside_a_body_are_skipped_with_or_without_content_length() {
+    // RFC 9114 allows DATA frames of length 0 anywhere; unpatched h3 took one for the end of
+    // the body (vendor/h3/SWITCHYARD-PATCHES.md).
+    let gw = h3_gateway("").await;
+    let want = sha256_hex(&client_body(300));
+    for extra in [&[][..], &["--no-content-length"][..]] {
+        let mut args = vec!["--data-size", "300", "--frames", "0,100,0,100,0", "--show-body"];
+        args.extend_from_slice(extra);
+        let v = gw.h3("/fake/sink", &args).await;
+        assert_eq!(v["status"], 200, "{extra:?}: {v}");
+        let seen: serde_json::Value = serde_json::from_str(v["body"].as_str().unwrap()).unwrap();
+        assert_eq!(seen["bytes"], 300, "{extra:?}: {seen}");
+        assert_eq!(seen["sha256"], want, "{extra:?}: {seen}");
+    }
+    // And the gateway goes on serving.
+    let v = gw.h3("/echo/after", &[]).await;
+    assert_eq!(v["status"], 200, "{v}");
+}

@@ -337,6 +337,13 @@ async fn serve_request(
             return;
         }
     };
+    if connection_specific(req.headers()) {
+        // RFC 9114 §4.2: such a request is malformed; the stream is reset, not answered.
+        tracing::debug!("HTTP/3 request with a connection-specific header field refused");
+        let mut stream = stream;
+        stream.stop_stream(Code::H3_MESSAGE_ERROR);
+        return;
+    }
     let (send, recv) = stream.split();
     let body = H3Body::new(recv, req.headers());
     let req = req.map(|()| body);
@@ -344,6 +351,17 @@ async fn serve_request(
     if let Err(e) = body::send_response(send, res).await {
         tracing::debug!(error = %e, "HTTP/3 response not sent whole");
     }
+}
+
+/// Whether `headers` hold a field that only HTTP/1.1 has (`connection` and the fields it names
+/// by custom, `transfer-encoding`, `upgrade`), or `te` other than `trailers`: RFC 9114 §4.2
+/// makes such a request malformed (h3 does not check it).
+fn connection_specific(headers: &http::HeaderMap) -> bool {
+    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+    const OTHERS: [&str; 2] = ["keep-alive", "proxy-connection"];
+    [CONNECTION, TRANSFER_ENCODING, UPGRADE].iter().any(|h| headers.contains_key(h))
+        || OTHERS.iter().any(|h| headers.contains_key(*h))
+        || headers.get_all(TE).iter().any(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
 }
 
 /// A request that arrived after this side's GOAWAY: rejected unprocessed, so the client can
