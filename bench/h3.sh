@@ -44,17 +44,10 @@ die() { printf '[h3] error: %s\n' "$*" >&2; exit 1; }
 STARTED_PIDS=()
 TMP=""
 cleanup() {
-    local rc=$? pid i alive
+    local rc=$?
     trap - EXIT INT TERM
-    for pid in "${STARTED_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for i in $(seq 1 30); do
-        alive=0
-        for pid in "${STARTED_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        (( alive )) || break
-        sleep 0.1
-    done
-    for pid in "${STARTED_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-    for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # bench/lib.sh (sourced below; nothing is started before it is)
+    declare -F stop_started >/dev/null && stop_started
     [[ -n $TMP && -d $TMP ]] && rm -rf "$TMP"
     exit "$rc"
 }

@@ -2,6 +2,21 @@
 # bench/h3.sh).
 # Sourced, not run. Every process is handled by PID; nothing here kills by name.
 
+# End every process in STARTED_PIDS (the caller's array of what it started): SIGTERM first
+# (nginx, haproxy and switchyard drain or stop on it), up to 3 s, then SIGKILL; by PID only.
+stop_started() {
+    local pid i alive
+    for pid in "${STARTED_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for i in $(seq 1 30); do
+        alive=0
+        for pid in "${STARTED_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        (( alive )) || break
+        sleep 0.1
+    done
+    for pid in "${STARTED_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+
 # Direct children of a PID (nginx workers of their master).
 children_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true; }
 
