@@ -482,3 +482,28 @@ async fn connection_specific_header_fields_make_a_request_malformed() {
     assert_eq!(r.head.status(), StatusCode::OK);
     c.close().await;
 }
+
+#[tokio::test]
+async fn at_drain_timeout_an_http3_request_still_running_is_cut() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let stuck = gated(Arc::clone(&gate)).await;
+    let (d, ca) = certs();
+    let extra = "[gateway]\nroutes_dir = \"routes\"\ndrain_timeout = \"1s\"\n";
+    let (mut g, addr) = h3_gateway(d.path(), extra, &routes_to(&stuck)).await;
+    let c = H3::connect(addr, "app.test", &ca).await.unwrap();
+    let mut send = c.send.clone();
+    let pending = tokio::spawn(async move {
+        let mut s = send.send_request(Request::get("https://app.test/stuck").body(()).unwrap()).await.ok()?;
+        s.finish().await.ok()?;
+        Some(s.recv_response().await.ok()?.status())
+    });
+    eventually("the request is in flight", Duration::from_secs(10), || async { stuck.hits() == 1 }).await;
+    let clean = tokio::time::timeout(Duration::from_secs(10), g.gw.take().unwrap().drain()).await.unwrap();
+    assert!(!clean, "the drain cannot be clean with a request that never ends");
+    // The client learns at once that its request is gone: it does not wait for its own timeout.
+    let got =
+        tokio::time::timeout(Duration::from_secs(5), pending).await.expect("the request ended").unwrap();
+    assert_eq!(got, None, "a request cut by the drain timeout got an answer");
+    gate.add_permits(1);
+    c.close().await;
+}
