@@ -67,20 +67,10 @@ die() { printf '[compare] error: %s\n' "$*" >&2; exit 1; }
 
 # ------------------------------------------------------------ process care --
 # Every process this script starts is recorded here and ended by PID on exit.
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # free_port, wait_listen, children_of, cpu_ticks, machine_ticks, stop_on_exit
 STARTED_PIDS=()
 TMP=""
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    # bench/lib.sh (sourced below; nothing is started before it is)
-    declare -F stop_started >/dev/null && stop_started
-    [[ -n $TMP && -d $TMP ]] && rm -rf "$TMP"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+stop_on_exit
 
 
 # Record the current children of a started process (so nginx workers are
@@ -131,7 +121,6 @@ cat "$TLS_DIR/certs/bench.crt" "$TLS_DIR/certs/bench.key" > "$TLS_DIR/bench.pem"
 chmod 644 "$TLS_DIR/certs/bench.key" "$TLS_DIR/bench.pem"   # nginx workers are unprivileged
 
 # ------------------------------------------------------------------- ports --
-. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # free_port, wait_listen, children_of, cpu_ticks, machine_ticks
 
 # -------------------------------------------------------- /proc accounting --
 # cpu_ticks (utime+stime of PIDs) and machine_ticks come from lib.sh.

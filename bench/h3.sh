@@ -41,21 +41,11 @@ die() { printf '[h3] error: %s\n' "$*" >&2; exit 1; }
 
 # ------------------------------------------------------------ process care --
 # Every process this script starts is recorded here and ended by PID on exit (TERM, then KILL).
+. "$BENCH_DIR/lib.sh"   # free_port, wait_listen, children_of, cpu_ticks, machine_ticks, stop_on_exit
 STARTED_PIDS=()
 TMP=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    # bench/lib.sh (sourced below; nothing is started before it is)
-    declare -F stop_started >/dev/null && stop_started
-    [[ -n $TMP && -d $TMP ]] && rm -rf "$TMP"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+stop_on_exit
 
-. "$BENCH_DIR/lib.sh"   # free_port, wait_listen, children_of, cpu_ticks, machine_ticks
 
 # ------------------------------------------------------------------- tools --
 need_install=()

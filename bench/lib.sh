@@ -17,6 +17,21 @@ stop_started() {
     for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 
+# On exit (normal, error, INT, TERM): end what STARTED_PIDS holds, remove $TMP, keep the
+# exit status. Call once, right after setting STARTED_PIDS=() and TMP="".
+stop_on_exit() {
+    cleanup() {
+        local rc=$?
+        trap - EXIT INT TERM
+        stop_started
+        [[ -n $TMP && -d $TMP ]] && rm -rf "$TMP"
+        exit "$rc"
+    }
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
 # Direct children of a PID (nginx workers of their master).
 children_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true; }
 
