@@ -204,12 +204,13 @@ fn loopback_host(headers: &HeaderMap) -> bool {
 async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
     let probe = matches!(req.uri().path(), "/healthz" | "/ready");
     if state.token.is_none() && !probe && !loopback_host(req.headers()) {
-        return text(
-            StatusCode::FORBIDDEN,
-            "forbidden: without [admin] token_env the admin API answers only requests for \
+        // `bad_request`, as every request the gateway refuses to take as it is.
+        let mut r = error_response(Reason::BadRequest);
+        *r.body_mut() = body::full(
+            "400 bad_request: without [admin] token_env the admin API answers only requests for \
              127.0.0.1, [::1] or localhost (a guard against DNS rebinding)\n",
-            "text/plain",
         );
+        return r;
     }
     if let Some(token) = &state.token {
         // `/` is the dashboard's page, which holds no data: its script asks for the token.
