@@ -507,3 +507,29 @@ async fn at_drain_timeout_an_http3_request_still_running_is_cut() {
     gate.add_permits(1);
     c.close().await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_after_send_timeout() {
+    // 8 MiB answers: more than the client's flow-control windows and quinn's send buffer, so
+    // the gateway's send waits on the client.
+    let up = big_and_sum(8 << 20).await;
+    let (d, ca) = certs();
+    let (g, addr) = h3_gateway(d.path(), "[limits]\nsend_timeout = \"1s\"\n", &routes_to(&up)).await;
+    let c = H3::connect(addr, "app.test", &ca).await.unwrap();
+    let mut send = c.send.clone();
+    let mut s = send.send_request(Request::get("https://app.test/big").body(()).unwrap()).await.unwrap();
+    s.finish().await.unwrap();
+    assert_eq!(s.recv_response().await.unwrap().status(), StatusCode::OK);
+    // Never read the body. The gateway closes the connection (not QUIC's 30 s idle timer: the
+    // client's stack keeps acknowledging packets).
+    let started = std::time::Instant::now();
+    let why = tokio::time::timeout(Duration::from_secs(15), c.conn.closed()).await.expect("closed");
+    eprintln!("non-reading client closed after {:?}: {why}", started.elapsed());
+    assert!(matches!(why, quinn::ConnectionError::ApplicationClosed(_)), "{why}");
+    eventually("the connection is no longer counted", Duration::from_secs(10), || async {
+        admin_metric(g.admin, "switchyard_connections_active{listener=\"https\"}").await == 0.0
+    })
+    .await;
+    drop(s);
+    c.close().await;
+}
