@@ -3,6 +3,9 @@
 # are missing (Debian: apt-get), so a fresh machine and CI behave the same.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A one-off build (CI, a fresh clone) gains nothing from incremental state, which is most of the
+# disk a debug build takes.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 
 need_pkgs=()
 need() { # need COMMAND PACKAGE
