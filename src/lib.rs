@@ -20,6 +20,7 @@ mod context;
 mod discovery;
 pub mod echo;
 mod error;
+mod fleet;
 mod health;
 mod metrics;
 mod proxy;
@@ -62,6 +63,10 @@ pub mod internals {
     }
 }
 
+pub use fleet::commands::{
+    publish as publish_routes, pull as pull_routes, status as fleet_status, CommandError, FleetStatus, Pulled,
+};
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -88,19 +93,12 @@ pub fn check(path: &std::path::Path) -> Vec<config::ConfigError> {
         Err(e) => return e.0,
     };
     let mut errors = Vec::new();
-    match config::load_routes(&gw.routes_dir, gw.base_dir()) {
-        Ok(set) => {
-            let consul_ca = |u: &config::UpstreamConfig| match &u.discovery {
-                config::DiscoveryConfig::Consul { tls_ca, .. } => tls_ca.clone(),
-                _ => None,
-            };
-            let upstream_ca = |u: &config::UpstreamConfig| u.tls.as_ref()?.ca.clone();
-            for ca in set.upstreams.iter().flat_map(|u| [upstream_ca(u), consul_ca(u)]).flatten() {
-                if let Err(e) = tls::roots(&ca) {
-                    errors.push(e);
-                }
-            }
-        }
+    let set = match &gw.routes_source {
+        None => config::load_routes(&gw.routes_dir, gw.base_dir()),
+        Some(_) => fleet::commands::published_set(&gw),
+    };
+    match set {
+        Ok(set) => errors.extend(tls::route_set_cas(&set)),
         Err(e) => errors.extend(e.0),
     }
     for t in gw.listeners.iter().filter_map(|l| l.tls.as_ref()) {
@@ -135,6 +133,9 @@ pub struct Gateway {
     hard_stop: CancellationToken,
     /// The HTTP/3 endpoints, closed at the end of the drain.
     h3: Vec<quinn::Endpoint>,
+    /// Fleet mode: the follower (stopped, and the member record removed, at the end of the
+    /// drain) and its state.
+    fleet: Option<(Arc<fleet::Fleet>, CancellationToken, tokio::task::JoinHandle<()>)>,
     _watch: Option<config::watch::FolderWatch>,
     certs: tls::Stores,
     _certs_watch: Option<config::watch::FolderWatch>,
@@ -158,8 +159,16 @@ impl Gateway {
         let routes_dir = cfg.routes_dir.clone();
         // Discovery sources are shared by every snapshot and started as upstreams need them.
         let registry = discovery::Registry::new(Arc::clone(&metrics));
+        // Fleet mode: the published set (or routes_cache) instead of a folder.
+        let (files, fleet) = match &cfg.routes_source {
+            None => (snapshot::RouteFiles::Dir(routes_dir.clone()), None),
+            Some(_) => {
+                let start = fleet::start(&cfg, Arc::clone(&metrics)).await.map_err(StartError::Other)?;
+                (start.files, Some(start.fleet))
+            }
+        };
         let reloader = Arc::new(Reloader::new(
-            routes_dir.clone(),
+            files,
             cfg.base_dir().to_path_buf(),
             cfg.limits.clone(),
             Arc::clone(&metrics),
@@ -297,6 +306,7 @@ impl Gateway {
             certs: certs.clone(),
             token: cfg.admin_token.clone(),
             stats: Arc::new(stats),
+            fleet: fleet.clone(),
         });
         let admin = match admin_socket {
             Some(s) => {
@@ -310,21 +320,24 @@ impl Gateway {
             None => None,
         };
 
-        let (tx, mut rx) = mpsc::channel(1);
-        let watch = match config::watch::watch(&[routes_dir.as_path()], &[], tx) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, dir = %routes_dir.display(), "cannot watch the routes folder; reload with SIGHUP or POST /reload");
+        let mut watch = None;
+        let fleet = match fleet {
+            Some(f) => {
+                f.set_addresses(&listeners, admin);
+                let stop = CancellationToken::new();
+                let task = fleet::spawn(
+                    Arc::clone(&f),
+                    Arc::clone(&reloader),
+                    cfg.routes_cache.clone(),
+                    stop.clone(),
+                );
+                Some((f, stop, task))
+            }
+            None => {
+                watch = watch_routes(&routes_dir, &reloader);
                 None
             }
         };
-        let r = Arc::clone(&reloader);
-        tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                let r = Arc::clone(&r);
-                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
-            }
-        });
 
         Ok(Gateway {
             listeners,
@@ -335,6 +348,7 @@ impl Gateway {
             admin_state,
             access_log,
             h3,
+            fleet,
             drain_delay: cfg.drain_delay,
             drain_timeout: cfg.drain_timeout,
             hard_stop,
@@ -359,8 +373,12 @@ impl Gateway {
         self.admin
     }
 
-    /// Reload routes and certificates now (as SIGHUP does).
+    /// Reload routes and certificates now (as SIGHUP does). In fleet mode the routes are
+    /// validated again and the source is read again.
     pub async fn reload(&self) -> Result<u64, ConfigErrors> {
+        if let Some((f, _, _)) = &self.fleet {
+            f.nudge.notify_one();
+        }
         let r = Arc::clone(&self.admin_state.reloader);
         let certs = self.certs.clone();
         tokio::task::spawn_blocking(move || {
@@ -406,6 +424,10 @@ impl Gateway {
             ep.close(quinn::VarInt::from_u32(0x100), b"");
             let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
         }
+        if let Some((_, stop, task)) = self.fleet {
+            stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        }
         self.stop_admin.cancel();
         // Every request has ended: its access log line is queued. Wait (bounded) until the
         // writer has it on disk, so that exiting now loses no line.
@@ -417,6 +439,26 @@ impl Gateway {
         }
         clean
     }
+}
+
+/// Reload on every change under `routes_dir` (debounced by the watcher).
+fn watch_routes(dir: &std::path::Path, reloader: &Arc<Reloader>) -> Option<config::watch::FolderWatch> {
+    let (tx, mut rx) = mpsc::channel(1);
+    let watch = match config::watch::watch(&[dir], &[], tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the routes folder; reload with SIGHUP or POST /reload");
+            None
+        }
+    };
+    let r = Arc::clone(reloader);
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            let r = Arc::clone(&r);
+            let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+        }
+    });
+    watch
 }
 
 /// One extra serving thread: a single-threaded runtime accepting on its copies of the listening

@@ -46,6 +46,35 @@ enum Command {
         #[arg(long, default_value = "echo")]
         name: String,
     },
+    /// Fleet mode: publish the route files to the routes_source, or pull them from it.
+    Routes {
+        #[command(subcommand)]
+        action: RoutesAction,
+    },
+    /// Fleet mode: list the gateways of the fleet with the version they serve and their last error.
+    Fleet {
+        /// Print JSON (`{"published_version", "members": [...]}`) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RoutesAction {
+    /// Validate DIR as `check` would and publish it as the next version (exit 1 invalid, 2 the
+    /// source failed, 3 --if-version did not match).
+    Publish {
+        /// Publish only if the published version is N (0: nothing published yet).
+        #[arg(long, value_name = "N")]
+        if_version: Option<u64>,
+        /// The folder of route files.
+        dir: PathBuf,
+    },
+    /// Write the published set into DIR (its *.toml files become exactly the set).
+    Pull {
+        /// The folder to write.
+        dir: PathBuf,
+    },
 }
 
 fn init_logs(format: LogFormat) {
@@ -79,11 +108,99 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// The config for a fleet command, or the exit status after saying why there is none.
+fn fleet_config(path: &std::path::Path) -> Result<switchyard::config::GatewayConfig, ExitCode> {
+    switchyard::config::load_gateway(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn failed(command: &str, e: &switchyard::CommandError) -> ExitCode {
+    match e {
+        switchyard::CommandError::Invalid(_) => eprintln!("{e}"),
+        switchyard::CommandError::Mismatch(_) => {
+            eprintln!("switchyard {command}: {e}; nothing was published")
+        }
+        switchyard::CommandError::Failed(_) => eprintln!("switchyard {command}: {e}"),
+    }
+    ExitCode::from(e.exit_code())
+}
+
+fn routes(config: &std::path::Path, action: RoutesAction) -> ExitCode {
+    let cfg = match fleet_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match action {
+        RoutesAction::Publish { if_version, dir } => match switchyard::publish_routes(&cfg, &dir, if_version)
+        {
+            Ok(v) => {
+                eprintln!("switchyard routes publish: published {} as version {v}", dir.display());
+                println!("{v}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => failed("routes publish", &e),
+        },
+        RoutesAction::Pull { dir } => match switchyard::pull_routes(&cfg, &dir) {
+            Ok(p) => {
+                for f in &p.removed {
+                    eprintln!("removed {} (not in the published set)", f.display());
+                }
+                eprintln!(
+                    "switchyard routes pull: wrote {} files of version {} into {}",
+                    p.written.len(),
+                    p.version,
+                    dir.display()
+                );
+                println!("{}", p.version);
+                ExitCode::SUCCESS
+            }
+            Err(e) => failed("routes pull", &e),
+        },
+    }
+}
+
+fn fleet(config: &std::path::Path, json: bool) -> ExitCode {
+    let cfg = match fleet_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let status = match switchyard::fleet_status(&cfg) {
+        Ok(s) => s,
+        Err(e) => return failed("fleet", &e),
+    };
+    if json {
+        let v = serde_json::json!({"published_version": status.published_version, "members": status.members});
+        println!("{v}");
+        return ExitCode::SUCCESS;
+    }
+    let published = status.published_version.map_or("none".to_owned(), |v| v.to_string());
+    println!("published version: {published}; {} members", status.members.len());
+    println!("{:<32} {:<20} {:>7}  {:<22} {:<21} LAST ERROR", "ID", "HOSTNAME", "ROUTES", "ADMIN", "STARTED");
+    for m in &status.members {
+        let s = |k: &str| m[k].as_str().unwrap_or("-").to_owned();
+        let version = m["routes_version"].as_u64().map_or("-".to_owned(), |v| v.to_string());
+        println!(
+            "{:<32} {:<20} {:>7}  {:<22} {:<21} {}",
+            s("id"),
+            s("hostname"),
+            version,
+            s("admin"),
+            s("started_at"),
+            m["last_error"].as_str().unwrap_or("none")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     match cli.command {
         Some(Command::Check) => check(&cli.config),
+        Some(Command::Routes { action }) => routes(&cli.config, action),
+        Some(Command::Fleet { json }) => fleet(&cli.config, json),
         Some(Command::Echo { listen, name }) => {
             let r = runtime().and_then(|rt| rt.block_on(switchyard::echo::run(listen, name)));
             match r {

@@ -163,10 +163,39 @@ pub(crate) struct LastError {
     pub at: SystemTime,
 }
 
+/// Where a [`Reloader`] takes its route files from.
+#[derive(Debug)]
+pub(crate) enum RouteFiles {
+    /// Every `*.toml` of a folder (`routes_dir`), read again at each reload.
+    Dir(PathBuf),
+    /// Files handed over in memory (fleet mode: read from ZooKeeper or Consul), as `(name,
+    /// text)` in load order, with what to call the set in an error that names no file; a
+    /// reload validates them again.
+    Held { label: PathBuf, files: Vec<(PathBuf, String)> },
+}
+
+impl RouteFiles {
+    /// Load and validate the set: one validator for both kinds.
+    fn load(&self, base_dir: &std::path::Path) -> Result<RouteSet, ConfigErrors> {
+        match self {
+            RouteFiles::Dir(dir) => config::load_routes(dir, base_dir),
+            RouteFiles::Held { files, .. } => config::validate_route_files(files.clone(), base_dir),
+        }
+    }
+
+    fn label(&self) -> &PathBuf {
+        match self {
+            RouteFiles::Dir(dir) => dir,
+            RouteFiles::Held { label, .. } => label,
+        }
+    }
+}
+
 /// Loads, validates and swaps route snapshots.
 #[derive(Debug)]
 pub(crate) struct Reloader {
-    routes_dir: PathBuf,
+    /// The files of the set serving (in fleet mode, the last set applied).
+    files: Mutex<RouteFiles>,
     /// What relative paths in route files resolve against (gateway.toml's folder).
     base_dir: PathBuf,
     limits: Limits,
@@ -181,18 +210,18 @@ impl Reloader {
     /// Load the first snapshot, starting its discovery sources in `registry`; errors here are
     /// fatal at start.
     pub(crate) fn new(
-        routes_dir: PathBuf,
+        files: RouteFiles,
         base_dir: PathBuf,
         limits: Limits,
         metrics: Arc<Metrics>,
         registry: Registry,
     ) -> Result<Self, ConfigErrors> {
-        let set = config::load_routes(&routes_dir, &base_dir)?;
+        let set = files.load(&base_dir)?;
         let snap = Snapshot::build(set, None, 1, &limits, &metrics, &registry).map_err(|m| {
-            ConfigErrors(vec![ConfigError { file: routes_dir.clone(), line: 1, column: 1, message: m }])
+            ConfigErrors(vec![ConfigError { file: files.label().clone(), line: 1, column: 1, message: m }])
         })?;
         Ok(Reloader {
-            routes_dir,
+            files: Mutex::new(files),
             base_dir,
             limits,
             metrics,
@@ -218,21 +247,39 @@ impl Reloader {
         self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Reload now (blocking: file IO and compilation). Returns the new version.
+    /// Reload now (blocking: file IO and compilation): the folder is read again, held files
+    /// are validated again. Returns the new version.
     pub(crate) fn reload(&self) -> Result<u64, ConfigErrors> {
         let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
-        let result = config::load_routes(&self.routes_dir, &self.base_dir).and_then(|set| {
-            let prev = self.current.load_full();
-            Snapshot::build(set, Some(&prev), prev.version + 1, &self.limits, &self.metrics, &self.registry)
-                .map_err(|m| {
-                    ConfigErrors(vec![ConfigError {
-                        file: self.routes_dir.clone(),
-                        line: 1,
-                        column: 1,
-                        message: m,
-                    }])
-                })
-        });
+        let files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let result = files.load(&self.base_dir).and_then(|set| self.build(set, files.label()));
+        drop(files);
+        self.install(result)
+    }
+
+    /// Validate `files` (fleet mode: a published set) exactly as a folder's files are, and
+    /// serve them if they are valid; otherwise the running set stays. Blocking, as
+    /// [`reload`](Self::reload).
+    pub(crate) fn apply(&self, label: PathBuf, files: Vec<(PathBuf, String)>) -> Result<u64, ConfigErrors> {
+        let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
+        let candidate = RouteFiles::Held { label, files };
+        let result = candidate.load(&self.base_dir).and_then(|set| self.build(set, candidate.label()));
+        if result.is_ok() {
+            *self.files.lock().unwrap_or_else(|p| p.into_inner()) = candidate;
+        }
+        self.install(result)
+    }
+
+    fn build(&self, set: RouteSet, label: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
+        let prev = self.current.load_full();
+        Snapshot::build(set, Some(&prev), prev.version + 1, &self.limits, &self.metrics, &self.registry)
+            .map_err(|m| {
+                ConfigErrors(vec![ConfigError { file: label.to_path_buf(), line: 1, column: 1, message: m }])
+            })
+    }
+
+    /// Swap in a built snapshot, or record why there is none.
+    fn install(&self, result: Result<Snapshot, ConfigErrors>) -> Result<u64, ConfigErrors> {
         let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(snap) => {

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["lib", "main"],
     &["admin", "server"],
+    &["fleet"],
     &["snapshot"],
     &["router", "stack"],
     &["balance"],

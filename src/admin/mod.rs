@@ -73,6 +73,8 @@ pub(crate) struct AdminState {
     pub token: Option<AdminToken>,
     /// The `GET /stats` buckets.
     pub stats: Arc<stats::Stats>,
+    /// Fleet mode: the source, for `GET /config` and `GET /fleet`.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 /// Serve the admin API on `socket` until `stop`: then stop accepting, and close each open
@@ -239,6 +241,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/routes") => json_response(StatusCode::OK, &routes_view(&snap)),
         (&Method::GET, "/upstreams") => json_response(StatusCode::OK, &upstreams_view(&snap)),
         (&Method::GET, "/stats") => json_response(StatusCode::OK, &state.stats.view(&snap)),
+        (&Method::GET, "/fleet") => fleet_view(state).await,
         (&Method::POST, "/reload") => {
             let r = Arc::clone(&state.reloader);
             let certs = state.certs.clone();
@@ -260,11 +263,11 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
         (
             _,
             "/" | "/healthz" | "/ready" | "/metrics" | "/config" | "/routes" | "/upstreams" | "/stats"
-            | "/reload",
+            | "/fleet" | "/reload",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n", "text/plain"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try / (the dashboard) /healthz /ready /metrics /config /routes /upstreams /stats, POST /reload\n",
+            "not found; try / (the dashboard) /healthz /ready /metrics /config /routes /upstreams /stats /fleet, POST /reload\n",
             "text/plain",
         ),
     }
@@ -320,7 +323,7 @@ fn error_view(e: &ConfigError, at: Option<SystemTime>) -> Value {
 
 fn config_view(state: &AdminState, snap: &Snapshot) -> Value {
     let last = state.reloader.last_error();
-    json!({
+    let mut v = json!({
         "version": snap.version,
         "loaded_at": rfc3339(snap.loaded_at),
         "files": snap.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
@@ -329,7 +332,47 @@ fn config_view(state: &AdminState, snap: &Snapshot) -> Value {
         // client CA bundle kept because the new one was unusable (they do not fail a reload).
         "tls_errors": state.certs.errors().iter().map(|(e, at)| error_view(e, *at)).collect::<Vec<_>>(),
         "certificates": certificates_view(&state.certs),
+    });
+    if let Some(f) = &state.fleet {
+        v["source"] = source_view(f);
+    }
+    v
+}
+
+/// `GET /config`'s `source` (fleet mode): where the routes come from, the newest published
+/// version seen and the one serving, and the source's failure while it lasts.
+fn source_view(f: &crate::fleet::Fleet) -> Value {
+    let m = f.member();
+    json!({
+        "type": f.source.kind(),
+        "published_version": f.published_version(),
+        "applied_version": f.applied_version(),
+        "member_id": m.id,
+        "last_error": m.last_error,
+        "source_error": f.source_error().map(|(e, at)| json!({"message": e, "at": rfc3339(at)})),
     })
+}
+
+/// `GET /fleet`: every member's record, read from the source now (404 outside fleet mode, 503
+/// when the source cannot be read).
+async fn fleet_view(state: &AdminState) -> Response<Body> {
+    let Some(f) = &state.fleet else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not in fleet mode: [gateway] has no routes_source\n",
+            "text/plain",
+        );
+    };
+    match f.store.members().await {
+        Ok(members) => json_response(
+            StatusCode::OK,
+            &json!({"published_version": f.published_version(), "members": members}),
+        ),
+        Err(e) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": format!("cannot read the members from {}: {e}", f.source.describe())}),
+        ),
+    }
 }
 
 /// Every loaded certificate, for the dashboard: its folder, file stem, DNS names and expiry.

@@ -43,10 +43,38 @@ pub(super) struct GatewayFile {
 pub(super) struct GatewaySection {
     /// Folder of route files.
     pub(super) routes_dir: Option<Spanned<String>>,
+    /// Fleet mode: routes from ZooKeeper or Consul KV instead of `routes_dir`.
+    pub(super) routes_source: Option<Spanned<RoutesSourceSection>>,
+    /// Fleet mode: where the last applied set is kept for starts while the source is down.
+    pub(super) routes_cache: Option<Spanned<String>>,
     /// How long to keep accepting after SIGTERM, with `/ready` at 503.
     pub(super) drain_delay: Option<Spanned<Scalar>>,
     /// Graceful drain limit.
     pub(super) drain_timeout: Option<Spanned<Scalar>>,
+}
+
+/// `[gateway] routes_source`: one struct with the keys of both types (validate checks which
+/// belong to the chosen `type`, as for `discovery`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RoutesSourceSection {
+    /// zookeeper | consul.
+    #[serde(rename = "type")]
+    pub(super) kind: Spanned<String>,
+    /// zookeeper: connect string.
+    pub(super) servers: Option<Spanned<String>>,
+    /// zookeeper: the fleet's node.
+    pub(super) path: Option<Spanned<String>>,
+    /// zookeeper: duration.
+    pub(super) session_timeout: Option<Spanned<Scalar>>,
+    /// zookeeper: variable holding `user:password` for digest auth.
+    pub(super) auth_env: Option<Spanned<String>>,
+    /// consul: agent URL.
+    pub(super) address: Option<Spanned<String>>,
+    /// consul: the fleet's key prefix.
+    pub(super) prefix: Option<Spanned<String>>,
+    /// consul: variable holding the ACL token.
+    pub(super) token_env: Option<Spanned<String>>,
 }
 
 /// `[admin]`.

@@ -17,6 +17,7 @@ pub mod watch;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::discovery::{ConsulAddress, DiscoveryConfig, DnsRecord, StaticEndpoint, ZkFormat};
+pub use model::fleet::{RoutesSource, ZkAuth};
 pub use model::gateway::{
     AccessLogConfig, AdminToken, EscapedSlashes, GatewayConfig, HttpConfig, Limits, ListenerConfig,
     ListenerTls,
@@ -29,4 +30,6 @@ pub use model::upstream::{
     Balance, HashOn, HealthCheck, HealthKind, Outlier, UpstreamConfig, UpstreamLimits, UpstreamProtocol,
     UpstreamTls,
 };
-pub use validate::{load_gateway, load_routes, load_routes_from_sources};
+pub use validate::{
+    load_gateway, load_routes, load_routes_from_sources, read_route_dir, validate_route_files, RouteDir,
+};

@@ -107,6 +107,13 @@ pub struct HandshakeLabels {
     pub result: &'static str,
 }
 
+/// `{type}`: a fleet's routes source, `zookeeper` or `consul`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// zookeeper | consul
+    pub r#type: &'static str,
+}
+
 /// `{cert}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabel {
@@ -175,6 +182,8 @@ pub struct Metrics {
     pub discovery_errors: Family<DiscoveryLabels, Counter>,
     /// `switchyard_config_reloads_total`
     pub config_reloads: Family<ResultLabel, Counter>,
+    /// `switchyard_routes_source_errors_total` (fleet mode)
+    pub routes_source_errors: Family<SourceLabel, Counter>,
     /// `switchyard_connections_active`
     pub connections_active: Family<ListenerLabel, Gauge>,
     /// `switchyard_tls_handshakes_total`
@@ -205,6 +214,7 @@ impl Metrics {
             discovery_updates: Family::default(),
             discovery_errors: Family::default(),
             config_reloads: Family::default(),
+            routes_source_errors: Family::default(),
             connections_active: Family::default(),
             tls_handshakes: Family::default(),
             tls_cert_expiry: Family::default(),
@@ -241,6 +251,11 @@ impl Metrics {
         );
         r.register("switchyard_discovery_errors", "Discovery failures", m.discovery_errors.clone());
         r.register("switchyard_config_reloads", "Reload attempts", m.config_reloads.clone());
+        r.register(
+            "switchyard_routes_source_errors",
+            "Failed reads and writes of the fleet's routes source",
+            m.routes_source_errors.clone(),
+        );
         r.register("switchyard_connections_active", "Open client connections", m.connections_active.clone());
         r.register("switchyard_tls_handshakes", "TLS handshakes", m.tls_handshakes.clone());
         r.register(

@@ -495,3 +495,20 @@ impl Stores {
         Some(w)
     }
 }
+
+/// The CA bundles a route set names (`[upstream.tls] ca`, a consul discovery's `tls_ca`),
+/// each one that cannot be used as an error: the gateway refuses a set whose bundles it cannot
+/// read, so `check` and `routes publish` do too.
+pub(crate) fn route_set_cas(set: &crate::config::RouteSet) -> Vec<ConfigError> {
+    let consul_ca = |u: &crate::config::UpstreamConfig| match &u.discovery {
+        crate::config::DiscoveryConfig::Consul { tls_ca, .. } => tls_ca.clone(),
+        _ => None,
+    };
+    let upstream_ca = |u: &crate::config::UpstreamConfig| u.tls.as_ref()?.ca.clone();
+    set.upstreams
+        .iter()
+        .flat_map(|u| [upstream_ca(u), consul_ca(u)])
+        .flatten()
+        .filter_map(|ca| roots(&ca).err())
+        .collect()
+}

@@ -426,6 +426,9 @@ pub mod disc;
 pub mod dns;
 pub mod zk;
 
+pub mod fleet;
+pub mod proc;
+
 /// The `/upstreams` entry of endpoint `addr` of upstream `up`.
 pub async fn endpoint_view(gw: &TestGateway, up: &str, addr: &str) -> serde_json::Value {
     let v = get(&gw.admin_url("/upstreams")).await.json();

@@ -10,8 +10,13 @@ use std::time::Duration;
 pub struct GatewayConfig {
     /// The file this came from.
     pub path: PathBuf,
-    /// `[gateway] routes_dir`, resolved against the config file's folder.
+    /// `[gateway] routes_dir`, resolved against the config file's folder (unused in fleet
+    /// mode).
     pub routes_dir: PathBuf,
+    /// `[gateway] routes_source`: fleet mode, routes from ZooKeeper or Consul KV.
+    pub routes_source: Option<super::fleet::RoutesSource>,
+    /// `[gateway] routes_cache`: fleet mode, the folder the last applied set is written to.
+    pub routes_cache: Option<PathBuf>,
     /// `[gateway] drain_delay`: after SIGTERM, `/ready` says 503 at once and the listeners keep
     /// accepting and serving for this long (so that load balancers see it and stop sending),
     /// before the drain proper. Zero (the default) = drain at once.

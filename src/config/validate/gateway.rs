@@ -19,7 +19,9 @@ impl Ctx<'_, '_> {
         let mut routes_dir = base.join("routes");
         let mut drain_delay = Duration::ZERO;
         let mut drain_timeout = Duration::from_secs(30);
+        let (mut routes_source, mut routes_cache) = (None, None);
         if let Some(g) = &f.gateway {
+            (routes_source, routes_cache) = self.fleet(g, base);
             if let Some(d) = &g.drain_delay {
                 drain_delay = self.duration(d).unwrap_or(drain_delay);
             }
@@ -151,6 +153,8 @@ impl Ctx<'_, '_> {
         Some(GatewayConfig {
             path: path.to_path_buf(),
             routes_dir,
+            routes_source,
+            routes_cache,
             drain_delay,
             drain_timeout,
             admin,

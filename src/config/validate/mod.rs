@@ -19,6 +19,7 @@
 mod address;
 mod diagnostics;
 mod discovery;
+mod fleet;
 mod gateway;
 mod route;
 #[cfg(test)]
@@ -71,6 +72,18 @@ pub fn load_gateway(path: &Path) -> Result<GatewayConfig, ConfigErrors> {
 /// `base` is the folder relative paths in route files (an `[upstream.tls] ca`) resolve
 /// against: the folder of `gateway.toml`, as for every other relative path.
 pub fn load_routes(dir: &Path, base: &Path) -> Result<RouteSet, ConfigErrors> {
+    let (sources, read_errors) = read_route_dir(dir)?;
+    validate_routes(sources, read_errors, Some(base))
+}
+
+/// The files of a routes folder, as `(path, text)`, and the errors of those that could not be
+/// read.
+pub type RouteDir = (Vec<(PathBuf, String)>, Vec<ConfigError>);
+
+/// Every `*.toml` in `dir` (not recursive, symlinks followed), as `(path, text)` in file-name
+/// order, with an error for each file that could not be read. Fails when `dir` cannot be
+/// listed.
+pub fn read_route_dir(dir: &Path) -> Result<RouteDir, ConfigErrors> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| ConfigErrors(vec![io_error(dir, "cannot read the routes directory", &e)]))?;
     let mut paths = Vec::new();
@@ -94,7 +107,7 @@ pub fn load_routes(dir: &Path, base: &Path) -> Result<RouteSet, ConfigErrors> {
             Err(e) => read_errors.push(io_error(&path, "cannot read the route file", &e)),
         }
     }
-    validate_routes(sources, read_errors, Some(base))
+    Ok((sources, read_errors))
 }
 
 /// Validate route files already in memory, as `(path, contents)` in load order.
@@ -104,6 +117,14 @@ pub fn load_routes(dir: &Path, base: &Path) -> Result<RouteSet, ConfigErrors> {
 /// of the route file that names it.
 pub fn load_routes_from_sources(files: Vec<(PathBuf, String)>) -> Result<RouteSet, ConfigErrors> {
     validate_routes(files, Vec::new(), None)
+}
+
+/// Validate route files held in memory, as `(name, contents)` in load order, exactly as
+/// [`load_routes`] validates the files of a folder: fleet mode's route files come from
+/// ZooKeeper or Consul, and relative paths in them resolve against `base` (the folder of
+/// `gateway.toml`).
+pub fn validate_route_files(files: Vec<(PathBuf, String)>, base: &Path) -> Result<RouteSet, ConfigErrors> {
+    validate_routes(files, Vec::new(), Some(base))
 }
 
 /// Resolve `p` against `base` (the folder of `gateway.toml`) unless it is absolute.
