@@ -164,7 +164,7 @@ impl Gateway {
             None => (snapshot::RouteFiles::Dir(routes_dir.clone()), None),
             Some(_) => {
                 let start = fleet::start(&cfg, Arc::clone(&metrics)).await.map_err(StartError::Other)?;
-                (start.files, Some(start.fleet))
+                (start.files, Some((start.fleet, start.fresh)))
             }
         };
         let reloader = Arc::new(Reloader::new(
@@ -306,7 +306,7 @@ impl Gateway {
             certs: certs.clone(),
             token: cfg.admin_token.clone(),
             stats: Arc::new(stats),
-            fleet: fleet.clone(),
+            fleet: fleet.as_ref().map(|(f, _)| Arc::clone(f)),
         });
         let admin = match admin_socket {
             Some(s) => {
@@ -322,15 +322,11 @@ impl Gateway {
 
         let mut watch = None;
         let fleet = match fleet {
-            Some(f) => {
+            Some((f, fresh)) => {
                 f.set_addresses(&listeners, admin);
                 let stop = CancellationToken::new();
-                let task = fleet::spawn(
-                    Arc::clone(&f),
-                    Arc::clone(&reloader),
-                    cfg.routes_cache.clone(),
-                    stop.clone(),
-                );
+                let cache = cfg.routes_cache.clone();
+                let task = fleet::spawn(Arc::clone(&f), Arc::clone(&reloader), cache, fresh, stop.clone());
                 Some((f, stop, task))
             }
             None => {

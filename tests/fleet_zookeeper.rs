@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use support::fleet::*;
-use support::zk::ZkServer;
+use support::zk::{self, ZkServer};
 use support::*;
 
 /// Publishing and applying are quick on loopback; this bounds a wait that would otherwise hang.
@@ -69,10 +69,17 @@ async fn a_published_set_is_served_by_every_gateway_and_an_invalid_one_is_refuse
     })
     .await;
     let f = gws[0].fleet().await;
-    let ids: Vec<String> = f["members"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> =
+        f["members"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect();
     for g in &gws {
         assert!(ids.contains(&g.member_id().await));
-        let m = f["members"].as_array().unwrap().iter().find(|m| m["admin"] == g.admin.to_string()).unwrap().clone();
+        let m = f["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["admin"] == g.admin.to_string())
+            .unwrap()
+            .clone();
         assert_eq!(m["listeners"][0]["address"], g.addr.to_string());
         assert_eq!(m["last_error"], serde_json::Value::Null);
     }
@@ -114,7 +121,10 @@ async fn a_published_set_is_served_by_every_gateway_and_an_invalid_one_is_refuse
     let out = command(cfg.path(), &["routes", "pull", pulled.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
-    let mut names: Vec<String> = std::fs::read_dir(&pulled).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(&pulled)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     assert_eq!(names, ["set-2-a.toml", "set-2-b.toml"]);
     assert_eq!(
@@ -122,4 +132,158 @@ async fn a_published_set_is_served_by_every_gateway_and_an_invalid_one_is_refuse
         std::fs::read_to_string(v2dir.join("set-2-a.toml")).unwrap()
     );
     let _ = Path::new("");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateway_leaves_the_fleet_within_the_session_timeout_and_a_stopped_one_at_once() {
+    let zk = ZkServer::start();
+    let cfg = config_dir(&source(&zk.connect_string(), ""));
+    let routes = cfg.path().join("routes");
+    write_set(&routes, 1);
+    published(&publish(cfg.path(), &routes, None, &[]));
+    let (d1, d2) =
+        (config_dir(&source(&zk.connect_string(), "")), config_dir(&source(&zk.connect_string(), "")));
+    let mut g1 = FleetGw::start(d1.path(), &[]).await;
+    let mut g2 = FleetGw::start(d2.path(), &[]).await;
+    let members = || async {
+        let out = command(cfg.path(), &["fleet", "--json"], &[]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let (id1, id2) = (g1.member_id().await, g2.member_id().await);
+    eventually("both gateways are members", CONVERGE, || async { members().await.len() == 2 }).await;
+
+    // SIGKILL: no goodbye; ZooKeeper ends the session after its timeout (2 s here).
+    g1.proc.signal("KILL");
+    g1.proc.exit(Duration::from_secs(5)).await;
+    let gone = eventually("the killed gateway's member node goes", Duration::from_secs(10), || async {
+        !members().await.contains(&id1)
+    })
+    .await;
+    eprintln!("killed gateway's member node gone after {gone:?} (session timeout 2 s)");
+    assert!(members().await.contains(&id2));
+
+    // SIGTERM: the drain ends by removing the node.
+    g2.proc.signal("TERM");
+    assert!(g2.proc.exit(Duration::from_secs(10)).await.success());
+    assert!(!members().await.contains(&id2), "a stopped gateway removes its node before it exits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_zookeeper_gateways_keep_serving_and_a_new_one_starts_from_its_cache() {
+    let mut zk = ZkServer::start();
+    let cfg = config_dir(&source(&zk.connect_string(), ""));
+    let routes = cfg.path().join("routes");
+    write_set(&routes, 1);
+    published(&publish(cfg.path(), &routes, None, &[]));
+    let d1 = config_dir(&source(&zk.connect_string(), ""));
+    let g1 = FleetGw::start(d1.path(), &[]).await;
+    converged(&[&g1], 1).await;
+    // g1 wrote its cache; a gateway started from d1's folder later uses it.
+    let cached = d1.path().join("state/routes/version");
+    eventually("the applied set is cached", CONVERGE, || async {
+        std::fs::read_to_string(&cached).is_ok_and(|v| v.trim() == "1")
+    })
+    .await;
+
+    zk.kill();
+    eventually("the source's failure shows in GET /config", CONVERGE, || async {
+        g1.config().await["source"]["source_error"].is_object()
+    })
+    .await;
+    assert_eq!(g1.body("/a").await, "1", "the running routes keep serving");
+    let errors = admin_metric(g1.admin, "switchyard_routes_source_errors_total{type=\"zookeeper\"}").await;
+    assert!(errors >= 1.0, "source failures are counted: {errors}");
+
+    // A second gateway with g1's cache starts and serves it; one without a cache cannot start.
+    let d2 = tempfile::tempdir().unwrap();
+    write_config(d2.path(), &source(&zk.connect_string(), ""), true);
+    copy_dir(&d1.path().join("state"), &d2.path().join("state"));
+    let g2 = FleetGw::start(d2.path(), &[]).await;
+    assert_eq!(g2.body("/a").await, "1");
+    assert_eq!(g2.applied().await, Some(1));
+    let d3 = config_dir(&source(&zk.connect_string(), ""));
+    let out = command(d3.path(), &[], &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot read the routes from zookeeper") && err.contains("no routes_cache"),
+        "{err}"
+    );
+    let out = command(d3.path(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot read the routes from zookeeper"), "{}", stderr(&out));
+
+    // ZooKeeper back: both follow the next publish.
+    zk.restart();
+    let v2 = cfg.path().join("v2");
+    write_set(&v2, 2);
+    let v = published(&publish(cfg.path(), &v2, None, &[]));
+    converged(&[&g1, &g2], v).await;
+    assert_eq!(g2.body("/b").await, "2");
+    eventually("the source error clears", CONVERGE, || async {
+        g1.config().await["source"]["source_error"].is_null()
+    })
+    .await;
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_env_only_the_publishers_identity_can_write_the_routes() {
+    let zk = ZkServer::start();
+    let with_auth = config_dir(&source(&zk.connect_string(), ", auth_env = \"TEST_ZK_AUTH\""));
+    let env = [("TEST_ZK_AUTH", "publisher:s3cret")];
+    let routes = with_auth.path().join("routes");
+    write_set(&routes, 1);
+
+    // The variable must be set: check names the key.
+    let out = command(with_auth.path(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("\"TEST_ZK_AUTH\" named by `auth_env` is not set"), "{}", stderr(&out));
+    assert_eq!(published(&publish(with_auth.path(), &routes, None, &env)), 1);
+
+    // Gateways need no password to read and register.
+    let d = config_dir(&source(&zk.connect_string(), ""));
+    let g = FleetGw::start(d.path(), &[]).await;
+    converged(&[&g], 1).await;
+    let member = tokio::time::timeout(CONVERGE, async {
+        while !g.fleet().await["members"].as_array().is_some_and(|m| m.len() == 1) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    if member.await.is_err() {
+        panic!("the gateway is no member; its log:\n{}", g.proc.lines().join("\n"));
+    }
+
+    // Anyone else cannot write: not the routes, not the version; publishing without the
+    // identity fails (exit 2) and changes nothing.
+    let anon = zk::client(&zk.connect_string()).await;
+    let denied = anon.set_data("/switchyard/edge/routes/set-1-a.toml", b"x", None).await;
+    assert!(matches!(denied, Err(zookeeper_client::Error::NoAuth)), "{denied:?}");
+    let denied = anon.set_data("/switchyard/edge/version", b"99", None).await;
+    assert!(matches!(denied, Err(zookeeper_client::Error::NoAuth)), "{denied:?}");
+    let v2 = d.path().join("v2");
+    write_set(&v2, 2);
+    let out = publish(d.path(), &v2, None, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(g.body("/a").await, "1");
+    // The publisher can.
+    assert_eq!(published(&publish(with_auth.path(), &v2, None, &env)), 2);
+    converged(&[&g], 2).await;
 }

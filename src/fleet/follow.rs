@@ -22,6 +22,7 @@ pub(crate) fn spawn(
     fleet: Arc<Fleet>,
     reloader: Arc<Reloader>,
     cache: Option<PathBuf>,
+    fresh: Option<Published>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let keep_alive = {
@@ -45,7 +46,13 @@ pub(crate) fn spawn(
     tokio::spawn(async move {
         tokio::select! {
             _ = stop.cancelled() => {}
-            _ = run(&fleet, &reloader, cache) => {}
+            _ = async {
+                // The set the gateway started with, when it came from the source.
+                if let Some(p) = fresh {
+                    write_cache(&cache, p).await;
+                }
+                run(&fleet, &reloader, cache).await
+            } => {}
         }
         fleet.store.close(&fleet.member().id).await;
     })
@@ -141,5 +148,14 @@ async fn apply(
             fleet.set_applied(None, Some(e.to_string()));
             Some(p.version)
         }
+    }
+}
+
+/// Replace `routes_cache` (if there is one) with `p`.
+async fn write_cache(cache: &Option<PathBuf>, p: Published) {
+    let Some(dir) = cache.clone() else { return };
+    let written = tokio::task::spawn_blocking(move || cache::write(&dir, &p).map_err(|e| (dir, e))).await;
+    if let Ok(Err((dir, e))) = written {
+        tracing::warn!(cache = %dir.display(), error = %e, "cannot write routes_cache");
     }
 }

@@ -337,6 +337,9 @@ pub(crate) struct Start {
     pub files: RouteFiles,
     /// The fleet.
     pub fleet: Arc<Fleet>,
+    /// The set read from the source at start, for `routes_cache` (not when it came from the
+    /// cache).
+    pub fresh: Option<Published>,
 }
 
 /// Read the published set (or, when the source cannot be reached or its set is invalid, the
@@ -365,11 +368,15 @@ pub(crate) async fn start(cfg: &GatewayConfig, metrics: Arc<Metrics>) -> Result<
         nudge: tokio::sync::Notify::new(),
     });
     let cached = || cfg.routes_cache.as_deref().and_then(|dir| cache::read(dir).transpose()).transpose();
+    let mut fresh = None;
     let first = match fleet.store.read().await {
         Ok(Some(p)) => {
             fleet.set_published(p.version);
             match crate::config::validate_route_files(held(&src, &p), cfg.base_dir()) {
-                Ok(_) => Some(p),
+                Ok(_) => {
+                    fresh = Some(p.clone());
+                    Some(p)
+                }
                 Err(errs) => {
                     let first = errs.0.first().map(ToString::to_string).unwrap_or_default();
                     let Some(c) = cached()? else {
@@ -415,7 +422,7 @@ pub(crate) async fn start(cfg: &GatewayConfig, metrics: Arc<Metrics>) -> Result<
         }
         None => Vec::new(),
     };
-    Ok(Start { files: RouteFiles::Held { label: set_label(&src), files }, fleet })
+    Ok(Start { files: RouteFiles::Held { label: set_label(&src), files }, fleet, fresh })
 }
 
 /// The machine's host name.

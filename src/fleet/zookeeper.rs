@@ -318,9 +318,13 @@ impl ZkStore {
         let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::new(&acls));
         let parent = self.at("members");
         // The parent is the publisher's to create (with its ACL); before any publish, make it.
-        match c.mkdir(&parent, &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())).await {
-            Ok(()) | Err(zk::Error::NodeExists) => {}
-            Err(e) => return Err(err("create", &parent, e)),
+        // (Asking for an existing node is not enough: ZooKeeper checks the parent's ACL before
+        // it looks, so a gateway without the publishers' identity gets `NoAuth`.)
+        if c.check_stat(&parent).await.map_err(|e| err("read", &parent, e))?.is_none() {
+            match c.mkdir(&parent, &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())).await {
+                Ok(()) | Err(zk::Error::NodeExists) => {}
+                Err(e) => return Err(err("create", &parent, e)),
+            }
         }
         match c.create(&path, data, &opts).await {
             Ok(_) => {}

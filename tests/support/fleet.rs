@@ -52,7 +52,8 @@ impl FleetGw {
         }
         let proc = Proc::spawn(&mut cmd, dir);
         let addr = proc.log("listening").await["fields"]["addr"].as_str().unwrap().parse().unwrap();
-        let admin = proc.log("admin API listening").await["fields"]["addr"].as_str().unwrap().parse().unwrap();
+        let admin =
+            proc.log("admin API listening").await["fields"]["addr"].as_str().unwrap().parse().unwrap();
         FleetGw { proc, dir: dir.to_path_buf(), addr, admin }
     }
 
@@ -80,7 +81,10 @@ impl FleetGw {
 
     /// The body of `GET path`.
     pub async fn body(&self, path: &str) -> String {
-        tokio::time::timeout(Duration::from_secs(5), get(&self.url(path))).await.map(|g| g.text()).unwrap_or_default()
+        tokio::time::timeout(Duration::from_secs(5), get(&self.url(path)))
+            .await
+            .map(|g| g.text())
+            .unwrap_or_default()
     }
 }
 
