@@ -147,3 +147,88 @@ pub fn served_tags(config: &Value) -> Vec<u64> {
         })
         .collect()
 }
+
+/// Load on a set of gateways while sets are published: every response of `GET /a` is counted,
+/// a failure (an error status or a failed exchange) is counted apart, and for each tag the
+/// first moment each gateway answered it is noted.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub state: std::sync::Arc<std::sync::Mutex<LoadState>>,
+}
+
+#[derive(Default, Debug)]
+pub struct LoadState {
+    pub ok: u64,
+    pub failed: u64,
+    pub failures: Vec<String>,
+    /// (gateway index, tag) → first time it was served.
+    pub first_seen: std::collections::HashMap<(usize, u64), std::time::Instant>,
+}
+
+impl Load {
+    /// `per_gateway` clients per gateway, each on its own keep-alive connection, sending
+    /// back to back.
+    pub fn start(addrs: &[SocketAddr], per_gateway: usize) -> Load {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let state = std::sync::Arc::new(std::sync::Mutex::new(LoadState::default()));
+        let mut tasks = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            for _ in 0..per_gateway {
+                let (stop, state, url) = (stop.clone(), state.clone(), format!("http://{addr}/a"));
+                tasks.push(tokio::spawn(async move {
+                    let client = super::client();
+                    while !stop.load(Ordering::Relaxed) {
+                        let req = http::Request::get(&url).body(super::full("")).unwrap();
+                        let got = tokio::time::timeout(Duration::from_secs(5), async {
+                            let r = client.request(req).await.map_err(|e| e.to_string())?;
+                            let status = r.status();
+                            let body = http_body_util::BodyExt::collect(r.into_body())
+                                .await
+                                .map_err(|e| e.to_string())?
+                                .to_bytes();
+                            Ok::<_, String>((status, body))
+                        })
+                        .await
+                        .unwrap_or_else(|_| Err("no answer in 5 s".into()));
+                        let now = std::time::Instant::now();
+                        let mut s = state.lock().unwrap();
+                        match got {
+                            Ok((status, body)) if status == 200 => {
+                                s.ok += 1;
+                                if let Ok(tag) = String::from_utf8_lossy(&body).parse::<u64>() {
+                                    s.first_seen.entry((i, tag)).or_insert(now);
+                                }
+                            }
+                            Ok((status, body)) => {
+                                s.failed += 1;
+                                s.failures.push(format!("{url}: {status} {}", String::from_utf8_lossy(&body)));
+                            }
+                            Err(e) => {
+                                s.failed += 1;
+                                s.failures.push(format!("{url}: {e}"));
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        Load { stop, tasks, state }
+    }
+
+    /// Stop the clients and wait for them.
+    pub async fn stop(self) -> std::sync::Arc<std::sync::Mutex<LoadState>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.state
+    }
+}
+
+/// Median and maximum of `xs` (sorted here).
+pub fn median_max(xs: &mut [Duration]) -> (Duration, Duration) {
+    xs.sort();
+    (xs[xs.len() / 2], xs[xs.len() - 1])
+}
