@@ -352,3 +352,48 @@ async fn measure_publish_to_serving() {
     );
     assert_eq!(load.failed, 0, "{:?}", &load.failures[..load.failures.len().min(5)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_set_written_by_another_tool_keeps_the_last_good_one_and_says_why() {
+    let zk = ZkServer::start();
+    let cfg = config_dir(&source(&zk.connect_string(), ""));
+    let routes = cfg.path().join("routes");
+    write_set(&routes, 1);
+    published(&publish(cfg.path(), &routes, None, &[]));
+    let d = config_dir(&source(&zk.connect_string(), ""));
+    let g = FleetGw::start(d.path(), &[]).await;
+    converged(&[&g], 1).await;
+
+    // Another publisher writes a broken file and version 2 in one transaction.
+    let c = zk::client(&zk.connect_string()).await;
+    let mut w = c.new_multi_writer();
+    w.add_set_data("/switchyard/edge/routes/set-1-b.toml", b"[[route]]\nname = 1\n", None).unwrap();
+    w.add_set_data("/switchyard/edge/version", b"2", None).unwrap();
+    w.commit().await.unwrap();
+
+    eventually("the gateway sees version 2 and refuses it", CONVERGE, || async {
+        let s = g.config().await["source"].clone();
+        s["published_version"] == 2 && s["last_error"].is_string()
+    })
+    .await;
+    let c2 = g.config().await;
+    assert_eq!(c2["source"]["applied_version"], 1, "the last good set keeps serving");
+    let err = c2["source"]["last_error"].as_str().unwrap();
+    assert!(err.starts_with("zookeeper:/switchyard/edge/routes/set-1-b.toml:2:8: "), "{err}");
+    assert_eq!(c2["last_error"]["file"], "zookeeper:/switchyard/edge/routes/set-1-b.toml");
+    assert_eq!(g.body("/b").await, "1");
+    eventually("the member record says why", CONVERGE, || async {
+        g.fleet().await["members"][0]["last_error"].as_str().is_some_and(|e| e.contains("set-1-b.toml:2:8"))
+    })
+    .await;
+    assert_eq!(g.fleet().await["members"][0]["routes_version"], 1);
+
+    // A valid publish clears it.
+    write_set(&routes, 3);
+    let v = published(&publish(cfg.path(), &routes, None, &[]));
+    assert_eq!(v, 3);
+    converged(&[&g], 3).await;
+    let c3 = g.config().await;
+    assert!(c3["source"]["last_error"].is_null() && c3["last_error"].is_null(), "{c3}");
+    assert_eq!(g.body("/b").await, "3");
+}
