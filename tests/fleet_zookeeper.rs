@@ -131,7 +131,6 @@ async fn a_published_set_is_served_by_every_gateway_and_an_invalid_one_is_refuse
         std::fs::read_to_string(pulled.join("set-2-a.toml")).unwrap(),
         std::fs::read_to_string(v2dir.join("set-2-a.toml")).unwrap()
     );
-    let _ = Path::new("");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,14 +261,10 @@ async fn with_auth_env_only_the_publishers_identity_can_write_the_routes() {
     let d = config_dir(&source(&zk.connect_string(), ""));
     let g = FleetGw::start(d.path(), &[]).await;
     converged(&[&g], 1).await;
-    let member = tokio::time::timeout(CONVERGE, async {
-        while !g.fleet().await["members"].as_array().is_some_and(|m| m.len() == 1) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    if member.await.is_err() {
-        panic!("the gateway is no member; its log:\n{}", g.proc.lines().join("\n"));
-    }
+    eventually("the gateway is a member", CONVERGE, || async {
+        g.fleet().await["members"].as_array().is_some_and(|m| m.len() == 1)
+    })
+    .await;
 
     // Anyone else cannot write: not the routes, not the version; publishing without the
     // identity fails (exit 2) and changes nothing.
@@ -331,7 +326,12 @@ async fn publishes_under_load_fail_no_request() {
     let (latencies, load) = publish_under_load(&zk.connect_string(), 5).await;
     assert_eq!(latencies.len(), 5);
     assert!(load.ok > 0);
-    assert_eq!(load.failed, 0, "failed requests during publishes: {:?}", &load.failures[..load.failures.len().min(5)]);
+    assert_eq!(
+        load.failed,
+        0,
+        "failed requests during publishes: {:?}",
+        &load.failures[..load.failures.len().min(5)]
+    );
 }
 
 /// The measurement (bench/fleet.sh runs it): 20 publishes to three gateways under

@@ -243,6 +243,10 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/stats") => json_response(StatusCode::OK, &state.stats.view(&snap)),
         (&Method::GET, "/fleet") => fleet_view(state).await,
         (&Method::POST, "/reload") => {
+            if let Some(f) = &state.fleet {
+                // Fleet mode: read the source now too.
+                f.nudge.notify_one();
+            }
             let r = Arc::clone(&state.reloader);
             let certs = state.certs.clone();
             let reload = move || {

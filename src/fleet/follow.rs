@@ -6,7 +6,7 @@
 //! published (or `POST /reload` asks); its first error shows in `GET /config`, `GET /fleet`
 //! and the member record. A source that fails (unreachable, session lost) keeps the running
 //! set; the failure is counted in `switchyard_routes_source_errors_total`, shown, and retried
-//! with the discovery sources' backoff (1 s to 30 s, jittered).
+//! with a jittered backoff from 1 s to 10 s.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,9 +59,11 @@ pub(crate) fn spawn(
 }
 
 async fn run(fleet: &Fleet, reloader: &Arc<Reloader>, cache: Option<PathBuf>) {
+    // Up to 10 s (discovery goes to 30 s): a read of the fleet's set is cheap, and a fleet
+    // should pick up a publish soon after its source is back.
     let mut backoff = crate::backoff::Backoff::new(
         std::time::Duration::from_secs(1),
-        std::time::Duration::from_secs(30),
+        std::time::Duration::from_secs(10),
         crate::backoff::Jitter::Spread(0.2),
     );
     // A version refused once is not validated again until something changes.

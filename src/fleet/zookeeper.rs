@@ -142,7 +142,9 @@ impl ZkStore {
     pub(crate) async fn wait(&self, known: Option<u64>) -> Result<(), String> {
         let c = self.client().await?;
         let path = self.at("version");
-        let watch = match c.get_and_watch_data(&path).await {
+        let late = || format!("ZooKeeper {path}: no answer within {:?}", super::OP_TIMEOUT);
+        let get = tokio::time::timeout(super::OP_TIMEOUT, c.get_and_watch_data(&path));
+        let watch = match get.await.map_err(|_| late())? {
             Ok((data, _, w)) => {
                 if parse_version(&data).ok() != known {
                     return Ok(());
@@ -150,7 +152,8 @@ impl ZkStore {
                 w
             }
             Err(zk::Error::NoNode) => {
-                match c.check_and_watch_stat(&path).await.map_err(|e| err("watch", &path, e))? {
+                let stat = tokio::time::timeout(super::OP_TIMEOUT, c.check_and_watch_stat(&path));
+                match stat.await.map_err(|_| late())?.map_err(|e| err("watch", &path, e))? {
                     (Some(_), _) => return Ok(()),
                     (None, _) if known.is_some() => return Ok(()),
                     (None, w) => w,

@@ -203,7 +203,8 @@ impl Load {
                             }
                             Ok((status, body)) => {
                                 s.failed += 1;
-                                s.failures.push(format!("{url}: {status} {}", String::from_utf8_lossy(&body)));
+                                s.failures
+                                    .push(format!("{url}: {status} {}", String::from_utf8_lossy(&body)));
                             }
                             Err(e) => {
                                 s.failed += 1;
