@@ -2,6 +2,7 @@
 //! under `routes/`, and scratch folders for `gateway.toml`.
 
 mod errors;
+mod fleet;
 mod gateway;
 mod routes;
 mod units;
