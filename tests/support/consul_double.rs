@@ -14,10 +14,18 @@
 //! - HTTPS on a second port ([`ConsulDouble::serve_tls`]), as an agent with both `ports.http`
 //!   and `ports.https` set serves the same API on both; the tests keep registering over HTTP.
 //!
+//! - The KV store (`/v1/kv`), transactions (`/v1/txn`) and sessions (`/v1/session`), with
+//!   blocking KV and session reads: see consul_kv.rs.
+//!
+//! One raft-style index serves the whole double, as on a server: every write (catalog, KV,
+//! session) takes the next one. Like Consul, each read answers with the index of what it read,
+//! not the raft index: the health endpoint with the index of the last catalog write, so a KV
+//! write does not wake a health query.
+//!
 //! Controls a real agent does not have: count requests and the blocking queries held right
 //! now, stop and restart (an outage), move the index backwards (a restarted server), answer
 //! blocking queries at once (a misbehaving proxy), swap the HTTPS certificate (an agent
-//! restarted with a certificate from another CA).
+//! restarted with a certificate from another CA); for KV and sessions see consul_kv.rs.
 //!
 //! Both ports are held ([`PortHold`]) for the double's whole life: an outage closes the
 //! listener and its connections (new connections are refused), never the port, and a restart
@@ -41,7 +49,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_rustls::TlsAcceptor;
 
 use super::PortHold;
@@ -58,20 +66,47 @@ struct Instance {
 }
 
 #[derive(Debug, Default)]
-struct Inner {
+pub(super) struct Inner {
     services: BTreeMap<String, Instance>,
     token: Option<String>,
     answer_at_once: bool,
+    /// The index of the last catalog write: what health queries answer with and block on.
+    catalog_index: u64,
+    /// KV entries, tombstones, sessions and lock delays (consul_kv.rs).
+    pub(super) kv: super::consul_kv::Store,
 }
 
+/// What the listeners, the session reaper and the controls share. Every write holds `inner`
+/// while it takes its index from `index` ([`DoubleState::next_index`]) and changes the state,
+/// so a blocking query woken by the new index sees the change.
 #[derive(Debug)]
-struct DoubleState {
-    inner: Mutex<Inner>,
-    /// (index, restarts): a restart releases every held query even if the index went down.
-    index: watch::Sender<(u64, u64)>,
+pub(super) struct DoubleState {
+    pub(super) inner: Mutex<Inner>,
+    /// (raft index, restarts): a restart releases every held query even if the index went down.
+    pub(super) index: watch::Sender<(u64, u64)>,
     health_requests: AtomicUsize,
-    /// Blocking queries being held right now.
+    pub(super) kv_requests: AtomicUsize,
+    pub(super) txn_requests: AtomicUsize,
+    pub(super) session_requests: AtomicUsize,
+    /// Health blocking queries being held right now.
     held: AtomicUsize,
+    /// KV and session blocking queries being held right now.
+    pub(super) kv_held: AtomicUsize,
+    /// Wakes the session reaper when a session with a TTL is created.
+    pub(super) sessions_changed: Notify,
+}
+
+impl DoubleState {
+    /// The next raft index, for a write. The caller holds `inner` (hence the argument) until its
+    /// change is made.
+    pub(super) fn next_index(&self, _locked: &mut Inner) -> u64 {
+        let mut next = 0;
+        self.index.send_modify(|(i, _)| {
+            *i += 1;
+            next = *i;
+        });
+        next
+    }
 }
 
 /// Counts one held blocking query for as long as it lives (also when the client goes away).
@@ -96,23 +131,38 @@ pub struct ConsulDouble {
     pub addr: SocketAddr,
     /// The HTTP port, held while the listener comes and goes.
     port: PortHold,
-    state: Arc<DoubleState>,
+    pub(super) state: Arc<DoubleState>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The HTTPS port and listener once [`serve_tls`](Self::serve_tls) was called.
     tls: Mutex<Option<(PortHold, tokio::task::JoinHandle<()>)>>,
+    /// Invalidates sessions whose TTL ran out; runs through outages, as a server's clock would.
+    reaper: tokio::task::JoinHandle<()>,
 }
 
 impl ConsulDouble {
     pub async fn start() -> ConsulDouble {
         let port = PortHold::new();
         let state = Arc::new(DoubleState {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner { catalog_index: 10, ..Inner::default() }),
             index: watch::channel((10, 0)).0,
             health_requests: AtomicUsize::new(0),
+            kv_requests: AtomicUsize::new(0),
+            txn_requests: AtomicUsize::new(0),
+            session_requests: AtomicUsize::new(0),
             held: AtomicUsize::new(0),
+            kv_held: AtomicUsize::new(0),
+            sessions_changed: Notify::new(),
         });
         let task = serve(port.listen(), Arc::clone(&state), None);
-        ConsulDouble { addr: port.addr(), port, state, task: Mutex::new(Some(task)), tls: Mutex::new(None) }
+        let reaper = tokio::spawn(super::consul_kv::reap_sessions(Arc::clone(&state)));
+        ConsulDouble {
+            addr: port.addr(),
+            port,
+            state,
+            task: Mutex::new(Some(task)),
+            tls: Mutex::new(None),
+            reaper,
+        }
     }
 
     /// Serve the same API over HTTPS with `cfg` on a second loopback port, and return it.
@@ -138,7 +188,8 @@ impl ConsulDouble {
         self.state.health_requests.load(Ordering::SeqCst)
     }
 
-    /// Blocking queries being held right now (waiting for a change or for their `wait`).
+    /// Health blocking queries being held right now (waiting for a change or for their `wait`);
+    /// KV and session ones are counted by [`kv_held`](Self::kv_held).
     pub fn held(&self) -> usize {
         self.state.held.load(Ordering::SeqCst)
     }
@@ -155,8 +206,11 @@ impl ConsulDouble {
     }
 
     /// Move the index back to `to` (a restarted server that lost its raft log), waking every
-    /// blocked query.
+    /// blocked query: health queries answer with `to`. KV entries and sessions keep the
+    /// indexes they have; the next writes take `to + 1` on.
     pub fn reset_index(&self, to: u64) {
+        let mut inner = self.state.inner.lock().unwrap();
+        inner.catalog_index = to;
         self.state.index.send_modify(|(i, r)| {
             *i = to;
             *r += 1;
@@ -181,6 +235,7 @@ impl ConsulDouble {
 
 impl Drop for ConsulDouble {
     fn drop(&mut self) {
+        self.reaper.abort();
         if let Some(t) = self.task.lock().unwrap().take() {
             t.abort();
         }
@@ -237,13 +292,21 @@ where
         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
 }
 
-fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+pub(super) fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r
 }
 
-fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
+/// Percent-decoded, as Go's `net/url` does (`+` is a space in a query).
+pub(super) fn decode(s: &str, plus_is_space: bool) -> String {
+    let s = if plus_is_space { s.replace('+', " ") } else { s.to_owned() };
+    percent_encoding::percent_decode_str(&s).decode_utf8_lossy().into_owned()
+}
+
+/// The query parameters, decoded; a parameter given without `=` maps to "" (Consul takes a
+/// flag such as `?recurse` as set whatever its value).
+pub(super) fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
     req.uri()
         .query()
         .unwrap_or("")
@@ -251,21 +314,73 @@ fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
         .filter(|s| !s.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k.to_owned(), v.replace("%20", " "))
+            (decode(k, true), decode(v, true))
         })
         .collect()
 }
 
-/// Go's duration syntax, the subset Consul clients send.
-fn parse_wait(s: &str) -> Option<Duration> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        _ => return None,
-    })
+/// A duration in Go's syntax (`time.ParseDuration`: "300ms", "1.5s", "1m30s", "2h", "0"), as
+/// Consul parses `wait`, `TTL` and `LockDelay`. Negative durations are refused.
+pub(super) fn go_duration(s: &str) -> Option<Duration> {
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut nanos = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (num, after) = rest.split_at(num_len);
+        let value: f64 = num.parse().ok()?;
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        nanos += value * scale;
+        rest = after;
+    }
+    (!s.is_empty()).then(|| Duration::from_nanos(nanos.round() as u64))
+}
+
+/// `wait` as Consul takes it: 5 minutes when absent, at most 10 minutes.
+pub(super) fn max_wait(wait: Option<Duration>) -> Duration {
+    wait.unwrap_or(Duration::from_secs(300)).min(Duration::from_secs(600))
+}
+
+/// Hold a blocking query until `ready` says the result of its read may have changed, its
+/// `wait` passes, the index is reset (a restart), or [`ConsulDouble::answer_at_once`] is on.
+/// It is counted in `held` while held. As Consul does, the caller answers at once (without
+/// calling this) when the index of its read is already above the one asked for.
+pub(super) async fn hold(
+    state: &DoubleState,
+    wait: Duration,
+    held: &AtomicUsize,
+    ready: impl Fn(&Inner) -> bool,
+) {
+    let mut rx = state.index.subscribe();
+    let restarts = rx.borrow_and_update().1;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut holding = None;
+    loop {
+        // Seen before the state is looked at: a write after this look wakes `changed` below.
+        let r = rx.borrow_and_update().1;
+        {
+            let inner = state.inner.lock().unwrap();
+            if inner.answer_at_once || r != restarts || ready(&inner) {
+                break;
+            }
+        }
+        holding.get_or_insert_with(|| Holding::new(held));
+        if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            break;
+        }
+    }
 }
 
 async fn handle(state: &DoubleState, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -276,33 +391,28 @@ async fn handle(state: &DoubleState, req: Request<Incoming>) -> Response<Full<By
             return reply(StatusCode::FORBIDDEN, "Permission denied: token not found");
         }
     }
+    if let Some(key) = path.strip_prefix("/v1/kv/") {
+        return super::consul_kv::kv(state, req, decode(key, false)).await;
+    }
+    if path == "/v1/txn" {
+        return super::consul_kv::txn(state, req).await;
+    }
+    if let Some(rest) = path.strip_prefix("/v1/session/") {
+        return super::consul_kv::session(state, req, decode(rest, false)).await;
+    }
     if let (&Method::GET, Some(name)) = (req.method(), path.strip_prefix("/v1/health/service/")) {
         state.health_requests.fetch_add(1, Ordering::SeqCst);
         let q = query(&req);
-        let name = name.replace("%20", " ");
+        let name = decode(name, false);
         if let Some(index) = q.get("index").and_then(|i| i.parse::<u64>().ok()) {
-            let wait = q.get("wait").and_then(|w| parse_wait(w)).unwrap_or(Duration::from_secs(300));
-            let wait = wait.min(Duration::from_secs(600));
-            let mut rx = state.index.subscribe();
-            let restarts = rx.borrow_and_update().1;
-            // As Consul does: held while the index is at or below the requested one, until
-            // `wait` passes; a "restart" (reset_index) releases held queries with the lower index.
-            let deadline = tokio::time::Instant::now() + wait;
-            let mut holding = None;
-            while !state.inner.lock().unwrap().answer_at_once {
-                let (now, r) = *rx.borrow_and_update();
-                if now > index || r != restarts {
-                    break;
-                }
-                holding.get_or_insert_with(|| Holding::new(&state.held));
-                if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
-                    break;
-                }
-            }
-            drop(holding);
+            // As Consul does: held while the catalog's index is at or below the requested
+            // one, until `wait` passes; a "restart" (reset_index) releases held queries with
+            // the lower index.
+            let wait = max_wait(q.get("wait").and_then(|w| go_duration(w)));
+            hold(state, wait, &state.held, |inner| inner.catalog_index > index).await;
         }
-        let index = state.index.borrow().0;
         let inner = state.inner.lock().unwrap();
+        let index = inner.catalog_index;
         let passing_only = q.get("passing").is_some_and(|v| v != "false" && v != "0");
         let entries: Vec<Value> = inner
             .services
@@ -352,27 +462,37 @@ async fn handle(state: &DoubleState, req: Request<Incoming>) -> Response<Full<By
             // No check: passing. A TTL check starts critical until it is passed.
             passing: v["Check"]["TTL"].is_null(),
         };
-        state.inner.lock().unwrap().services.insert(inst.id.clone(), inst);
-        state.index.send_modify(|(i, _)| *i += 1);
+        catalog_write(state, |inner| {
+            inner.services.insert(inst.id.clone(), inst);
+        });
         return reply(StatusCode::OK, "");
     }
     if let Some(id) = path.strip_prefix("/v1/agent/service/deregister/") {
-        state.inner.lock().unwrap().services.remove(id);
-        state.index.send_modify(|(i, _)| *i += 1);
+        catalog_write(state, |inner| {
+            inner.services.remove(id);
+        });
         return reply(StatusCode::OK, "");
     }
     for (prefix, passing) in
         [("/v1/agent/check/pass/service:", true), ("/v1/agent/check/fail/service:", false)]
     {
         if let Some(id) = path.strip_prefix(prefix) {
-            if let Some(i) = state.inner.lock().unwrap().services.get_mut(id) {
-                i.passing = passing;
-            }
-            state.index.send_modify(|(i, _)| *i += 1);
+            catalog_write(state, |inner| {
+                if let Some(i) = inner.services.get_mut(id) {
+                    i.passing = passing;
+                }
+            });
             return reply(StatusCode::OK, "");
         }
     }
     reply(StatusCode::NOT_FOUND, "not found")
+}
+
+/// A catalog change at the next index.
+fn catalog_write(state: &DoubleState, change: impl FnOnce(&mut Inner)) {
+    let mut inner = state.inner.lock().unwrap();
+    change(&mut inner);
+    inner.catalog_index = state.next_index(&mut inner);
 }
 
 // === the backend the tests drive: the double, or a real agent ===

@@ -422,6 +422,7 @@ pub async fn closed_after(
 pub mod browser;
 pub mod certs;
 pub mod consul_double;
+pub mod consul_kv;
 pub mod disc;
 pub mod dns;
 pub mod zk;
