@@ -231,18 +231,6 @@ async fn without_zookeeper_gateways_keep_serving_and_a_new_one_starts_from_its_c
     .await;
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_auth_env_only_the_publishers_identity_can_write_the_routes() {
     let zk = ZkServer::start();
@@ -283,47 +271,10 @@ async fn with_auth_env_only_the_publishers_identity_can_write_the_routes() {
     converged(&[&g], 2).await;
 }
 
-/// Publish `count` sets to three gateways under load; returns, per publish, the time from
-/// starting `switchyard routes publish` to the moment the last gateway answered with the new
-/// set, and the load's outcome.
-async fn publish_under_load(servers: &str, count: u64) -> (Vec<Duration>, LoadState) {
-    let cfg = config_dir(&source(servers, ""));
-    let routes = cfg.path().join("routes");
-    write_set(&routes, 1);
-    published(&publish(cfg.path(), &routes, None, &[]));
-    let dirs: Vec<_> = (0..3).map(|_| config_dir(&source(servers, ""))).collect();
-    let mut gws = Vec::new();
-    for d in &dirs {
-        gws.push(FleetGw::start(d.path(), &[]).await);
-    }
-    let all: Vec<&FleetGw> = gws.iter().collect();
-    converged(&all, 1).await;
-    let load = Load::start(&gws.iter().map(|g| g.addr).collect::<Vec<_>>(), 2);
-    let mut latencies = Vec::new();
-    for tag in 2..=count + 1 {
-        write_set(&routes, tag);
-        let t0 = std::time::Instant::now();
-        let v = published(&publish(cfg.path(), &routes, None, &[]));
-        assert_eq!(v, tag);
-        let state = &load.state;
-        eventually(&format!("every gateway serves set {tag}"), CONVERGE, || async {
-            let s = state.lock().unwrap();
-            (0..3).all(|i| s.first_seen.contains_key(&(i, tag)))
-        })
-        .await;
-        let s = state.lock().unwrap();
-        let last = (0..3).map(|i| s.first_seen[&(i, tag)]).max().unwrap();
-        latencies.push(last.duration_since(t0));
-    }
-    let state = load.stop().await;
-    let state = std::mem::take(&mut *state.lock().unwrap());
-    (latencies, state)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_under_load_fail_no_request() {
     let zk = ZkServer::start();
-    let (latencies, load) = publish_under_load(&zk.connect_string(), 5).await;
+    let (latencies, load) = publish_under_load(&source(&zk.connect_string(), ""), 5).await;
     assert_eq!(latencies.len(), 5);
     assert!(load.ok > 0);
     assert_eq!(
@@ -340,7 +291,7 @@ async fn publishes_under_load_fail_no_request() {
 #[ignore = "a measurement: bench/fleet.sh runs it"]
 async fn measure_publish_to_serving() {
     let zk = ZkServer::start();
-    let (mut latencies, load) = publish_under_load(&zk.connect_string(), 20).await;
+    let (mut latencies, load) = publish_under_load(&source(&zk.connect_string(), ""), 20).await;
     let (median, max) = median_max(&mut latencies);
     println!(
         "fleet zookeeper: 20 publishes to 3 gateways: publish -> all serving median {:.1} ms, max {:.1} ms; \

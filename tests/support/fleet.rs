@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::proc::Proc;
-use super::{bin, get};
+use super::{bin, eventually, get};
 
 /// A gateway process in fleet mode.
 pub struct FleetGw {
@@ -232,4 +232,59 @@ impl Load {
 pub fn median_max(xs: &mut [Duration]) -> (Duration, Duration) {
     xs.sort();
     (xs[xs.len() / 2], xs[xs.len() - 1])
+}
+
+/// Publish `count` sets to three gateways under load; returns, per publish, the time from
+/// starting `switchyard routes publish` to the moment the last gateway answered with the new
+/// set, and the load's outcome.
+pub async fn publish_under_load(source: &str, count: u64) -> (Vec<Duration>, LoadState) {
+    let cfg = config_dir(source);
+    let routes = cfg.path().join("routes");
+    write_set(&routes, 1);
+    published(&publish(cfg.path(), &routes, None, &[]));
+    let dirs: Vec<_> = (0..3).map(|_| config_dir(source)).collect();
+    let mut gws = Vec::new();
+    for d in &dirs {
+        gws.push(FleetGw::start(d.path(), &[]).await);
+    }
+    let all: Vec<&FleetGw> = gws.iter().collect();
+    for g in &all {
+        eventually("the gateway applies version 1", Duration::from_secs(20), || async {
+            g.applied().await == Some(1)
+        })
+        .await;
+    }
+    let load = Load::start(&gws.iter().map(|g| g.addr).collect::<Vec<_>>(), 2);
+    let mut latencies = Vec::new();
+    for tag in 2..=count + 1 {
+        write_set(&routes, tag);
+        let t0 = std::time::Instant::now();
+        let v = published(&publish(cfg.path(), &routes, None, &[]));
+        assert_eq!(v, tag);
+        let state = &load.state;
+        eventually(&format!("every gateway serves set {tag}"), Duration::from_secs(20), || async {
+            let s = state.lock().unwrap();
+            (0..3).all(|i| s.first_seen.contains_key(&(i, tag)))
+        })
+        .await;
+        let s = state.lock().unwrap();
+        let last = (0..3).map(|i| s.first_seen[&(i, tag)]).max().unwrap();
+        latencies.push(last.duration_since(t0));
+    }
+    let state = load.stop().await;
+    let state = std::mem::take(&mut *state.lock().unwrap());
+    (latencies, state)
+}
+
+/// Copy a folder tree (a gateway's state, to start another gateway from it).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
 }
