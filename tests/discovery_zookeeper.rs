@@ -1,14 +1,15 @@
 //! ZooKeeper discovery end to end: the real gateway watching a real ZooKeeper server
 //! (Debian's package, started by tests/support/zk.rs; `apt-get install -y zookeeper`).
-//! Tests that kill or restart the server get their own; the others share one per binary.
+//! Tests that kill or restart the server get their own; the others share one per binary. The
+//! last ones run a three-server ensemble (`ZkEnsemble`) and kill servers of it.
 
 mod support;
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::disc::*;
-use support::zk::{self, ZkServer};
+use support::zk::{self, ZkEnsemble, ZkServer};
 use support::*;
 
 fn shared() -> &'static ZkServer {
@@ -39,6 +40,44 @@ fn upstream(name: &str, servers: &str, path: &str, extra: &str) -> String {
         "[[upstream]]\nname = \"{name}\"\ndiscovery = {{ type = \"zookeeper\", servers = \"{servers}\", path = \"{path}\"{extra} }}\n\
          [[route]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\nupstream = \"{name}\"\n"
     )
+}
+
+/// `path/HOST:PORT` of `u` as a persistent node (and `path`, if missing): a member that
+/// outlasts every session, written through a client of its own.
+async fn persistent_member(servers: &str, path: &str, u: &FakeUpstream) {
+    let c = zk::client(servers).await;
+    zk::mkdirs(&c, &format!("{path}/{}", u.authority())).await;
+}
+
+/// Wait until upstream `svc` shows a ZooKeeper outage as its `last_error`.
+async fn until_outage_shown(gw: &TestGateway) {
+    eventually("the outage shown as last_error", Duration::from_secs(10), || async {
+        upstream_view(gw, "svc").await["discovery"]["last_error"].as_str().is_some()
+    })
+    .await;
+}
+
+/// Wait until upstream `svc`'s `last_error` is cleared (connected and read again).
+async fn until_reconnected(gw: &TestGateway) {
+    eventually("reconnected: last_error cleared", Duration::from_secs(15), || async {
+        upstream_view(gw, "svc").await["discovery"]["last_error"].is_null()
+    })
+    .await;
+}
+
+/// Run `f` on `server` (a `ZkServer` or `ZkEnsemble`) off the runtime, as it blocks (kills,
+/// starts, waits for a quorum); gives `server` back, and how long `f` took.
+async fn blocking<T: Send + 'static>(
+    mut server: T,
+    f: impl FnOnce(&mut T) + Send + 'static,
+) -> (T, Duration) {
+    tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        f(&mut server);
+        (server, t.elapsed())
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -169,31 +208,19 @@ async fn a_missing_path_is_an_empty_set_until_it_appears() {
     until_served(&gw, "/svc", &["a"], Duration::from_secs(1)).await;
 }
 
-#[tokio::test]
-async fn killing_zookeeper_keeps_the_set_and_a_restart_resumes_the_watches() {
-    let mut server = tokio::task::spawn_blocking(ZkServer::start).await.unwrap();
-    let cs = server.connect_string();
+/// All of ZooKeeper going away (`down`) and coming back (`up`, on the same ports with the same
+/// data): the gateway keeps its set and shows the outage meanwhile, then resumes its watches.
+/// Its session (30 s) outlives the outage, as the servers keep sessions on disk.
+async fn outage_and_recovery<T: Send + 'static>(server: T, cs: &str, down: fn(&mut T), up: fn(&mut T)) -> T {
     let (a, b) = (echo("a").await, echo("b").await);
     let path = "/svc";
-    {
-        let c = zk::client(&cs).await;
-        zk::mkdirs(&c, path).await;
-        // Persistent members: they survive the test client's session across the outage.
-        zk::mkdirs(&c, &format!("{path}/{}", a.authority())).await;
-    }
-    let gw = gateway(&upstream("svc", &cs, path, ", session_timeout = \"30s\"")).await;
+    // Persistent members: they survive the test client's session across the outage.
+    persistent_member(cs, path, &a).await;
+    let gw = gateway(&upstream("svc", cs, path, ", session_timeout = \"30s\"")).await;
     until_served(&gw, "/svc", &["a"], Duration::from_secs(10)).await;
 
-    let mut server = tokio::task::spawn_blocking(move || {
-        server.kill();
-        server
-    })
-    .await
-    .unwrap();
-    eventually("the outage shown as last_error", Duration::from_secs(10), || async {
-        upstream_view(&gw, "svc").await["discovery"]["last_error"].as_str().is_some()
-    })
-    .await;
+    let (server, _) = blocking(server, down).await;
+    until_outage_shown(&gw).await;
     for _ in 0..3 {
         assert_eq!(served(&gw, "/svc", 6).await, set(&["a"]), "traffic continues to the last set");
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -202,33 +229,30 @@ async fn killing_zookeeper_keeps_the_set_and_a_restart_resumes_the_watches() {
         metric_value(&gw, "switchyard_discovery_errors_total{upstream=\"svc\",type=\"zookeeper\"}").await;
     assert!(errors >= 1.0);
 
-    server = tokio::task::spawn_blocking(move || {
-        server.restart();
-        server
-    })
-    .await
-    .unwrap();
-    eventually("reconnected: last_error cleared", Duration::from_secs(15), || async {
-        upstream_view(&gw, "svc").await["discovery"]["last_error"].is_null()
-    })
-    .await;
-    let c = zk::client(&cs).await;
-    zk::mkdirs(&c, &format!("{path}/{}", b.authority())).await;
+    let (server, took) = blocking(server, up).await;
+    let what = std::any::type_name::<T>().rsplit("::").next().unwrap_or_default();
+    eprintln!("zk: {what} serving again {took:?} after the restart began");
+    until_reconnected(&gw).await;
+    persistent_member(cs, path, &b).await;
     until_served(&gw, "/svc", &["a", "b"], Duration::from_secs(1)).await;
-    drop(c);
+    server
+}
+
+#[tokio::test]
+async fn killing_zookeeper_keeps_the_set_and_a_restart_resumes_the_watches() {
+    let server = tokio::task::spawn_blocking(ZkServer::start).await.unwrap();
+    let cs = server.connect_string();
+    let server = outage_and_recovery(server, &cs, ZkServer::kill, ZkServer::restart).await;
     tokio::task::spawn_blocking(move || drop(server)).await.unwrap();
 }
 
 #[tokio::test]
 async fn an_expired_session_is_replaced_by_a_new_one_that_reads_again() {
-    let mut server = tokio::task::spawn_blocking(ZkServer::start).await.unwrap();
+    let server = tokio::task::spawn_blocking(ZkServer::start).await.unwrap();
     let cs = server.connect_string();
     let (a, b) = (echo("a").await, echo("b").await);
     let path = "/svc";
-    {
-        let c = zk::client(&cs).await;
-        zk::mkdirs(&c, &format!("{path}/{}", a.authority())).await;
-    }
+    persistent_member(&cs, path, &a).await;
     let gw = gateway(&upstream("svc", &cs, path, ", session_timeout = \"1s\"")).await;
     until_served(&gw, "/svc", &["a"], Duration::from_secs(10)).await;
 
@@ -236,12 +260,7 @@ async fn an_expired_session_is_replaced_by_a_new_one_that_reads_again() {
     // by itself after about 1.4 × session_timeout without the server. The gateway then says
     // the session ended and tries to open a new one, and (the server being down) reports that
     // it cannot connect: either error only ever follows the end of a session.
-    server = tokio::task::spawn_blocking(move || {
-        server.kill();
-        server
-    })
-    .await
-    .unwrap();
+    let (server, _) = blocking(server, ZkServer::kill).await;
     eventually("the gateway's session expired", Duration::from_secs(10), || async {
         let v = upstream_view(&gw, "svc").await;
         v["discovery"]["last_error"].as_str().is_some_and(|e| {
@@ -250,22 +269,12 @@ async fn an_expired_session_is_replaced_by_a_new_one_that_reads_again() {
         })
     })
     .await;
-    server = tokio::task::spawn_blocking(move || {
-        server.restart();
-        server
-    })
-    .await
-    .unwrap();
+    let (server, _) = blocking(server, ZkServer::restart).await;
     assert_eq!(served(&gw, "/svc", 4).await, set(&["a"]), "the set survives the expiry");
     // The old session is gone for good, so only a new session can see this change.
-    let c = zk::client(&cs).await;
-    zk::mkdirs(&c, &format!("{path}/{}", b.authority())).await;
+    persistent_member(&cs, path, &b).await;
     until_served(&gw, "/svc", &["a", "b"], Duration::from_secs(10)).await;
-    eventually("last_error cleared", Duration::from_secs(5), || async {
-        upstream_view(&gw, "svc").await["discovery"]["last_error"].is_null()
-    })
-    .await;
-    drop(c);
+    until_reconnected(&gw).await;
     tokio::task::spawn_blocking(move || drop(server)).await.unwrap();
 }
 
@@ -311,4 +320,65 @@ fn upstream_routes(server: &str, path: &str) -> String {
 async fn until_served_status(gw: &TestGateway) {
     eventually("served", Duration::from_secs(10), || async { get(&gw.url("/svc")).await.status == 200 })
         .await;
+}
+
+/// Start an ensemble (its quorum formed), saying how long that took.
+async fn ensemble() -> ZkEnsemble {
+    let t = Instant::now();
+    let ens = tokio::task::spawn_blocking(ZkEnsemble::start).await.unwrap();
+    eprintln!("zk ensemble: one leader and two followers {:?} after start", t.elapsed());
+    ens
+}
+
+/// A long session for the members' owners: the leader's death must not end it.
+const OWNER_SESSION: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn an_ensemble_losing_its_leader_keeps_the_set_and_follows_changes_after_the_election() {
+    let ens = ensemble().await;
+    let cs = ens.connect_string();
+    let (a, b, c) = (echo("a").await, echo("b").await, echo("c").await);
+    let path = "/svc";
+    let owner_a = zk::client_with_timeout(&cs, OWNER_SESSION).await;
+    zk::mkdirs(&owner_a, path).await;
+    zk::ephemeral(&owner_a, path, "a", a.authority().as_bytes()).await;
+    let gw = gateway(&upstream("svc", &cs, path, "")).await;
+    until_served(&gw, "/svc", &["a"], Duration::from_secs(10)).await;
+
+    // Every server drops its clients when the leader goes (they elect again): the gateway's
+    // session moves to a server of the new quorum, keeping the set meanwhile.
+    let old = ens.leader().expect("a leader");
+    let (ens, elected) = blocking(ens, move |e| {
+        e.kill(old);
+        e.wait_quorum();
+    })
+    .await;
+    let new = ens.leader().expect("a leader after the election");
+    eprintln!("zk ensemble: leader {old} killed; server {new} leads {elected:?} later");
+    assert_ne!(new, old);
+    assert_eq!(served(&gw, "/svc", 8).await, set(&["a"]), "the set is kept through the election");
+    let owner_b = zk::client_with_timeout(&cs, OWNER_SESSION).await;
+    zk::ephemeral(&owner_b, path, "b", b.authority().as_bytes()).await;
+    until_served(&gw, "/svc", &["a", "b"], Duration::from_secs(15)).await;
+    until_reconnected(&gw).await;
+
+    // The old leader, restarted, follows the new one, and a member written through it alone
+    // (so committed by the quorum it rejoined) reaches the gateway.
+    let (ens, rejoined) = blocking(ens, move |e| e.restart(old)).await;
+    eprintln!("zk ensemble: server {old} restarted and following {rejoined:?} later");
+    assert_eq!(ens.mode(old).as_deref(), Some("follower"));
+    assert_eq!(ens.leader(), Some(new));
+    let owner_c = zk::client_with_timeout(&ens.address(old), OWNER_SESSION).await;
+    zk::ephemeral(&owner_c, path, "c", c.authority().as_bytes()).await;
+    until_served(&gw, "/svc", &["a", "b", "c"], Duration::from_secs(10)).await;
+    drop((owner_a, owner_b, owner_c));
+    tokio::task::spawn_blocking(move || drop(ens)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_whole_ensemble_down_keeps_the_set_and_its_restart_resumes_the_watches() {
+    let ens = ensemble().await;
+    let cs = ens.connect_string();
+    let ens = outage_and_recovery(ens, &cs, ZkEnsemble::kill_all, ZkEnsemble::restart_all).await;
+    tokio::task::spawn_blocking(move || drop(ens)).await.unwrap();
 }
