@@ -77,8 +77,9 @@ enum RoutesAction {
     },
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+/// Logs at `default` unless `SWITCHYARD_LOG` says otherwise.
+fn init_logs(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
@@ -196,7 +197,13 @@ fn fleet(config: &std::path::Path, json: bool) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    // The one-shot commands print their result; the client libraries' session chatter (a
+    // ZooKeeper reconnect, say) is not part of it.
+    let default = match cli.command {
+        Some(Command::Routes { .. } | Command::Fleet { .. } | Command::Check) => "warn,zookeeper_client=error",
+        _ => "info",
+    };
+    init_logs(cli.log_format, default);
     match cli.command {
         Some(Command::Check) => check(&cli.config),
         Some(Command::Routes { action }) => routes(&cli.config, action),

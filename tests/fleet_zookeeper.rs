@@ -5,17 +5,24 @@
 
 mod support;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use support::fleet::*;
-use support::zk::{self, ZkServer};
+use support::zk::{self, ZkEnsemble};
 use support::*;
 
 /// Publishing and applying are quick on loopback; this bounds a wait that would otherwise hang.
 const CONVERGE: Duration = Duration::from_secs(20);
 
-fn source(servers: &str, extra: &str) -> String {
-    format!("{{ type = \"zookeeper\", servers = \"{servers}\", path = \"/switchyard/edge\", session_timeout = \"2s\"{extra} }}")
+fn source(servers: &str, path: &str, extra: &str) -> String {
+    format!("{{ type = \"zookeeper\", servers = \"{servers}\", path = \"{path}\", session_timeout = \"2s\"{extra} }}")
+}
+
+/// The ensemble of the tests that stop no server; each uses a path of its own.
+fn shared() -> &'static ZkEnsemble {
+    static ENSEMBLE: OnceLock<ZkEnsemble> = OnceLock::new();
+    ENSEMBLE.get_or_init(ZkEnsemble::start)
 }
 
 async fn converged(gws: &[&FleetGw], version: u64) {
@@ -33,8 +40,9 @@ fn stderr(out: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_set_is_served_by_every_gateway_and_an_invalid_one_is_refused() {
-    let zk = ZkServer::start();
-    let cfg = config_dir(&source(&zk.connect_string(), ""));
+    const PATH: &str = "/fleet/a_published_set_is_serve";
+    let zk = shared();
+    let cfg = config_dir(&source(&zk.connect_string(), PATH, ""));
     let routes = cfg.path().join("routes-v1");
     write_set(&routes, 1);
 
@@ -48,7 +56,7 @@ async fn a_published_set_is_served_by_every_gateway_and_an_invalid_one_is_refuse
     let out = command(cfg.path(), &["check"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
-    let dirs: Vec<_> = (0..3).map(|_| config_dir(&source(&zk.connect_string(), ""))).collect();
+    let dirs: Vec<_> = (0..3).map(|_| config_dir(&source(&zk.connect_string(), PATH, ""))).collect();
     let mut gws = Vec::new();
     for d in &dirs {
         gws.push(FleetGw::start(d.path(), &[]).await);
@@ -134,13 +142,16 @@ async fn a_published_set_is_served_by_every_gateway_and_an_invalid_one_is_refuse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_gateway_leaves_the_fleet_within_the_session_timeout_and_a_stopped_one_at_once() {
-    let zk = ZkServer::start();
-    let cfg = config_dir(&source(&zk.connect_string(), ""));
+    const PATH: &str = "/fleet/a_killed_gateway_leaves_";
+    let zk = shared();
+    let cfg = config_dir(&source(&zk.connect_string(), PATH, ""));
     let routes = cfg.path().join("routes");
     write_set(&routes, 1);
     published(&publish(cfg.path(), &routes, None, &[]));
-    let (d1, d2) =
-        (config_dir(&source(&zk.connect_string(), "")), config_dir(&source(&zk.connect_string(), "")));
+    let (d1, d2) = (
+        config_dir(&source(&zk.connect_string(), PATH, "")),
+        config_dir(&source(&zk.connect_string(), PATH, "")),
+    );
     let mut g1 = FleetGw::start(d1.path(), &[]).await;
     let mut g2 = FleetGw::start(d2.path(), &[]).await;
     let members = || async {
@@ -174,12 +185,13 @@ async fn a_killed_gateway_leaves_the_fleet_within_the_session_timeout_and_a_stop
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_zookeeper_gateways_keep_serving_and_a_new_one_starts_from_its_cache() {
-    let mut zk = ZkServer::start();
-    let cfg = config_dir(&source(&zk.connect_string(), ""));
+    const PATH: &str = "/fleet/without_zookeeper_gatewa";
+    let mut zk = ZkEnsemble::start();
+    let cfg = config_dir(&source(&zk.connect_string(), PATH, ""));
     let routes = cfg.path().join("routes");
     write_set(&routes, 1);
     published(&publish(cfg.path(), &routes, None, &[]));
-    let d1 = config_dir(&source(&zk.connect_string(), ""));
+    let d1 = config_dir(&source(&zk.connect_string(), PATH, ""));
     let g1 = FleetGw::start(d1.path(), &[]).await;
     converged(&[&g1], 1).await;
     // g1 wrote its cache; a gateway started from d1's folder later uses it.
@@ -189,7 +201,7 @@ async fn without_zookeeper_gateways_keep_serving_and_a_new_one_starts_from_its_c
     })
     .await;
 
-    zk.kill();
+    zk.kill_all();
     eventually("the source's failure shows in GET /config", CONVERGE, || async {
         g1.config().await["source"]["source_error"].is_object()
     })
@@ -200,12 +212,12 @@ async fn without_zookeeper_gateways_keep_serving_and_a_new_one_starts_from_its_c
 
     // A second gateway with g1's cache starts and serves it; one without a cache cannot start.
     let d2 = tempfile::tempdir().unwrap();
-    write_config(d2.path(), &source(&zk.connect_string(), ""), true);
+    write_config(d2.path(), &source(&zk.connect_string(), PATH, ""), true);
     copy_dir(&d1.path().join("state"), &d2.path().join("state"));
     let g2 = FleetGw::start(d2.path(), &[]).await;
     assert_eq!(g2.body("/a").await, "1");
     assert_eq!(g2.applied().await, Some(1));
-    let d3 = config_dir(&source(&zk.connect_string(), ""));
+    let d3 = config_dir(&source(&zk.connect_string(), PATH, ""));
     let out = command(d3.path(), &[], &[]);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -218,7 +230,7 @@ async fn without_zookeeper_gateways_keep_serving_and_a_new_one_starts_from_its_c
     assert!(stderr(&out).contains("cannot read the routes from zookeeper"), "{}", stderr(&out));
 
     // ZooKeeper back: both follow the next publish.
-    zk.restart();
+    zk.restart_all();
     let v2 = cfg.path().join("v2");
     write_set(&v2, 2);
     let v = published(&publish(cfg.path(), &v2, None, &[]));
@@ -232,8 +244,9 @@ async fn without_zookeeper_gateways_keep_serving_and_a_new_one_starts_from_its_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_auth_env_only_the_publishers_identity_can_write_the_routes() {
-    let zk = ZkServer::start();
-    let with_auth = config_dir(&source(&zk.connect_string(), ", auth_env = \"TEST_ZK_AUTH\""));
+    const PATH: &str = "/fleet/with_auth_env_only_the_p";
+    let zk = shared();
+    let with_auth = config_dir(&source(&zk.connect_string(), PATH, ", auth_env = \"TEST_ZK_AUTH\""));
     let env = [("TEST_ZK_AUTH", "publisher:s3cret")];
     let routes = with_auth.path().join("routes");
     write_set(&routes, 1);
@@ -245,7 +258,7 @@ async fn with_auth_env_only_the_publishers_identity_can_write_the_routes() {
     assert_eq!(published(&publish(with_auth.path(), &routes, None, &env)), 1);
 
     // Gateways need no password to read and register.
-    let d = config_dir(&source(&zk.connect_string(), ""));
+    let d = config_dir(&source(&zk.connect_string(), PATH, ""));
     let g = FleetGw::start(d.path(), &[]).await;
     converged(&[&g], 1).await;
     eventually("the gateway is a member", CONVERGE, || async {
@@ -256,9 +269,9 @@ async fn with_auth_env_only_the_publishers_identity_can_write_the_routes() {
     // Anyone else cannot write: not the routes, not the version; publishing without the
     // identity fails (exit 2) and changes nothing.
     let anon = zk::client(&zk.connect_string()).await;
-    let denied = anon.set_data("/switchyard/edge/routes/set-1-a.toml", b"x", None).await;
+    let denied = anon.set_data(&format!("{PATH}/routes/set-1-a.toml"), b"x", None).await;
     assert!(matches!(denied, Err(zookeeper_client::Error::NoAuth)), "{denied:?}");
-    let denied = anon.set_data("/switchyard/edge/version", b"99", None).await;
+    let denied = anon.set_data(&format!("{PATH}/version"), b"99", None).await;
     assert!(matches!(denied, Err(zookeeper_client::Error::NoAuth)), "{denied:?}");
     let v2 = d.path().join("v2");
     write_set(&v2, 2);
@@ -272,8 +285,9 @@ async fn with_auth_env_only_the_publishers_identity_can_write_the_routes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_under_load_fail_no_request() {
-    let zk = ZkServer::start();
-    let (latencies, load) = publish_under_load(&source(&zk.connect_string(), ""), 5).await;
+    const PATH: &str = "/fleet/publishes_under_load_fai";
+    let zk = shared();
+    let (latencies, load) = publish_under_load(&source(&zk.connect_string(), PATH, ""), 5).await;
     assert_eq!(latencies.len(), 5);
     assert!(load.ok > 0);
     assert_eq!(
@@ -289,8 +303,9 @@ async fn publishes_under_load_fail_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: bench/fleet.sh runs it"]
 async fn measure_publish_to_serving() {
-    let zk = ZkServer::start();
-    let (mut latencies, load) = publish_under_load(&source(&zk.connect_string(), ""), 20).await;
+    const PATH: &str = "/fleet/measure_publish_to_servi";
+    let zk = ZkEnsemble::start();
+    let (mut latencies, load) = publish_under_load(&source(&zk.connect_string(), PATH, ""), 20).await;
     let (median, max) = median_max(&mut latencies);
     println!(
         "fleet zookeeper: 20 publishes to 3 gateways: publish -> all serving median {:.1} ms, max {:.1} ms; \
@@ -305,20 +320,21 @@ async fn measure_publish_to_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_set_written_by_another_tool_keeps_the_last_good_one_and_says_why() {
-    let zk = ZkServer::start();
-    let cfg = config_dir(&source(&zk.connect_string(), ""));
+    const PATH: &str = "/fleet/an_invalid_set_written_b";
+    let zk = shared();
+    let cfg = config_dir(&source(&zk.connect_string(), PATH, ""));
     let routes = cfg.path().join("routes");
     write_set(&routes, 1);
     published(&publish(cfg.path(), &routes, None, &[]));
-    let d = config_dir(&source(&zk.connect_string(), ""));
+    let d = config_dir(&source(&zk.connect_string(), PATH, ""));
     let g = FleetGw::start(d.path(), &[]).await;
     converged(&[&g], 1).await;
 
     // Another publisher writes a broken file and version 2 in one transaction.
     let c = zk::client(&zk.connect_string()).await;
     let mut w = c.new_multi_writer();
-    w.add_set_data("/switchyard/edge/routes/set-1-b.toml", b"[[route]]\nname = 1\n", None).unwrap();
-    w.add_set_data("/switchyard/edge/version", b"2", None).unwrap();
+    w.add_set_data(&format!("{PATH}/routes/set-1-b.toml"), b"[[route]]\nname = 1\n", None).unwrap();
+    w.add_set_data(&format!("{PATH}/version"), b"2", None).unwrap();
     w.commit().await.unwrap();
 
     eventually("the gateway sees version 2 and refuses it", CONVERGE, || async {
@@ -329,8 +345,8 @@ async fn an_invalid_set_written_by_another_tool_keeps_the_last_good_one_and_says
     let c2 = g.config().await;
     assert_eq!(c2["source"]["applied_version"], 1, "the last good set keeps serving");
     let err = c2["source"]["last_error"].as_str().unwrap();
-    assert!(err.starts_with("zookeeper:/switchyard/edge/routes/set-1-b.toml:2:8: "), "{err}");
-    assert_eq!(c2["last_error"]["file"], "zookeeper:/switchyard/edge/routes/set-1-b.toml");
+    assert!(err.starts_with(&format!("zookeeper:{PATH}/routes/set-1-b.toml:2:8: ")), "{err}");
+    assert_eq!(c2["last_error"]["file"], format!("zookeeper:{PATH}/routes/set-1-b.toml"));
     assert_eq!(g.body("/b").await, "1");
     eventually("the member record says why", CONVERGE, || async {
         g.fleet().await["members"][0]["last_error"].as_str().is_some_and(|e| e.contains("set-1-b.toml:2:8"))
@@ -346,4 +362,82 @@ async fn an_invalid_set_written_by_another_tool_keeps_the_last_good_one_and_says
     let c3 = g.config().await;
     assert!(c3["source"]["last_error"].is_null() && c3["last_error"].is_null(), "{c3}");
     assert_eq!(g.body("/b").await, "3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_stopped_while_publishing_leaves_no_gateway_with_half_a_set() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    const PATH: &str = "/fleet/leader";
+    let mut zk = ZkEnsemble::start();
+    let cfg = config_dir(&source(&zk.connect_string(), PATH, ""));
+    let routes = cfg.path().join("routes");
+    write_set(&routes, 1);
+    published(&publish(cfg.path(), &routes, None, &[]));
+    let dirs: Vec<_> = (0..3).map(|_| config_dir(&source(&zk.connect_string(), PATH, ""))).collect();
+    let mut gws = Vec::new();
+    for d in &dirs {
+        gws.push(FleetGw::start(d.path(), &[]).await);
+    }
+    let all: Vec<&FleetGw> = gws.iter().collect();
+    converged(&all, 1).await;
+
+    // Every gateway's served files, sampled back to back the whole time: always one whole set.
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(AtomicUsize::new(0));
+    let halves = Arc::new(Mutex::new(Vec::new()));
+    let sampler = {
+        let (stop, samples, halves) = (stop.clone(), samples.clone(), halves.clone());
+        let admins: Vec<_> = gws.iter().map(|g| g.admin).collect();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                for a in &admins {
+                    let tags = served_tags(&get(&format!("http://{a}/config")).await.json());
+                    if tags.len() != 2 || tags[0] != tags[1] {
+                        halves.lock().unwrap().push(tags);
+                    }
+                    samples.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    let mut killed = None;
+    let mut last = 1;
+    for tag in 2..=8 {
+        write_set(&routes, tag);
+        // At the fourth publish, the leader is killed while `publish` runs; a publish that
+        // fails then (exit 2) is run again once a new leader is elected.
+        let (dir, r) = (cfg.path().to_path_buf(), routes.clone());
+        let run = std::thread::spawn(move || publish(&dir, &r, None, &[]));
+        if tag == 5 {
+            let leader = zk.leader().expect("a leader");
+            zk.kill(leader);
+            killed = Some(leader);
+        }
+        let mut out = run.join().unwrap();
+        let deadline = std::time::Instant::now() + CONVERGE;
+        while out.status.code() == Some(2) && std::time::Instant::now() < deadline {
+            eprintln!("publish during the election: {}", stderr(&out).trim());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            out = publish(cfg.path(), &routes, None, &[]);
+        }
+        last = published(&out);
+    }
+    let killed = killed.unwrap();
+    assert_ne!(zk.leader(), Some(killed), "another server leads");
+    converged(&all, last).await;
+    zk.restart(killed);
+    write_set(&routes, 9);
+    let v = published(&publish(cfg.path(), &routes, None, &[]));
+    converged(&all, v).await;
+    stop.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+    for g in &gws {
+        assert_eq!(served_tags(&g.config().await), [9, 9]);
+        assert_eq!(g.body("/b").await, "9");
+    }
+    let halves = halves.lock().unwrap();
+    assert!(halves.is_empty(), "gateways served mixed sets: {halves:?}");
+    assert!(samples.load(Ordering::Relaxed) > 30, "the sampler ran");
 }
