@@ -200,7 +200,9 @@ fn main() -> ExitCode {
     // The one-shot commands print their result; the client libraries' session chatter (a
     // ZooKeeper reconnect, say) is not part of it.
     let default = match cli.command {
-        Some(Command::Routes { .. } | Command::Fleet { .. } | Command::Check) => "warn,zookeeper_client=error",
+        Some(Command::Routes { .. } | Command::Fleet { .. } | Command::Check) => {
+            "warn,zookeeper_client=error"
+        }
         _ => "info",
     };
     init_logs(cli.log_format, default);

@@ -11,26 +11,11 @@ use support::consul_double::ConsulDouble;
 use support::fleet::*;
 use support::*;
 
-const CONVERGE: Duration = Duration::from_secs(20);
-
 fn source(consul: &ConsulDouble, extra: &str) -> String {
     format!(
         "{{ type = \"consul\", address = \"http://{}\", prefix = \"switchyard/edge\"{extra} }}",
         consul.addr
     )
-}
-
-async fn converged(gws: &[&FleetGw], version: u64) {
-    for g in gws {
-        eventually(&format!("gateway {} applies version {version}", g.addr), CONVERGE, || async {
-            g.applied().await == Some(version)
-        })
-        .await;
-    }
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn member_key(id: &str) -> String {
@@ -106,10 +91,7 @@ async fn a_set_published_in_one_transaction_is_served_by_every_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_key_goes_with_its_session_and_a_live_gateway_registers_again() {
     let consul = ConsulDouble::start().await;
-    let cfg = config_dir(&source(&consul, ""));
-    let routes = cfg.path().join("routes");
-    write_set(&routes, 1);
-    published(&publish(cfg.path(), &routes, None, &[]));
+    let (_cfg, _) = published_fleet(&source(&consul, ""));
     let (d1, d2) = (config_dir(&source(&consul, "")), config_dir(&source(&consul, "")));
     let mut g1 = FleetGw::start(d1.path(), &[]).await;
     let mut g2 = FleetGw::start(d2.path(), &[]).await;
@@ -146,18 +128,11 @@ async fn a_member_key_goes_with_its_session_and_a_live_gateway_registers_again()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consul_outage_keeps_the_routes_and_a_gateway_starts_from_its_cache() {
     let consul = ConsulDouble::start().await;
-    let cfg = config_dir(&source(&consul, ""));
-    let routes = cfg.path().join("routes");
-    write_set(&routes, 1);
-    published(&publish(cfg.path(), &routes, None, &[]));
+    let (cfg, routes) = published_fleet(&source(&consul, ""));
     let d1 = config_dir(&source(&consul, ""));
     let g1 = FleetGw::start(d1.path(), &[]).await;
     converged(&[&g1], 1).await;
-    let cached = d1.path().join("state/routes/version");
-    eventually("the set is cached", CONVERGE, || async {
-        std::fs::read_to_string(&cached).is_ok_and(|v| v.trim() == "1")
-    })
-    .await;
+    cached(d1.path(), 1).await;
 
     consul.stop().await;
     // The blocking query in flight fails once the agent is gone.
@@ -212,14 +187,6 @@ async fn publishes_under_load_fail_no_request() {
 async fn measure_publish_to_serving() {
     let consul = ConsulDouble::start().await;
     let (mut latencies, load) = publish_under_load(&source(&consul, ""), 20).await;
-    let (median, max) = median_max(&mut latencies);
-    println!(
-        "fleet consul (API double): 20 publishes to 3 gateways: publish -> all serving median {:.1} ms, max {:.1} ms; \
-         requests under load {} ok, {} failed",
-        median.as_secs_f64() * 1e3,
-        max.as_secs_f64() * 1e3,
-        load.ok,
-        load.failed
-    );
+    report("fleet consul (API double)", &mut latencies, &load);
     assert_eq!(load.failed, 0, "{:?}", &load.failures[..load.failures.len().min(5)]);
 }

@@ -12,9 +12,6 @@ use support::fleet::*;
 use support::zk::{self, ZkEnsemble};
 use support::*;
 
-/// Publishing and applying are quick on loopback; this bounds a wait that would otherwise hang.
-const CONVERGE: Duration = Duration::from_secs(20);
-
 fn source(servers: &str, path: &str, extra: &str) -> String {
     format!("{{ type = \"zookeeper\", servers = \"{servers}\", path = \"{path}\", session_timeout = \"2s\"{extra} }}")
 }
@@ -23,19 +20,6 @@ fn source(servers: &str, path: &str, extra: &str) -> String {
 fn shared() -> &'static ZkEnsemble {
     static ENSEMBLE: OnceLock<ZkEnsemble> = OnceLock::new();
     ENSEMBLE.get_or_init(ZkEnsemble::start)
-}
-
-async fn converged(gws: &[&FleetGw], version: u64) {
-    for g in gws {
-        eventually(&format!("gateway {} applies version {version}", g.addr), CONVERGE, || async {
-            g.applied().await == Some(version)
-        })
-        .await;
-    }
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,11 +40,7 @@ async fn a_published_set_is_served_by_every_gateway_and_an_invalid_one_is_refuse
     let out = command(cfg.path(), &["check"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
-    let dirs: Vec<_> = (0..3).map(|_| config_dir(&source(&zk.connect_string(), PATH, ""))).collect();
-    let mut gws = Vec::new();
-    for d in &dirs {
-        gws.push(FleetGw::start(d.path(), &[]).await);
-    }
+    let (_dirs, gws) = gateways(&source(&zk.connect_string(), PATH, ""), 3).await;
     let all: Vec<&FleetGw> = gws.iter().collect();
     converged(&all, 1).await;
     for g in &gws {
@@ -144,10 +124,7 @@ async fn a_published_set_is_served_by_every_gateway_and_an_invalid_one_is_refuse
 async fn a_killed_gateway_leaves_the_fleet_within_the_session_timeout_and_a_stopped_one_at_once() {
     const PATH: &str = "/fleet/a_killed_gateway_leaves_";
     let zk = shared();
-    let cfg = config_dir(&source(&zk.connect_string(), PATH, ""));
-    let routes = cfg.path().join("routes");
-    write_set(&routes, 1);
-    published(&publish(cfg.path(), &routes, None, &[]));
+    let (cfg, _) = published_fleet(&source(&zk.connect_string(), PATH, ""));
     let (d1, d2) = (
         config_dir(&source(&zk.connect_string(), PATH, "")),
         config_dir(&source(&zk.connect_string(), PATH, "")),
@@ -187,19 +164,12 @@ async fn a_killed_gateway_leaves_the_fleet_within_the_session_timeout_and_a_stop
 async fn without_zookeeper_gateways_keep_serving_and_a_new_one_starts_from_its_cache() {
     const PATH: &str = "/fleet/without_zookeeper_gatewa";
     let mut zk = ZkEnsemble::start();
-    let cfg = config_dir(&source(&zk.connect_string(), PATH, ""));
-    let routes = cfg.path().join("routes");
-    write_set(&routes, 1);
-    published(&publish(cfg.path(), &routes, None, &[]));
+    let (cfg, _) = published_fleet(&source(&zk.connect_string(), PATH, ""));
     let d1 = config_dir(&source(&zk.connect_string(), PATH, ""));
     let g1 = FleetGw::start(d1.path(), &[]).await;
     converged(&[&g1], 1).await;
     // g1 wrote its cache; a gateway started from d1's folder later uses it.
-    let cached = d1.path().join("state/routes/version");
-    eventually("the applied set is cached", CONVERGE, || async {
-        std::fs::read_to_string(&cached).is_ok_and(|v| v.trim() == "1")
-    })
-    .await;
+    cached(d1.path(), 1).await;
 
     zk.kill_all();
     eventually("the source's failure shows in GET /config", CONVERGE, || async {
@@ -306,15 +276,7 @@ async fn measure_publish_to_serving() {
     const PATH: &str = "/fleet/measure_publish_to_servi";
     let zk = ZkEnsemble::start();
     let (mut latencies, load) = publish_under_load(&source(&zk.connect_string(), PATH, ""), 20).await;
-    let (median, max) = median_max(&mut latencies);
-    println!(
-        "fleet zookeeper: 20 publishes to 3 gateways: publish -> all serving median {:.1} ms, max {:.1} ms; \
-         requests under load {} ok, {} failed",
-        median.as_secs_f64() * 1e3,
-        max.as_secs_f64() * 1e3,
-        load.ok,
-        load.failed
-    );
+    report("fleet zookeeper", &mut latencies, &load);
     assert_eq!(load.failed, 0, "{:?}", &load.failures[..load.failures.len().min(5)]);
 }
 
@@ -322,10 +284,7 @@ async fn measure_publish_to_serving() {
 async fn an_invalid_set_written_by_another_tool_keeps_the_last_good_one_and_says_why() {
     const PATH: &str = "/fleet/an_invalid_set_written_b";
     let zk = shared();
-    let cfg = config_dir(&source(&zk.connect_string(), PATH, ""));
-    let routes = cfg.path().join("routes");
-    write_set(&routes, 1);
-    published(&publish(cfg.path(), &routes, None, &[]));
+    let (cfg, routes) = published_fleet(&source(&zk.connect_string(), PATH, ""));
     let d = config_dir(&source(&zk.connect_string(), PATH, ""));
     let g = FleetGw::start(d.path(), &[]).await;
     converged(&[&g], 1).await;
@@ -370,15 +329,8 @@ async fn the_leader_stopped_while_publishing_leaves_no_gateway_with_half_a_set()
     use std::sync::{Arc, Mutex};
     const PATH: &str = "/fleet/leader";
     let mut zk = ZkEnsemble::start();
-    let cfg = config_dir(&source(&zk.connect_string(), PATH, ""));
-    let routes = cfg.path().join("routes");
-    write_set(&routes, 1);
-    published(&publish(cfg.path(), &routes, None, &[]));
-    let dirs: Vec<_> = (0..3).map(|_| config_dir(&source(&zk.connect_string(), PATH, ""))).collect();
-    let mut gws = Vec::new();
-    for d in &dirs {
-        gws.push(FleetGw::start(d.path(), &[]).await);
-    }
+    let (cfg, routes) = published_fleet(&source(&zk.connect_string(), PATH, ""));
+    let (_dirs, gws) = gateways(&source(&zk.connect_string(), PATH, ""), 3).await;
     let all: Vec<&FleetGw> = gws.iter().collect();
     converged(&all, 1).await;
 

@@ -244,7 +244,7 @@ pub(crate) async fn run(src: ConsulSource, agent: Agent, out: Publisher) {
 
 /// `e` and its causes, joined: hyper-util's "client error (Connect)" alone does not say that
 /// the agent refused the connection or that its certificate is not trusted.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

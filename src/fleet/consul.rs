@@ -33,6 +33,7 @@ use tokio::sync::Mutex;
 
 use super::{route_files, PublishError, Published};
 use crate::config::{ConsulAddress, RoutesSource, UpstreamProtocol, UpstreamTls};
+use crate::discovery::consul::chain;
 use crate::proxy::connect::UpstreamConnector;
 
 /// The session TTL of the contract; renewed every [`RENEW_EVERY`].
@@ -385,16 +386,4 @@ impl ConsulStore {
 fn refused(url: &str, (status, _, body): &Answer) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_owned();
     format!("consul {url}: {status} {text}")
-}
-
-/// `e` and its causes, joined.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
 }

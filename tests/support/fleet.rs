@@ -12,6 +12,55 @@ use serde_json::Value;
 use super::proc::Proc;
 use super::{bin, eventually, get};
 
+/// How long the tests wait for a fleet to converge (it takes milliseconds on loopback; this
+/// bounds a wait that would otherwise hang).
+pub const CONVERGE: Duration = Duration::from_secs(20);
+
+/// Wait until each gateway serves `version`.
+pub async fn converged(gws: &[&FleetGw], version: u64) {
+    for g in gws {
+        eventually(&format!("gateway {} applies version {version}", g.addr), CONVERGE, || async {
+            g.applied().await == Some(version)
+        })
+        .await;
+    }
+}
+
+/// A command's standard error.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A publisher's folder for `source` (its gateway.toml) with set 1 written to `routes/` and
+/// published from there.
+pub fn published_fleet(source: &str) -> (tempfile::TempDir, PathBuf) {
+    let cfg = config_dir(source);
+    let routes = cfg.path().join("routes");
+    write_set(&routes, 1);
+    published(&publish(cfg.path(), &routes, None, &[]));
+    (cfg, routes)
+}
+
+/// `n` gateways following `source`, each in a folder of its own (returned too, as the
+/// gateways' state lives there).
+pub async fn gateways(source: &str, n: usize) -> (Vec<tempfile::TempDir>, Vec<FleetGw>) {
+    let dirs: Vec<_> = (0..n).map(|_| config_dir(source)).collect();
+    let mut gws = Vec::new();
+    for d in &dirs {
+        gws.push(FleetGw::start(d.path(), &[]).await);
+    }
+    (dirs, gws)
+}
+
+/// Wait until the gateway whose folder is `dir` has `version` in its routes_cache.
+pub async fn cached(dir: &Path, version: u64) {
+    let file = dir.join("state/routes/version");
+    eventually(&format!("version {version} is cached"), CONVERGE, || async {
+        std::fs::read_to_string(&file).is_ok_and(|v| v.trim() == version.to_string())
+    })
+    .await;
+}
+
 /// A gateway process in fleet mode.
 pub struct FleetGw {
     pub proc: Proc,
@@ -238,15 +287,8 @@ pub fn median_max(xs: &mut [Duration]) -> (Duration, Duration) {
 /// starting `switchyard routes publish` to the moment the last gateway answered with the new
 /// set, and the load's outcome.
 pub async fn publish_under_load(source: &str, count: u64) -> (Vec<Duration>, LoadState) {
-    let cfg = config_dir(source);
-    let routes = cfg.path().join("routes");
-    write_set(&routes, 1);
-    published(&publish(cfg.path(), &routes, None, &[]));
-    let dirs: Vec<_> = (0..3).map(|_| config_dir(source)).collect();
-    let mut gws = Vec::new();
-    for d in &dirs {
-        gws.push(FleetGw::start(d.path(), &[]).await);
-    }
+    let (cfg, routes) = published_fleet(source);
+    let (_dirs, gws) = gateways(source, 3).await;
     let all: Vec<&FleetGw> = gws.iter().collect();
     for g in &all {
         eventually("the gateway applies version 1", Duration::from_secs(20), || async {
@@ -262,7 +304,7 @@ pub async fn publish_under_load(source: &str, count: u64) -> (Vec<Duration>, Loa
         let v = published(&publish(cfg.path(), &routes, None, &[]));
         assert_eq!(v, tag);
         let state = &load.state;
-        eventually(&format!("every gateway serves set {tag}"), Duration::from_secs(20), || async {
+        eventually(&format!("every gateway serves set {tag}"), CONVERGE, || async {
             let s = state.lock().unwrap();
             (0..3).all(|i| s.first_seen.contains_key(&(i, tag)))
         })
@@ -287,4 +329,18 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
+}
+
+/// Print a measurement: median and max of publish → every gateway serving, and the load.
+pub fn report(label: &str, latencies: &mut [Duration], load: &LoadState) {
+    let (median, max) = median_max(latencies);
+    println!(
+        "{label}: {} publishes to 3 gateways: publish -> all serving median {:.1} ms, max {:.1} ms; \
+         requests under load {} ok, {} failed",
+        latencies.len(),
+        median.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+        load.ok,
+        load.failed
+    );
 }

@@ -72,19 +72,7 @@ impl Ctx<'_, '_> {
             }
         };
         let before = self.errors.len();
-        for (key, span) in &present {
-            if let Some(span) = span {
-                if !allowed.contains(key) {
-                    self.err(
-                        span.clone(),
-                        format!(
-                            "`{key}` is not a {kind} discovery key; {kind} takes: {}",
-                            allowed.join(", ")
-                        ),
-                    );
-                }
-            }
-        }
+        self.only_keys(&present, allowed, &format!("{kind} discovery"), kind);
         let type_span = d.kind.span();
         let required = |cx: &mut Self, v: &Option<Spanned<String>>, key: &str| match v {
             Some(v) => cx.non_empty(v, key),

@@ -59,17 +59,7 @@ impl Ctx<'_, '_> {
             }
         };
         let before = self.errors.len();
-        for (key, span) in present {
-            if let Some(span) = span.filter(|_| !allowed.contains(&key)) {
-                self.err(
-                    span,
-                    format!(
-                        "`{key}` is not a {kind} routes_source key; {kind} takes: {}",
-                        allowed.join(", ")
-                    ),
-                );
-            }
-        }
+        self.only_keys(&present, allowed, &format!("{kind} routes_source"), kind);
         let type_span = d.kind.span();
         let required = |cx: &mut Self, v: &Option<Spanned<String>>, key: &str| match v {
             Some(v) => cx.non_empty(v, key),

@@ -153,6 +153,23 @@ impl<'s, 'a> Ctx<'s, 'a> {
         let e = self.src.error(span, message.into());
         self.errors.push(e);
     }
+
+    /// For a table whose keys depend on its `type` (`discovery`, `routes_source`): an error at
+    /// each key `present` (with its span, if written) that `allowed` does not list, e.g.
+    /// "`servers` is not a consul discovery key; consul takes: address, …".
+    fn only_keys(
+        &mut self,
+        present: &[(&str, Option<Range<usize>>)],
+        allowed: &[&str],
+        what: &str,
+        kind: &str,
+    ) {
+        for (key, span) in present {
+            if let Some(span) = span.clone().filter(|_| !allowed.contains(key)) {
+                self.err(span, format!("`{key}` is not a {what} key; {kind} takes: {}", allowed.join(", ")));
+            }
+        }
+    }
 }
 
 // === impl routes ===

@@ -6,27 +6,25 @@ use super::{assert_prefix, scratch};
 use crate::config::validate::load_gateway;
 use crate::config::{ConsulAddress, RoutesSource};
 
-/// Load `gateway.toml` holding `gateway` as its `[gateway]` table (and one listener).
-fn load(name: &str, gateway: &str) -> Result<crate::config::GatewayConfig, String> {
-    let dir = scratch(name);
-    let path = dir.join("gateway.toml");
+/// A `gateway.toml` holding `gateway` as its `[gateway]` table (and one listener), in a
+/// scratch folder of its own.
+fn write(name: &str, gateway: &str) -> std::path::PathBuf {
+    let path = scratch(name).join("gateway.toml");
     std::fs::write(
         &path,
         format!("[gateway]\n{gateway}\n[[listener]]\nname = \"a\"\nlisten = \"0.0.0.0:80\"\n"),
     )
     .unwrap();
-    load_gateway(&path).map_err(|e| e.to_string())
+    path
+}
+
+fn load(name: &str, gateway: &str) -> Result<crate::config::GatewayConfig, String> {
+    load_gateway(&write(name, gateway)).map_err(|e| e.to_string())
 }
 
 /// The errors of a load as `LINE:COLUMN: message`.
 fn errors(name: &str, gateway: &str) -> Vec<String> {
-    let dir = scratch(name);
-    let path = dir.join("gateway.toml");
-    std::fs::write(
-        &path,
-        format!("[gateway]\n{gateway}\n[[listener]]\nname = \"a\"\nlisten = \"0.0.0.0:80\"\n"),
-    )
-    .unwrap();
+    let path = write(name, gateway);
     let p = format!("{}:", path.display());
     load_gateway(&path).unwrap_err().0.iter().map(|e| e.to_string().replacen(&p, "", 1)).collect()
 }
