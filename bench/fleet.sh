@@ -18,5 +18,5 @@ cd "$(dirname "$0")/.."
 out="bench/out/fleet-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out"
 cargo test --release --locked --test fleet_zookeeper --test fleet_consul -- \
-  --ignored --nocapture --test-threads=1 measure_publish_to_serving 2>&1 | tee "$out/run.log" | grep -E "^fleet |test result|FAILED|panicked"
+  --ignored --nocapture --test-threads=1 measure_publish_to_serving 2>&1 | tee "$out/run.log" | grep -oE "fleet (zookeeper|consul).*|test result.*|FAILED.*|panicked.*"
 echo "log: $out/run.log"

@@ -190,3 +190,24 @@ async fn measure_publish_to_serving() {
     report("fleet consul (API double)", &mut latencies, &load);
     assert_eq!(load.failed, 0, "{:?}", &load.failures[..load.failures.len().min(5)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_block_cannot_make_the_watch_spin() {
+    let consul = ConsulDouble::start().await;
+    let (cfg, routes) = published_fleet(&source(&consul, ""));
+    let d = config_dir(&source(&consul, ""));
+    let g = FleetGw::start(d.path(), &[]).await;
+    converged(&[&g], 1).await;
+    // A proxy in front of Consul that answers blocking queries at once.
+    consul.answer_at_once(true);
+    let before = consul.kv_requests();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let queries = consul.kv_requests() - before;
+    // The floor is 500 ms between two queries that saw no change (each followed by a read):
+    // about 12 in 3 s; a spinning loop would send thousands.
+    assert!(queries <= 30, "{queries} KV requests in 3 s");
+    // A change is still followed at once.
+    write_set(&routes, 2);
+    let v = published(&publish(cfg.path(), &routes, None, &[]));
+    converged(&[&g], v).await;
+}

@@ -58,7 +58,8 @@ pub(crate) struct ConsulStore {
     prefix: String,
     token_env: Option<String>,
     client: Client<UpstreamConnector, Full<Bytes>>,
-    /// The blocking query's index, and when the last query returned.
+    /// The blocking query's index, and when the last query returned with that same index
+    /// (no change: the next one waits out [`QUERY_FLOOR`] from then).
     watch: Mutex<(u64, Option<Instant>)>,
     /// This gateway's session, and whether the member key was acquired in it.
     session: Mutex<Option<(String, bool)>>,
@@ -205,24 +206,28 @@ impl ConsulStore {
         };
         let url = self.key_url("version", &query);
         let r = self.call(Method::GET, url.clone(), Bytes::new(), WAIT + WAIT / 16 + super::OP_TIMEOUT).await;
-        w.1 = Some(Instant::now());
         let (status, index, body) = match r {
             Ok(a) => a,
             Err(e) => {
-                w.0 = 0;
+                (w.0, w.1) = (0, None);
                 return Err(e);
             }
         };
         if status != StatusCode::OK && status != StatusCode::NOT_FOUND {
-            w.0 = 0;
+            (w.0, w.1) = (0, None);
             return Err(refused(&url, &(status, index, body)));
         }
         // Consul's rules: 0 counts as 1, an index going backwards means a plain read next.
-        w.0 = match index {
+        let next = match index {
             0 => 1,
             i if i < w.0 => 0,
             i => i,
         };
+        // A query answered without a change (its `wait` ran out, or a server or proxy that
+        // does not block) is followed by the next one no sooner than the floor; a change is
+        // followed at once (the caller reads the new set first).
+        w.1 = (next == w.0).then(Instant::now);
+        w.0 = next;
         Ok(())
     }
 
