@@ -2,7 +2,8 @@
 //! WebDriver: it loads with no console error and no request to any other host, shows the
 //! routes of the route files in precedence order, an upstream endpoint that dies turns
 //! unhealthy within one probe interval plus one refresh, a failed reload shows its file and
-//! line, it stays within a phone's width, and with `token_env` it asks for the token once.
+//! line, it stays within a phone's width, with `token_env` it asks for the token once, and in
+//! fleet mode it lists the members (from `GET /fleet`) with the versions they serve.
 //!
 //! The screenshot in docs/dashboard.png comes from the first test: run it with
 //! `SWITCHYARD_DASHBOARD_PNG=docs/dashboard.png` to write it there.
@@ -251,5 +252,38 @@ async fn with_a_token_the_dashboard_asks_for_it_once_per_browser_session() {
         b.script("return sessionStorage.getItem('switchyard.admin.token');", json!([])).await,
         json!(null)
     );
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_fleet_mode_the_dashboard_lists_the_members_and_their_versions() {
+    use support::consul_double::ConsulDouble;
+    use support::fleet::*;
+    let consul = ConsulDouble::start().await;
+    let src = format!("{{ type = \"consul\", address = \"http://{}\", prefix = \"edge\" }}", consul.addr);
+    let (_cfg, _) = published_fleet(&src);
+    // This gateway, in-process, and one more as a process: two members.
+    let g = gateway_with(&format!("[gateway]\nroutes_source = {src}\n"), &[]).await;
+    let (_dirs, others) = gateways(&src, 1).await;
+    converged(&[&others[0]], 1).await;
+    eventually("both members registered", SLACK, || async {
+        get(&g.admin_url("/fleet")).await.json()["members"].as_array().is_some_and(|m| m.len() == 2)
+    })
+    .await;
+    let other_id = others[0].member_id().await;
+
+    let b = Browser::start(1280, 1000).await;
+    b.goto(&g.admin_url("/")).await;
+    b.wait_for("two members are listed", "document.querySelectorAll('#fleet-body tr').length === 2", SLACK)
+        .await;
+    assert_eq!(b.script("return document.getElementById('fleet').hidden;", json!([])).await, false);
+    let source = b.text("#fleet-source").await.unwrap();
+    assert!(
+        source.contains("consul") && source.contains("published 1") && source.contains("applied 1"),
+        "{source}"
+    );
+    let row = b.text(&format!("[data-member=\"{other_id}\"]")).await.expect("the other gateway's row");
+    assert!(row.contains(&others[0].addr.to_string()) && row.contains(&others[0].admin.to_string()), "{row}");
+    assert!(b.console_errors().await.is_empty());
     b.quit().await;
 }
