@@ -214,7 +214,7 @@ async fn without_zookeeper_gateways_keep_serving_and_a_new_one_starts_from_its_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_auth_env_only_the_publishers_identity_can_write_the_routes() {
-    const PATH: &str = "/fleet/with_auth_env_only_the_p";
+    const PATH: &str = "/fleet/acl";
     let zk = shared();
     let with_auth = config_dir(&source(&zk.connect_string(), PATH, ", auth_env = \"TEST_ZK_AUTH\""));
     let env = [("TEST_ZK_AUTH", "publisher:s3cret")];
@@ -225,32 +225,47 @@ async fn with_auth_env_only_the_publishers_identity_can_write_the_routes() {
     let out = command(with_auth.path(), &["check"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("\"TEST_ZK_AUTH\" named by `auth_env` is not set"), "{}", stderr(&out));
-    assert_eq!(published(&publish(with_auth.path(), &routes, None, &env)), 1);
 
-    // Gateways need no password to read and register.
+    // A gateway (no password) that starts before anything is published makes the fleet's
+    // nodes, open to anyone; the first publish with the identity closes them.
     let d = config_dir(&source(&zk.connect_string(), PATH, ""));
     let g = FleetGw::start(d.path(), &[]).await;
-    converged(&[&g], 1).await;
     eventually("the gateway is a member", CONVERGE, || async {
         g.fleet().await["members"].as_array().is_some_and(|m| m.len() == 1)
     })
     .await;
+    assert_eq!(published(&publish(with_auth.path(), &routes, None, &env)), 1);
+    converged(&[&g], 1).await;
 
-    // Anyone else cannot write: not the routes, not the version; publishing without the
-    // identity fails (exit 2) and changes nothing.
+    // Anyone else cannot write: not the routes, not the version, not a new route file;
+    // publishing without the identity fails (exit 2) and changes nothing.
     let anon = zk::client(&zk.connect_string()).await;
     let denied = anon.set_data(&format!("{PATH}/routes/set-1-a.toml"), b"x", None).await;
     assert!(matches!(denied, Err(zookeeper_client::Error::NoAuth)), "{denied:?}");
     let denied = anon.set_data(&format!("{PATH}/version"), b"99", None).await;
+    assert!(matches!(denied, Err(zookeeper_client::Error::NoAuth)), "{denied:?}");
+    let opts = zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    let denied = anon.create(&format!("{PATH}/routes/evil.toml"), b"x", &opts).await;
+    assert!(matches!(denied, Err(zookeeper_client::Error::NoAuth)), "{denied:?}");
+    // (`<path>` was made open by the gateway; without the publish closing it, anyone could
+    // delete `version` and the publishers would be locked out.)
+    let denied = anon.delete(&format!("{PATH}/version"), None).await;
     assert!(matches!(denied, Err(zookeeper_client::Error::NoAuth)), "{denied:?}");
     let v2 = d.path().join("v2");
     write_set(&v2, 2);
     let out = publish(d.path(), &v2, None, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(g.body("/a").await, "1");
-    // The publisher can.
+    // The gateway still registers (a restart makes a new member node) and the publisher can
+    // publish.
+    let d2 = config_dir(&source(&zk.connect_string(), PATH, ""));
+    let g2 = FleetGw::start(d2.path(), &[]).await;
+    eventually("the second gateway is a member", CONVERGE, || async {
+        g.fleet().await["members"].as_array().is_some_and(|m| m.len() == 2)
+    })
+    .await;
     assert_eq!(published(&publish(with_auth.path(), &v2, None, &env)), 2);
-    converged(&[&g], 2).await;
+    converged(&[&g, &g2], 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,7 +37,7 @@ pub(crate) fn spawn(
                 }
                 if let Err(e) = fleet.store.keep_alive().await {
                     tracing::warn!(error = %e, "fleet registration");
-                    fleet.nudge.notify_one();
+                    fleet.wake.notify_one();
                 }
             }
         }
@@ -67,7 +67,7 @@ async fn run(fleet: &Fleet, reloader: &Arc<Reloader>, cache: Option<PathBuf>) {
         crate::backoff::Jitter::Spread(0.2),
     );
     // A version refused once is not validated again until something changes.
-    let mut refused: Option<u64> = None;
+    let mut refused: Option<u64> = *fleet.refused_at_start.lock().unwrap_or_else(|e| e.into_inner());
     let mut written: Option<super::Member> = None;
     loop {
         let read = fleet.store.read().await;
@@ -101,6 +101,7 @@ async fn run(fleet: &Fleet, reloader: &Arc<Reloader>, cache: Option<PathBuf>) {
                     refused = None;
                     None
                 }
+                _ = fleet.wake.notified() => None,
             },
         };
         match failed {
@@ -109,6 +110,7 @@ async fn run(fleet: &Fleet, reloader: &Arc<Reloader>, cache: Option<PathBuf>) {
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = fleet.nudge.notified() => {}
+                    _ = fleet.wake.notified() => {}
                 }
             }
             None => backoff.reset(),

@@ -88,7 +88,8 @@ pub(crate) struct Member {
     pub admin: Option<String>,
     /// The published version it serves (`None` before the first).
     pub routes_version: Option<u64>,
-    /// Why the last published set (or the source) failed, if it did.
+    /// Why the last published set was refused, if it was (`path:line:column: message`); a
+    /// failure of the source itself is not here (it shows in `GET /config` `source_error`).
     pub last_error: Option<String>,
     /// When it started (RFC 3339).
     pub started_at: String,
@@ -238,8 +239,14 @@ pub(crate) struct Fleet {
     source_error: Mutex<Option<(String, SystemTime)>>,
     /// `switchyard_routes_source_errors_total`.
     metrics: Arc<Metrics>,
-    /// Woken by `POST /reload` and SIGHUP: read the source now.
+    /// Woken by `POST /reload` and SIGHUP: read the source now, and try again a version that
+    /// was refused.
     pub(crate) nudge: tokio::sync::Notify,
+    /// Woken when the registration was lost (a Consul session gone): register again now.
+    wake: tokio::sync::Notify,
+    /// The published version found invalid at start (the gateway then started from its
+    /// cache): not validated again until something changes.
+    refused_at_start: Mutex<Option<u64>>,
 }
 
 impl Fleet {
@@ -366,6 +373,8 @@ pub(crate) async fn start(cfg: &GatewayConfig, metrics: Arc<Metrics>) -> Result<
         source_error: Mutex::new(None),
         metrics,
         nudge: tokio::sync::Notify::new(),
+        wake: tokio::sync::Notify::new(),
+        refused_at_start: Mutex::new(None),
     });
     let cached = || cfg.routes_cache.as_deref().and_then(|dir| cache::read(dir).transpose()).transpose();
     let mut fresh = None;
@@ -387,6 +396,7 @@ pub(crate) async fn start(cfg: &GatewayConfig, metrics: Arc<Metrics>) -> Result<
                         ));
                     };
                     tracing::error!(version = p.version, error = %first, "the published route set is invalid; starting from routes_cache (version {})", c.version);
+                    *fleet.refused_at_start.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.version);
                     fleet.set_applied(None, Some(first));
                     Some(c)
                 }

@@ -14,7 +14,9 @@
 //!   out).
 //! - **ACLs**: with `auth_env`, the client authenticates with the digest scheme, and the nodes
 //!   a publish creates let that identity do everything and anyone read; `members` also lets
-//!   anyone create (gateways need not hold the publishers' password).
+//!   anyone create (gateways need not hold the publishers' password). Each such publish sets
+//!   these ACLs on `<path>`, `routes`, `members` and `version` again, so nodes a gateway made
+//!   open before the first publish are closed by it.
 //!
 //! One session serves everything; after it expires or the client closes, the next operation
 //! opens a new one (and the member node is created again).
@@ -217,6 +219,22 @@ impl ZkStore {
         }
         let version_path = self.at("version");
         let routes = self.at("routes");
+        if self.auth.is_some() {
+            // Nodes made before (by a gateway that started first, or by hand) may be open to
+            // anyone: every publish with an identity puts the fleet's ACLs back.
+            let nodes = [
+                (&self.path, &read_acls),
+                (&routes, &read_acls),
+                (&self.at("members"), &members_acls),
+                (&version_path, &read_acls),
+            ];
+            for (p, acls) in nodes {
+                match c.set_acl(p, acls, None).await {
+                    Ok(_) | Err(zk::Error::NoNode) => {}
+                    Err(e) => return Err(fail("set the ACL of", p, e)),
+                }
+            }
+        }
         // Without --if-version a lost race is retried; a few rounds settle any real contention.
         for _ in 0..5 {
             let (current, node_version) = match c.get_data(&version_path).await {

@@ -117,9 +117,12 @@ impl Ctx<'_, '_> {
             };
             let prefix = required(self, &d.prefix, "prefix").and_then(|p| {
                 let trimmed = p.trim_matches('/');
-                if trimmed.is_empty() {
+                if trimmed.is_empty() || trimmed.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
                     let span = d.prefix.as_ref().map(Spanned::span).unwrap_or_default();
-                    self.err(span, "consul `prefix` must name a key prefix, e.g. \"switchyard/edge\"");
+                    self.err(
+                        span,
+                        format!("consul `prefix` {p:?} must name a key prefix without empty, `.` or `..` segments, e.g. \"switchyard/edge\""),
+                    );
                     return None;
                 }
                 Some(trimmed.to_owned())
