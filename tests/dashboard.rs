@@ -284,6 +284,26 @@ async fn in_fleet_mode_the_dashboard_lists_the_members_and_their_versions() {
     );
     let row = b.text(&format!("[data-member=\"{other_id}\"]")).await.expect("the other gateway's row");
     assert!(row.contains(&others[0].addr.to_string()) && row.contains(&others[0].admin.to_string()), "{row}");
-    assert!(b.console_errors().await.is_empty());
+
+    // The source goes away: the page keeps refreshing, and the fleet section says why.
+    consul.stop().await;
+    b.wait_for(
+        "the fleet section shows the outage",
+        "[...document.querySelectorAll('[data-fleet-error]')].some((e) => e.textContent.startsWith('source unreachable'))",
+        REFRESH + SLACK,
+    )
+    .await;
+    b.wait_for(
+        "the members' error is shown too",
+        "[...document.querySelectorAll('[data-fleet-error]')].some((e) => e.textContent.startsWith('members:'))",
+        REFRESH + SLACK,
+    )
+    .await;
+    let status = b.script("return document.getElementById('status').className;", json!([])).await;
+    assert_eq!(status, "status", "the rest of the page still refreshes");
+    // Chromium logs each failed request; nothing else went wrong.
+    let errors = b.console_errors().await;
+    let other: Vec<_> = errors.iter().filter(|e| !e.contains("/fleet") || !e.contains("503")).collect();
+    assert!(other.is_empty(), "console errors: {errors:#?}");
     b.quit().await;
 }

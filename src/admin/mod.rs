@@ -367,7 +367,9 @@ async fn fleet_view(state: &AdminState) -> Response<Body> {
             "text/plain",
         );
     };
-    match f.store.members().await {
+    // Within the dashboard's 5 s per request, so a slow source shows as an error, not a hang.
+    let members = tokio::time::timeout(Duration::from_secs(4), f.store.members()).await;
+    match members.unwrap_or_else(|_| Err("no answer within 4 s".into())) {
         Ok(members) => json_response(
             StatusCode::OK,
             &json!({"published_version": f.published_version(), "members": members}),

@@ -229,10 +229,15 @@ function renderCertificates(certs) {
 function renderFleet(source, fleet) {
   $('fleet').hidden = !source;
   if (!source) return;
+  const problems = [];
+  if (source.source_error) problems.push('source unreachable: ' + source.source_error.message);
+  if (source.last_error) problems.push('published set refused: ' + source.last_error);
+  if (fleet && fleet.error) problems.push('members: ' + fleet.error);
   $('fleet-source').replaceChildren(el('div', { class: 'meta' },
     el('span', {}, 'source ', source.type),
     el('span', {}, 'published ', source.published_version ?? '–'),
-    el('span', {}, 'applied ', source.applied_version ?? '–')));
+    el('span', {}, 'applied ', source.applied_version ?? '–')),
+  ...problems.map((p) => el('div', { class: 'bad', 'data-fleet-error': '' }, p)));
   fill('fleet-body', ((fleet && fleet.members) || []).map((m) => el('tr', { 'data-member': m.id },
     el('td', { class: 'mono' }, m.id),
     el('td', {}, m.hostname),
@@ -268,7 +273,14 @@ async function refresh() {
     const routes = await api('/routes');
     const ups = await api('/upstreams');
     const stats = await api('/stats');
-    const fleet = cfg.source ? await api('/fleet') : null;
+    // The members come from the fleet's source: when it cannot be read, the rest of the page
+    // still refreshes, and the fleet section says why.
+    const fleet = cfg.source
+      ? await api('/fleet').catch((e) => {
+        if (e instanceof Unauthorized) throw e;
+        return { error: e.message };
+      })
+      : null;
     renderConfig(cfg);
     renderRoutes(routes.routes || [], stats);
     renderUpstreams(ups.upstreams || [], stats);
