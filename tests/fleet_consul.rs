@@ -211,3 +211,35 @@ async fn a_server_that_does_not_block_cannot_make_the_watch_spin() {
     let v = published(&publish(cfg.path(), &routes, None, &[]));
     converged(&[&g], v).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_agent_is_verified_against_tls_ca() {
+    use support::certs::TestCa;
+    let consul = ConsulDouble::start().await;
+    let ca = TestCa::new("consul fleet ca");
+    let https = consul.serve_tls(ca.server_config(&["127.0.0.1"])).await;
+    let src = |extra: &str| {
+        format!("{{ type = \"consul\", address = \"https://{https}\", prefix = \"tls\"{extra} }}")
+    };
+    let cfg = config_dir(&src(", tls_ca = \"consul-ca.pem\""));
+    // Relative to the folder of gateway.toml.
+    std::fs::write(cfg.path().join("consul-ca.pem"), &ca.pem).unwrap();
+    let routes = cfg.path().join("routes");
+    write_set(&routes, 1);
+    assert_eq!(published(&publish(cfg.path(), &routes, None, &[])), 1);
+    let g = FleetGw::start(cfg.path(), &[]).await;
+    converged(&[&g], 1).await;
+
+    // Without it, the webpki roots do not know the test CA: the agent is not trusted.
+    let untrusting = config_dir(&src(""));
+    let out = command(untrusting.path(), &["check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
+    // And on an http:// address it is a mistake.
+    let plain = format!(
+        "{{ type = \"consul\", address = \"http://{}\", prefix = \"tls\", tls_ca = \"x.pem\" }}",
+        consul.addr
+    );
+    let out = command(config_dir(&plain).path(), &["check"], &[]);
+    assert!(stderr(&out).contains("`tls_ca` applies to an https:// consul `address`"), "{}", stderr(&out));
+}

@@ -75,6 +75,8 @@ pub(super) struct RoutesSourceSection {
     pub(super) prefix: Option<Spanned<String>>,
     /// consul: variable holding the ACL token.
     pub(super) token_env: Option<Spanned<String>>,
+    /// consul: CA bundle for an https:// agent.
+    pub(super) tls_ca: Option<Spanned<String>>,
 }
 
 /// `[admin]`.

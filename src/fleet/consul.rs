@@ -93,7 +93,7 @@ type Answer = (StatusCode, u64, Bytes);
 
 impl ConsulStore {
     pub(crate) fn new(src: &RoutesSource) -> Result<ConsulStore, String> {
-        let RoutesSource::Consul { address, prefix, token_env } = src else {
+        let RoutesSource::Consul { address, prefix, token_env, tls_ca } = src else {
             unreachable!("a consul source")
         };
         let mut http = HttpConnector::new();
@@ -101,9 +101,9 @@ impl ConsulStore {
         http.set_connect_timeout(Some(super::OP_TIMEOUT));
         http.enforce_http(false);
         let tls = if address.is_https() {
-            let settings = UpstreamTls { sni: None, ca: None, insecure_skip_verify: false };
+            let settings = UpstreamTls { sni: None, ca: tls_ca.clone(), insecure_skip_verify: false };
             let cfg = crate::tls::client::config(&settings, UpstreamProtocol::Http1)
-                .map_err(|e| format!("consul {address}: {}", e.message))?;
+                .map_err(|e| format!("consul {address}: tls_ca: {}", e.message))?;
             Some((cfg, None))
         } else {
             None

@@ -29,6 +29,9 @@ pub enum RoutesSource {
         /// Variable holding the ACL token, read at every request (a rotated token is used at
         /// once).
         token_env: Option<String>,
+        /// CA bundle an `https://` agent's certificate is verified against (default: the
+        /// webpki roots).
+        tls_ca: Option<std::path::PathBuf>,
     },
 }
 

@@ -18,7 +18,7 @@ impl Ctx<'_, '_> {
         g: &GatewaySection,
         base: &Path,
     ) -> (Option<RoutesSource>, Option<PathBuf>) {
-        let source = g.routes_source.as_ref().and_then(|s| self.routes_source(s));
+        let source = g.routes_source.as_ref().and_then(|s| self.routes_source(s, base));
         if let (Some(s), Some(_)) = (&g.routes_source, &g.routes_dir) {
             self.err(
                 s.span(),
@@ -35,10 +35,10 @@ impl Ctx<'_, '_> {
         (source, cache)
     }
 
-    fn routes_source(&mut self, s: &Spanned<RoutesSourceSection>) -> Option<RoutesSource> {
+    fn routes_source(&mut self, s: &Spanned<RoutesSourceSection>, base: &Path) -> Option<RoutesSource> {
         let d = s.get_ref();
         let kind = d.kind.get_ref().as_str();
-        let present: [(&str, Option<Range<usize>>); 7] = [
+        let present: [(&str, Option<Range<usize>>); 8] = [
             ("servers", d.servers.as_ref().map(Spanned::span)),
             ("path", d.path.as_ref().map(Spanned::span)),
             ("session_timeout", d.session_timeout.as_ref().map(Spanned::span)),
@@ -46,10 +46,11 @@ impl Ctx<'_, '_> {
             ("address", d.address.as_ref().map(Spanned::span)),
             ("prefix", d.prefix.as_ref().map(Spanned::span)),
             ("token_env", d.token_env.as_ref().map(Spanned::span)),
+            ("tls_ca", d.tls_ca.as_ref().map(Spanned::span)),
         ];
         let allowed: &[&str] = match kind {
             "zookeeper" => &["servers", "path", "session_timeout", "auth_env"],
-            "consul" => &["address", "prefix", "token_env"],
+            "consul" => &["address", "prefix", "token_env", "tls_ca"],
             other => {
                 self.err(
                     d.kind.span(),
@@ -128,7 +129,17 @@ impl Ctx<'_, '_> {
                 Some(trimmed.to_owned())
             });
             let token_env = d.token_env.as_ref().and_then(|t| self.non_empty(t, "token_env"));
-            Some(RoutesSource::Consul { address: address?, prefix: prefix?, token_env })
+            let tls_ca = d.tls_ca.as_ref().and_then(|c| {
+                let path = self.non_empty(c, "tls_ca")?;
+                if address.as_ref().is_some_and(|a| !a.is_https()) {
+                    self.err(
+                        c.span(),
+                        "`tls_ca` applies to an https:// consul `address`; this one is http://",
+                    );
+                }
+                Some(resolve_path(base, &path))
+            });
+            Some(RoutesSource::Consul { address: address?, prefix: prefix?, token_env, tls_ca })
         };
         source.filter(|_| self.errors.len() == before)
     }

@@ -63,6 +63,7 @@ fn zookeeper_and_consul_sources_with_their_defaults() {
             address: ConsulAddress::parse("http://127.0.0.1:8500").unwrap(),
             prefix: "switchyard/edge".into(),
             token_env: Some("T".into()),
+            tls_ca: None,
         })
     );
     assert_eq!(g.routes_cache, None);
