@@ -212,6 +212,11 @@ impl ZkStore {
             (self.at("routes"), &read_opts),
             (self.at("members"), &members_opts),
         ] {
+            // A read first: it is answered by the server we are connected to, where a create
+            // (even one that finds the node) goes through the leader and a quorum.
+            if c.check_stat(&p).await.map_err(|e| fail("read", &p, e))?.is_some() {
+                continue;
+            }
             match c.mkdir(&p, opts).await {
                 Ok(()) | Err(zk::Error::NodeExists) => {}
                 Err(e) => return Err(fail("create", &p, e)),
