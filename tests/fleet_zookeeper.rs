@@ -210,6 +210,24 @@ async fn without_zookeeper_gateways_keep_serving_and_a_new_one_starts_from_its_c
         g1.config().await["source"]["source_error"].is_null()
     })
     .await;
+    // Both gateways are members once ZooKeeper is back: g1 (whose session may have expired in
+    // the outage, taking its node) and g2, which started while ZooKeeper was down.
+    let ids = [g1.member_id().await, g2.member_id().await];
+    eventually("both gateways are members again", CONVERGE, || async {
+        let out = command(cfg.path(), &["fleet", "--json"], &[]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let listed: Vec<&str> = v["members"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|m| m["id"].as_str()).collect())
+            .unwrap_or_default();
+        ids.iter().all(|id| listed.contains(&id.as_str()))
+    })
+    .await;
+    // With nothing published at a path, pull says so (exit 2).
+    let empty = config_dir(&source(&zk.connect_string(), "/fleet/nothing-here", ""));
+    let out = command(empty.path(), &["routes", "pull", empty.path().join("r").to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("nothing is published yet"), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
