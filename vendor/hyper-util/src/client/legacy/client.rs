@@ -413,7 +413,18 @@ where
         //   (an idle connection became available first), the started
         //   connection future is spawned into the runtime to complete,
         //   and then be inserted into the pool as an idle connection.
-        let checkout = self.pool.checkout(pool_key.clone());
+        let mut checkout = self.pool.checkout(pool_key.clone());
+        // switchyard patch: when an idle connection is there, take it without building the
+        // connect future and the race below (most requests of a busy proxy). See
+        // vendor/hyper-util/SWITCHYARD-PATCHES.md.
+        match (&mut checkout).now_or_never() {
+            Some(Ok(checked_out)) => return Ok(checked_out),
+            Some(Err(err)) if err.is_canceled() => {
+                return self.connect_to(pool_key).await.map_err(ClientConnectError::Normal)
+            }
+            Some(Err(err)) => return Err(ClientConnectError::Normal(e!(Connect, err))),
+            None => {}
+        }
         let connect = self.connect_to(pool_key);
         let is_ver_h2 = self.config.ver == Ver::Http2;
 
