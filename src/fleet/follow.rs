@@ -109,7 +109,7 @@ async fn run(fleet: &Fleet, reloader: &Arc<Reloader>, cache: Option<PathBuf>) {
                 fleet.source_failed(e);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    _ = fleet.nudge.notified() => {}
+                    _ = fleet.nudge.notified() => refused = None,
                     _ = fleet.wake.notified() => {}
                 }
             }
@@ -133,13 +133,7 @@ async fn apply(
         Ok(Ok(_)) => {
             tracing::info!(version = p.version, "applied the published route set");
             fleet.set_applied(Some(p.version), None);
-            if let Some(dir) = cache.clone() {
-                let written =
-                    tokio::task::spawn_blocking(move || cache::write(&dir, &p).map_err(|e| (dir, e))).await;
-                if let Ok(Err((dir, e))) = written {
-                    tracing::warn!(cache = %dir.display(), error = %e, "cannot write routes_cache");
-                }
-            }
+            write_cache(cache, p).await;
             None
         }
         Ok(Err(errs)) => {

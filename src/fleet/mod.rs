@@ -428,7 +428,11 @@ pub(crate) async fn start(cfg: &GatewayConfig, metrics: Arc<Metrics>) -> Result<
         Some(p) => {
             let last_error = fleet.member().last_error;
             fleet.set_applied(Some(p.version), last_error);
-            held(&src, &p)
+            match (&fresh, &cfg.routes_cache) {
+                // From the cache: an error names the cached file.
+                (None, Some(dir)) => p.files.iter().map(|(n, t)| (dir.join(n), t.clone())).collect(),
+                _ => held(&src, &p),
+            }
         }
         None => Vec::new(),
     };
