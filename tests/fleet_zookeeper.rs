@@ -252,8 +252,12 @@ async fn with_auth_env_only_the_publishers_identity_can_write_the_routes() {
         g.fleet().await["members"].as_array().is_some_and(|m| m.len() == 1)
     })
     .await;
-    assert_eq!(published(&publish(with_auth.path(), &routes, None, &env)), 1);
+    // A first set published without the identity: its nodes are open to anyone.
+    assert_eq!(published(&publish(d.path(), &routes, None, &[])), 1);
     converged(&[&g], 1).await;
+    // The same files published with it: every node of the fleet is closed.
+    assert_eq!(published(&publish(with_auth.path(), &routes, None, &env)), 2);
+    converged(&[&g], 2).await;
 
     // Anyone else cannot write: not the routes, not the version, not a new route file;
     // publishing without the identity fails (exit 2) and changes nothing.
@@ -273,7 +277,7 @@ async fn with_auth_env_only_the_publishers_identity_can_write_the_routes() {
     write_set(&v2, 2);
     let out = publish(d.path(), &v2, None, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert_eq!(g.body("/a").await, "1");
+    assert_eq!(g.body("/a").await, "1", "still the set of version 2, whose files say 1");
     // The gateway still registers (a restart makes a new member node) and the publisher can
     // publish.
     let d2 = config_dir(&source(&zk.connect_string(), PATH, ""));
@@ -282,8 +286,9 @@ async fn with_auth_env_only_the_publishers_identity_can_write_the_routes() {
         g.fleet().await["members"].as_array().is_some_and(|m| m.len() == 2)
     })
     .await;
-    assert_eq!(published(&publish(with_auth.path(), &v2, None, &env)), 2);
-    converged(&[&g, &g2], 2).await;
+    assert_eq!(published(&publish(with_auth.path(), &v2, None, &env)), 3);
+    converged(&[&g, &g2], 3).await;
+    assert_eq!(g2.body("/a").await, "2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

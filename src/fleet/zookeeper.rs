@@ -15,8 +15,8 @@
 //! - **ACLs**: with `auth_env`, the client authenticates with the digest scheme, and the nodes
 //!   a publish creates let that identity do everything and anyone read; `members` also lets
 //!   anyone create (gateways need not hold the publishers' password). Each such publish sets
-//!   these ACLs on `<path>`, `routes`, `members` and `version` again, so nodes a gateway made
-//!   open before the first publish are closed by it.
+//!   these ACLs on `<path>`, `routes`, `members`, `version` and the route files already there
+//!   again, so nodes a gateway (or a publisher without `auth_env`) made open are closed by it.
 //!
 //! One session serves everything; after it expires or the client closes, the next operation
 //! opens a new one (and the member node is created again).
@@ -237,6 +237,14 @@ impl ZkStore {
                 match c.set_acl(p, acls, None).await {
                     Ok(_) | Err(zk::Error::NoNode) => {}
                     Err(e) => return Err(fail("set the ACL of", p, e)),
+                }
+            }
+            // And the route files already there (a set published before `auth_env` was).
+            for name in c.list_children(&routes).await.map_err(|e| fail("list", &routes, e))? {
+                let p = format!("{routes}/{name}");
+                match c.set_acl(&p, &read_acls, None).await {
+                    Ok(_) | Err(zk::Error::NoNode) => {}
+                    Err(e) => return Err(fail("set the ACL of", &p, e)),
                 }
             }
         }
