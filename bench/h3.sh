@@ -48,20 +48,7 @@ stop_on_exit
 
 
 # ------------------------------------------------------------------- tools --
-need_install=()
-command -v nginx   >/dev/null 2>&1 || need_install+=(nginx)
-command -v h2load  >/dev/null 2>&1 || need_install+=(nghttp2-client)
-command -v curl    >/dev/null 2>&1 || need_install+=(curl)
-command -v python3 >/dev/null 2>&1 || need_install+=(python3)
-command -v openssl >/dev/null 2>&1 || need_install+=(openssl)
-command -v ss      >/dev/null 2>&1 || need_install+=(iproute2)
-if ((${#need_install[@]})); then
-    log "installing missing packages: ${need_install[*]}"
-    [[ $(id -u) -eq 0 ]] || die "need root to apt-get install ${need_install[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q "${need_install[@]}"
-fi
+need_commands nginx:nginx h2load:nghttp2-client curl:curl python3:python3 openssl:openssl ss:iproute2
 NGINX_BIN=$(command -v nginx)
 CLK_TCK=$(getconf CLK_TCK)
 

@@ -32,6 +32,21 @@ stop_on_exit() {
     trap 'exit 143' TERM
 }
 
+# need_commands CMD:PACKAGE ...: apt-get install the Debian package of every command that is
+# missing (root needed; the caller's `log` and `die` report).
+need_commands() {
+    local spec missing=()
+    for spec in "$@"; do
+        command -v "${spec%%:*}" >/dev/null 2>&1 || missing+=("${spec#*:}")
+    done
+    ((${#missing[@]})) || return 0
+    log "installing missing packages: ${missing[*]}"
+    [[ $(id -u) -eq 0 ]] || die "need root to apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q "${missing[@]}"
+}
+
 # Direct children of a PID (nginx workers of their master).
 children_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true; }
 

@@ -286,17 +286,7 @@ async fn tcp_responses_advertise_h3_and_the_access_log_says_http3() {
     assert_eq!(v["status"], 200, "{v}");
 
     let log = gw.g.dir.path().join("access.log");
-    let mut lines: Vec<serde_json::Value> = Vec::new();
-    eventually("three access log lines", Duration::from_secs(10), || {
-        lines = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        let n = lines.len();
-        async move { n >= 3 }
-    })
-    .await;
+    let lines = access_log_lines(&log, "three access log lines", |n| n >= 3).await;
     let protocol = |id: &str| {
         let l = lines.iter().find(|l| l["request_id"] == id).unwrap_or_else(|| panic!("{id}: {lines:?}"));
         l["protocol"].as_str().unwrap_or_else(|| panic!("no protocol: {l}")).to_owned()

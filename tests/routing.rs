@@ -507,17 +507,7 @@ async fn the_access_log_has_the_trace_id_that_was_forwarded() {
     assert_eq!(missing.status, 404);
 
     let log = g.dir.path().join("access.log");
-    let mut lines: Vec<serde_json::Value> = Vec::new();
-    eventually("four access log lines", Duration::from_secs(10), || {
-        lines = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        let n = lines.len();
-        async move { n == 4 }
-    })
-    .await;
+    let lines = access_log_lines(&log, "four access log lines", |n| n == 4).await;
     let trace_id = |id: &str| {
         let l = lines.iter().find(|l| l["request_id"] == id).unwrap_or_else(|| panic!("{id}: {lines:?}"));
         l["trace_id"].as_str().unwrap_or_else(|| panic!("no trace_id: {l}")).to_owned()

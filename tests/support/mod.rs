@@ -337,6 +337,27 @@ where
     }
 }
 
+/// The JSON lines of the access log at `path`, once `enough` says there are enough of them
+/// (within 10 s; the writer batches, so a line can lag its request a little).
+pub async fn access_log_lines(
+    path: &std::path::Path,
+    what: &str,
+    enough: impl Fn(usize) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    eventually(what, Duration::from_secs(10), || {
+        lines = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let done = enough(lines.len());
+        async move { done }
+    })
+    .await;
+    lines
+}
+
 /// A route file with one upstream `name` at `addr` and one route `name` (any host, `/`).
 pub fn one_upstream(name: &str, addr: SocketAddr) -> String {
     format!(
