@@ -88,6 +88,17 @@ pub enum Verdict {
     Stalled,
 }
 
+impl Verdict {
+    /// Why the connection is closed at once (`Abort`, `Stalled`), for the debug log.
+    pub fn why_now(&self) -> &'static str {
+        match self {
+            Verdict::Abort => "request head not received in time",
+            Verdict::Stalled => "the client stopped reading for send_timeout",
+            Verdict::WaitUntil(_) | Verdict::CloseIdle => "",
+        }
+    }
+}
+
 impl Default for ConnState {
     fn default() -> Self {
         ConnState {

@@ -273,12 +273,8 @@ impl Conn {
                 },
                 _ = tokio::time::sleep_until(next) => match state.check(&limits) {
                     Verdict::WaitUntil(at) => next = at.into(),
-                    Verdict::Abort => {
-                        tracing::debug!(client = %peer, "request head not received in time; closing");
-                        break;
-                    }
-                    Verdict::Stalled => {
-                        tracing::debug!(client = %peer, "the client stopped reading for send_timeout; closing");
+                    v @ (Verdict::Abort | Verdict::Stalled) => {
+                        tracing::debug!(client = %peer, "{}; closing", v.why_now());
                         break;
                     }
                     Verdict::CloseIdle if closing => break,
