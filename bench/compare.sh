@@ -180,12 +180,7 @@ http {
     }
 }
 EOF
-    "$NGINX_BIN" -t -q -p "$d" -c "$d/nginx.conf" 2>"$d/check.log" || { cat "$d/check.log" >&2; die "upstream nginx config invalid"; }
-    "$NGINX_BIN" -p "$d" -c "$d/nginx.conf" >"$d/stdout.log" 2>"$d/stderr.log" &
-    UPSTREAM_PID=$!
-    STARTED_PIDS+=("$UPSTREAM_PID")
-    wait_listen "$UPSTREAM_PID" "$UPSTREAM_PORT" || { cat "$d/stderr.log" "$d/error.log" >&2 2>/dev/null; die "upstream nginx did not start"; }
-    track_children "$UPSTREAM_PID"
+    start_upstream_nginx "$d" "$UPSTREAM_PORT"
     log "upstream nginx pid $UPSTREAM_PID on 127.0.0.1:$UPSTREAM_PORT (worker_processes $UPSTREAM_WORKERS)"
     [[ $UPSTREAM_MODE == slow ]] && start_slow_upstream
     [[ $UPSTREAM_MODE == failing ]] && start_failing_upstream

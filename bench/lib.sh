@@ -50,6 +50,20 @@ need_commands() {
 # Direct children of a PID (nginx workers of their master).
 children_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true; }
 
+# start_upstream_nginx DIR PORT: check and start the nginx of DIR/nginx.conf (NGINX_BIN) as the
+# benchmarks' upstream on PORT, wait until it listens, and track it and its workers in
+# STARTED_PIDS. Sets UPSTREAM_PID; dies (the caller's `die`) with nginx's own words on failure.
+start_upstream_nginx() {
+    local d=$1 port=$2 c
+    "$NGINX_BIN" -t -q -p "$d" -c "$d/nginx.conf" 2>"$d/check.log" || { cat "$d/check.log" >&2; die "upstream nginx config invalid"; }
+    "$NGINX_BIN" -p "$d" -c "$d/nginx.conf" >"$d/stdout.log" 2>"$d/stderr.log" &
+    UPSTREAM_PID=$!
+    STARTED_PIDS+=("$UPSTREAM_PID")
+    wait_listen "$UPSTREAM_PID" "$port" || { cat "$d/stderr.log" "$d/error.log" >&2 2>/dev/null; die "upstream nginx did not start"; }
+    sleep 0.2   # the master forks its workers after it listens
+    for c in $(children_of "$UPSTREAM_PID"); do STARTED_PIDS+=("$c"); done
+}
+
 # free_port: a loopback TCP port no one listens on now, never the same twice in one run. The
 # port is released before the server that gets it binds it (these scripts start other
 # programs, which take a port number); wait_listen then checks the right process got it.
