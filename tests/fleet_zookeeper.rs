@@ -160,6 +160,44 @@ async fn a_killed_gateway_leaves_the_fleet_within_the_session_timeout_and_a_stop
     assert!(!members().await.contains(&id2), "a stopped gateway removes its node before it exits");
 }
 
+/// A member node that goes while the gateway runs (another tool deleted it), or that an
+/// earlier session still holds (after an outage the servers expire that session later, and
+/// its node with it), is made again as the running session's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_node_that_goes_or_that_an_earlier_session_holds_is_made_again() {
+    const PATH: &str = "/fleet/member_node_made_again";
+    let zk = shared();
+    let (_cfg, _) = published_fleet(&source(&zk.connect_string(), PATH, ""));
+    let d = config_dir(&source(&zk.connect_string(), PATH, ""));
+    let g = FleetGw::start(d.path(), &[]).await;
+    let id = g.member_id().await;
+    let node = format!("{PATH}/members/{id}");
+    let c = zk::client(&zk.connect_string()).await;
+    let owner = || async { c.check_stat(&node).await.unwrap().map(|s| s.ephemeral_owner) };
+    eventually("the gateway's member node", CONVERGE, || async { owner().await.is_some() }).await;
+    let ours = c.session_id().0;
+
+    // Deleted by someone else: the gateway notices and creates it again.
+    zk::delete(&c, &node).await;
+    eventually("the deleted member node is back", CONVERGE, || async {
+        owner().await.is_some_and(|o| o != ours)
+    })
+    .await;
+
+    // Held by another session (as an earlier session of this gateway would hold it): the
+    // gateway replaces it with its own, so that session's end does not take it away.
+    zk::delete(&c, &node).await;
+    zk::ephemeral(&c, &format!("{PATH}/members"), &id, b"{}").await;
+    assert_eq!(owner().await, Some(ours));
+    eventually("the gateway owns its member node again", CONVERGE, || async {
+        owner().await.is_some_and(|o| o != ours)
+    })
+    .await;
+    let (data, _) = c.get_data(&node).await.unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&data).unwrap();
+    assert_eq!(record["id"], id.as_str(), "the node holds the gateway's record");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_zookeeper_gateways_keep_serving_and_a_new_one_starts_from_its_cache() {
     const PATH: &str = "/fleet/without_zookeeper_gatewa";

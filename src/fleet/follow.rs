@@ -35,7 +35,7 @@ pub(crate) fn spawn(
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                if let Err(e) = fleet.store.keep_alive().await {
+                if let Err(e) = fleet.store.keep_alive(&fleet.member().id).await {
                     tracing::warn!(error = %e, "fleet registration");
                     fleet.wake.notify_one();
                 }
@@ -87,12 +87,19 @@ async fn run(fleet: &Fleet, reloader: &Arc<Reloader>, cache: Option<PathBuf>) {
             Err(e) => Some(e),
         };
         let member = fleet.member();
-        if failed.is_none() && (written.as_ref() != Some(&member) || fleet.store.needs_register().await) {
-            match fleet.store.register(&member).await {
-                Ok(()) => written = Some(member),
-                Err(e) => fleet.source_failed(e),
+        let failed = match failed {
+            None if written.as_ref() != Some(&member) || fleet.store.needs_register().await => {
+                // A failed registration is retried with the same backoff as a failed read.
+                match fleet.store.register(&member).await {
+                    Ok(()) => {
+                        written = Some(member);
+                        None
+                    }
+                    Err(e) => Some(e),
+                }
             }
-        }
+            failed => failed,
+        };
         let failed = match failed {
             Some(e) => Some(e),
             None => tokio::select! {

@@ -194,10 +194,11 @@ impl Store {
         }
     }
 
-    /// Keep the registration alive (Consul renews its session; ZooKeeper's client does it).
-    pub(crate) async fn keep_alive(&self) -> Result<(), String> {
+    /// Keep the registration alive: Consul renews its session; ZooKeeper's client keeps its
+    /// own, and this checks that the member node is still this session's.
+    pub(crate) async fn keep_alive(&self, id: &str) -> Result<(), String> {
         match self {
-            Store::Zk(_) => Ok(()),
+            Store::Zk(s) => bounded(s.check_registered(id)).await,
             Store::Consul(s) => bounded(s.renew()).await,
         }
     }

@@ -362,9 +362,7 @@ impl ZkStore {
         }
         match c.create(&path, data, &opts).await {
             Ok(_) => {}
-            Err(zk::Error::NodeExists) => {
-                c.set_data(&path, data, None).await.map_err(|e| err("write", &path, e))?;
-            }
+            Err(zk::Error::NodeExists) => self.take_over(&c, &path, data, &opts).await?,
             Err(e) => return Err(err("create", &path, e)),
         }
         if let Some((s, m)) = self.client.lock().await.as_mut() {
@@ -373,6 +371,57 @@ impl ZkStore {
             }
         }
         Ok(())
+    }
+
+    /// `path` exists: keep it if this session owns it, or replace a node an earlier session of
+    /// this gateway left (after a ZooKeeper outage the server expires that session later, and
+    /// the node with it, so writing into it would leave the gateway unlisted).
+    async fn take_over(
+        &self,
+        c: &zk::Client,
+        path: &str,
+        data: &[u8],
+        opts: &zk::CreateOptions<'_>,
+    ) -> Result<(), String> {
+        let Some(stat) = c.check_stat(path).await.map_err(|e| err("read", path, e))? else {
+            return c.create(path, data, opts).await.map(drop).map_err(|e| err("create", path, e));
+        };
+        if stat.ephemeral_owner == c.session_id().0 {
+            return c.set_data(path, data, None).await.map(drop).map_err(|e| err("write", path, e));
+        }
+        match c.delete(path, Some(stat.version)).await {
+            Ok(()) | Err(zk::Error::NoNode) => {}
+            Err(e) => {
+                return Err(format!(
+                    "{path} is held by an earlier session (it goes when that session expires): {}",
+                    err("delete", path, e)
+                ))
+            }
+        }
+        c.create(path, data, opts).await.map(drop).map_err(|e| err("create", path, e))
+    }
+
+    /// Whether this session's member node is still there; a node that went (deleted by
+    /// another tool, or a race with an expiring earlier session) is created again.
+    pub(crate) async fn check_registered(&self, id: &str) -> Result<(), String> {
+        let c = match self.client.lock().await.as_ref() {
+            Some((c, Some(_))) => c.clone(),
+            _ => return Ok(()),
+        };
+        let path = format!("{}/{id}", self.at("members"));
+        let owned = match c.check_stat(&path).await {
+            Ok(stat) => stat.is_some_and(|s| s.ephemeral_owner == c.session_id().0),
+            Err(e) => return Err(err("read", &path, e)),
+        };
+        if owned {
+            return Ok(());
+        }
+        if let Some((s, m)) = self.client.lock().await.as_mut() {
+            if s.session_id() == c.session_id() {
+                *m = None;
+            }
+        }
+        Err(format!("{path} is gone; creating it again"))
     }
 
     /// Whether the member node must be created (no session yet, or a new one).
