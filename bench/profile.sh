@@ -5,7 +5,7 @@
 #   bench/profile.sh cpu        # user and kernel CPU µs per request, req per CPU-second (wrk -t2 -c64)
 #   bench/profile.sh syscalls   # system calls per request (strace -c on the proxy, wrk -c16)
 #   bench/profile.sh callgrind  # user-space instructions per request (valgrind), switchyard then nginx
-#   bench/profile.sh perf       # switchyard only: perf record -g, then the top symbols
+#   bench/profile.sh perf       # perf record -g of each proxy, then the top symbols
 #
 # SWITCHYARD_BIN (default target/release/switchyard, built if missing), SECONDS_RUN (default 5),
 # ACCESS_LOG=1 (switchyard writes its access log to a file, as it does by default to stdout),
@@ -167,12 +167,20 @@ callgrind)
     cg_measure nginx "${PIDS[-1]}" "$NGX" "$TMP/ngx-cg.out"
     ;;
 perf)
+    # Both proxies, one after the other: the shares by binary, then the top symbols (PERF_TOP,
+    # default 30). The kernel's symbols side by side show where the kernel time differs.
     start_switchyard
-    wrk -t2 -c64 -d1s "http://127.0.0.1:$SY/" >/dev/null
-    perf record -F 2999 -g -p "$SY_PID" -o "$TMP/perf.data" -- sleep "$SECS" >/dev/null 2>&1 & pr=$!
-    wrk -t2 -c64 -d"${SECS}s" "http://127.0.0.1:$SY/" >/dev/null
-    wait "$pr" || true
-    perf report -g none -i "$TMP/perf.data" --no-children --sort dso 2>/dev/null | grep -v '^#' | sed '/^$/d' | head -n 5
-    perf report -g none -i "$TMP/perf.data" --no-children --sort sym 2>/dev/null | grep -v '^#' | sed '/^$/d' | head -n 30
+    start_nginx_proxy
+    for who in "switchyard $SY_PID $SY" "nginx $NGX_WORKER $NGX"; do
+        set -- $who
+        wrk -t2 -c64 -d1s "http://127.0.0.1:$3/" >/dev/null
+        perf record -F 2999 -g -p "$2" -o "$TMP/perf-$1.data" -- sleep "$SECS" >/dev/null 2>&1 & pr=$!
+        wrk -t2 -c64 -d"${SECS}s" "http://127.0.0.1:$3/" >/dev/null
+        wait "$pr" || true
+        echo "== $1"
+        perf report -g none -i "$TMP/perf-$1.data" --no-children --sort dso 2>/dev/null | grep -v '^#' | sed '/^$/d' | head -n 5 || true
+        perf report -g none -i "$TMP/perf-$1.data" --no-children --sort sym 2>/dev/null | grep -v '^#' | sed '/^$/d' \
+            | head -n "${PERF_TOP:-30}" || true
+    done
     ;;
 esac

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -113,8 +112,11 @@ impl HealthMachine {
 // === probes ===
 
 /// Sends one HTTP request on the upstream's client (it knows protocol, TLS, connect timeout).
-pub(crate) type HttpSend =
-    Arc<dyn Fn(Request<Body>) -> BoxFuture<'static, Result<Response<Incoming>, Error>> + Send + Sync>;
+pub(crate) type HttpSend = Arc<
+    dyn Fn(Request<Body>) -> BoxFuture<'static, Result<Response<crate::proxy::UpstreamBody>, Error>>
+        + Send
+        + Sync,
+>;
 
 /// What a probe task reports after every probe: the result, and the new state if it changed.
 pub(crate) type OnResult = Box<dyn Fn(bool, Option<Health>) + Send + Sync>;

@@ -1,9 +1,11 @@
-//! One upstream exchange on the pooled client: the request rewritten for the upstream
-//! (forwarded headers, hop-by-hop rules of the README's "Security model"), sent on hyper-util's pooled client
-//! (keep-alive reuse per endpoint), its failure classified, and HTTP/1.1 upgrades tunnelled.
+//! One upstream exchange: the request rewritten for the upstream (forwarded headers,
+//! hop-by-hop rules of the README's "Security model"), sent on a kept-alive connection to its
+//! endpoint, its failure classified, and HTTP/1.1 upgrades tunnelled. HTTP/1 connections are
+//! run by the request's own task ([`h1`]); HTTP/2 ones by hyper-util's pooled client.
 //! Upstreams with `[upstream.tls]` connect through rustls ([`connect`]).
 
 pub(crate) mod connect;
+pub(crate) mod h1;
 pub mod headers;
 pub(crate) mod limits;
 
@@ -16,12 +18,13 @@ use std::time::Duration;
 
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use self::connect::UpstreamConnector;
+pub(crate) use self::h1::UpstreamBody;
+use self::h1::{Failure, H1Pool};
 use self::limits::{LimitedConnector, Limits};
 use crate::body::Body;
 use crate::config::{UpstreamConfig, UpstreamProtocol};
@@ -60,14 +63,14 @@ type Pool = Client<LimitedConnector<UpstreamConnector>, Body>;
 
 /// The pooled client of one upstream: one pool per serving thread, each keyed by endpoint.
 ///
-/// A pooled connection is driven by a task on the runtime that opened it, and each request
-/// and response crosses to that task through a channel. With one pool shared by every serving
-/// thread, a request accepted on one thread would often take a connection driven by another,
-/// and every exchange would wake a second thread (two cross-thread wake-ups per request). A
-/// pool per thread keeps each exchange on the thread that accepted the request, as NGINX's
-/// per-worker keep-alive pools do; the limits (`[upstream.limits]`) stay shared.
+/// A pool per thread keeps each exchange on the thread that accepted the request, as NGINX's
+/// per-worker keep-alive pools do: a connection another thread runs would wake that thread
+/// twice per exchange. The limits (`[upstream.limits]`) stay shared. HTTP/1 upstreams use
+/// [`H1Pool`]; HTTP/2 ones hyper-util's client, whose connections each run in a task of their
+/// own (one connection carries many requests at once).
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
+    h1: Option<Arc<H1Pool>>,
     pools: Arc<[OnceLock<Pool>]>,
     builder: Arc<hyper_util::client::legacy::Builder>,
     connector: LimitedConnector<UpstreamConnector>,
@@ -98,21 +101,26 @@ impl UpstreamClient {
         let tls = connector.is_tls();
         // A request waiting for a connection waits at most as long as connecting may take.
         let connector = LimitedConnector::new(connector, limits, cfg.connect_timeout);
+        let threads = POOL_SLOTS.load(Ordering::Relaxed);
         let mut b = Client::builder(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             // We set Host ourselves: the client's, or host_rewrite.
             .set_host(false);
+        let mut h1 = None;
         let version = match cfg.protocol {
-            UpstreamProtocol::Http1 => Version::HTTP_11,
+            UpstreamProtocol::Http1 => {
+                h1 = Some(Arc::new(H1Pool::new(connector.clone(), threads, POOL_IDLE_TIMEOUT)));
+                Version::HTTP_11
+            }
             UpstreamProtocol::H2 | UpstreamProtocol::H2c => {
                 b.http2_only(true);
                 Version::HTTP_2
             }
         };
-        let pools = (0..POOL_SLOTS.load(Ordering::Relaxed)).map(|_| OnceLock::new()).collect();
-        Ok(UpstreamClient { pools, builder: Arc::new(b), connector, version, tls })
+        let pools = (0..threads).map(|_| OnceLock::new()).collect();
+        Ok(UpstreamClient { h1, pools, builder: Arc::new(b), connector, version, tls })
     }
 
     /// This thread's pool, made on first use.
@@ -124,7 +132,10 @@ impl UpstreamClient {
     /// Which pool this thread uses (its address), for tests.
     #[cfg(test)]
     pub(crate) fn pool_id(&self) -> usize {
-        self.pool() as *const Pool as usize
+        match &self.h1 {
+            Some(h1) => h1.slot_id(WORKER.with(Cell::get)),
+            None => self.pool() as *const Pool as usize,
+        }
     }
 
     /// The HTTP version spoken to the upstream.
@@ -133,8 +144,20 @@ impl UpstreamClient {
     }
 
     /// Send `req` (already addressed to `endpoint`) and classify any failure.
-    pub async fn send(&self, endpoint: &str, req: Request<Body>) -> Result<Response<Incoming>, Error> {
-        self.pool().request(req).await.map_err(|e| classify(endpoint, e))
+    pub async fn send(&self, endpoint: &str, req: Request<Body>) -> Result<Response<UpstreamBody>, Error> {
+        match &self.h1 {
+            Some(h1) => h1.send(WORKER.with(Cell::get), endpoint, req).await.map_err(|f| match f {
+                Failure::Connect(e) => classify(endpoint, e, true),
+                Failure::Exchange(e) => classify(endpoint, e.into(), false),
+            }),
+            None => match self.pool().request(req).await {
+                Ok(res) => Ok(res.map(UpstreamBody::plain)),
+                Err(e) => {
+                    let connect = e.is_connect();
+                    Err(classify(endpoint, e.into(), connect))
+                }
+            },
+        }
     }
 
     /// Point `req` at `authority` — `https://` when this upstream speaks TLS (for h2's
@@ -154,30 +177,30 @@ impl UpstreamClient {
     }
 }
 
-/// Turn a client failure into the gateway's typed leaves.
-fn classify(endpoint: &str, e: hyper_util::client::legacy::Error) -> Error {
+/// Turn a client failure (`connect`: while connecting) into the gateway's typed leaves.
+fn classify(endpoint: &str, e: Error, connect: bool) -> Error {
     let endpoint = endpoint.to_owned();
-    if let Some(o) = cause_ref::<Overloaded>(&e) {
+    if let Some(o) = cause_ref::<Overloaded>(&*e) {
         return Overloaded { upstream: o.upstream.clone(), limit: o.limit }.into();
     }
-    if let Some(b) = cause_ref::<BodyTooLarge>(&e) {
+    if let Some(b) = cause_ref::<BodyTooLarge>(&*e) {
         return BodyTooLarge { limit: b.limit }.into();
     }
-    if let Some(t) = cause_ref::<BodyReadTimeout>(&e) {
+    if let Some(t) = cause_ref::<BodyReadTimeout>(&*e) {
         return BodyReadTimeout(t.0).into();
     }
-    if cause_ref::<ClientBodyError>(&e).is_some() {
-        return ClientBodyError { source: e.into() }.into();
+    if cause_ref::<ClientBodyError>(&*e).is_some() {
+        return ClientBodyError { source: e }.into();
     }
-    if e.is_connect() {
-        return ConnectFailed { endpoint, source: e.into() }.into();
+    if connect {
+        return ConnectFailed { endpoint, source: e }.into();
     }
-    if let Some(h) = cause_ref::<hyper::Error>(&e) {
+    if let Some(h) = cause_ref::<hyper::Error>(&*e) {
         if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
-            return BadUpstreamResponse { endpoint, source: e.into() }.into();
+            return BadUpstreamResponse { endpoint, source: e }.into();
         }
     }
-    UpstreamReset { endpoint, source: e.into() }.into()
+    UpstreamReset { endpoint, source: e }.into()
 }
 
 /// A tunnel's idle timeout when it did not come through a listener (no [`TunnelCtx`]): the

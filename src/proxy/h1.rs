@@ -1,0 +1,492 @@
+//! HTTP/1 upstream connections driven by the task that uses them.
+//!
+//! hyper-util's pooled client drives every connection in a task of its own: each exchange
+//! hands the request to that task and the response back through channels, wakes it, boxes
+//! the exchange's future, and spawns one more task per response to notice when the connection
+//! is idle again. Here, as in NGINX and Pingora, the connection's state machine
+//! (hyper's `client::conn::http1`) is polled by whoever waits on it: the request's future
+//! until the head arrives, then the response body ([`UpstreamBody`]) until its end, when the
+//! connection goes back to the idle list of the serving thread that used it. Nothing crosses
+//! a task, and the idle lists take no lock another thread holds.
+//!
+//! An idle connection is polled by nobody. One the upstream closed is found closed when it is
+//! next taken (and skipped), or by the sweep that runs every [`SWEEP_EVERY`] on each thread
+//! with idle connections, which also closes those idle for longer than the pool's idle
+//! timeout. A request that a reused connection could not start (the upstream closed it just
+//! then) is sent again on another connection, as hyper-util's client does.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Uri};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use tokio::time::Instant;
+
+use super::connect::UpstreamConnector;
+use super::limits::LimitedConnector;
+use crate::body::Body;
+use crate::error::Error;
+
+/// How often each thread's idle connections are looked at.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// One HTTP/1 connection: the handle that sends on it and the state machine that runs it.
+struct Conn {
+    send: http1::SendRequest<Body>,
+    /// `None` once the connection has ended.
+    driver: Option<Driver>,
+    /// When it went idle (in an idle list).
+    since: Instant,
+}
+
+impl Conn {
+    /// Run the connection as far as it can go now; false once it has ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(d) = self.driver.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                self.driver = None;
+            }
+        }
+        self.driver.is_some()
+    }
+
+    /// Whether it can take the next request, running it (twice at most, with no waker: nobody
+    /// waits on an idle connection) to find out.
+    fn ready_for_next(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..2 {
+            if !self.drive(&mut cx) {
+                return false;
+            }
+            if self.send.is_ready() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Idle connections by endpoint, for one serving thread.
+#[derive(Default)]
+struct Idle {
+    by_endpoint: HashMap<Arc<str>, List>,
+    sweeping: bool,
+}
+
+/// One endpoint's idle connections, and its key (shared by the connections lent out).
+struct List {
+    key: Arc<str>,
+    conns: Vec<Conn>,
+}
+
+/// One serving thread's idle list, and the signal that a connection went back to it.
+#[derive(Default)]
+struct Slot {
+    idle: Mutex<Idle>,
+    returned: tokio::sync::Notify,
+}
+
+/// The HTTP/1 connections of one upstream: an idle list per serving thread.
+pub(crate) struct H1Pool {
+    connector: LimitedConnector<UpstreamConnector>,
+    idle: Box<[Slot]>,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for H1Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1Pool").field("threads", &self.idle.len()).finish_non_exhaustive()
+    }
+}
+
+/// Why an exchange failed: while connecting, or on the connection.
+pub(crate) enum Failure {
+    Connect(Error),
+    Exchange(hyper::Error),
+}
+
+impl H1Pool {
+    pub(crate) fn new(
+        connector: LimitedConnector<UpstreamConnector>,
+        threads: usize,
+        idle_timeout: Duration,
+    ) -> Self {
+        let idle = (0..threads.max(1)).map(|_| Slot::default()).collect();
+        H1Pool { connector, idle, idle_timeout }
+    }
+
+    /// Which idle list `thread` uses (its address), for tests.
+    #[cfg(test)]
+    pub(crate) fn slot_id(&self, thread: usize) -> usize {
+        &self.idle[thread % self.idle.len()] as *const Slot as usize
+    }
+
+    fn slot(&self, thread: usize) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle[thread % self.idle.len()].idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle connection to `endpoint` that can take a request now, with the list's key.
+    fn take(&self, thread: usize, endpoint: &str) -> (Arc<str>, Option<Conn>) {
+        let mut idle = self.slot(thread);
+        let Some(list) = idle.by_endpoint.get_mut(endpoint) else {
+            return (Arc::from(endpoint), None);
+        };
+        let key = Arc::clone(&list.key);
+        while let Some(mut c) = list.conns.pop() {
+            if c.since.elapsed() < self.idle_timeout && c.ready_for_next() {
+                return (key, Some(c));
+            }
+        }
+        (key, None)
+    }
+
+    /// Put `conn` back as idle, if it can take another request.
+    fn put(self: &Arc<Self>, thread: usize, key: Arc<str>, mut conn: Conn) {
+        if !conn.ready_for_next() {
+            return;
+        }
+        conn.since = Instant::now();
+        let mut idle = self.slot(thread);
+        let list =
+            idle.by_endpoint.entry(Arc::clone(&key)).or_insert_with(|| List { key, conns: Vec::new() });
+        list.conns.push(conn);
+        let sweep_now = !std::mem::replace(&mut idle.sweeping, true);
+        drop(idle);
+        self.idle[thread % self.idle.len()].returned.notify_waiters();
+        if sweep_now {
+            tokio::spawn(sweep(Arc::downgrade(self), thread));
+        }
+    }
+
+    async fn connect(&self, uri: &Uri) -> Result<Conn, Error> {
+        let mut connector = self.connector.clone();
+        let io = tower::Service::call(&mut connector, uri.clone()).await?;
+        let (send, conn) = http1::Builder::new().handshake(io).await?;
+        Ok(Conn { send, driver: Some(Box::pin(conn.with_upgrades())), since: Instant::now() })
+    }
+
+    /// A new connection, or one that goes back to this thread's list first (with `true`).
+    /// With `max_connections` reached, connecting waits for a permit that a connection
+    /// lying idle here would never give back: that connection is the one to take.
+    async fn connect_or_wait(&self, thread: usize, endpoint: &str, uri: &Uri) -> Result<(Conn, bool), Error> {
+        let slot = &self.idle[thread % self.idle.len()];
+        let mut connect = std::pin::pin!(self.connect(uri));
+        loop {
+            let returned = slot.returned.notified();
+            let mut returned = std::pin::pin!(returned);
+            returned.as_mut().enable();
+            // One may have come back since the caller looked.
+            if let (_, Some(c)) = self.take(thread, endpoint) {
+                return Ok((c, true));
+            }
+            tokio::select! {
+                r = &mut connect => return r.map(|c| (c, false)),
+                () = returned => {}
+            }
+        }
+    }
+
+    /// Send `req` (addressed to `endpoint` in absolute form) on an idle connection of this
+    /// thread's list, or a new one.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        thread: usize,
+        endpoint: &str,
+        mut req: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, Failure> {
+        let uri = std::mem::take(req.uri_mut());
+        *req.uri_mut() = origin_form(&uri);
+        loop {
+            let (key, idle) = self.take(thread, endpoint);
+            let (mut conn, reused) = match idle {
+                Some(c) => (c, true),
+                None => self.connect_or_wait(thread, endpoint, &uri).await.map_err(Failure::Connect)?,
+            };
+            let mut sent = std::pin::pin!(conn.send.try_send_request(req));
+            let answer = std::future::poll_fn(|cx| {
+                // The connection writes the request and reads the head; then the answer is in.
+                conn.drive(cx);
+                sent.as_mut().poll(cx)
+            })
+            .await;
+            match answer {
+                Ok(res) => return Ok(self.respond(thread, key, conn, res)),
+                Err(mut e) => match e.take_message() {
+                    // Not started on a reused connection (closed just then): another one.
+                    Some(r) if reused => req = r,
+                    _ => return Err(Failure::Exchange(e.into_error())),
+                },
+            }
+        }
+    }
+
+    fn respond(
+        self: &Arc<Self>,
+        thread: usize,
+        key: Arc<str>,
+        conn: Conn,
+        res: Response<Incoming>,
+    ) -> Response<UpstreamBody> {
+        if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection becomes the tunnel's: it runs on its own until it hands it over.
+            if let Some(d) = conn.driver {
+                tokio::spawn(d);
+            }
+            return res.map(UpstreamBody::plain);
+        }
+        let (parts, inner) = res.into_parts();
+        let lease = Lease { pool: Arc::clone(self), thread, key, conn };
+        let mut body = UpstreamBody { inner, lease: Some(lease), failed: None };
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        Response::from_parts(parts, body)
+    }
+
+    /// Close connections idle for too long or ended; true when none is left.
+    fn sweep_once(&self, thread: usize) -> bool {
+        let mut idle = self.slot(thread);
+        idle.by_endpoint.retain(|_, list| {
+            list.conns.retain_mut(|c| c.since.elapsed() < self.idle_timeout && c.ready_for_next());
+            !list.conns.is_empty()
+        });
+        if idle.by_endpoint.is_empty() {
+            idle.sweeping = false;
+            return true;
+        }
+        false
+    }
+}
+
+/// Look at `thread`'s idle connections every [`SWEEP_EVERY`] while there are any.
+async fn sweep(pool: Weak<H1Pool>, thread: usize) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        match pool.upgrade() {
+            Some(p) if !p.sweep_once(thread) => {}
+            _ => return,
+        }
+    }
+}
+
+/// `uri`'s path and query (`/` when it has none), as HTTP/1 sends them.
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(pq) if pq.as_str() != "/" => Uri::from(pq.clone()),
+        _ => Uri::default(),
+    }
+}
+
+/// A connection lent to one exchange, and where it goes back.
+struct Lease {
+    pool: Arc<H1Pool>,
+    thread: usize,
+    key: Arc<str>,
+    conn: Conn,
+}
+
+/// An upstream response's body. Over HTTP/1 it also runs the connection it arrives on, and
+/// returns that connection to the idle list at its end; dropped before its end, it closes it.
+pub struct UpstreamBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+    /// An error held back one poll (see `poll_frame`).
+    failed: Option<hyper::Error>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl UpstreamBody {
+    /// A body that runs no connection (HTTP/2's are run by their own task).
+    pub(crate) fn plain(inner: Incoming) -> Self {
+        UpstreamBody { inner, lease: None, failed: None }
+    }
+
+    fn release(&mut self) {
+        if let Some(l) = self.lease.take() {
+            l.pool.put(l.thread, l.key, l.conn);
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        if let Some(l) = this.lease.as_mut() {
+            l.conn.drive(cx);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.release();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(f))) => {
+                if this.inner.is_end_stream() {
+                    this.release();
+                }
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The connection is done for. The error waits one poll: hyper's server drops
+                // what it has not written yet when a body fails, and the head and the bytes
+                // that came before the failure should reach the client (as when the
+                // connection ran in a task of its own and the failure came a little later).
+                this.lease = None;
+                this.failed = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::config::{Balance, DiscoveryConfig, UpstreamConfig, UpstreamLimits, UpstreamProtocol};
+    use crate::proxy::limits::Limits;
+    use crate::proxy::UpstreamClient;
+
+    /// A raw upstream on loopback: answers `ok` to each request, and closes each connection
+    /// after `per_conn` answers (without saying so). Counts connections, and sends on
+    /// `closed` each time it has closed one.
+    struct Raw {
+        addr: String,
+        conns: Arc<AtomicUsize>,
+        closed: tokio::sync::mpsc::UnboundedReceiver<()>,
+    }
+
+    async fn raw(per_conn: usize) -> Raw {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let (tx, closed) = tokio::sync::mpsc::unbounded_channel();
+        let n = Arc::clone(&conns);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                n.fetch_add(1, Ordering::SeqCst);
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let mut answered = 0;
+                    while answered < per_conn {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                        answered += 1;
+                    }
+                    // Closed here after `per_conn` answers, or by the other side.
+                    drop(s);
+                    let _ = tx.send(());
+                });
+            }
+        });
+        Raw { addr, conns, closed }
+    }
+
+    fn client() -> UpstreamClient {
+        let cfg = UpstreamConfig {
+            name: "u".into(),
+            discovery: DiscoveryConfig::Static(Vec::new()),
+            balance: Balance::RoundRobin,
+            hash_on: None,
+            protocol: UpstreamProtocol::Http1,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+            panic_threshold: 0,
+            tls: None,
+            health: None,
+            outlier: None,
+            limits: UpstreamLimits::default(),
+        };
+        let limits = Limits::new(UpstreamLimits::default(), Arc::new("u".into()), Default::default());
+        UpstreamClient::new(&cfg, limits).unwrap()
+    }
+
+    async fn get(c: &UpstreamClient, addr: &str) -> Response<UpstreamBody> {
+        let mut req = Request::get("/x").body(crate::body::empty()).unwrap();
+        c.address(&mut req, &addr.parse().unwrap());
+        c.send(addr, req).await.expect("the exchange succeeds")
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_its_end_returns_the_connection_and_one_dropped_early_closes_it() {
+        let up = raw(usize::MAX).await;
+        let c = client();
+        for _ in 0..3 {
+            let body = get(&c, &up.addr).await.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"ok");
+        }
+        assert_eq!(up.conns.load(Ordering::SeqCst), 1, "one connection, kept alive");
+        // A response whose body is never read: its connection cannot be reused.
+        drop(get(&c, &up.addr).await);
+        get(&c, &up.addr).await.into_body().collect().await.unwrap();
+        assert_eq!(up.conns.load(Ordering::SeqCst), 2, "the unread one was closed");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_upstream_closed_is_skipped() {
+        let mut up = raw(1).await;
+        let c = client();
+        for i in 1..=3 {
+            get(&c, &up.addr).await.into_body().collect().await.unwrap();
+            // The upstream has closed that connection; the next request must not fail on it.
+            up.closed.recv().await.unwrap();
+            assert_eq!(up.conns.load(Ordering::SeqCst), i);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_idle_past_the_idle_timeout_is_closed() {
+        let mut up = raw(usize::MAX).await;
+        let c = client();
+        get(&c, &up.addr).await.into_body().collect().await.unwrap();
+        tokio::time::sleep(super::super::POOL_IDLE_TIMEOUT - Duration::from_secs(10)).await;
+        assert!(up.closed.try_recv().is_err(), "not closed before its idle timeout");
+        tokio::time::sleep(Duration::from_secs(10) + SWEEP_EVERY).await;
+        tokio::time::timeout(Duration::from_secs(1), up.closed.recv())
+            .await
+            .expect("the sweep closes it")
+            .unwrap();
+        assert_eq!(c.h1.as_ref().unwrap().slot(0).by_endpoint.len(), 0);
+    }
+}
