@@ -205,6 +205,7 @@ impl H1Pool {
     ) -> Result<Response<UpstreamBody>, Failure> {
         let uri = std::mem::take(req.uri_mut());
         *req.uri_mut() = origin_form(&uri);
+
         loop {
             let (key, idle) = self.take(thread, endpoint);
             let (mut conn, reused) = match idle {
@@ -215,7 +216,11 @@ impl H1Pool {
             let answer = std::future::poll_fn(|cx| {
                 // The connection writes the request and reads the head; then the answer is in.
                 conn.drive(cx);
-                sent.as_mut().poll(cx)
+                // Only `drive` can complete `sent` (the connection answers it, or drops it as it
+                // ends), and this task is woken for everything `drive` waits on. Asked with no
+                // waker, `sent` does not wake this task once more when the answer comes: that
+                // would cost a whole extra poll of the client's connection per request.
+                sent.as_mut().poll(&mut Context::from_waker(Waker::noop()))
             })
             .await;
             match answer {

@@ -172,8 +172,14 @@ impl Receiver {
             false
         };
         if let Some(item) = state.item.take() {
+            // switchyard patch: tell the sender there is room only if it is still there. A
+            // body whose sender has sent its last chunk and gone (a `content-length` body read
+            // whole) would otherwise wake the task that last polled it, for nothing.
+            let sender_open = state.sender_open;
             drop(state);
-            self.shared.sender_waker.wake();
+            if sender_open {
+                self.shared.sender_waker.wake();
+            }
             return Poll::Ready(Some(item));
         }
         if let Some(err) = state.pending_error.take() {
