@@ -205,6 +205,14 @@ impl H1Pool {
     ) -> Result<Response<UpstreamBody>, Failure> {
         let uri = std::mem::take(req.uri_mut());
         *req.uri_mut() = origin_form(&uri);
+        // Let every other connection that is ready on this thread run first, so that the
+        // requests they carry go out to the upstreams together: an upstream woken once finds
+        // several, rather than being woken (and put back to sleep) once per request. Waking a
+        // sleeping peer is most of the kernel time a write costs. Measured with
+        // `bench/compare.sh` against the same build without this, interleaved in one run:
+        // +7 % requests per CPU-second for get64 at one worker and at the default two, +2 to
+        // +7 % for post1k, and a lower p99, for one more poll of this task per request.
+        tokio::task::yield_now().await;
 
         loop {
             let (key, idle) = self.take(thread, endpoint);
