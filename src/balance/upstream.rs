@@ -328,27 +328,11 @@ impl Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Balance, DiscoveryConfig, UpstreamLimits, UpstreamProtocol};
     use std::sync::atomic::Ordering;
-    use std::time::Duration;
 
     fn upstream(eps: &[(&str, u32)]) -> Arc<Upstream> {
         let list = eps.iter().map(|(a, w)| StaticEndpoint { address: a.to_string(), weight: *w }).collect();
-        Upstream::new(UpstreamConfig {
-            name: "u".into(),
-            discovery: DiscoveryConfig::Static(list),
-            balance: Balance::RoundRobin,
-            hash_on: None,
-            protocol: UpstreamProtocol::Http1,
-            connect_timeout: Duration::from_secs(1),
-            read_timeout: Duration::from_secs(60),
-            panic_threshold: 0,
-            tls: None,
-            health: None,
-            outlier: None,
-            limits: UpstreamLimits::default(),
-        })
-        .unwrap()
+        Upstream::new(UpstreamConfig::for_test(list)).unwrap()
     }
 
     fn picks(u: &Upstream, n: usize) -> Vec<String> {

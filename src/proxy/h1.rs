@@ -393,7 +393,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::config::{Balance, DiscoveryConfig, UpstreamConfig, UpstreamLimits, UpstreamProtocol};
+    use crate::config::{UpstreamConfig, UpstreamLimits};
     use crate::proxy::limits::Limits;
     use crate::proxy::UpstreamClient;
 
@@ -438,18 +438,8 @@ mod tests {
 
     fn client() -> UpstreamClient {
         let cfg = UpstreamConfig {
-            name: "u".into(),
-            discovery: DiscoveryConfig::Static(Vec::new()),
-            balance: Balance::RoundRobin,
-            hash_on: None,
-            protocol: UpstreamProtocol::Http1,
             connect_timeout: Duration::from_secs(5),
-            read_timeout: Duration::from_secs(60),
-            panic_threshold: 0,
-            tls: None,
-            health: None,
-            outlier: None,
-            limits: UpstreamLimits::default(),
+            ..UpstreamConfig::for_test(Vec::new())
         };
         let limits = Limits::new(UpstreamLimits::default(), Arc::new("u".into()), Default::default());
         UpstreamClient::new(&cfg, limits).unwrap()

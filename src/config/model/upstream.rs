@@ -54,6 +54,28 @@ pub enum Balance {
     Maglev,
 }
 
+#[cfg(test)]
+impl UpstreamConfig {
+    /// An HTTP/1 upstream named `u` with these static endpoints and every other key at its
+    /// default, for unit tests.
+    pub(crate) fn for_test(endpoints: Vec<super::discovery::StaticEndpoint>) -> Self {
+        UpstreamConfig {
+            name: "u".into(),
+            discovery: DiscoveryConfig::Static(endpoints),
+            balance: Balance::RoundRobin,
+            hash_on: None,
+            protocol: UpstreamProtocol::Http1,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(60),
+            panic_threshold: 0,
+            tls: None,
+            health: None,
+            outlier: None,
+            limits: UpstreamLimits::default(),
+        }
+    }
+}
+
 impl Balance {
     /// The config spelling.
     pub fn as_str(self) -> &'static str {
