@@ -14,6 +14,10 @@
 //! with idle connections, which also closes those idle for longer than the pool's idle
 //! timeout. A request that a reused connection could not start (the upstream closed it just
 //! then) is sent again on another connection, as hyper-util's client does.
+//!
+//! Why not hyper-util's client, the stack's usual choice: measured with `bench/compare.sh`
+//! against the build that used it, in one run, this costs 3.5 % (two threads) to 8 % (one
+//! thread) less CPU per proxied request. HTTP/2 upstreams still use hyper-util's client.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,7 +38,10 @@ use super::limits::LimitedConnector;
 use crate::body::Body;
 use crate::error::Error;
 
-/// How often each thread's idle connections are looked at.
+/// How often each thread's idle connections are looked at. A connection the upstream closed
+/// holds its socket and its `max_connections` place until then, so the look comes well inside
+/// the 50 s idle timeout. Each look is one poll per idle connection, which reads from the
+/// socket only when the upstream has sent something (or closed it).
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
