@@ -185,20 +185,9 @@ impl Gateway {
         let mut bound = Vec::new();
         let mut certs = tls::Stores::default();
         for l in &cfg.listeners {
-            let sockets = server::bind(l, threads).map_err(StartError::Other)?;
             // HTTP/3: UDP on the port the TCP side got (the same number, even for port 0).
-            let udp = match &l.tls {
-                Some(t) if t.http3 => {
-                    let addr = sockets[0].local_addr().map_err(|e| StartError::Other(e.to_string()))?;
-                    Some(server::h3::bind(addr).map_err(|e| {
-                        StartError::Other(format!(
-                            "listener {:?}: cannot bind UDP {addr} for HTTP/3: {e}",
-                            l.name
-                        ))
-                    })?)
-                }
-                _ => None,
-            };
+            let http3 = l.tls.as_ref().is_some_and(|t| t.http3);
+            let (sockets, udp) = server::bind_listener(l, threads, http3).map_err(StartError::Other)?;
             let acceptor = match &l.tls {
                 Some(t) => {
                     let name = Arc::new(l.name.clone());

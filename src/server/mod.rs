@@ -39,6 +39,36 @@ use service::{GatewayService, Shared};
 /// The kernel's accept queue per socket (NGINX's default on Linux is 511; we allow bursts).
 const BACKLOG: i32 = 1024;
 
+/// Bind `cfg`'s TCP sockets and, with `http3`, the UDP socket on the same port number.
+///
+/// With port 0 the kernel picks a free TCP port, but that number may be taken for UDP (by any
+/// process's UDP socket): then the TCP sockets are dropped and a new port is picked, up to
+/// [`PORT_ATTEMPTS`] times. A fixed port is tried once.
+pub(crate) fn bind_listener(
+    cfg: &ListenerConfig,
+    copies: usize,
+    http3: bool,
+) -> Result<(Vec<std::net::TcpListener>, Option<std::net::UdpSocket>), String> {
+    let attempts = if http3 && cfg.listen.port() == 0 { PORT_ATTEMPTS } else { 1 };
+    let mut last = String::new();
+    for _ in 0..attempts {
+        let sockets = bind(cfg, copies)?;
+        if !http3 {
+            return Ok((sockets, None));
+        }
+        let addr = sockets[0].local_addr().map_err(|e| e.to_string())?;
+        match h3::bind(addr) {
+            Ok(udp) => return Ok((sockets, Some(udp))),
+            Err(e) => last = format!("listener {:?}: cannot bind UDP {addr} for HTTP/3: {e}", cfg.name),
+        }
+    }
+    Err(last)
+}
+
+/// How many ports a port-0 listener with HTTP/3 tries before it gives up: each try fails only
+/// when the kernel's new TCP port is already a UDP port, which is rare.
+const PORT_ATTEMPTS: usize = 8;
+
 /// Bind a listener's address `copies` times (one socket per serving thread, spread by the
 /// kernel with `SO_REUSEPORT`), or say plainly why not.
 ///
