@@ -345,24 +345,31 @@ fn scan_head(head: &mut Vec<u8>, bytes: &[u8], state: &ConnState) {
 }
 
 /// Where the head in `buf` ends: the first empty line (CRLF, or a bare LF as httparse also
-/// accepts), searched from `from`.
+/// accepts), searched from `from`. Only the line feeds are visited (memchr), not every byte.
 fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    buf.get(from..)?
-        .windows(3)
-        .position(|w| w[0] == b'\n' && (w[1] == b'\n' || w[1..] == *b"\r\n"))
-        .map(|i| from + i)
+    let rest = buf.get(from..)?;
+    memchr::memchr_iter(b'\n', rest).map(|i| from + i).find(|&i| match buf.get(i + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => buf.get(i + 2) == Some(&b'\n'),
+        _ => false,
+    })
 }
 
 /// Record whether `head` declared both `content-length` and `transfer-encoding`.
 fn note_framing(head: &[u8], state: &ConnState) {
-    let has = |name: &[u8]| {
-        head.split(|&b| b == b'\n').any(|line| {
-            line.len() > name.len()
-                && line[..name.len()].eq_ignore_ascii_case(name)
-                && line[name.len()] == b':'
-        })
+    // A header line that starts with `name:` (any case).
+    let is = |line: &[u8], name: &[u8]| {
+        line.get(name.len()) == Some(&b':') && line[..name.len()].eq_ignore_ascii_case(name)
     };
-    if has(b"content-length") && has(b"transfer-encoding") {
+    let (mut length, mut chunked) = (false, false);
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', head).chain(std::iter::once(head.len())) {
+        let line = &head[start..end];
+        start = end + 1;
+        length |= is(line, b"content-length");
+        chunked |= is(line, b"transfer-encoding");
+    }
+    if length && chunked {
         state.conflicting_framing.store(true, Ordering::Relaxed);
     }
     state.head_scanned.store(true, Ordering::Relaxed);
@@ -425,5 +432,43 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feed `parts` as successive reads; whether the head was scanned, and found both
+    /// framing headers.
+    fn scan(parts: &[&[u8]]) -> (bool, bool) {
+        let state = ConnState::default();
+        let mut head = Vec::new();
+        for p in parts {
+            scan_head(&mut head, p, &state);
+        }
+        (state.head_scanned.load(Ordering::Relaxed), state.take_conflicting_framing())
+    }
+
+    #[test]
+    fn a_head_with_both_framings_is_noted_in_one_read_or_byte_by_byte() {
+        let head: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTRANSFER-ENCODING: chunked\r\n\r\nabc";
+        assert_eq!(scan(&[head]), (true, true));
+        let bytes: Vec<&[u8]> = head.chunks(1).collect();
+        assert_eq!(scan(&bytes), (true, true));
+        // Bare line feeds, as httparse accepts them; the last header ends the head.
+        assert_eq!(scan(&[b"POST / HTTP/1.1\ncontent-length: 3\ntransfer-encoding: chunked\n\n"]), (true, true));
+    }
+
+    #[test]
+    fn one_framing_a_lookalike_name_or_an_unfinished_head_is_not_conflicting() {
+        assert_eq!(scan(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"]), (true, false));
+        assert_eq!(scan(&[b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"]), (true, false));
+        // A name that only starts like one, or a value that names the other.
+        assert_eq!(scan(&[b"POST / HTTP/1.1\r\nContent-Lengthy: 3\r\nX: transfer-encoding:\r\nTransfer-Encoding: chunked\r\n\r\n"]), (true, false));
+        // The head has not ended yet: nothing is decided.
+        assert_eq!(scan(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"]), (false, false));
+        // Headers after the empty line are body, not head.
+        assert_eq!(scan(&[b"POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\nTransfer-Encoding: chunked\r\n\r\n"]), (true, false));
     }
 }

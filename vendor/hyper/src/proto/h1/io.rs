@@ -252,7 +252,13 @@ where
                 .max()
                 .saturating_sub(self.read_buf.len()),
         );
-        if self.read_buf_remaining_mut() < next {
+        // switchyard patch: with nothing buffered, at the first read size, and at least half
+        // of it free, read into the room there is. Unpatched, every read wanted a whole
+        // `next` free, so a read after a request head (whose bytes its headers still share)
+        // allocated a new buffer, most often only to be told `Pending`.
+        let room = self.read_buf_remaining_mut();
+        let room_enough = self.read_buf.is_empty() && next <= INIT_BUFFER_SIZE && room >= INIT_BUFFER_SIZE / 2;
+        if room < next && !room_enough {
             self.read_buf.reserve(next);
         }
 
