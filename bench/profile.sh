@@ -6,6 +6,8 @@
 #   bench/profile.sh syscalls   # system calls per request (strace -c on the proxy, wrk -c16)
 #   bench/profile.sh callgrind  # user-space instructions per request (valgrind), switchyard then nginx
 #   bench/profile.sh perf       # perf record -g of each proxy, then the top symbols
+#   bench/profile.sh floor      # cpu and callgrind of examples/hyper_floor: hyper's two HTTP/1
+#                               # codecs and nothing else, the least a proxy on this stack costs
 #
 # SWITCHYARD_BIN (default target/release/switchyard, built if missing), SECONDS_RUN (default 5),
 # ACCESS_LOG=1 (switchyard writes its access log to a file, as it does by default to stdout),
@@ -26,8 +28,9 @@ case $MODE in
     syscalls) command -v strace >/dev/null || need+=(strace) ;;
     callgrind) command -v valgrind >/dev/null || need+=(valgrind) ;;
     perf) command -v perf >/dev/null || need+=(linux-perf) ;;
+    floor) command -v valgrind >/dev/null || need+=(valgrind) ;;
     cpu) ;;
-    *) echo "usage: bench/profile.sh cpu|syscalls|callgrind|perf" >&2; exit 2 ;;
+    *) echo "usage: bench/profile.sh cpu|syscalls|callgrind|perf|floor" >&2; exit 2 ;;
 esac
 if ((${#need[@]})); then
     log "installing: ${need[*]}"
@@ -105,22 +108,40 @@ start_nginx_proxy() {  # sets NGX_WORKER
 }
 requests() { awk '/requests in/ { print $1 }'; }
 
+# cpu_measure NAME PID PORT: user and kernel µs per request of process PID under wrk -t2 -c64.
+cpu_measure() {
+    wrk -t2 -c64 -d1s "http://127.0.0.1:$3/" >/dev/null
+    # utime, stime and minor page faults from /proc/PID/stat; context switches from status.
+    ctxsw() { awk '/ctxt_switches/ { n += $2 } END { print n }' "/proc/$1/status"; }
+    read -r u0 s0 f0 < <(awk '{ print $14, $15, $10 }' "/proc/$2/stat"); c0=$(ctxsw "$2")
+    n=$(wrk -t2 -c64 -d"${SECS}s" "http://127.0.0.1:$3/" | requests)
+    read -r u1 s1 f1 < <(awk '{ print $14, $15, $10 }' "/proc/$2/stat"); c1=$(ctxsw "$2")
+    awk -v who="$1" -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" \
+        -v f=$((f1 - f0)) -v c=$((c1 - c0)) 'BEGIN {
+        printf "%-11s %8d requests  user %.2f µs/req  kernel %.2f µs/req  %.0f req per CPU-second  page faults %.4f/req  context switches %.4f/req\n",
+            who, n, u / hz * 1e6 / n, s / hz * 1e6 / n, n / ((u + s) / hz), f / n, c / n }'
+}
+# cg_measure NAME PID PORT OUT: warm up, count instructions over SECS of load, report.
+cg_measure() {
+    local n ir out
+    wrk -t1 -c8 -d2s "http://127.0.0.1:$3/" >/dev/null
+    callgrind_control -i on "$2" >/dev/null 2>&1
+    n=$(wrk -t1 -c8 -d"${SECS}s" "http://127.0.0.1:$3/" | requests)
+    callgrind_control -i off "$2" >/dev/null 2>&1
+    callgrind_control -d "$2" >/dev/null 2>&1
+    sleep 0.5
+    out=$(ls "$4".* | tail -n 1)
+    ir=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+    echo "$1: $n requests, $((ir / n)) user-space instructions per request"
+    CG_LAST=$out
+}
+
 case $MODE in
 cpu)
     start_switchyard
     start_nginx_proxy
     for who in "switchyard $SY_PID $SY" "nginx $NGX_WORKER $NGX"; do
-        set -- $who
-        wrk -t2 -c64 -d1s "http://127.0.0.1:$3/" >/dev/null
-        # utime, stime and minor page faults from /proc/PID/stat; context switches from status.
-        ctxsw() { awk '/ctxt_switches/ { n += $2 } END { print n }' "/proc/$1/status"; }
-        read -r u0 s0 f0 < <(awk '{ print $14, $15, $10 }' "/proc/$2/stat"); c0=$(ctxsw "$2")
-        n=$(wrk -t2 -c64 -d"${SECS}s" "http://127.0.0.1:$3/" | requests)
-        read -r u1 s1 f1 < <(awk '{ print $14, $15, $10 }' "/proc/$2/stat"); c1=$(ctxsw "$2")
-        awk -v who="$1" -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$(getconf CLK_TCK)" \
-            -v f=$((f1 - f0)) -v c=$((c1 - c0)) 'BEGIN {
-            printf "%-10s %8d requests  user %.2f µs/req  kernel %.2f µs/req  %.0f req per CPU-second  page faults %.4f/req  context switches %.4f/req\n",
-                who, n, u / hz * 1e6 / n, s / hz * 1e6 / n, n / ((u + s) / hz), f / n, c / n }'
+        cpu_measure $who
     done
     ;;
 syscalls)
@@ -138,20 +159,6 @@ syscalls)
     done
     ;;
 callgrind)
-    # cg_measure NAME PID PORT OUT: warm up, count instructions over SECS of load, report.
-    cg_measure() {
-        local n ir out
-        wrk -t1 -c8 -d2s "http://127.0.0.1:$3/" >/dev/null
-        callgrind_control -i on "$2" >/dev/null 2>&1
-        n=$(wrk -t1 -c8 -d"${SECS}s" "http://127.0.0.1:$3/" | requests)
-        callgrind_control -i off "$2" >/dev/null 2>&1
-        callgrind_control -d "$2" >/dev/null 2>&1
-        sleep 0.5
-        out=$(ls "$4".* | tail -n 1)
-        ir=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
-        echo "$1: $n requests, $((ir / n)) user-space instructions per request"
-        CG_LAST=$out
-    }
     start_switchyard valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/cg.out"
     cg_measure switchyard "$SY_PID" "$SY" "$TMP/cg.out"
     callgrind_annotate "$CG_LAST" 2>/dev/null | sed -n '/^Ir/,$p' | sed -n 3,25p
@@ -182,5 +189,25 @@ perf)
         perf report -g none -i "$TMP/perf-$1.data" --no-children --sort sym 2>/dev/null | grep -v '^#' | sed '/^$/d' \
             | head -n "${PERF_TOP:-30}" || true
     done
+    ;;
+floor)
+    # examples/hyper_floor: hyper's HTTP/1 server and client codecs and nothing else (one
+    # thread, one upstream connection per client connection, driven in its task).
+    FLOOR_BIN=$REPO_DIR/target/release/examples/hyper_floor
+    if [[ ! -x $FLOOR_BIN ]]; then
+        log "building examples/hyper_floor (cargo build --release --example hyper_floor)"
+        (cd "$REPO_DIR" && cargo build --release --example hyper_floor >&2)
+    fi
+    FL=$(free_port)
+    "$FLOOR_BIN" "127.0.0.1:$FL" "127.0.0.1:$UP" & PIDS+=($!)
+    wait_port "$FL"
+    cpu_measure hyper_floor "${PIDS[-1]}" "$FL"
+    kill -TERM "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/floor-cg.out" \
+        "$FLOOR_BIN" "127.0.0.1:$FL" "127.0.0.1:$UP" >"$TMP/floor-valgrind.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$FL"
+    cg_measure hyper_floor "${PIDS[-1]}" "$FL" "$TMP/floor-cg.out"
+    if [[ -n ${CALLGRIND_OUT:-} ]]; then cp "$CG_LAST" "$CALLGRIND_OUT"; fi
     ;;
 esac

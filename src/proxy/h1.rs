@@ -21,6 +21,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -101,6 +102,9 @@ struct List {
 struct Slot {
     idle: Mutex<Idle>,
     returned: tokio::sync::Notify,
+    /// Requests waiting on `returned` (`connect_or_wait`): with none, a return notifies
+    /// nobody, and skips the lock `notify_waiters` takes.
+    waiting: AtomicUsize,
 }
 
 /// The HTTP/1 connections of one upstream: an idle list per serving thread.
@@ -158,8 +162,10 @@ impl H1Pool {
     }
 
     /// Put `conn` back as idle, if it can take another request.
+    /// Whether it can take the next request is asked when it is taken (`take`), which must ask
+    /// anyway: the upstream may close it while it lies idle.
     fn put(self: &Arc<Self>, thread: usize, key: Arc<str>, mut conn: Conn) {
-        if !conn.ready_for_next() {
+        if conn.driver.is_none() {
             return;
         }
         conn.since = Instant::now();
@@ -169,7 +175,12 @@ impl H1Pool {
         list.conns.push(conn);
         let sweep_now = !std::mem::replace(&mut idle.sweeping, true);
         drop(idle);
-        self.idle[thread % self.idle.len()].returned.notify_waiters();
+        // After the push: a request that starts waiting after this load looks at the list
+        // (`connect_or_wait` counts itself, then takes) and finds the connection there.
+        let slot = &self.idle[thread % self.idle.len()];
+        if slot.waiting.load(Ordering::SeqCst) > 0 {
+            slot.returned.notify_waiters();
+        }
         if sweep_now {
             tokio::spawn(sweep(Arc::downgrade(self), thread));
         }
@@ -188,6 +199,8 @@ impl H1Pool {
     async fn connect_or_wait(&self, thread: usize, endpoint: &str, uri: &Uri) -> Result<(Conn, bool), Error> {
         let slot = &self.idle[thread % self.idle.len()];
         let mut connect = std::pin::pin!(self.connect(uri));
+        // Counted before the first look at the list (see `put`), until this returns or is dropped.
+        let _waiting = Waiting::count(&slot.waiting);
         loop {
             let returned = slot.returned.notified();
             let mut returned = std::pin::pin!(returned);
@@ -286,6 +299,22 @@ impl H1Pool {
             return true;
         }
         false
+    }
+}
+
+/// One request counted in [`Slot::waiting`] while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

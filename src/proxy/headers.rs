@@ -47,17 +47,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) -
         return false;
     }
     if present & CONNECTION != 0 {
-        // Names the `connection` header lists, beyond the ones removed below anyway.
-        let named: Vec<HeaderName> = connection_tokens(headers)
-            .filter(|t| {
-                !["close", "keep-alive", "upgrade", "te", "trailer", "transfer-encoding", "proxy-connection"]
-                    .iter()
-                    .any(|k| t.eq_ignore_ascii_case(k))
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(&n);
+        // Names the `connection` header lists, beyond the ones removed below anyway. Most
+        // messages list only those (`keep-alive`, `close`): then nothing is collected.
+        let listed = |t: &&str| {
+            !["close", "keep-alive", "upgrade", "te", "trailer", "transfer-encoding", "proxy-connection"]
+                .iter()
+                .any(|k| t.eq_ignore_ascii_case(k))
+        };
+        if connection_tokens(headers).any(|t| listed(&t)) {
+            let named: Vec<HeaderName> = connection_tokens(headers)
+                .filter(listed)
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+                .collect();
+            for n in named {
+                headers.remove(&n);
+            }
         }
         headers.remove(header::CONNECTION);
     }
