@@ -186,9 +186,6 @@ pub fn prepare_request(
         let _ = strip_hop_by_hop(headers, upgrade);
         return;
     };
-    // Room for what is added below at once: a map parsed from a short head has none, and
-    // would grow (and move its entries) twice on the way.
-    headers.reserve(6);
     if let Some(up) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, up);
