@@ -52,7 +52,10 @@ impl Body for Driving {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         if let Some(up) = self.up.borrow_mut().as_mut() {
             up.drive(cx);
         }
@@ -64,7 +67,11 @@ impl Body for Driving {
     }
 }
 
-async fn forward(up: Shared, upstream: SocketAddr, mut req: Request<Incoming>) -> Result<Response<Driving>, hyper::Error> {
+async fn forward(
+    up: Shared,
+    upstream: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Driving>, hyper::Error> {
     if up.borrow().is_none() {
         let io = TokioIo::new(TcpStream::connect(upstream).await.expect("connect to the upstream"));
         let _ = io.inner().set_nodelay(true);
@@ -103,7 +110,9 @@ fn main() {
             tokio::task::spawn_local(async move {
                 let up: Shared = Rc::new(RefCell::new(None));
                 let svc = hyper::service::service_fn(move |req| forward(Rc::clone(&up), upstream, req));
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });

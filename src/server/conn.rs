@@ -452,12 +452,16 @@ mod tests {
 
     #[test]
     fn a_head_with_both_framings_is_noted_in_one_read_or_byte_by_byte() {
-        let head: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTRANSFER-ENCODING: chunked\r\n\r\nabc";
+        let head: &[u8] =
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTRANSFER-ENCODING: chunked\r\n\r\nabc";
         assert_eq!(scan(&[head]), (true, true));
         let bytes: Vec<&[u8]> = head.chunks(1).collect();
         assert_eq!(scan(&bytes), (true, true));
         // Bare line feeds, as httparse accepts them; the last header ends the head.
-        assert_eq!(scan(&[b"POST / HTTP/1.1\ncontent-length: 3\ntransfer-encoding: chunked\n\n"]), (true, true));
+        assert_eq!(
+            scan(&[b"POST / HTTP/1.1\ncontent-length: 3\ntransfer-encoding: chunked\n\n"]),
+            (true, true)
+        );
     }
 
     #[test]
@@ -467,8 +471,14 @@ mod tests {
         // A name that only starts like one, or a value that names the other.
         assert_eq!(scan(&[b"POST / HTTP/1.1\r\nContent-Lengthy: 3\r\nX: transfer-encoding:\r\nTransfer-Encoding: chunked\r\n\r\n"]), (true, false));
         // The head has not ended yet: nothing is decided.
-        assert_eq!(scan(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"]), (false, false));
+        assert_eq!(
+            scan(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"]),
+            (false, false)
+        );
         // Headers after the empty line are body, not head.
-        assert_eq!(scan(&[b"POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\nTransfer-Encoding: chunked\r\n\r\n"]), (true, false));
+        assert_eq!(
+            scan(&[b"POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\nTransfer-Encoding: chunked\r\n\r\n"]),
+            (true, false)
+        );
     }
 }
