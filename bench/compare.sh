@@ -502,6 +502,7 @@ check_proxy() {
     out=$(head -c 1024 /dev/zero | tr '\0' 'p' | curl -s -o /dev/null -w '%{http_code}' \
         -H 'content-type: application/octet-stream' --data-binary @- "http://127.0.0.1:$port/echo") || return 1
     [[ $out == "200" ]] || { echo "POST /echo -> $out (want 200)"; return 1; }
+    [[ $1 == hyper_floor ]] && return 0   # plain HTTP only, by design
     local tls=${PROXY_TLS_PORT[$1]:-}
     [[ -n $tls ]] || { echo "no TLS listener"; return 1; }
     wait_listen "${PROXY_PID[$1]}" "$tls" || { echo "TLS port $tls not listening"; return 1; }
@@ -511,11 +512,33 @@ check_proxy() {
     done
 }
 
+# hyper_floor: examples/hyper_floor, hyper's HTTP/1 server and client codecs and nothing else
+# (one thread, plain HTTP only, an upstream connection per client connection): the least a
+# proxy on switchyard's stack can cost. HYPER_FLOOR_BIN, default the release example (built
+# by `cargo build --release --example hyper_floor`). Only the plain-HTTP scenarios apply.
+start_proxy_hyper_floor() {
+    local name=hyper_floor d=$TMP/hyper_floor port
+    local bin=${HYPER_FLOOR_BIN:-$REPO_DIR/target/release/examples/hyper_floor}
+    mkdir -p "$d"
+    port=$(free_port)
+    PROXY_LOG[$name]="$d/stderr.log"
+    : > "$d/stderr.log"
+    if [[ ! -x $bin ]]; then
+        echo "no $bin: build it with cargo build --release --example hyper_floor" >> "$d/stderr.log"
+        return 1
+    fi
+    "$bin" "127.0.0.1:$port" "${UPSTREAM_ADDRS[0]}" >"$d/stdout.log" 2>"$d/stderr.log" &
+    PROXY_PID[$name]=$!
+    PROXY_PORT[$name]=$port
+    STARTED_PIDS+=("$!")
+    wait_listen "$!" "$port"
+}
+
 start_proxy() {
     local name=$1 why=""
     PROXY_STATUS[$name]=failed
     if ! declare -F "start_proxy_$name" >/dev/null; then
-        log "unknown proxy '$name' (known: nginx, haproxy, haproxy_check, switchyard, switchyard_base, switchyard_rr, switchyard_p2c, switchyard_bare, switchyard_full, switchyard_outlier)"; return
+        log "unknown proxy '$name' (known: nginx, haproxy, haproxy_check, switchyard, switchyard_base, switchyard_rr, switchyard_p2c, switchyard_bare, switchyard_full, switchyard_outlier, hyper_floor)"; return
     fi
     if "start_proxy_$name" && why=$(check_proxy "$name"); then
         PROXY_STATUS[$name]=ok

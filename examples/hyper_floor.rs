@@ -25,6 +25,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
+/// The allocator switchyard uses, so that the two are compared on the same one.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Io = TokioIo<TcpStream>;
 
 /// The client connection's own upstream connection.
