@@ -445,6 +445,11 @@ mod tests {
     }
 
     async fn raw(per_conn: usize) -> Raw {
+        raw_answering(per_conn, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await
+    }
+
+    /// [`raw`], answering `answer` to each request.
+    async fn raw_answering(per_conn: usize, answer: &'static [u8]) -> Raw {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let conns = Arc::new(AtomicUsize::new(0));
@@ -462,7 +467,7 @@ mod tests {
                             Ok(0) | Err(_) => break,
                             Ok(_) => {}
                         }
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                        let _ = s.write_all(answer).await;
                         answered += 1;
                     }
                     // Closed here after `per_conn` answers, or by the other side.
@@ -514,6 +519,33 @@ mod tests {
             up.closed.recv().await.unwrap();
             assert_eq!(up.conns.load(Ordering::SeqCst), i);
         }
+    }
+
+    /// `put` asks only whether the connection has ended: a response that closes it ends it in
+    /// the same poll that reads the body's end.
+    #[tokio::test]
+    async fn a_connection_the_upstream_says_it_closes_is_not_kept() {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"[..],
+            b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        ] {
+            let up = raw_answering(usize::MAX, answer).await;
+            let c = client();
+            get(&c, &up.addr).await.into_body().collect().await.unwrap();
+            let pool = c.h1.as_ref().unwrap();
+            let idle: usize = pool.slot(0).by_endpoint.values().map(|l| l.conns.len()).sum();
+            assert_eq!(idle, 0, "not kept idle after {:?}", String::from_utf8_lossy(&answer[..17]));
+        }
+        // HTTP/1.0 that asks to keep the connection is kept.
+        let up = raw_answering(
+            usize::MAX,
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok",
+        )
+        .await;
+        let c = client();
+        get(&c, &up.addr).await.into_body().collect().await.unwrap();
+        let idle: usize = c.h1.as_ref().unwrap().slot(0).by_endpoint.values().map(|l| l.conns.len()).sum();
+        assert_eq!(idle, 1);
     }
 
     #[tokio::test(start_paused = true)]
