@@ -161,9 +161,9 @@ impl H1Pool {
         (key, None)
     }
 
-    /// Put `conn` back as idle, if it can take another request.
-    /// Whether it can take the next request is asked when it is taken (`take`), which must ask
-    /// anyway: the upstream may close it while it lies idle.
+    /// Put `conn` back as idle, unless it has ended. Whether it can take the next request is
+    /// asked when it is taken (`take`), which must ask anyway: the upstream may close it while
+    /// it lies idle.
     fn put(self: &Arc<Self>, thread: usize, key: Arc<str>, mut conn: Conn) {
         if conn.driver.is_none() {
             return;
