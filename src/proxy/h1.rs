@@ -161,11 +161,12 @@ impl H1Pool {
         (key, None)
     }
 
-    /// Put `conn` back as idle, unless it has ended. Whether it can take the next request is
-    /// asked when it is taken (`take`), which must ask anyway: the upstream may close it while
-    /// it lies idle.
+    /// Put `conn` back as idle, if it can take another request. Most often it says so at once
+    /// (the poll that read the body's end left it waiting for the next request), and only
+    /// otherwise is it run to find out: an upstream that answered before the request's body
+    /// was all sent is still sending it, and such a connection is closed, not kept.
     fn put(self: &Arc<Self>, thread: usize, key: Arc<str>, mut conn: Conn) {
-        if conn.driver.is_none() {
+        if conn.driver.is_none() || !(conn.send.is_ready() || conn.ready_for_next()) {
             return;
         }
         conn.since = Instant::now();
@@ -521,8 +522,6 @@ mod tests {
         }
     }
 
-    /// `put` asks only whether the connection has ended: a response that closes it ends it in
-    /// the same poll that reads the body's end.
     #[tokio::test]
     async fn a_connection_the_upstream_says_it_closes_is_not_kept() {
         for answer in [
@@ -546,6 +545,28 @@ mod tests {
         get(&c, &up.addr).await.into_body().collect().await.unwrap();
         let idle: usize = c.h1.as_ref().unwrap().slot(0).by_endpoint.values().map(|l| l.conns.len()).sum();
         assert_eq!(idle, 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_sending_the_request_body_when_the_answer_ends_is_not_kept() {
+        // The upstream answers as soon as it has read something; the request's body never ends.
+        let up = raw(usize::MAX).await;
+        let c = client();
+        let (_tx, body_rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Error>>(1);
+        let body = crate::body::boxed(http_body_util::StreamBody::new(tokio_stream_from(body_rx)));
+        let mut req = Request::post("/x").body(body).unwrap();
+        c.address(&mut req, &up.addr.parse().unwrap());
+        let res = c.send(&up.addr, req).await.expect("the exchange succeeds");
+        assert_eq!(&res.into_body().collect().await.unwrap().to_bytes()[..], b"ok");
+        let idle: usize = c.h1.as_ref().unwrap().slot(0).by_endpoint.values().map(|l| l.conns.len()).sum();
+        assert_eq!(idle, 0, "a connection still writing a request body is not idle");
+    }
+
+    /// The receiving end of `rx` as a stream.
+    fn tokio_stream_from<T: Send + 'static>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> + Send + 'static {
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
 
     #[tokio::test(start_paused = true)]

@@ -320,6 +320,17 @@ const MAX_SCANNED_HEAD: usize = 64 * 1024;
 /// Feed `bytes` to the head being collected in `head`; at its end, record whether it declared
 /// both `content-length` and `transfer-encoding`.
 fn scan_head(head: &mut Vec<u8>, bytes: &[u8], state: &ConnState) {
+    // Empty lines before a request line are skipped, as httparse skips them (RFC 9112 section
+    // 2.2); taken as the head's end, they would hide the head that follows.
+    let bytes = if head.is_empty() {
+        let start = bytes.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(bytes.len());
+        &bytes[start..]
+    } else {
+        bytes
+    };
+    if bytes.is_empty() {
+        return;
+    }
     // The common case: the whole head arrived in one read; scan it where it is.
     if head.is_empty() {
         if let Some(end) = head_end(bytes, 0) {
@@ -462,6 +473,12 @@ mod tests {
             scan(&[b"POST / HTTP/1.1\ncontent-length: 3\ntransfer-encoding: chunked\n\n"]),
             (true, true)
         );
+        // Empty lines before the request line, which httparse skips, in the same read or in
+        // reads of their own.
+        let late: &[u8] =
+            b"\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(scan(&[late]), (true, true));
+        assert_eq!(scan(&[b"\r\n", b"\n", &late[4..]]), (true, true));
     }
 
     #[test]
