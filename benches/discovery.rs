@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use switchyard::config::{
-    Balance, DiscoveryConfig, DnsRecord, StaticEndpoint, UpstreamConfig, UpstreamLimits, UpstreamProtocol,
-};
+use switchyard::config::{DiscoveryConfig, DnsRecord, StaticEndpoint, UpstreamConfig};
 use switchyard::internals::Metrics;
 use switchyard::internals::Upstream;
 use switchyard::internals::{Adapter, Publisher, Target};
@@ -18,26 +16,16 @@ use switchyard::internals::{Adapter, Publisher, Target};
 const N: usize = 10_000;
 
 fn upstream() -> Arc<Upstream> {
-    Upstream::new(UpstreamConfig {
-        name: "bench".into(),
-        discovery: DiscoveryConfig::Dns {
+    Upstream::new(UpstreamConfig::new(
+        "bench",
+        DiscoveryConfig::Dns {
             name: "bench.test".into(),
             port: 80,
             record: DnsRecord::A,
             refresh: Duration::from_secs(30),
             resolver: None,
         },
-        balance: Balance::RoundRobin,
-        hash_on: None,
-        protocol: UpstreamProtocol::Http1,
-        connect_timeout: Duration::from_secs(1),
-        read_timeout: Duration::from_secs(60),
-        panic_threshold: 0,
-        tls: None,
-        health: None,
-        outlier: None,
-        limits: UpstreamLimits::default(),
-    })
+    ))
     .unwrap()
 }
 

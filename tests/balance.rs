@@ -12,9 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{Request, Response, StatusCode};
 use support::*;
-use switchyard::config::{
-    Balance, DiscoveryConfig, Outlier, StaticEndpoint, UpstreamConfig, UpstreamLimits, UpstreamProtocol,
-};
+use switchyard::config::{Balance, DiscoveryConfig, Outlier, StaticEndpoint, UpstreamConfig};
 use switchyard::internals::Health;
 use switchyard::internals::{Endpoint, EndpointSet, Phase, Upstream};
 
@@ -403,18 +401,8 @@ fn outlier_upstream(ejection: Duration) -> Arc<Upstream> {
         .map(|a| StaticEndpoint { address: a.to_string(), weight: 1 })
         .collect();
     Upstream::new(UpstreamConfig {
-        name: "u".into(),
-        discovery: DiscoveryConfig::Static(list),
-        balance: Balance::RoundRobin,
-        hash_on: None,
-        protocol: UpstreamProtocol::Http1,
-        connect_timeout: Duration::from_secs(1),
-        read_timeout: Duration::from_secs(60),
-        panic_threshold: 0,
-        tls: None,
-        health: None,
         outlier: Some(Outlier { consecutive_failures: 1, ejection_time: ejection, max_ejection_percent: 50 }),
-        limits: UpstreamLimits::default(),
+        ..UpstreamConfig::new("u", DiscoveryConfig::Static(list))
     })
     .unwrap()
 }

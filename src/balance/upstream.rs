@@ -332,7 +332,7 @@ mod tests {
 
     fn upstream(eps: &[(&str, u32)]) -> Arc<Upstream> {
         let list = eps.iter().map(|(a, w)| StaticEndpoint { address: a.to_string(), weight: *w }).collect();
-        Upstream::new(UpstreamConfig::for_test(list)).unwrap()
+        Upstream::new(UpstreamConfig::new("u", crate::config::DiscoveryConfig::Static(list))).unwrap()
     }
 
     fn picks(u: &Upstream, n: usize) -> Vec<String> {

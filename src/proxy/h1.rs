@@ -483,7 +483,7 @@ mod tests {
     fn client() -> UpstreamClient {
         let cfg = UpstreamConfig {
             connect_timeout: Duration::from_secs(5),
-            ..UpstreamConfig::for_test(Vec::new())
+            ..UpstreamConfig::new("u", crate::config::DiscoveryConfig::Static(Vec::new()))
         };
         let limits = Limits::new(UpstreamLimits::default(), Arc::new("u".into()), Default::default());
         UpstreamClient::new(&cfg, limits).unwrap()

@@ -54,19 +54,24 @@ pub enum Balance {
     Maglev,
 }
 
-#[cfg(test)]
 impl UpstreamConfig {
-    /// An HTTP/1 upstream named `u` with these static endpoints and every other key at its
-    /// default, for unit tests.
-    pub(crate) fn for_test(endpoints: Vec<super::discovery::StaticEndpoint>) -> Self {
+    /// `connect_timeout` when the file does not set it.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+    /// `read_timeout` when the file does not set it.
+    pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// An upstream as a route file that names only it and its endpoints gives it: every other
+    /// key at its default (`round_robin`, HTTP/1, the timeouts above, no TLS, no health checks
+    /// or outlier detection, the default limits).
+    pub fn new(name: impl Into<String>, discovery: DiscoveryConfig) -> Self {
         UpstreamConfig {
-            name: "u".into(),
-            discovery: DiscoveryConfig::Static(endpoints),
+            name: name.into(),
+            discovery,
             balance: Balance::RoundRobin,
             hash_on: None,
             protocol: UpstreamProtocol::Http1,
-            connect_timeout: Duration::from_secs(1),
-            read_timeout: Duration::from_secs(60),
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: Self::DEFAULT_READ_TIMEOUT,
             panic_threshold: 0,
             tls: None,
             health: None,

@@ -78,9 +78,13 @@ impl Ctx<'_, '_> {
                 ],
             ),
         };
-        let connect_timeout =
-            self.duration_or(u.connect_timeout.as_ref(), "connect_timeout", Duration::from_secs(1));
-        let read_timeout = self.duration_or(u.read_timeout.as_ref(), "read_timeout", Duration::from_secs(60));
+        let connect_timeout = self.duration_or(
+            u.connect_timeout.as_ref(),
+            "connect_timeout",
+            UpstreamConfig::DEFAULT_CONNECT_TIMEOUT,
+        );
+        let read_timeout =
+            self.duration_or(u.read_timeout.as_ref(), "read_timeout", UpstreamConfig::DEFAULT_READ_TIMEOUT);
         let panic_threshold = self.percent_or(u.panic_threshold.as_ref(), "panic_threshold", 0);
         let tls = u.tls.as_ref().map(|t| self.upstream_tls(t, base, &u.name));
         let health = u.health.as_ref().and_then(|h| self.health(h));

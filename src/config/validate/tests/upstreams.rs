@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::{assert_prefix, error, errors, upstream};
 use crate::config::{
-    Balance, ConsulAddress, DiscoveryConfig, DnsRecord, HashOn, HealthKind, Outlier, UpstreamLimits,
-    UpstreamProtocol, ZkFormat,
+    Balance, ConsulAddress, DiscoveryConfig, DnsRecord, HashOn, HealthKind, Outlier, StaticEndpoint,
+    UpstreamConfig, UpstreamLimits, UpstreamProtocol, ZkFormat,
 };
 
 #[test]
@@ -83,6 +83,15 @@ fn upstream_defaults() {
     assert_eq!(u.panic_threshold, 0);
     assert_eq!((u.tls, u.health, u.outlier), (None, None, None));
     assert_eq!(u.limits, UpstreamLimits::default());
+    assert_eq!(u.read_timeout, Duration::from_secs(60));
+    // `UpstreamConfig::new` is what a file naming only the endpoints gives.
+    let eps = |a: &[&str]| -> Vec<StaticEndpoint> {
+        a.iter().map(|a| StaticEndpoint { address: a.to_string(), weight: 1 }).collect()
+    };
+    assert_eq!(
+        upstream("endpoints = [\"backend.internal:80\", \"[::1]:8080\"]"),
+        UpstreamConfig::new("u", DiscoveryConfig::Static(eps(&["backend.internal:80", "[::1]:8080"])))
+    );
 
     let u = upstream(
         "endpoints = [\"a:1\"]\nbalance = \"maglev\"\n[upstream.health]\ntype = \"tcp\"\n[upstream.outlier]",
