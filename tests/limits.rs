@@ -165,7 +165,15 @@ async fn chunked_body_crossing_the_limit_gets_413_and_aborts_the_upstream_reques
 async fn malformed_requests_get_400_and_never_reach_the_upstream() {
     let up = upstream(status(200)).await;
     let g = gateway(&one_upstream("u", up.addr)).await;
-    let cases: [(&str, &[u8]); 4] = [
+    let cases: [(&str, &[u8]); 6] = [
+        (
+            "content-length and transfer-encoding after empty lines (which are skipped)",
+            b"\r\n\r\nPOST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        (
+            "content-length and transfer-encoding, bare line feeds",
+            b"POST / HTTP/1.1\nHost: t\nContent-Length: 5\nTransfer-Encoding: chunked\n\n5\r\nhello\r\n0\r\n\r\n",
+        ),
         (
             "transfer-encoding, then content-length",
             b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\ncontent-length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
