@@ -16,7 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::Request;
@@ -38,6 +38,10 @@ pin_project_lite::pin_project! {
         after: Duration,
         progress: Option<Arc<AtomicU64>>,
         seen: u64,
+        // The waker the armed timer holds. Polled again with the same waker before it fires,
+        // the timer need not be polled: it will wake this task. (Most polls of a request's
+        // future are for something else: a deadline is polled about three times per request.)
+        armed: Option<Waker>,
     }
 }
 
@@ -50,6 +54,7 @@ impl<F> Deadline<F> {
             after: after.unwrap_or_default(),
             progress: None,
             seen: 0,
+            armed: None,
         }
     }
 
@@ -73,13 +78,27 @@ where
             return Poll::Ready(out);
         }
         let Some(mut sleep) = this.sleep.as_mut().as_pin_mut() else { return Poll::Pending };
+        if let Some(w) = this.armed.as_ref() {
+            if w.will_wake(cx.waker()) && !sleep.is_elapsed() {
+                return Poll::Pending;
+            }
+        }
         loop {
-            ready!(sleep.as_mut().poll(cx));
+            // With the task's budget spent, the poll returns `Pending` without arming the timer
+            // (tokio wakes the task at once instead): nothing to remember then.
+            let budget = tokio::task::coop::has_budget_remaining();
+            if sleep.as_mut().poll(cx).is_pending() {
+                if budget && !this.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *this.armed = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
             let now = this.progress.as_ref().map_or(0, |p| p.load(Ordering::Relaxed));
             if now == *this.seen {
                 return Poll::Ready(Err(Elapsed(*this.after).into()));
             }
             *this.seen = now;
+            *this.armed = None;
             sleep.as_mut().reset(Instant::now() + *this.after);
         }
     }
@@ -187,6 +206,70 @@ mod tests {
         assert!(never.await.is_err());
         let waited = start.elapsed();
         assert!(waited >= 5 * SEC && waited < 5 * SEC + SEC / 10, "{waited:?}");
+    }
+
+    /// A waker that counts its wakes.
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_polled_often_by_one_task_still_fires() {
+        // The inner future wakes its task 1000 times before it goes quiet: most of the
+        // deadline's polls come with the waker its timer already holds.
+        let mut left = 1000;
+        let busy = std::future::poll_fn(move |cx| {
+            if left > 0 {
+                left -= 1;
+                cx.waker().wake_by_ref();
+            }
+            Poll::<Result<(), Error>>::Pending
+        });
+        let start = Instant::now();
+        let err = Deadline::new(busy, Some(SEC)).await.unwrap_err();
+        assert_eq!(cause_ref::<Elapsed>(err.as_ref()).unwrap().0, SEC);
+        assert_eq!(start.elapsed(), SEC);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_moved_to_another_task_wakes_that_one() {
+        let mut d = Box::pin(Deadline::new(std::future::pending::<Result<(), Error>>(), Some(SEC)));
+        let (first, second) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let (w1, w2) = (Waker::from(Arc::clone(&first)), Waker::from(Arc::clone(&second)));
+        assert!(d.as_mut().poll(&mut Context::from_waker(&w1)).is_pending());
+        assert!(d.as_mut().poll(&mut Context::from_waker(&w2)).is_pending());
+        // Let the timer fire: the task that polled last is the one woken.
+        tokio::time::sleep(2 * SEC).await;
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+        assert_eq!(first.0.load(Ordering::SeqCst), 0);
+        match d.as_mut().poll(&mut Context::from_waker(&w2)) {
+            Poll::Ready(Err(e)) => assert!(cause_ref::<Elapsed>(e.as_ref()).is_some()),
+            other => panic!("expected the deadline to have passed, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_first_polled_with_the_task_budget_spent_still_fires() {
+        let mut d = Box::pin(Deadline::new(std::future::pending::<Result<(), Error>>(), Some(SEC)));
+        let mut first = true;
+        let polled = std::future::poll_fn(move |cx| {
+            if std::mem::take(&mut first) {
+                // Spend the task's budget: the timer's first poll then cannot arm it.
+                while let Poll::Ready(r) = tokio::task::coop::poll_proceed(cx) {
+                    r.made_progress();
+                }
+            }
+            d.as_mut().poll(cx)
+        });
+        let start = Instant::now();
+        let out = tokio::time::timeout(10 * SEC, polled).await.expect("the deadline fired");
+        assert!(cause_ref::<Elapsed>(out.unwrap_err().as_ref()).is_some());
+        assert_eq!(start.elapsed(), SEC);
     }
 
     #[tokio::test(start_paused = true)]
