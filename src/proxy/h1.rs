@@ -187,9 +187,11 @@ impl H1Pool {
         }
     }
 
-    async fn connect(&self, uri: &Uri) -> Result<Conn, Error> {
+    async fn connect(&self, endpoint: &str) -> Result<Conn, Error> {
         let mut connector = self.connector.clone();
-        let io = tower::Service::call(&mut connector, uri.clone()).await?;
+        // The connector reads the host (the TLS server name when no `sni` is set) and port.
+        let uri = Uri::builder().scheme("http").authority(endpoint).path_and_query("/").build()?;
+        let io = tower::Service::call(&mut connector, uri).await?;
         let (send, conn) = http1::Builder::new().handshake(io).await?;
         Ok(Conn { send, driver: Some(Box::pin(conn.with_upgrades())), since: Instant::now() })
     }
@@ -197,9 +199,9 @@ impl H1Pool {
     /// A new connection, or one that goes back to this thread's list first (with `true`).
     /// With `max_connections` reached, connecting waits for a permit that a connection
     /// lying idle here would never give back: that connection is the one to take.
-    async fn connect_or_wait(&self, thread: usize, endpoint: &str, uri: &Uri) -> Result<(Conn, bool), Error> {
+    async fn connect_or_wait(&self, thread: usize, endpoint: &str) -> Result<(Conn, bool), Error> {
         let slot = &self.idle[thread % self.idle.len()];
-        let mut connect = std::pin::pin!(self.connect(uri));
+        let mut connect = std::pin::pin!(self.connect(endpoint));
         // Counted before the first look at the list (see `put`), until this returns or is dropped.
         let _waiting = Waiting::count(&slot.waiting);
         loop {
@@ -217,16 +219,17 @@ impl H1Pool {
         }
     }
 
-    /// Send `req` (addressed to `endpoint` in absolute form) on an idle connection of this
-    /// thread's list, or a new one.
+    /// Send `req` to `endpoint` (`host:port`) on an idle connection of this thread's list, or
+    /// a new one. A request in absolute form is sent in origin form.
     pub(crate) async fn send(
         self: &Arc<Self>,
         thread: usize,
         endpoint: &str,
         mut req: Request<Body>,
     ) -> Result<Response<UpstreamBody>, Failure> {
-        let uri = std::mem::take(req.uri_mut());
-        *req.uri_mut() = origin_form(&uri);
+        if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+            *req.uri_mut() = origin_form(req.uri());
+        }
         // Let every other connection that is ready on this thread run first, so that the
         // requests they carry go out to the upstreams together: an upstream woken once finds
         // several, rather than being woken (and put back to sleep) once per request. Waking a
@@ -241,7 +244,7 @@ impl H1Pool {
             let (key, idle) = self.take(thread, endpoint);
             let (mut conn, reused) = match idle {
                 Some(c) => (c, true),
-                None => self.connect_or_wait(thread, endpoint, &uri).await.map_err(Failure::Connect)?,
+                None => self.connect_or_wait(thread, endpoint).await.map_err(Failure::Connect)?,
             };
             let mut sent = std::pin::pin!(conn.send.try_send_request(req));
             let answer = std::future::poll_fn(|cx| {
@@ -331,7 +334,7 @@ async fn sweep(pool: Weak<H1Pool>, thread: usize) {
 }
 
 /// `uri`'s path and query (`/` when it has none), as HTTP/1 sends them.
-fn origin_form(uri: &Uri) -> Uri {
+pub(crate) fn origin_form(uri: &Uri) -> Uri {
     match uri.path_and_query() {
         Some(pq) if pq.as_str() != "/" => Uri::from(pq.clone()),
         _ => Uri::default(),
@@ -582,5 +585,39 @@ mod tests {
             .expect("the sweep closes it")
             .unwrap();
         assert_eq!(c.h1.as_ref().unwrap().slot(0).by_endpoint.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_goes_out_in_origin_form_to_the_endpoint_it_is_sent_to() {
+        // An upstream that answers with the request line it read.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = s.read(&mut buf).await {
+                        let line = buf[..n].split(|b| *b == b'\r').next().unwrap().to_vec();
+                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", line.len());
+                        let _ = s.write_all(&[head.as_bytes(), &line].concat()).await;
+                    }
+                });
+            }
+        });
+        let c = client();
+        // Absolute form as an HTTP/2 client's request has it, with another authority: the
+        // endpoint given to `send` is where it goes, and the target is the path and query.
+        for (target, addressed) in
+            [("http://elsewhere.example:1/a/b?c=d", true), ("http://h.example/", false)]
+        {
+            let mut req = Request::get(target).body(crate::body::empty()).unwrap();
+            if addressed {
+                c.address(&mut req, &addr.parse().unwrap());
+            }
+            let res = c.send(&addr, req).await.expect("the exchange succeeds");
+            let line = res.into_body().collect().await.unwrap().to_bytes();
+            let want: &[u8] = if addressed { b"GET /a/b?c=d HTTP/1.1" } else { b"GET / HTTP/1.1" };
+            assert_eq!(&line[..], want);
+        }
     }
 }

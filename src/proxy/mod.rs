@@ -162,8 +162,16 @@ impl UpstreamClient {
 
     /// Point `req` at `authority` — `https://` when this upstream speaks TLS (for h2's
     /// `:scheme`; the TLS itself is the connector's), else `http://` — keeping its path and
-    /// query, and set the version spoken upstream.
+    /// query, and set the version spoken upstream. An HTTP/1 request gets its origin form
+    /// (`/path?query`): that is what HTTP/1 sends, and the connection is picked by endpoint.
     pub fn address(&self, req: &mut Request<Body>, authority: &http::uri::Authority) {
+        *req.version_mut() = self.version;
+        if self.h1.is_some() {
+            if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+                *req.uri_mut() = h1::origin_form(req.uri());
+            }
+            return;
+        }
         let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(if self.tls { Scheme::HTTPS } else { Scheme::HTTP });
@@ -173,7 +181,6 @@ impl UpstreamClient {
         if let Ok(uri) = Uri::from_parts(parts) {
             *req.uri_mut() = uri;
         }
-        *req.version_mut() = self.version;
     }
 }
 
