@@ -151,6 +151,69 @@ async fn ready_says_503_while_draining_and_the_in_flight_request_finishes() {
     assert!(clean, "everything finished within drain_timeout");
 }
 
+/// Read from `s` until `until` has come (or the stream ends); what came.
+async fn read_until(s: &mut TcpStream, until: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(until.len()).any(|w| w == until) {
+        match s.read(&mut buf).await.unwrap() {
+            0 => break,
+            n => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn drain_closes_an_idle_keep_alive_connection_at_once_not_at_drain_timeout() {
+    let extra = "[gateway]\nroutes_dir = \"routes\"\ndrain_timeout = \"60s\"\n";
+    let mut g =
+        gateway_with(extra, &[("r.toml", "[[route]]\nname = \"r\"\nrespond = { status = 204 }\n")]).await;
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
+    let head = read_until(&mut s, b"\r\n\r\n").await;
+    assert!(head.starts_with(b"HTTP/1.1 204"), "{}", String::from_utf8_lossy(&head));
+
+    let drain = tokio::spawn(g.gw.take().unwrap().drain());
+    // The kept-alive connection, with nothing in flight, is closed as the drain begins.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle connection stayed open during the drain");
+    let clean = tokio::time::timeout(Duration::from_secs(20), drain).await.unwrap().unwrap();
+    assert!(clean, "nothing was left for drain_timeout to cut");
+}
+
+#[tokio::test]
+async fn at_drain_timeout_a_request_still_waiting_for_its_upstream_is_cut() {
+    // An upstream that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = silent.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = Arc::clone(&accepted);
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let extra = "[gateway]\nroutes_dir = \"routes\"\ndrain_timeout = \"1s\"\n";
+    let mut g = gateway_with(extra, &[("r.toml", &one_upstream("silent", up))]).await;
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
+    eventually("the request reaches the upstream", Duration::from_secs(5), || async {
+        accepted.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    let drain = tokio::spawn(g.gw.take().unwrap().drain());
+    let clean = tokio::time::timeout(Duration::from_secs(20), drain).await.unwrap().unwrap();
+    assert!(!clean, "the request could not finish within drain_timeout");
+    // Its connection was closed with it: the client reads the end, with no response.
+    let got = tokio::time::timeout(Duration::from_secs(20), read_until(&mut s, b"\r\n\r\n")).await;
+    assert_eq!(got.expect("the connection was closed"), b"");
+    held.abort();
+}
+
 #[tokio::test]
 async fn config_routes_and_upstreams_views() {
     let e = echo("e").await;
@@ -292,7 +355,7 @@ async fn metrics_use_the_spec_names_and_labels() {
 async fn connections_active_follows_open_connections() {
     let g = gateway("[[route]]\nname = \"r\"\nrespond = { status = 200 }\n").await;
     let series = "switchyard_connections_active{listener=\"http\"}";
-    let mut s = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    let mut s = TcpStream::connect(g.addr).await.unwrap();
     assert!(raw_exchange(&mut s, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap()

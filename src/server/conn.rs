@@ -177,9 +177,9 @@ impl ConnState {
         }
     }
 
-    /// Resolves when [`ConnState::nudge`] asks the connection task to check now. Polled on
-    /// every wake of the task, so it costs a waker registration (a no-op when the waker is the
-    /// same) and a load when nothing happened; a `tokio::sync::Notify` costs several times that.
+    /// Resolves when [`ConnState::nudge`] asks the connection task to check now; it can be
+    /// polled again after that. Polled with the task's [`SideEvents`] waker, which a nudge
+    /// wakes.
     pub(super) fn nudged(&self) -> Nudged<'_> {
         Nudged(self)
     }
@@ -289,6 +289,47 @@ impl std::future::Future for Nudged<'_> {
             return Poll::Ready(());
         }
         Poll::Pending
+    }
+}
+
+/// The waker a connection task gives its side events (its timer, the drain, a nudge), which
+/// notes that one of them fired before it wakes the task. Between those wakes the task polls
+/// only its connection: polling every side event on each of the few wakes a request takes (a
+/// timer, and a drain token whose check takes a lock all connections share) was a cost paid
+/// per request for events that come once per connection at most.
+#[derive(Debug)]
+pub(super) struct SideEvents {
+    fired: AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl SideEvents {
+    /// Fired to begin with, so that the first poll arms every side event.
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(SideEvents { fired: AtomicBool::new(true), task: Default::default() })
+    }
+
+    /// Note the task's current waker; then whether a side event fired since the last call
+    /// (or [`Self::rearm`] asked for a look), clearing it.
+    pub(super) fn take(&self, task: &std::task::Waker) -> bool {
+        self.task.register(task);
+        self.fired.swap(false, Ordering::AcqRel)
+    }
+
+    /// Poll the side events on the next wake (one was added or changed).
+    pub(super) fn rearm(&self) {
+        self.fired.store(true, Ordering::Release);
+    }
+}
+
+impl std::task::Wake for SideEvents {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
@@ -33,7 +33,7 @@ use crate::config::{Limits, ListenerConfig};
 use crate::context::TunnelCtx;
 use crate::metrics::{ListenerLabel, Name};
 use crate::tls;
-use conn::{ConnState, Verdict, Watched};
+use conn::{ConnState, SideEvents, Verdict, Watched};
 use service::{GatewayService, Shared};
 
 /// The kernel's accept queue per socket (NGINX's default on Linux is 511; we allow bursts).
@@ -468,48 +468,95 @@ impl Connection {
         let mut draining = false;
         let mut closing = false;
         // The first deadline counts from the accept (`state` was made then), not from here.
-        let mut next = match state.check(&self.limits) {
+        let first = match state.check(&self.limits) {
             Verdict::WaitUntil(at) => at.into(),
             Verdict::Abort | Verdict::CloseIdle | Verdict::Stalled => tokio::time::Instant::now(),
         };
+        let timer = tokio::time::sleep_until(first);
+        let drain = self.shutdown.cancelled();
+        let hard_stop = self.shared.hard_stop.cancelled();
+        let nudged = state.nudged();
+        tokio::pin!(timer, drain, hard_stop, nudged);
+        // The timer, the drain and nudges wake the task through `side`, which notes that they
+        // did: the task polls them only then, and otherwise just the connection.
+        let side = SideEvents::new();
+        let side_waker = Waker::from(Arc::clone(&side));
         loop {
-            tokio::select! {
-                res = conn.as_mut() => {
+            let event = std::future::poll_fn(|cx| {
+                let fired = side.take(cx.waker());
+                if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Ended(r));
+                }
+                if !fired {
+                    return Poll::Pending;
+                }
+                let mut side_cx = Context::from_waker(&side_waker);
+                if timer.as_mut().poll(&mut side_cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
+                // Something falls due before the timer (idle, a next head, a stall): check now.
+                if !closing && nudged.as_mut().poll(&mut side_cx).is_ready() {
+                    return Poll::Ready(Event::Nudged);
+                }
+                if !draining && drain.as_mut().poll(&mut side_cx).is_ready() {
+                    return Poll::Ready(Event::Drain);
+                }
+                // Only ever after the drain began: not polled on the request path before.
+                if draining && hard_stop.as_mut().poll(&mut side_cx).is_ready() {
+                    return Poll::Ready(Event::HardStop);
+                }
+                Poll::Pending
+            })
+            .await;
+            // Whatever happened changes which side events matter, or when: look at them all.
+            side.rearm();
+            match event {
+                Event::Ended(res) => {
                     if let Err(e) = res {
                         tracing::debug!(client = %peer, error = %e, "connection ended with an error");
                     }
                     break;
                 }
-                _ = tokio::time::sleep_until(next) => {
-                    match state.check(&self.limits) {
-                        Verdict::WaitUntil(at) => next = at.into(),
-                        v @ (Verdict::Abort | Verdict::Stalled) => {
-                            tracing::debug!(client = %peer, "{}; closing", v.why_now());
-                            break;
-                        }
-                        Verdict::CloseIdle if closing => break,
-                        Verdict::CloseIdle => {
-                            closing = true;
-                            conn.as_mut().graceful_shutdown();
-                            // Give the close a moment; an idle connection closes at once.
-                            next = tokio::time::Instant::now() + self.limits.header_read_timeout;
-                        }
+                Event::Timer => match state.check(&self.limits) {
+                    Verdict::WaitUntil(at) => timer.as_mut().reset(at.into()),
+                    v @ (Verdict::Abort | Verdict::Stalled) => {
+                        tracing::debug!(client = %peer, "{}; closing", v.why_now());
+                        break;
                     }
-                }
-                // Something falls due before `next` (idle, a next head, a stall): check now.
-                () = state.nudged(), if !closing => next = tokio::time::Instant::now(),
-                _ = self.shutdown.cancelled(), if !draining => {
+                    Verdict::CloseIdle if closing => break,
+                    Verdict::CloseIdle => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                        // Give the close a moment; an idle connection closes at once.
+                        timer.as_mut().reset(tokio::time::Instant::now() + self.limits.header_read_timeout);
+                    }
+                },
+                Event::Nudged => timer.as_mut().reset(tokio::time::Instant::now()),
+                Event::Drain => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                // Only ever after the drain began: not polled on the request path before.
-                _ = self.shared.hard_stop.cancelled(), if draining => {
+                Event::HardStop => {
                     tracing::debug!(client = %peer, "drain timeout: closing the connection");
                     break;
                 }
             }
         }
     }
+}
+
+/// What woke a connection's task and needs handling.
+enum Event<E> {
+    /// The connection ended.
+    Ended(Result<(), E>),
+    /// The timer fell due: check the connection's deadlines.
+    Timer,
+    /// A deadline may have come nearer than the timer.
+    Nudged,
+    /// The drain began.
+    Drain,
+    /// The drain ran out of time.
+    HardStop,
 }
 
 #[cfg(test)]
