@@ -4,7 +4,7 @@
 //! it. Label values that repeat per request (route, upstream, listener names) are `Arc<String>`
 //! so building a label set clones pointers, not strings.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -126,32 +126,65 @@ pub struct CertLabel {
 /// are `Arc`s shared by everything that carries them, so a pointer names a value; a new `Arc`
 /// for an equal string only costs one more entry resolving to the same series. At most
 /// [`MAX_CACHED`] entries are kept; past that, lookups go to the family as usual.
-#[derive(Debug, Default)]
+///
+/// A lookup takes no lock and writes nothing shared but the counter: every serving thread counts
+/// here on every request, and a lock's state (or a label's reference count) that each of them
+/// writes would move between their cores each time.
+#[derive(Debug)]
 pub struct RequestCounters {
-    seen: std::sync::RwLock<Vec<(usize, usize, u16, Counter)>>,
+    seen: Box<[OnceLock<(usize, usize, u16, Counter)>]>,
 }
 
 /// Entries a [`RequestCounters`] keeps (listeners × upstreams × status codes of one route).
 const MAX_CACHED: usize = 64;
 
+impl Default for RequestCounters {
+    fn default() -> Self {
+        RequestCounters { seen: (0..MAX_CACHED).map(|_| OnceLock::new()).collect() }
+    }
+}
+
 impl RequestCounters {
-    /// Count one request.
-    pub fn inc(&self, family: &Family<RequestLabels, Counter>, labels: RequestLabels) {
-        let key =
-            (Arc::as_ptr(&labels.listener) as usize, Arc::as_ptr(&labels.upstream) as usize, labels.code);
-        {
-            let seen = self.seen.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = seen.iter().find(|e| (e.0, e.1, e.2) == key) {
-                e.3.inc();
-                return;
+    /// Count one request with these labels.
+    pub fn inc(
+        &self,
+        family: &Family<RequestLabels, Counter>,
+        listener: &Name,
+        route: &Name,
+        upstream: &Name,
+        code: u16,
+    ) {
+        let key = (Arc::as_ptr(listener) as usize, Arc::as_ptr(upstream) as usize, code);
+        for slot in self.seen.iter() {
+            match slot.get() {
+                Some(e) if (e.0, e.1, e.2) == key => {
+                    e.3.inc();
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    let c = family.get_or_create_owned(&RequestLabels {
+                        listener: Arc::clone(listener),
+                        route: Arc::clone(route),
+                        upstream: Arc::clone(upstream),
+                        code,
+                    });
+                    c.inc();
+                    // Another thread may have taken the slot meanwhile: then this key is
+                    // cached on a later request, in a later slot.
+                    let _ = slot.set((key.0, key.1, key.2, c));
+                    return;
+                }
             }
         }
-        let c = family.get_or_create_owned(&labels);
-        c.inc();
-        let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
-        if seen.len() < MAX_CACHED {
-            seen.push((key.0, key.1, key.2, c));
-        }
+        family
+            .get_or_create(&RequestLabels {
+                listener: Arc::clone(listener),
+                route: Arc::clone(route),
+                upstream: Arc::clone(upstream),
+                code,
+            })
+            .inc();
     }
 }
 
@@ -273,5 +306,62 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(listener: &Name, route: &Name, upstream: &Name, code: u16) -> RequestLabels {
+        RequestLabels {
+            listener: Arc::clone(listener),
+            route: Arc::clone(route),
+            upstream: Arc::clone(upstream),
+            code,
+        }
+    }
+
+    #[test]
+    fn request_counters_count_each_series_past_the_cache_and_across_threads() {
+        let m = Metrics::default();
+        let c = Arc::new(RequestCounters::default());
+        let (l, r) = (Arc::new("web".to_owned()), Arc::new("r".to_owned()));
+        // More upstreams than the cache holds: every one still gets its own series.
+        let ups: Vec<Name> = (0..MAX_CACHED + 6).map(|i| Arc::new(format!("u{i}"))).collect();
+        for (i, u) in ups.iter().enumerate() {
+            for _ in 0..=i % 3 {
+                c.inc(&m.requests, &l, &r, u, 200);
+            }
+        }
+        for (i, u) in ups.iter().enumerate() {
+            assert_eq!(m.requests.get_or_create(&labels(&l, &r, u, 200)).get(), (i % 3 + 1) as u64, "{u}");
+        }
+        // An equal label in another `Arc` is the same series; another code is another one.
+        let again = Arc::new("u0".to_owned());
+        c.inc(&m.requests, &l, &r, &again, 200);
+        c.inc(&m.requests, &l, &r, &ups[0], 503);
+        assert_eq!(m.requests.get_or_create(&labels(&l, &r, &ups[0], 200)).get(), 2);
+        assert_eq!(m.requests.get_or_create(&labels(&l, &r, &ups[0], 503)).get(), 1);
+        // Two threads filling the cache at once lose no count.
+        let (m, u) = (Arc::new(Metrics::default()), Arc::new("x".to_owned()));
+        let c = Arc::new(RequestCounters::default());
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let (m, c, l, r, u) =
+                    (Arc::clone(&m), Arc::clone(&c), Arc::clone(&l), Arc::clone(&r), Arc::clone(&u));
+                std::thread::spawn(move || {
+                    for i in 0..10_000u16 {
+                        c.inc(&m.requests, &l, &r, &u, 200 + (i + t) % 4);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let total: u64 =
+            (200..204).map(|code| m.requests.get_or_create(&labels(&l, &r, &u, code)).get()).sum();
+        assert_eq!(total, 20_000);
     }
 }
