@@ -137,10 +137,14 @@ impl RateLimiter {
 
 // === impl RateLimitLayer ===
 
-/// Rejects requests over the route's `rate_limit` with 429 `rate_limited`.
+/// Rejects requests over the route's `rate_limit` with 429 `rate_limited`. A route without
+/// one holds nothing here: the clone of its stack each request makes counts no reference.
 #[derive(Clone, Debug)]
-pub(crate) struct RateLimitLayer {
-    limiter: Option<Arc<RateLimiter>>,
+pub(crate) struct RateLimitLayer(Option<Arc<Limited>>);
+
+#[derive(Debug)]
+struct Limited {
+    limiter: Arc<RateLimiter>,
     route: Name,
     metrics: Arc<Metrics>,
 }
@@ -150,7 +154,7 @@ impl RateLimitLayer {
     /// snapshot, which hands a reloaded route its previous buckets when its `rate_limit` did
     /// not change, so a reload resets no client's limit.
     pub(crate) fn new(limiter: Option<Arc<RateLimiter>>, route: Name, metrics: Arc<Metrics>) -> Self {
-        RateLimitLayer { limiter, route, metrics }
+        RateLimitLayer(limiter.map(|limiter| Arc::new(Limited { limiter, route, metrics })))
     }
 }
 
@@ -195,13 +199,10 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        if let Some(l) = &self.layer.limiter {
+        if let Some(on) = &self.layer.0 {
+            let l = &on.limiter;
             if let Decision::Deny(wait) = l.check_key(l.key_of(&req), Instant::now()) {
-                self.layer
-                    .metrics
-                    .rate_limited
-                    .get_or_create(&RouteLabel { route: Arc::clone(&self.layer.route) })
-                    .inc();
+                on.metrics.rate_limited.get_or_create(&RouteLabel { route: Arc::clone(&on.route) }).inc();
                 return Either::Right(std::future::ready(Err(RateLimited { retry_after: wait }.into())));
             }
         }

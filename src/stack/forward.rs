@@ -32,9 +32,13 @@ use crate::proxy::limits::Slot;
 use crate::resilience::outlier::TrialGuard;
 use crate::stack::timeout::Deadline;
 
-/// Forwards to one upstream.
+/// Forwards to one upstream. One `Arc`, so that a request's clone of it counts one reference
+/// that every serving thread writes, not two.
 #[derive(Clone, Debug)]
-pub(crate) struct Forward {
+pub(crate) struct Forward(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
     upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
     /// Whether the upstream's `read_timeout` needs its own timer while waiting for a head:
@@ -50,9 +54,11 @@ impl Forward {
         route_timeout: Option<Duration>,
     ) -> Self {
         let head_timer = route_timeout.is_none_or(|t| t > upstream.config.read_timeout);
-        Forward { upstream, metrics, head_timer }
+        Forward(Arc::new(Shared { upstream, metrics, head_timer }))
     }
+}
 
+impl Shared {
     /// Count an attempt's outcome (index into [`OUTCOMES`]).
     fn record(&self, ep: &Endpoint, outcome: usize) {
         let counters = ep.state.outcomes.get_or_init(|| {
@@ -117,7 +123,7 @@ impl tower::Service<Request<Body>> for Forward {
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let this = self.clone();
+        let this = Arc::clone(&self.0);
         Box::pin(async move {
             let info = req.extensions().get::<Arc<RequestInfo>>().cloned();
             let tried = info.as_deref().map(RequestInfo::tried).unwrap_or_default();
