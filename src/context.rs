@@ -108,6 +108,13 @@ impl RequestInfo {
         *self.exchange.lock().unwrap_or_else(|p| p.into_inner()) = Some(x);
     }
 
+    /// Record the time to the response head of the latest attempt's exchange.
+    pub fn set_upstream_ms(&self, ms: f64) {
+        if let Some(x) = self.exchange.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            x.upstream_ms = ms;
+        }
+    }
+
     /// Note the endpoint an attempt goes to; returns the attempt number (1-based).
     pub fn note_tried(&self, ep: usize) -> u32 {
         let mut t = self.tried.lock().unwrap_or_else(|p| p.into_inner());
@@ -120,9 +127,10 @@ impl RequestInfo {
         *self.tried.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The latest attempt's exchange, if any.
-    pub fn exchange(&self) -> Option<UpstreamInfo> {
-        self.exchange.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The latest attempt's exchange, taken out: for its one reader, once the response is in
+    /// (retries are over then).
+    pub fn take_exchange(&self) -> Option<UpstreamInfo> {
+        self.exchange.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 

@@ -56,9 +56,13 @@ pub struct Shared {
     pub hard_stop: CancellationToken,
 }
 
-/// The per-connection service.
+/// The per-connection service: one `Arc` of what the connection's requests share, so that a
+/// request's record of it counts a reference no other thread writes.
 #[derive(Clone, Debug)]
-pub struct GatewayService {
+pub struct GatewayService(Arc<Conn>);
+
+#[derive(Clone, Debug)]
+struct Conn {
     shared: Arc<Shared>,
     listener: Name,
     client: SocketAddr,
@@ -85,7 +89,7 @@ impl GatewayService {
         // An IP address is always a valid header value.
         let client_ip = HeaderValue::try_from(client.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        GatewayService {
+        GatewayService(Arc::new(Conn {
             shared,
             listener,
             client,
@@ -95,26 +99,26 @@ impl GatewayService {
             client_ip,
             tunnel: None,
             alt_svc: None,
-        }
+        }))
     }
 
     /// Advertise HTTP/3 on `port` in every response (`alt-svc: h3=":PORT"; ma=86400`).
     pub fn with_alt_svc(mut self, alt_svc: Option<HeaderValue>) -> Self {
-        self.alt_svc = alt_svc;
+        Arc::make_mut(&mut self.0).alt_svc = alt_svc;
         self
     }
 
     /// On an mTLS connection: the `x-forwarded-client-cert` value (Envoy's XFCC form) for the verified
     /// client certificate, set on every request after any client-sent one is removed.
     pub fn with_client_cert(mut self, xfcc: Option<HeaderValue>) -> Self {
-        self.client_cert = xfcc;
+        Arc::make_mut(&mut self.0).client_cert = xfcc;
         self
     }
 
     /// What an HTTP/1.1 upgrade on this connection hands to its tunnel (its connection slot,
     /// the tunnel idle timeout, the drain).
     pub fn with_tunnel(mut self, ctx: Arc<TunnelCtx>) -> Self {
-        self.tunnel = Some(ctx);
+        Arc::make_mut(&mut self.0).tunnel = Some(ctx);
         self
     }
 }
@@ -131,13 +135,14 @@ where
     type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
 
     fn call(&self, mut req: Request<B>) -> Self::Future {
+        let c = &*self.0;
         let started = Instant::now();
         // HTTP/2 and HTTP/3 multiplex requests on one connection: both are watched per stream.
         let multiplexed = matches!(req.version(), Version::HTTP_2 | Version::HTTP_3);
-        let guard = self.conn.begin(multiplexed);
-        let snap = self.shared.snapshot.load_full();
+        let guard = c.conn.begin(multiplexed);
+        let snap = c.shared.snapshot.load_full();
         // Asked first: the flag belongs to this request's head whatever becomes of it.
-        let conflicting = self.conn.take_conflicting_framing();
+        let conflicting = c.conn.take_conflicting_framing();
         let protocol = match req.version() {
             Version::HTTP_2 => "HTTP/2",
             Version::HTTP_3 => "HTTP/3",
@@ -147,9 +152,7 @@ where
         // has a trace id in the access log, and the upstream gets this `traceparent`.
         let trace = TraceContext::from_headers(req.headers());
         let mut done = Done {
-            shared: Arc::clone(&self.shared),
-            listener: Arc::clone(&self.listener),
-            client: self.client,
+            conn: Arc::clone(&self.0),
             started,
             method: req.method().clone(),
             host: None,
@@ -161,24 +164,23 @@ where
             trace_id: trace.trace_id,
             info: None,
             http2: multiplexed,
-            alt_svc: self.alt_svc.clone(),
             _guard: guard,
         };
         // hyper bounds its read buffer by the limit, but a head that arrives whole in one read
         // is parsed however large it is (up to about twice the limit); the limit is ours.
-        if head_size(&req) > self.shared.max_header_bytes {
+        if head_size(&req) > c.shared.max_header_bytes {
             return Box::pin(std::future::ready(Ok(done.finish(header_too_large()))));
         }
         // One canonical request before anything looks at it (`canonical`): routes, rewrites,
         // the access log and the upstream all see this form.
-        let canonical = canonical::request(&mut req, &self.shared.http);
-        if self.shared.access_log.enabled() {
+        let canonical = canonical::request(&mut req, &c.shared.http);
+        if c.shared.access_log.enabled() {
             done.path = Some(req.uri().path().to_owned());
         }
         let canonical = match canonical {
             Ok(c) => c,
             Err(e) => {
-                tracing::debug!(client = %self.client, error = %e, "request refused");
+                tracing::debug!(client = %c.client, error = %e, "request refused");
                 let reason = match e {
                     Rejection::Connect => Reason::MethodNotAllowed,
                     _ => Reason::BadRequest,
@@ -188,7 +190,7 @@ where
         };
         // Set after hop-by-hop removal, so `Connection: x-forwarded-client-cert` cannot undo it.
         req.headers_mut().remove(&X_FORWARDED_CLIENT_CERT);
-        if let Some(xfcc) = &self.client_cert {
+        if let Some(xfcc) = &c.client_cert {
             req.headers_mut().insert(&X_FORWARDED_CLIENT_CERT, xfcc.clone());
         }
         // A `tracestate` goes only with the client's own valid `traceparent` (W3C Trace Context);
@@ -220,23 +222,23 @@ where
         done.route = Some(Arc::clone(&entry.metrics));
         let svc = entry.service.clone();
         let info = Arc::new(RequestInfo {
-            client: self.client,
-            listener: Arc::clone(&self.listener),
-            https: self.https,
+            client: c.client,
+            listener: Arc::clone(&c.listener),
+            https: c.https,
             host,
             request_id,
             trace,
             bytes_in: Default::default(),
-            client_ip: self.client_ip.clone(),
+            client_ip: c.client_ip.clone(),
             exchange: Default::default(),
             tried: Default::default(),
-            upgrade: canonical.upgrade.map(|value| Upgrade { value, tunnel: self.tunnel.clone() }),
+            upgrade: canonical.upgrade.map(|value| Upgrade { value, tunnel: c.tunnel.clone() }),
         });
         done.info = Some(Arc::clone(&info));
         req.extensions_mut().insert(info);
         // A client that stops sending its body is cut off after `body_read_timeout` (408, or a
         // reset once the response started). A request without a body has nothing to time.
-        let timeout = self.shared.body_read_timeout;
+        let timeout = c.shared.body_read_timeout;
         let req = req.map(|b| {
             if http_body::Body::is_end_stream(&b) {
                 body::boxed(b)
@@ -299,9 +301,8 @@ async fn call(
 /// Everything needed to account for a request once its response body ends.
 #[derive(Debug)]
 struct Done {
-    shared: Arc<Shared>,
-    listener: Name,
-    client: SocketAddr,
+    /// The connection's shared parts: the gateway's, the listener, the client, `alt-svc`.
+    conn: Arc<Conn>,
     started: Instant,
     method: Method,
     host: Option<HeaderValue>,
@@ -313,20 +314,18 @@ struct Done {
     trace_id: TraceId,
     info: Option<Arc<RequestInfo>>,
     http2: bool,
-    /// `alt-svc` for the responses of a TCP connection whose listener also serves HTTP/3.
-    alt_svc: Option<HeaderValue>,
     _guard: RequestGuard,
 }
 
 impl Done {
     fn finish(self, mut res: Response<Body>) -> Response<Body> {
         res.headers_mut().insert(&X_REQUEST_ID, self.request_id.clone());
-        if let Some(alt) = &self.alt_svc {
+        if let Some(alt) = &self.conn.alt_svc {
             // Ours replaces an upstream's: the client is told what this listener serves.
             res.headers_mut().insert(http::header::ALT_SVC, alt.clone());
         }
         let status = res.status().as_u16();
-        let upstream = self.info.as_ref().and_then(|i| i.exchange());
+        let upstream = self.info.as_ref().and_then(|i| i.take_exchange());
         let error = res.extensions().get::<ErrorReason>().map(|r| r.0.as_str());
         // HTTP/2 streams watch for a client that grants no window (`conn::ConnState`).
         let watch = self.http2.then(|| Arc::clone(&self._guard.0));
@@ -354,24 +353,24 @@ impl End {
     fn emit(self, bytes_out: u64) {
         let d = self.done;
         let elapsed = d.started.elapsed();
-        let m = &d.shared.metrics;
-        let empty = &d.shared.empty;
+        let m = &d.conn.shared.metrics;
+        let empty = &d.conn.shared.empty;
         let route = d.route.as_ref().map_or(empty, |r| &r.name);
         let upstream = self.upstream.as_ref().map_or(empty, |u| &u.upstream);
         match &d.route {
             Some(r) => {
-                r.requests.inc(&m.requests, &d.listener, route, upstream, self.status);
+                r.requests.inc(&m.requests, &d.conn.listener, route, upstream, self.status);
                 r.duration.observe(elapsed.as_secs_f64());
             }
-            None => d.shared.unrouted.inc(&m.requests, &d.listener, route, upstream, self.status),
+            None => d.conn.shared.unrouted.inc(&m.requests, &d.conn.listener, route, upstream, self.status),
         }
-        let log = &d.shared.access_log;
+        let log = &d.conn.shared.access_log;
         if log.enabled() {
             let up = self.upstream;
             log.log(Record {
                 ts: SystemTime::now(),
-                listener: Arc::clone(&d.listener),
-                client: d.client.ip(),
+                listener: Arc::clone(&d.conn.listener),
+                client: d.conn.client.ip(),
                 method: d.method.clone(),
                 host: d.host.clone(),
                 path: d.path.unwrap_or_default(),

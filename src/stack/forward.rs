@@ -195,7 +195,11 @@ impl tower::Service<Request<Body>> for Forward {
                     } else {
                         headers::strip_hop_by_hop(res.headers_mut(), None);
                     }
-                    exchange(Some(&ep), attempts, upstream_ms);
+                    // The exchange was recorded before sending (the upstream and endpoint
+                    // the access log names, should the attempt fail); now it has its time.
+                    if let Some(info) = &info {
+                        info.set_upstream_ms(upstream_ms);
+                    }
                     // After the head, a stalled upstream resets the client's stream.
                     Ok(res.map(|b| {
                         let b = ReadTimeout::new(b, read_timeout, |d| UpstreamReadTimeout(d).into());
