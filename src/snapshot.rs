@@ -34,12 +34,19 @@ pub struct RouteEntry {
     pub config: RouteConfig,
     /// Its name, shared with metric labels.
     pub name: Name,
-    /// Its tower stack.
-    pub service: RouteService,
+    /// Its tower stack, one copy per serving thread ([`RouteEntry::service`]).
+    services: Box<[RouteService]>,
     /// Its metric series, resolved here rather than looked up per request.
     pub metrics: Arc<RouteMetrics>,
     /// Its rate-limit buckets, handed on to the next snapshot while `rate_limit` is unchanged.
     pub limiter: Option<Arc<RateLimiter>>,
+}
+
+impl RouteEntry {
+    /// Its tower stack, this serving thread's copy.
+    pub fn service(&self) -> &RouteService {
+        &self.services[crate::proxy::worker() % self.services.len()]
+    }
 }
 
 /// A route's metric series.
@@ -125,7 +132,14 @@ impl Snapshot {
                         requests: RequestCounters::default(),
                         name: Arc::clone(&name),
                     }),
-                    service: stack::build(&config, &by_name, limiter.clone(), limits, metrics),
+                    services: stack::build_per_thread(
+                        &config,
+                        &by_name,
+                        limiter.clone(),
+                        limits,
+                        metrics,
+                        crate::proxy::serving_threads(),
+                    ),
                     name,
                     config,
                     limiter,

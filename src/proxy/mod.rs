@@ -54,6 +54,16 @@ pub(crate) fn set_worker(i: usize) {
     WORKER.with(|w| w.set(i));
 }
 
+/// The serving thread this runs on (0 outside the serving threads).
+pub(crate) fn worker() -> usize {
+    WORKER.with(Cell::get)
+}
+
+/// How many serving threads the gateway runs (what `reserve_pools` was told).
+pub(crate) fn serving_threads() -> usize {
+    POOL_SLOTS.load(Ordering::Relaxed)
+}
+
 /// Make upstreams built from now on keep at least `threads` pools.
 pub(crate) fn reserve_pools(threads: usize) {
     POOL_SLOTS.fetch_max(threads.max(1), Ordering::Relaxed);

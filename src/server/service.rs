@@ -220,7 +220,7 @@ where
         };
         let entry = &snap.routes[idx];
         done.route = Some(Arc::clone(&entry.metrics));
-        let svc = entry.service.clone();
+        let svc = entry.service().clone();
         let info = Arc::new(RequestInfo {
             client: c.client,
             listener: Arc::clone(&c.listener),

@@ -45,6 +45,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{Request, Response};
+use tower::retry::budget::TpsBudget;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
@@ -68,15 +69,32 @@ pub(crate) use timeout::TimeoutLayer;
 /// A route's whole stack, boxed so that every route has the same type.
 pub(crate) type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Error>;
 
-/// Build the stack for `route`. `upstreams` holds every upstream of the snapshot by name
-/// (validation guarantees the names a route uses exist); `limiter` holds the route's rate-limit
-/// buckets (the snapshot keeps them across reloads).
-pub(crate) fn build(
+/// Build `route`'s stack, one copy per serving thread (`threads`): a request clones its
+/// thread's copy, so the reference counts that clone writes are written by one thread only.
+/// What the copies share is shared: the upstreams, the retry budget, the rate-limit buckets.
+pub(crate) fn build_per_thread(
     route: &RouteConfig,
     upstreams: &HashMap<String, Arc<Upstream>>,
     limiter: Option<Arc<RateLimiter>>,
     limits: &Limits,
     metrics: &Arc<Metrics>,
+    threads: usize,
+) -> Box<[RouteService]> {
+    // One retry budget per route, shared by the upstreams of a split and by the threads.
+    let budget = RetryLayer::budget_for(&route.retry);
+    (0..threads.max(1)).map(|_| build(route, upstreams, limiter.clone(), limits, metrics, &budget)).collect()
+}
+
+/// Build the stack for `route`. `upstreams` holds every upstream of the snapshot by name
+/// (validation guarantees the names a route uses exist); `limiter` holds the route's rate-limit
+/// buckets (the snapshot keeps them across reloads); `budget` is the route's retry budget.
+fn build(
+    route: &RouteConfig,
+    upstreams: &HashMap<String, Arc<Upstream>>,
+    limiter: Option<Arc<RateLimiter>>,
+    limits: &Limits,
+    metrics: &Arc<Metrics>,
+    budget: &Arc<TpsBudget>,
 ) -> RouteService {
     let route_name: Name = Arc::new(route.name.clone());
     let prefix = match &route.path {
@@ -98,7 +116,7 @@ pub(crate) fn build(
             .layer(RateLimitLayer::new(limiter, Arc::clone(&route_name), Arc::clone(metrics)))
             .layer(BodyLimitLayer::new(body_limit))
             .layer(TimeoutLayer::new(route.timeout))
-            .service(terminal(route, &route_name, upstreams, metrics)),
+            .service(terminal(route, &route_name, upstreams, metrics, budget)),
     )
 }
 
@@ -108,9 +126,8 @@ fn terminal(
     route_name: &Name,
     upstreams: &HashMap<String, Arc<Upstream>>,
     metrics: &Arc<Metrics>,
+    budget: &Arc<TpsBudget>,
 ) -> RouteService {
-    // One retry budget per route, shared by the upstreams of a split.
-    let budget = RetryLayer::budget_for(&route.retry);
     let forward = |name: &String| -> RouteService {
         let up = upstreams.get(name).map(Arc::clone).expect("validated: upstream exists");
         let gate: Arc<dyn RetryGate> = Arc::new(RetryLimit(Arc::clone(&up.limits)));
@@ -118,7 +135,7 @@ fn terminal(
             ServiceBuilder::new()
                 .layer(RetryLayer::new(
                     route.retry.clone(),
-                    Arc::clone(&budget),
+                    Arc::clone(budget),
                     Arc::clone(route_name),
                     Arc::clone(metrics),
                     Some(gate),
@@ -156,5 +173,68 @@ fn apply_edits(headers: &mut http::HeaderMap, edits: &HeaderEdits) {
     }
     for (name, value) in &edits.set {
         headers.insert(name.clone(), value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_routes_from_sources;
+    use crate::snapshot::Snapshot;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::ServiceExt;
+
+    /// An upstream that answers 503 to everything, counting requests.
+    async fn failing() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = Arc::clone(&hits);
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let h = Arc::clone(&h);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let mut res = Response::new(crate::body::empty());
+                        *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                        async move { Ok::<_, std::convert::Infallible>(res) }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(s);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                });
+            }
+        });
+        (addr, hits)
+    }
+
+    #[tokio::test]
+    async fn the_copies_of_a_route_for_each_thread_share_one_retry_budget() {
+        let (addr, hits) = failing().await;
+        let routes = format!(
+            "[[upstream]]\nname = \"u\"\nendpoints = [\"{addr}\"]\n[[route]]\nname = \"r\"\nupstream = \"u\"\n\
+             [route.retry]\nattempts = 1\non = [\"5xx\"]\nbackoff = \"1ms\"\nbudget = 0.0\n"
+        );
+        let set = load_routes_from_sources(vec![("t.toml".into(), routes)]).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let registry = crate::discovery::Registry::new(Arc::clone(&metrics));
+        let snap = Snapshot::build(set, None, 1, &Limits::default(), &metrics, &registry).unwrap();
+        let route = &snap.routes[0].config;
+        let by_name = snap.upstreams.iter().map(|u| (u.name.to_string(), Arc::clone(u))).collect();
+        let copies = build_per_thread(route, &by_name, None, &Limits::default(), &metrics, 2);
+        assert_eq!(copies.len(), 2);
+        let get = || Request::get(format!("http://{addr}/")).body(crate::body::empty()).unwrap();
+        // With no deposits (budget 0), the floor allows MIN_RETRIES_PER_SEC for each of the
+        // budget's 10 seconds: the first copy spends all of it.
+        let floor = crate::resilience::retry::MIN_RETRIES_PER_SEC as usize * 10;
+        for _ in 0..floor {
+            let res = copies[0].clone().oneshot(get()).await.unwrap();
+            assert_eq!(res.status(), 503);
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 2 * floor, "every request was retried once");
+        // The other thread's copy finds the budget spent: no retry.
+        let res = copies[1].clone().oneshot(get()).await.unwrap();
+        assert_eq!(res.status(), 503);
+        assert_eq!(hits.load(Ordering::SeqCst), 2 * floor + 1, "the budget is the route's, not the copy's");
     }
 }
