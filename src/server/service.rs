@@ -140,7 +140,11 @@ where
         // HTTP/2 and HTTP/3 multiplex requests on one connection: both are watched per stream.
         let multiplexed = matches!(req.version(), Version::HTTP_2 | Version::HTTP_3);
         let guard = c.conn.begin(multiplexed);
-        let snap = c.shared.snapshot.load_full();
+        // Borrowed for the lookup only: what the request keeps of its snapshot (its route's
+        // stack, which holds its upstream, and its route's metrics) it clones below. Holding
+        // the snapshot itself would write its reference count, which every serving thread
+        // writes, twice per request.
+        let snap = c.shared.snapshot.load();
         // Asked first: the flag belongs to this request's head whatever becomes of it.
         let conflicting = c.conn.take_conflicting_framing();
         let protocol = match req.version() {
@@ -264,8 +268,6 @@ where
                     response_for(e.as_ref())
                 }
             };
-            // `snap` lives until here: the request finished on the snapshot it started on.
-            drop(snap);
             Ok(done.finish(res))
         })
     }
