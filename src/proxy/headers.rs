@@ -40,9 +40,13 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// `transfer-encoding` and `upgrade`. With `upgrade`, the headers an upgrade needs are put back.
 /// Returns whether a `connection` header was there (so other headers may have gone with it).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) -> bool {
-    // One pass over the names (standard names compare as interned values) tells which
-    // hop-by-hop headers are present; most messages carry none, or only `connection`.
-    let present = headers.keys().fold(0u8, |acc, n| acc | hop_bit(n));
+    strip_present(headers, Present::of(headers), upgrade)
+}
+
+/// [`strip_hop_by_hop`] with the names `headers` holds already known.
+pub fn strip_present(headers: &mut HeaderMap, present: Present, upgrade: Option<HeaderValue>) -> bool {
+    // Most messages carry no hop-by-hop header, or only `connection`.
+    let present = (present.0 & HOP) as u8;
     if present == 0 && upgrade.is_none() {
         return false;
     }
@@ -106,25 +110,60 @@ const TRANSFER_ENCODING: u8 = 8;
 const UPGRADE: u8 = 16;
 const KEEP_ALIVE_BIT: u8 = 32;
 const PROXY_CONNECTION_BIT: u8 = 64;
+/// The hop-by-hop bits of a [`Present`].
+const HOP: u16 = 0x7f;
 
-/// Which hop-by-hop header `name` is, as a bit (0 for any other header).
-fn hop_bit(name: &HeaderName) -> u8 {
-    if name == header::CONNECTION {
-        CONNECTION
-    } else if name == header::TE {
-        TE
-    } else if name == header::TRAILER {
-        TRAILER
-    } else if name == header::TRANSFER_ENCODING {
-        TRANSFER_ENCODING
-    } else if name == header::UPGRADE {
-        UPGRADE
-    } else if name == KEEP_ALIVE {
-        KEEP_ALIVE_BIT
-    } else if name == PROXY_CONNECTION {
-        PROXY_CONNECTION_BIT
-    } else {
-        0
+/// Which of the headers the gateway treats specially a map holds: found in one pass over its
+/// names, so that a header it lacks costs no lookup (each hashes the name byte by byte).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Present(u16);
+
+impl Present {
+    /// A hop-by-hop header (`connection`, `te`, `trailer`, `transfer-encoding`, `upgrade`,
+    /// `keep-alive` or `proxy-connection`).
+    pub const HOP_BY_HOP: Present = Present(HOP);
+    /// `x-forwarded-host`.
+    pub const X_FORWARDED_HOST: Present = Present(1 << 7);
+    /// `x-forwarded-proto`.
+    pub const X_FORWARDED_PROTO: Present = Present(1 << 8);
+    /// `x-forwarded-client-cert`.
+    pub const X_FORWARDED_CLIENT_CERT: Present = Present(1 << 9);
+    /// `x-request-id`.
+    pub const X_REQUEST_ID: Present = Present(1 << 10);
+    /// `traceparent`.
+    pub const TRACEPARENT: Present = Present(1 << 11);
+    /// `tracestate`.
+    pub const TRACESTATE: Present = Present(1 << 12);
+
+    /// The special headers `headers` holds.
+    pub fn of(headers: &HeaderMap) -> Present {
+        Present(headers.keys().fold(0, |acc, n| acc | bit(n)))
+    }
+
+    /// Whether any of `which` is there.
+    pub fn has(self, which: Present) -> bool {
+        self.0 & which.0 != 0
+    }
+}
+
+/// The [`Present`] bit of `name` (0 for any other header). Names are lower case; a match on
+/// the string compares its length first, so most names cost one comparison.
+fn bit(name: &HeaderName) -> u16 {
+    match name.as_str() {
+        "connection" => CONNECTION.into(),
+        "te" => TE.into(),
+        "trailer" => TRAILER.into(),
+        "transfer-encoding" => TRANSFER_ENCODING.into(),
+        "upgrade" => UPGRADE.into(),
+        "keep-alive" => KEEP_ALIVE_BIT.into(),
+        "proxy-connection" => PROXY_CONNECTION_BIT.into(),
+        "x-forwarded-host" => Present::X_FORWARDED_HOST.0,
+        "x-forwarded-proto" => Present::X_FORWARDED_PROTO.0,
+        "x-forwarded-client-cert" => Present::X_FORWARDED_CLIENT_CERT.0,
+        "x-request-id" => Present::X_REQUEST_ID.0,
+        "traceparent" => Present::TRACEPARENT.0,
+        "tracestate" => Present::TRACESTATE.0,
+        _ => 0,
     }
 }
 
@@ -232,6 +271,44 @@ pub fn new_request_id() -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn present_names_each_special_header_and_nothing_else() {
+        let cases = [
+            ("x-forwarded-host", Present::X_FORWARDED_HOST),
+            ("x-forwarded-proto", Present::X_FORWARDED_PROTO),
+            ("x-forwarded-client-cert", Present::X_FORWARDED_CLIENT_CERT),
+            ("x-request-id", Present::X_REQUEST_ID),
+            ("traceparent", Present::TRACEPARENT),
+            ("tracestate", Present::TRACESTATE),
+        ];
+        let hop =
+            ["connection", "te", "trailer", "transfer-encoding", "upgrade", "keep-alive", "proxy-connection"];
+        let mut all = HeaderMap::new();
+        for (name, bit) in cases {
+            let mut h = HeaderMap::new();
+            h.insert("x-other", HeaderValue::from_static("1"));
+            // Sent in capitals, stored in lower case, as every header name is.
+            h.insert(
+                HeaderName::from_bytes(name.to_uppercase().as_bytes()).unwrap(),
+                HeaderValue::from_static("1"),
+            );
+            assert_eq!(Present::of(&h), bit, "{name}");
+            all.insert(name, HeaderValue::from_static("1"));
+        }
+        for name in hop {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("1"));
+            let p = Present::of(&h);
+            assert!(p.has(Present::HOP_BY_HOP) && cases.iter().all(|(_, b)| !p.has(*b)), "{name}");
+        }
+        let p = Present::of(&all);
+        assert!(cases.iter().all(|(_, b)| p.has(*b)) && !p.has(Present::HOP_BY_HOP));
+        let mut plain = HeaderMap::new();
+        plain.insert(header::HOST, HeaderValue::from_static("a"));
+        plain.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        assert_eq!(Present::of(&plain), Present::default());
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {

@@ -33,7 +33,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Version};
 
 use crate::config::{EscapedSlashes, HttpConfig};
-use crate::proxy::headers::{strip_hop_by_hop, upgrade_requested, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::proxy::headers::{strip_present, upgrade_requested, Present, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 
 /// Why a request cannot be put in canonical form. Every one is answered 400 `bad_request`,
 /// except [`Rejection::Connect`] (405 `method_not_allowed`).
@@ -81,9 +81,20 @@ pub struct Canonical {
     pub upgrade: Option<HeaderValue>,
 }
 
-/// Put `req` in canonical form in place (path, target, Host, hop-by-hop headers), or say why
-/// it cannot be.
+/// [`request_with`], finding the special headers itself.
+#[cfg(test)]
 pub fn request<B>(req: &mut Request<B>, cfg: &HttpConfig) -> Result<Canonical, Rejection> {
+    let present = Present::of(req.headers());
+    request_with(req, cfg, present)
+}
+
+/// Put `req` in canonical form in place (path, target, Host, hop-by-hop headers), or say why
+/// it cannot be. `present` says which special headers `req` holds (`Present::of` them).
+pub fn request_with<B>(
+    req: &mut Request<B>,
+    cfg: &HttpConfig,
+    present: Present,
+) -> Result<Canonical, Rejection> {
     if req.method() == Method::CONNECT {
         return Err(Rejection::Connect);
     }
@@ -117,15 +128,12 @@ pub fn request<B>(req: &mut Request<B>, cfg: &HttpConfig) -> Result<Canonical, R
 
     let upgrade = if req_is_http1(req) { upgrade_requested(req.headers()) } else { None };
     let headers = req.headers_mut();
-    let had_connection = strip_hop_by_hop(headers, None);
-    // Most requests carry neither: one pass over the names is cheaper than two removals.
-    let (xfh, xfp) = headers
-        .keys()
-        .fold((false, false), |(h, p), n| (h || n == X_FORWARDED_HOST, p || n == X_FORWARDED_PROTO));
-    if xfh {
+    let had_connection = strip_present(headers, present, None);
+    // Most requests carry neither (`present` is from one pass over the names).
+    if present.has(Present::X_FORWARDED_HOST) {
         headers.remove(&X_FORWARDED_HOST);
     }
-    if xfp {
+    if present.has(Present::X_FORWARDED_PROTO) {
         headers.remove(&X_FORWARDED_PROTO);
     }
     // The Host header holds the routed host: put it there when the target or `:authority`

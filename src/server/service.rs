@@ -27,7 +27,7 @@ use crate::config::HttpConfig;
 use crate::context::{RequestInfo, TunnelCtx, Upgrade, UpstreamInfo};
 use crate::error::{BodyReadTimeout, ErrorReason, Reason};
 use crate::metrics::{Metrics, Name, RequestCounters};
-use crate::proxy::headers::{self, X_FORWARDED_CLIENT_CERT, X_REQUEST_ID};
+use crate::proxy::headers::{self, Present, X_FORWARDED_CLIENT_CERT, X_REQUEST_ID};
 use crate::reply::{error_response, response_for};
 use crate::snapshot::RouteMetrics;
 use crate::snapshot::Snapshot;
@@ -154,7 +154,14 @@ where
         };
         // Decided, like the request id, before anything can refuse the request: every answer
         // has a trace id in the access log, and the upstream gets this `traceparent`.
-        let trace = TraceContext::from_headers(req.headers());
+        // Which of the headers read below are there, from one pass over the names: a lookup
+        // of one that is not costs a hash of its name.
+        let present = Present::of(req.headers());
+        let trace = if present.has(Present::TRACEPARENT) {
+            TraceContext::from_headers(req.headers())
+        } else {
+            TraceContext::new_root()
+        };
         let mut done = Done {
             conn: Arc::clone(&self.0),
             started,
@@ -164,7 +171,11 @@ where
             protocol,
             route: None,
             // Taken before anything can refuse the request, so every answer carries it.
-            request_id: headers::request_id(req.headers()),
+            request_id: if present.has(Present::X_REQUEST_ID) {
+                headers::request_id(req.headers())
+            } else {
+                headers::new_request_id()
+            },
             trace_id: trace.trace_id,
             info: None,
             http2: multiplexed,
@@ -177,7 +188,7 @@ where
         }
         // One canonical request before anything looks at it (`canonical`): routes, rewrites,
         // the access log and the upstream all see this form.
-        let canonical = canonical::request(&mut req, &c.shared.http);
+        let canonical = canonical::request_with(&mut req, &c.shared.http, present);
         if c.shared.access_log.enabled() {
             done.path = Some(req.uri().path().to_owned());
         }
@@ -193,13 +204,15 @@ where
             }
         };
         // Set after hop-by-hop removal, so `Connection: x-forwarded-client-cert` cannot undo it.
-        req.headers_mut().remove(&X_FORWARDED_CLIENT_CERT);
+        if present.has(Present::X_FORWARDED_CLIENT_CERT) {
+            req.headers_mut().remove(&X_FORWARDED_CLIENT_CERT);
+        }
         if let Some(xfcc) = &c.client_cert {
             req.headers_mut().insert(&X_FORWARDED_CLIENT_CERT, xfcc.clone());
         }
         // A `tracestate` goes only with the client's own valid `traceparent` (W3C Trace Context);
         // the forwarder sets the `traceparent` itself (`headers::prepare_request`).
-        if !trace.incoming {
+        if !trace.incoming && present.has(Present::TRACESTATE) {
             req.headers_mut().remove(&TRACESTATE);
         }
         let host = canonical.host;
