@@ -58,7 +58,12 @@ pub fn strip_present(headers: &mut HeaderMap, present: Present, upgrade: Option<
                 .iter()
                 .any(|k| t.eq_ignore_ascii_case(k))
         };
-        if connection_tokens(headers).any(|t| listed(&t)) {
+        // The usual value is one token: `keep-alive` or `close`; then there is nothing to parse.
+        let plain = headers.get_all(header::CONNECTION).iter().all(|v| {
+            let v = v.as_bytes();
+            v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+        });
+        if !plain && connection_tokens(headers).any(|t| listed(&t)) {
             let named: Vec<HeaderName> = connection_tokens(headers)
                 .filter(listed)
                 .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
@@ -308,6 +313,25 @@ mod tests {
         plain.insert(header::HOST, HeaderValue::from_static("a"));
         plain.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         assert_eq!(Present::of(&plain), Present::default());
+    }
+
+    #[test]
+    fn a_lone_keep_alive_or_close_removes_only_the_connection_header_and_a_list_still_names() {
+        for v in ["keep-alive", "Keep-Alive", "close", "CLOSE"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_static(v));
+            h.insert("x-keep", HeaderValue::from_static("1"));
+            assert!(strip_hop_by_hop(&mut h, None));
+            assert!(h.get(header::CONNECTION).is_none(), "{v}");
+            assert_eq!(h.get("x-keep").unwrap(), "1", "{v}");
+        }
+        // A second `connection` field with a name in it is read, whatever the first says.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, None);
+        assert!(h.get("x-secret").is_none() && h.get(header::CONNECTION).is_none());
     }
 
     #[test]
