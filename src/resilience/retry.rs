@@ -7,7 +7,7 @@
 //! - A request that never reached an upstream (`connect-failure`) is retried at once and outside
 //!   the budget and `max_retries` (see the comment in `call`).
 //! - The budget is tower's `TpsBudget` (Finagle/Linkerd's design): every request deposits, every
-//!   retry withdraws; retries may add at most `budget` × recent requests, with a floor of
+//!   retry withdraws (a `connect-failure` retry, outside the budget, does neither); retries may add at most `budget` × recent requests, with a floor of
 //!   [`MIN_RETRIES_PER_SEC`] so that a quiet route can still retry.
 //! - Backoff is "full jitter" (AWS architecture blog): sleep a uniform random time in
 //!   `[0, min(cap, base × 2^n))`, `cap` = 10 × base.
@@ -53,6 +53,10 @@ pub(crate) struct RetryLayer(Arc<Shared>);
 
 #[derive(Debug)]
 struct Shared {
+    /// Whether any retry can take from the budget: a policy that retries only on
+    /// `connect-failure` (the default) never does, so its requests need not deposit (a deposit
+    /// takes the budget's lock, which every serving thread takes).
+    deposits: bool,
     policy: RetryPolicy,
     budget: Arc<TpsBudget>,
     route: Name,
@@ -69,7 +73,8 @@ impl RetryLayer {
         metrics: Arc<Metrics>,
         gate: Option<Arc<dyn RetryGate>>,
     ) -> Self {
-        RetryLayer(Arc::new(Shared { policy, budget, route, metrics, gate }))
+        let deposits = policy.attempts > 0 && policy.on.iter().any(|c| *c != RetryOn::ConnectFailure);
+        RetryLayer(Arc::new(Shared { deposits, policy, budget, route, metrics, gate }))
     }
 
     /// The route's budget for `policy`.
@@ -162,7 +167,9 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        self.layer.0.budget.deposit();
+        if self.layer.0.deposits {
+            self.layer.0.budget.deposit();
+        }
         // Upgrades cannot be replayed (the client connection is handed over once), and a policy
         // with no retries needs no bookkeeping. (`per_try_timeout` is a layer below this one.)
         if self.layer.0.policy.attempts == 0 || upgrade_requested(req.headers()).is_some() {
