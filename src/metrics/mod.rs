@@ -132,8 +132,11 @@ pub struct CertLabel {
 /// writes would move between their cores each time.
 #[derive(Debug)]
 pub struct RequestCounters {
-    seen: Box<[OnceLock<(usize, usize, u16, Counter)>]>,
+    seen: Box<[OnceLock<Seen>]>,
 }
+
+/// A cached series: listener and upstream label pointers, status code, the counter.
+type Seen = (usize, usize, u16, Counter);
 
 /// Entries a [`RequestCounters`] keeps (listeners × upstreams × status codes of one route).
 const MAX_CACHED: usize = 64;
