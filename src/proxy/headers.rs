@@ -44,9 +44,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) -
 }
 
 /// [`strip_hop_by_hop`] with the names `headers` holds already known.
-pub fn strip_present(headers: &mut HeaderMap, present: Present, upgrade: Option<HeaderValue>) -> bool {
+pub(crate) fn strip_present(headers: &mut HeaderMap, present: Present, upgrade: Option<HeaderValue>) -> bool {
     // Most messages carry no hop-by-hop header, or only `connection`.
-    let present = (present.0 & HOP) as u8;
+    let present = (present.0 & Present::HOP_BY_HOP.0) as u8;
     if present == 0 && upgrade.is_none() {
         return false;
     }
@@ -115,38 +115,36 @@ const TRANSFER_ENCODING: u8 = 8;
 const UPGRADE: u8 = 16;
 const KEEP_ALIVE_BIT: u8 = 32;
 const PROXY_CONNECTION_BIT: u8 = 64;
-/// The hop-by-hop bits of a [`Present`].
-const HOP: u16 = 0x7f;
 
 /// Which of the headers the gateway treats specially a map holds: found in one pass over its
 /// names, so that a header it lacks costs no lookup (each hashes the name byte by byte).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Present(u16);
+pub(crate) struct Present(u16);
 
 impl Present {
     /// A hop-by-hop header (`connection`, `te`, `trailer`, `transfer-encoding`, `upgrade`,
     /// `keep-alive` or `proxy-connection`).
-    pub const HOP_BY_HOP: Present = Present(HOP);
+    pub(crate) const HOP_BY_HOP: Present = Present(0x7f);
     /// `x-forwarded-host`.
-    pub const X_FORWARDED_HOST: Present = Present(1 << 7);
+    pub(crate) const X_FORWARDED_HOST: Present = Present(1 << 7);
     /// `x-forwarded-proto`.
-    pub const X_FORWARDED_PROTO: Present = Present(1 << 8);
+    pub(crate) const X_FORWARDED_PROTO: Present = Present(1 << 8);
     /// `x-forwarded-client-cert`.
-    pub const X_FORWARDED_CLIENT_CERT: Present = Present(1 << 9);
+    pub(crate) const X_FORWARDED_CLIENT_CERT: Present = Present(1 << 9);
     /// `x-request-id`.
-    pub const X_REQUEST_ID: Present = Present(1 << 10);
+    pub(crate) const X_REQUEST_ID: Present = Present(1 << 10);
     /// `traceparent`.
-    pub const TRACEPARENT: Present = Present(1 << 11);
+    pub(crate) const TRACEPARENT: Present = Present(1 << 11);
     /// `tracestate`.
-    pub const TRACESTATE: Present = Present(1 << 12);
+    pub(crate) const TRACESTATE: Present = Present(1 << 12);
 
     /// The special headers `headers` holds.
-    pub fn of(headers: &HeaderMap) -> Present {
+    pub(crate) fn of(headers: &HeaderMap) -> Present {
         Present(headers.keys().fold(0, |acc, n| acc | bit(n)))
     }
 
     /// Whether any of `which` is there.
-    pub fn has(self, which: Present) -> bool {
+    pub(crate) fn has(self, which: Present) -> bool {
         self.0 & which.0 != 0
     }
 }

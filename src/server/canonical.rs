@@ -83,14 +83,14 @@ pub struct Canonical {
 
 /// [`request_with`], finding the special headers itself.
 #[cfg(test)]
-pub fn request<B>(req: &mut Request<B>, cfg: &HttpConfig) -> Result<Canonical, Rejection> {
+pub(crate) fn request<B>(req: &mut Request<B>, cfg: &HttpConfig) -> Result<Canonical, Rejection> {
     let present = Present::of(req.headers());
     request_with(req, cfg, present)
 }
 
 /// Put `req` in canonical form in place (path, target, Host, hop-by-hop headers), or say why
 /// it cannot be. `present` says which special headers `req` holds (`Present::of` them).
-pub fn request_with<B>(
+pub(crate) fn request_with<B>(
     req: &mut Request<B>,
     cfg: &HttpConfig,
     present: Present,
