@@ -50,6 +50,65 @@ impl std::fmt::Debug for Browser {
     }
 }
 
+/// How many times ChromeDriver is started when the port it picked is taken on `::1`.
+const DRIVER_ATTEMPTS: usize = 5;
+
+/// Start ChromeDriver on a port it picks; its process, process group, port and the rest of
+/// its output.
+///
+/// With `--port=0` ChromeDriver binds `127.0.0.1` to a free port P and then `::1` to the same
+/// P, and exits ("IPv6 port not available") if another socket of the test run holds `::1`
+/// port P. Nothing outside ChromeDriver can pick a P that is free on both without releasing
+/// it before use, so that one failure, and only it, starts ChromeDriver again. Any other
+/// exit fails with what ChromeDriver printed.
+async fn start_driver(
+    chromedriver: &std::path::Path,
+) -> (tokio::process::Child, u32, u16, tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) {
+    let mut said = String::new();
+    for _ in 0..DRIVER_ATTEMPTS {
+        let mut driver = tokio::process::Command::new(chromedriver)
+            .arg("--port=0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cannot start chromedriver");
+        let pgid = driver.id().expect("chromedriver pid");
+        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+        let mut stderr = driver.stderr.take().unwrap();
+        // Its log goes to stderr; keep reading it so that it never blocks on a full pipe.
+        let errors = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+            text
+        });
+        said.clear();
+        let port = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("chromedriver output") {
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    return Some(rest.trim_end_matches('.').trim().parse::<u16>().expect("port"));
+                }
+                said.push_str(&line);
+                said.push('\n');
+            }
+            None
+        })
+        .await
+        .expect("chromedriver did not start within 30 s");
+        if let Some(port) = port {
+            return (driver, pgid, port, lines);
+        }
+        let _ = driver.wait().await;
+        said.push_str(&errors.await.unwrap_or_default());
+        if !said.contains("port not available") {
+            break;
+        }
+    }
+    panic!("chromedriver exited before it listened; it said:\n{said}");
+}
+
 impl Browser {
     /// Start ChromeDriver and a headless Chromium with a `width`×`height` window, a fresh
     /// profile, and every background connection Chromium makes on its own turned off (the
@@ -58,26 +117,7 @@ impl Browser {
         let chromium = find_program("SWITCHYARD_CHROMIUM", "/usr/bin/chromium", "chromium");
         let chromedriver =
             find_program("SWITCHYARD_CHROMEDRIVER", "/usr/bin/chromedriver", "chromium-driver");
-        let mut cmd = tokio::process::Command::new(&chromedriver);
-        cmd.arg("--port=0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut driver = cmd.spawn().expect("cannot start chromedriver");
-        let pgid = driver.id().expect("chromedriver pid");
-        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
-        let port = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.expect("chromedriver output") {
-                if let Some(rest) = line.split("started successfully on port ").nth(1) {
-                    return rest.trim_end_matches('.').trim().parse::<u16>().expect("port");
-                }
-            }
-            panic!("chromedriver exited before it listened");
-        })
-        .await
-        .expect("chromedriver did not start within 30 s");
+        let (driver, pgid, port, mut lines) = start_driver(&chromedriver).await;
         // Keep reading what it prints, so that it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
