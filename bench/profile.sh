@@ -3,6 +3,7 @@
 # for comparison), with one worker each in front of an nginx upstream on loopback.
 #
 #   bench/profile.sh cpu        # user and kernel CPU µs per request, req per CPU-second (wrk -t2 -c64)
+#                               # (cpu, syscalls and perf also measure examples/hyper_floor if built)
 #   bench/profile.sh syscalls   # system calls per request (strace -c on the proxy, wrk -c16)
 #   bench/profile.sh callgrind  # user-space instructions per request (valgrind), switchyard then nginx
 #   bench/profile.sh perf       # perf record -g of each proxy, then the top symbols
@@ -11,7 +12,8 @@
 #
 # SWITCHYARD_BIN (default target/release/switchyard, built if missing), SECONDS_RUN (default 5),
 # ACCESS_LOG=1 (switchyard writes its access log to a file, as it does by default to stdout),
-# CALLGRIND_OUT (callgrind mode: keep the raw profile in this file).
+# CALLGRIND_OUT (callgrind mode: keep the raw profile in this file), PERF_OUT (perf mode: keep
+# each perf-NAME.data in this folder).
 # Every process started here is stopped by PID on exit. See bench/README.md ("Profiling").
 set -euo pipefail
 
@@ -107,6 +109,21 @@ start_nginx_proxy() {  # sets NGX_WORKER
     NGX_WORKER=$(ps -o pid= --ppid "${PIDS[-1]}" | head -n 1 | tr -d ' ')
 }
 requests() { awk '/requests in/ { print $1 }'; }
+# start_measured: switchyard, the nginx proxy and, when built, examples/hyper_floor (the
+# least a proxy on this stack costs, to set both beside); sets whos ("NAME PID PORT" each).
+start_measured() {
+    start_switchyard
+    start_nginx_proxy
+    whos=("switchyard $SY_PID $SY" "nginx $NGX_WORKER $NGX")
+    local floor=$REPO_DIR/target/release/examples/hyper_floor
+    if [[ -x $floor ]]; then
+        local port
+        port=$(free_port)
+        "$floor" "127.0.0.1:$port" "127.0.0.1:$UP" & PIDS+=($!)
+        wait_port "$port"
+        whos+=("hyper_floor ${PIDS[-1]} $port")
+    fi
+}
 
 # cpu_measure NAME PID PORT: user and kernel µs per request of process PID under wrk -t2 -c64.
 cpu_measure() {
@@ -138,16 +155,14 @@ cg_measure() {
 
 case $MODE in
 cpu)
-    start_switchyard
-    start_nginx_proxy
-    for who in "switchyard $SY_PID $SY" "nginx $NGX_WORKER $NGX"; do
+    start_measured
+    for who in "${whos[@]}"; do
         cpu_measure $who
     done
     ;;
 syscalls)
-    start_switchyard
-    start_nginx_proxy
-    for who in "switchyard $SY_PID $SY" "nginx $NGX_WORKER $NGX"; do
+    start_measured
+    for who in "${whos[@]}"; do
         set -- $who
         wrk -t1 -c16 -d1s "http://127.0.0.1:$3/" >/dev/null
         strace -c -f -p "$2" -o "$TMP/strace-$1.txt" & st=$!
@@ -176,14 +191,14 @@ callgrind)
 perf)
     # Both proxies, one after the other: the shares by binary, then the top symbols (PERF_TOP,
     # default 30). The kernel's symbols side by side show where the kernel time differs.
-    start_switchyard
-    start_nginx_proxy
-    for who in "switchyard $SY_PID $SY" "nginx $NGX_WORKER $NGX"; do
+    start_measured
+    for who in "${whos[@]}"; do
         set -- $who
         wrk -t2 -c64 -d1s "http://127.0.0.1:$3/" >/dev/null
         perf record -F 2999 -g -p "$2" -o "$TMP/perf-$1.data" -- sleep "$SECS" >/dev/null 2>&1 & pr=$!
         wrk -t2 -c64 -d"${SECS}s" "http://127.0.0.1:$3/" >/dev/null
         wait "$pr" || true
+        if [[ -n ${PERF_OUT:-} ]]; then mkdir -p "$PERF_OUT" && cp "$TMP/perf-$1.data" "$PERF_OUT/"; fi
         echo "== $1"
         perf report -g none -i "$TMP/perf-$1.data" --no-children --sort dso 2>/dev/null | grep -v '^#' | sed '/^$/d' | head -n 5 || true
         perf report -g none -i "$TMP/perf-$1.data" --no-children --sort sym 2>/dev/null | grep -v '^#' | sed '/^$/d' \
