@@ -115,14 +115,17 @@ start_measured() {
     start_switchyard
     start_nginx_proxy
     whos=("switchyard $SY_PID $SY" "nginx $NGX_WORKER $NGX")
-    local floor=$REPO_DIR/target/release/examples/hyper_floor
-    if [[ -x $floor ]]; then
-        local port
-        port=$(free_port)
-        "$floor" "127.0.0.1:$port" "127.0.0.1:$UP" & PIDS+=($!)
-        wait_port "$port"
-        whos+=("hyper_floor ${PIDS[-1]} $port")
+    if [[ -x $FLOOR_BIN ]]; then
+        start_floor
+        whos+=("hyper_floor $FLOOR_PID $FL")
     fi
+}
+FLOOR_BIN=$REPO_DIR/target/release/examples/hyper_floor
+start_floor() {  # start_floor [wrapper...]: sets FL (its port) and FLOOR_PID
+    FL=$(free_port)
+    "$@" "$FLOOR_BIN" "127.0.0.1:$FL" "127.0.0.1:$UP" & FLOOR_PID=$!
+    PIDS+=("$FLOOR_PID")
+    wait_port "$FL"
 }
 
 # cpu_measure NAME PID PORT: user and kernel µs per request of process PID under wrk -t2 -c64.
@@ -189,7 +192,7 @@ callgrind)
     cg_measure nginx "${PIDS[-1]}" "$NGX" "$TMP/ngx-cg.out"
     ;;
 perf)
-    # Both proxies, one after the other: the shares by binary, then the top symbols (PERF_TOP,
+    # Each measured one after the other: the shares by binary, then the top symbols (PERF_TOP,
     # default 30). The kernel's symbols side by side show where the kernel time differs.
     start_measured
     for who in "${whos[@]}"; do
@@ -208,21 +211,16 @@ perf)
 floor)
     # examples/hyper_floor: hyper's HTTP/1 server and client codecs and nothing else (one
     # thread, one upstream connection per client connection, driven in its task).
-    FLOOR_BIN=$REPO_DIR/target/release/examples/hyper_floor
     if [[ ! -x $FLOOR_BIN ]]; then
         log "building examples/hyper_floor (cargo build --release --example hyper_floor)"
         (cd "$REPO_DIR" && cargo build --release --example hyper_floor >&2)
     fi
-    FL=$(free_port)
-    "$FLOOR_BIN" "127.0.0.1:$FL" "127.0.0.1:$UP" & PIDS+=($!)
-    wait_port "$FL"
-    cpu_measure hyper_floor "${PIDS[-1]}" "$FL"
-    kill -TERM "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/floor-cg.out" \
-        "$FLOOR_BIN" "127.0.0.1:$FL" "127.0.0.1:$UP" >"$TMP/floor-valgrind.log" 2>&1 &
-    PIDS+=($!)
-    wait_port "$FL"
-    cg_measure hyper_floor "${PIDS[-1]}" "$FL" "$TMP/floor-cg.out"
+    start_floor
+    cpu_measure hyper_floor "$FLOOR_PID" "$FL"
+    kill -TERM "$FLOOR_PID"; wait "$FLOOR_PID" 2>/dev/null || true
+    start_floor valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/floor-cg.out" \
+        --log-file="$TMP/floor-valgrind.log"
+    cg_measure hyper_floor "$FLOOR_PID" "$FL" "$TMP/floor-cg.out"
     if [[ -n ${CALLGRIND_OUT:-} ]]; then cp "$CG_LAST" "$CALLGRIND_OUT"; fi
     ;;
 esac

@@ -100,8 +100,11 @@ async fn start_driver(
         if let Some(port) = port {
             return (driver, pgid, port, lines);
         }
-        let _ = driver.wait().await;
-        said.push_str(&errors.await.unwrap_or_default());
+        // Its output ended, so it is exiting; neither wait is left unbounded all the same.
+        let _ = tokio::time::timeout(Duration::from_secs(5), driver.wait()).await;
+        if let Ok(Ok(text)) = tokio::time::timeout(Duration::from_secs(5), errors).await {
+            said.push_str(&text);
+        }
         if !said.contains("port not available") {
             break;
         }
