@@ -158,6 +158,61 @@ request_headers = {{ set = {{ "x-env" = "prod" }} }}
     assert!(h.get("connection").is_none());
 }
 
+/// Every field the gateway sets reaches an HTTP/1 upstream once, with the gateway's value:
+/// whatever the client sent, and whatever the route's `request_headers` set, under that name.
+#[tokio::test]
+async fn each_header_the_gateway_sets_reaches_the_upstream_once() {
+    const SET: [&str; 5] =
+        ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "traceparent"];
+    let app = upstream(|req: Request<hyper::body::Incoming>| {
+        let seen: Vec<String> = SET
+            .iter()
+            .map(|n| {
+                let all: Vec<&str> = req.headers().get_all(*n).iter().map(|v| v.to_str().unwrap()).collect();
+                format!("{n}={}", all.join("|"))
+            })
+            .collect();
+        std::future::ready(Response::new(full(seen.join("\n"))))
+    })
+    .await;
+    let routes = format!(
+        r#"
+[[upstream]]
+name = "app"
+endpoints = ["{}"]
+
+[[route]]
+name = "r"
+upstream = "app"
+request_headers = {{ set = {{ "x-request-id" = "from-route", "x-forwarded-proto" = "from-route" }} }}
+"#,
+        app.addr
+    );
+    let g = gateway(&routes).await;
+    let r = send(
+        Request::get(g.url("/"))
+            .header("host", "client.example")
+            .header("x-forwarded-for", "192.0.2.1")
+            .header("x-forwarded-for", "192.0.2.2")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "evil.example")
+            .header("x-request-id", "abc-123")
+            .header("traceparent", "00-forged")
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = r.text();
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines[0], "x-forwarded-for=192.0.2.1, 192.0.2.2, 127.0.0.1", "{seen}");
+    assert_eq!(lines[1], "x-forwarded-proto=http", "{seen}");
+    assert_eq!(lines[2], "x-forwarded-host=client.example", "{seen}");
+    assert_eq!(lines[3], "x-request-id=abc-123", "the client's id, as the access log names it: {seen}");
+    let tp = lines[4].strip_prefix("traceparent=").unwrap();
+    assert!(tp.len() == 55 && !tp.contains('|') && tp != "00-forged", "a new traceparent, once: {seen}");
+}
+
 #[tokio::test]
 async fn hosts_must_be_one_and_valid_and_connect_is_refused() {
     let app = upstream(status(200)).await;

@@ -2,6 +2,7 @@
 //! request id and the `traceparent` (`trace_context`).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::ext::HeaderLines;
 
 use crate::trace_context::{hex16, TRACEPARENT};
 
@@ -137,6 +138,10 @@ impl Present {
     pub(crate) const TRACEPARENT: Present = Present(1 << 11);
     /// `tracestate`.
     pub(crate) const TRACESTATE: Present = Present(1 << 12);
+    /// `x-forwarded-for`.
+    pub(crate) const X_FORWARDED_FOR: Present = Present(1 << 13);
+    /// `host`.
+    pub(crate) const HOST: Present = Present(1 << 14);
 
     /// The special headers `headers` holds.
     pub(crate) fn of(headers: &HeaderMap) -> Present {
@@ -166,47 +171,53 @@ fn bit(name: &HeaderName) -> u16 {
         "x-request-id" => Present::X_REQUEST_ID.0,
         "traceparent" => Present::TRACEPARENT.0,
         "tracestate" => Present::TRACESTATE.0,
+        "x-forwarded-for" => Present::X_FORWARDED_FOR.0,
+        "host" => Present::HOST.0,
         _ => 0,
     }
 }
 
 /// Append the client IP to `x-forwarded-for`, set `x-forwarded-proto` and `x-forwarded-host`.
 pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, https: bool, host: Option<&HeaderValue>) {
-    let ip = client.to_str().unwrap_or_default();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        // The common case: no previous proxy; the client's value is reused as it is.
-        None => {
-            headers.insert(&X_FORWARDED_FOR, client.clone());
-            None
-        }
-        Some(prev) if !prev.trim().is_empty() => {
-            let mut all = String::with_capacity(prev.len() + 2 + ip.len());
-            // Fold repeated x-forwarded-for headers into one list.
-            let mut first = true;
-            for v in headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()) {
-                if !first {
-                    all.push_str(", ");
-                }
-                all.push_str(v);
-                first = false;
-            }
-            all.push_str(", ");
-            all.push_str(ip);
-            Some(all)
-        }
-        Some(_) => {
-            headers.insert(&X_FORWARDED_FOR, client.clone());
-            None
-        }
-    };
-    if let Some(v) = xff.and_then(|x| HeaderValue::from_str(&x).ok()) {
-        headers.insert(&X_FORWARDED_FOR, v);
-    }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(if https { "https" } else { "http" }));
+    let xff = forwarded_for(headers, client);
+    headers.insert(&X_FORWARDED_FOR, xff);
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto(https)));
     match host {
         Some(h) => headers.insert(&X_FORWARDED_HOST, h.clone()),
         None => headers.remove(&X_FORWARDED_HOST),
     };
+}
+
+fn proto(https: bool) -> &'static str {
+    if https {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The `x-forwarded-for` value for the upstream: the list `headers` carries (repeated fields
+/// folded into one), then `client`. With no list (none, or an empty first field), `client`.
+fn forwarded_for(headers: &HeaderMap, client: &HeaderValue) -> HeaderValue {
+    let prev = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => prev,
+        // The common case: no previous proxy; the client's value is reused as it is.
+        _ => return client.clone(),
+    };
+    let ip = client.to_str().unwrap_or_default();
+    let mut all = String::with_capacity(prev.len() + 2 + ip.len());
+    let mut first = true;
+    for v in headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()) {
+        if !first {
+            all.push_str(", ");
+        }
+        all.push_str(v);
+        first = false;
+    }
+    all.push_str(", ");
+    all.push_str(ip);
+    // Made of header values and an address: still a valid value.
+    HeaderValue::from_str(&all).unwrap_or_else(|_| client.clone())
 }
 
 /// Request headers for the upstream, as the forwarder prepares each attempt.
@@ -240,6 +251,66 @@ pub fn prepare_request(
     set_forwarded(headers, &info.client_ip, info.https, info.host.as_ref());
     headers.insert(&X_REQUEST_ID, info.request_id.clone());
     headers.insert(&TRACEPARENT, info.trace.traceparent.clone());
+}
+
+/// Whether the forwarder sets `name` on requests it sends upstream (`host` only when there is
+/// none; the others always, replacing what the request had).
+pub(crate) fn is_set_by_gateway(name: &HeaderName) -> bool {
+    [&header::HOST, &X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_REQUEST_ID, &TRACEPARENT]
+        .contains(&name)
+}
+
+/// [`prepare_request`] for a request from a listener sent on an HTTP/1 connection: the headers
+/// the gateway sets are written as [`HeaderLines`], after the map's fields, instead of being
+/// inserted into the map (each insert hashes its name; this costs one pass over the names).
+/// Any field of the same name in the map (the client's, or a route's `request_headers` edit)
+/// is removed, so the gateway's is the only one, as with [`prepare_request`].
+pub(crate) fn prepare_request_lines(
+    headers: &mut HeaderMap,
+    info: &crate::context::RequestInfo,
+    upgrade: Option<HeaderValue>,
+) -> HeaderLines {
+    if let Some(up) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, up);
+    }
+    let present = Present::of(headers);
+    let host = if present.has(Present::HOST) { None } else { info.host.as_ref() };
+    let xff = if present.has(Present::X_FORWARDED_FOR) {
+        let v = forwarded_for(headers, &info.client_ip);
+        headers.remove(&X_FORWARDED_FOR);
+        Some(v)
+    } else {
+        None
+    };
+    for (bit, name) in [
+        (Present::X_FORWARDED_PROTO, &X_FORWARDED_PROTO),
+        (Present::X_FORWARDED_HOST, &X_FORWARDED_HOST),
+        (Present::X_REQUEST_ID, &X_REQUEST_ID),
+        (Present::TRACEPARENT, &TRACEPARENT),
+    ] {
+        if present.has(bit) {
+            headers.remove(name);
+        }
+    }
+    let proto = HeaderValue::from_static(proto(info.https));
+    let xff = xff.as_ref().unwrap_or(&info.client_ip);
+    let fields = [
+        (&header::HOST, host),
+        (&X_FORWARDED_FOR, Some(xff)),
+        (&X_FORWARDED_PROTO, Some(&proto)),
+        (&X_FORWARDED_HOST, info.host.as_ref()),
+        (&X_REQUEST_ID, Some(&info.request_id)),
+        (&TRACEPARENT, Some(&info.trace.traceparent)),
+    ];
+    let len = fields.iter().map(|(n, v)| v.map_or(0, |v| n.as_str().len() + v.len() + 4)).sum();
+    let mut lines = HeaderLines::with_capacity(len);
+    for (name, value) in fields {
+        if let Some(v) = value {
+            lines.push(name, v);
+        }
+    }
+    lines
 }
 
 /// The request's host as the client sent it: the `Host` header, else the URI's authority
@@ -284,6 +355,8 @@ mod tests {
             ("x-request-id", Present::X_REQUEST_ID),
             ("traceparent", Present::TRACEPARENT),
             ("tracestate", Present::TRACESTATE),
+            ("x-forwarded-for", Present::X_FORWARDED_FOR),
+            ("host", Present::HOST),
         ];
         let hop =
             ["connection", "te", "trailer", "transfer-encoding", "upgrade", "keep-alive", "proxy-connection"];
@@ -308,8 +381,8 @@ mod tests {
         let p = Present::of(&all);
         assert!(cases.iter().all(|(_, b)| p.has(*b)) && !p.has(Present::HOP_BY_HOP));
         let mut plain = HeaderMap::new();
-        plain.insert(header::HOST, HeaderValue::from_static("a"));
-        plain.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        plain.insert(header::ACCEPT, HeaderValue::from_static("a"));
+        plain.insert("x-forwarded-port", HeaderValue::from_static("80"));
         assert_eq!(Present::of(&plain), Present::default());
     }
 
@@ -359,6 +432,71 @@ mod tests {
         assert_eq!(request_id(&h).len(), 32);
         h.insert(&X_REQUEST_ID, HeaderValue::from_str(&"a".repeat(129)).unwrap());
         assert_eq!(request_id(&h).len(), 32);
+    }
+
+    fn info(host: Option<&'static str>, https: bool) -> crate::context::RequestInfo {
+        crate::context::RequestInfo {
+            client: "10.0.0.7:5000".parse().unwrap(),
+            listener: std::sync::Arc::new("l".to_owned()),
+            https,
+            host: host.map(HeaderValue::from_static),
+            request_id: HeaderValue::from_static("rid-1"),
+            trace: crate::trace_context::TraceContext::new_root(),
+            bytes_in: Default::default(),
+            client_ip: HeaderValue::from_static("10.0.0.7"),
+            exchange: Default::default(),
+            tried: Default::default(),
+            upgrade: None,
+        }
+    }
+
+    /// The fields an HTTP/1 upstream reads: the map's, then the lines', as `(name, value)`.
+    fn sent(map: &HeaderMap, lines: Option<&HeaderLines>) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> =
+            map.iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned())).collect();
+        if let Some(lines) = lines {
+            let text = std::str::from_utf8(lines.as_bytes()).unwrap();
+            assert!(text.is_empty() || text.ends_with("\r\n"), "{text:?}");
+            for line in text.split_terminator("\r\n") {
+                let (n, v) = line.split_once(": ").unwrap();
+                all.push((n.to_owned(), v.to_owned()));
+            }
+        }
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn header_lines_send_what_the_map_would() {
+        let requests: [&[(&str, &str)]; 5] = [
+            &[("host", "a.example"), ("accept", "*/*")],
+            &[("accept", "*/*")],
+            // What a client (or a route's request_headers) set is replaced, not doubled.
+            &[
+                ("host", "a.example"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "evil"),
+                ("x-request-id", "forged"),
+                ("traceparent", "00-forged"),
+            ],
+            // An earlier proxy's list is kept, the client added, repeated fields folded.
+            &[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2"), ("host", "h")],
+            &[("x-forwarded-for", " "), ("x-keep", "1")],
+        ];
+        for fields in requests {
+            for (host, https) in [(Some("a.example"), false), (None, true)] {
+                let info = info(host, https);
+                let mut map = HeaderMap::new();
+                for (n, v) in fields {
+                    map.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+                }
+                let mut by_map = map.clone();
+                prepare_request(&mut by_map, Some(&info), None);
+                let lines = prepare_request_lines(&mut map, &info, None);
+                assert_eq!(sent(&map, Some(&lines)), sent(&by_map, None), "{fields:?} {host:?}");
+                assert!(map.keys().all(|n| n == header::HOST || !is_set_by_gateway(n)), "{fields:?}");
+            }
+        }
     }
 
     #[test]

@@ -16,10 +16,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Version};
 
 use crate::balance::{Endpoint, Upstream, OUTCOMES};
 use crate::body::{self, Body, ReadTimeout};
+use crate::config::HashOn;
 use crate::context::{RequestInfo, UpstreamInfo};
 use crate::error::{
     cause_ref, BodyReadTimeout, BodyTooLarge, ClientBodyError, ConnectFailed, Elapsed, Error,
@@ -44,6 +45,9 @@ struct Shared {
     /// Whether the upstream's `read_timeout` needs its own timer while waiting for a head:
     /// not when the route's `timeout` (which covers every attempt) fires no later anyway.
     head_timer: bool,
+    /// Whether the headers the gateway sets go as `HeaderLines` (HTTP/1 upstreams), not into
+    /// the map: not when the upstream hashes on one of them, which must then be in the map.
+    lines: bool,
 }
 
 impl Forward {
@@ -54,7 +58,10 @@ impl Forward {
         route_timeout: Option<Duration>,
     ) -> Self {
         let head_timer = route_timeout.is_none_or(|t| t > upstream.config.read_timeout);
-        Forward(Arc::new(Shared { upstream, metrics, head_timer }))
+        let hashes_a_set_header =
+            matches!(&upstream.config.hash_on, Some(HashOn::Header(n)) if headers::is_set_by_gateway(n));
+        let lines = upstream.client.version() == Version::HTTP_11 && !hashes_a_set_header;
+        Forward(Arc::new(Shared { upstream, metrics, head_timer, lines }))
     }
 }
 
@@ -135,7 +142,13 @@ impl tower::Service<Request<Body>> for Forward {
                 None => (upgrade_requested(req.headers()), None),
             };
             let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-            headers::prepare_request(req.headers_mut(), info.as_deref(), upgrade);
+            match info.as_deref() {
+                Some(i) if this.lines => {
+                    let lines = headers::prepare_request_lines(req.headers_mut(), i, upgrade);
+                    req.extensions_mut().insert(lines);
+                }
+                i => headers::prepare_request(req.headers_mut(), i, upgrade),
+            }
 
             let set = this.upstream.endpoints();
             let key =

@@ -54,6 +54,12 @@ mod h1_reason_phrase;
 #[cfg(any(feature = "http1", feature = "ffi"))]
 pub use h1_reason_phrase::ReasonPhrase;
 
+// switchyard patch: fields written after the header map (see `header_lines.rs`).
+#[cfg(feature = "http1")]
+mod header_lines;
+#[cfg(feature = "http1")]
+pub use header_lines::HeaderLines;
+
 #[cfg(all(feature = "http1", feature = "client"))]
 mod informational;
 #[cfg(all(feature = "http1", feature = "client"))]

@@ -1255,6 +1255,10 @@ impl Http1Transaction for Client {
         } else {
             write_headers(&msg.head.headers, dst);
         }
+        // switchyard patch: fields the sender wrote ahead, after the map's.
+        if let Some(lines) = msg.head.extensions.get::<crate::ext::HeaderLines>() {
+            extend(dst, lines.as_bytes());
+        }
 
         extend(dst, b"\r\n");
         msg.head.headers.clear(); //TODO: remove when switching to drain()
