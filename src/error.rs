@@ -73,6 +73,39 @@ pub(crate) struct ConnectFailed {
     /// What went wrong.
     #[source]
     pub source: Error,
+    /// The request, untouched (its body unread), when the client that failed to connect
+    /// gives it back (HTTP/1 upstreams): a retry sends it as it is, with no copy made first.
+    pub unsent: Unsent,
+}
+
+/// A request a failed connect gives back (see [`ConnectFailed::unsent`]): taken once. Held as
+/// `Any` so that errors need not know the body type.
+#[derive(Default)]
+pub(crate) struct Unsent(std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>);
+
+impl Unsent {
+    /// Hold `req` for whoever takes it.
+    pub(crate) fn new<R: Send + 'static>(req: R) -> Self {
+        Unsent(std::sync::Mutex::new(Some(Box::new(req))))
+    }
+
+    /// The request, if it is here, of type `R`, and nobody took it yet.
+    pub(crate) fn take<R: 'static>(&self) -> Option<R> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match held.take()?.downcast::<R>() {
+            Ok(r) => Some(*r),
+            Err(other) => {
+                *held = Some(other);
+                None
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Unsent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unsent")
+    }
 }
 
 /// The upstream closed or reset the connection before a whole response head.

@@ -51,6 +51,35 @@ async fn default_policy_hides_a_dead_endpoint_from_gets() {
     assert_eq!(a.hits() + b.hits(), 60);
 }
 
+/// The default policy's retry sends a request that never left the gateway to another
+/// endpoint: with its body whole (HTTP/1 upstreams hand the unsent request back), and over
+/// HTTP/2 too (where the request is copied before the first try).
+#[tokio::test]
+async fn default_policy_resends_bodies_whole_over_http1_and_h2c() {
+    for protocol in ["http1", "h2c"] {
+        let dead = dead_addr();
+        let e = echo("alive").await;
+        let routes = upstream_block(
+            "u",
+            &[dead.addr().to_string(), e.authority()],
+            &format!("protocol = \"{protocol}\""),
+        ) + "[[route]]\nname = \"r\"\nupstream = \"u\"\n";
+        let g = gateway(&routes).await;
+        for _ in 0..6 {
+            let r =
+                send(Request::post(g.url("/")).header("x-mark", "m").body(full("payload")).unwrap()).await;
+            assert_eq!(r.status, 200, "{protocol}: {:?} {}", r.error(), r.text());
+            assert_eq!(r.json()["body_bytes"], 7, "{protocol}: the body arrives whole");
+            assert_eq!(r.json()["headers"]["x-mark"], "m", "{protocol}");
+        }
+        let m = get(&g.admin_url("/metrics")).await.text();
+        assert!(
+            m.contains(r#"switchyard_retries_total{route="r",reason="connect-failure"}"#),
+            "{protocol}: {m}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn gets_retry_on_5xx_up_to_attempts_never_on_the_same_endpoint() {
     let ups = [upstream(status(503)).await, upstream(status(503)).await, upstream(status(503)).await];

@@ -122,7 +122,8 @@ impl std::fmt::Debug for H1Pool {
 
 /// Why an exchange failed: while connecting, or on the connection.
 pub(crate) enum Failure {
-    Connect(Error),
+    /// Connecting failed; the request was not sent and is given back.
+    Connect(Error, Box<Request<Body>>),
     Exchange(hyper::Error),
 }
 
@@ -244,7 +245,10 @@ impl H1Pool {
             let (key, idle) = self.take(thread, endpoint);
             let (mut conn, reused) = match idle {
                 Some(c) => (c, true),
-                None => self.connect_or_wait(thread, endpoint).await.map_err(Failure::Connect)?,
+                None => match self.connect_or_wait(thread, endpoint).await {
+                    Ok(c) => c,
+                    Err(e) => return Err(Failure::Connect(e, Box::new(req))),
+                },
             };
             let mut sent = std::pin::pin!(conn.send.try_send_request(req));
             let answer = std::future::poll_fn(|cx| {

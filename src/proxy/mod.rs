@@ -31,7 +31,7 @@ use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::context::TunnelCtx;
 use crate::error::{
     cause_ref, BadUpstreamResponse, BodyReadTimeout, BodyTooLarge, ClientBodyError, ConnectFailed, Error,
-    Overloaded, UpstreamReset,
+    Overloaded, Unsent, UpstreamReset,
 };
 
 /// How long an idle pooled upstream connection is kept. Shorter than the 60 s idle timeout
@@ -148,6 +148,12 @@ impl UpstreamClient {
         }
     }
 
+    /// Whether a request that could not be sent because connecting failed comes back in
+    /// its error ([`ConnectFailed::unsent`]): for HTTP/1 upstreams.
+    pub(crate) fn gives_back_unsent(&self) -> bool {
+        self.h1.is_some()
+    }
+
     /// The HTTP version spoken to the upstream.
     pub fn version(&self) -> Version {
         self.version
@@ -157,7 +163,13 @@ impl UpstreamClient {
     pub async fn send(&self, endpoint: &str, req: Request<Body>) -> Result<Response<UpstreamBody>, Error> {
         match &self.h1 {
             Some(h1) => h1.send(WORKER.with(Cell::get), endpoint, req).await.map_err(|f| match f {
-                Failure::Connect(e) => classify(endpoint, e, true),
+                Failure::Connect(e, req) => {
+                    let mut e = classify(endpoint, e, true);
+                    if let Some(c) = e.downcast_mut::<ConnectFailed>() {
+                        c.unsent = Unsent::new(*req);
+                    }
+                    e
+                }
                 Failure::Exchange(e) => classify(endpoint, e.into(), false),
             }),
             None => match self.pool().request(req).await {
@@ -210,7 +222,7 @@ fn classify(endpoint: &str, e: Error, connect: bool) -> Error {
         return ClientBodyError { source: e }.into();
     }
     if connect {
-        return ConnectFailed { endpoint, source: e }.into();
+        return ConnectFailed { endpoint, source: e, unsent: Unsent::default() }.into();
     }
     if let Some(h) = cause_ref::<hyper::Error>(&*e) {
         if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {

@@ -57,6 +57,10 @@ struct Shared {
     /// `connect-failure` (the default) never does, so its requests need not deposit (a deposit
     /// takes the budget's lock, which every serving thread takes).
     deposits: bool,
+    /// Whether the policy retries only on `connect-failure` (the default) and the service
+    /// below gives back a request it could not send ([`ConnectFailed::unsent`]): then a
+    /// request is not copied for a retry that can only ever resend it untouched.
+    resend_unsent: bool,
     policy: RetryPolicy,
     budget: Arc<TpsBudget>,
     route: Name,
@@ -65,16 +69,22 @@ struct Shared {
 }
 
 impl RetryLayer {
-    /// A layer for `policy`; `budget` is shared by every upstream of the route.
+    /// A layer for `policy`; `budget` is shared by every upstream of the route. `gives_back`:
+    /// whether the service below gives back a request it failed to connect for (an HTTP/1
+    /// upstream's forwarder does).
     pub(crate) fn new(
         policy: RetryPolicy,
         budget: Arc<TpsBudget>,
         route: Name,
         metrics: Arc<Metrics>,
         gate: Option<Arc<dyn RetryGate>>,
+        gives_back: bool,
     ) -> Self {
-        let deposits = policy.attempts > 0 && policy.on.iter().any(|c| *c != RetryOn::ConnectFailure);
-        RetryLayer(Arc::new(Shared { deposits, policy, budget, route, metrics, gate }))
+        let connect_only = policy.on.contains(&RetryOn::ConnectFailure)
+            && policy.on.iter().all(|c| *c == RetryOn::ConnectFailure);
+        let deposits = policy.attempts > 0 && !connect_only;
+        let resend_unsent = policy.attempts > 0 && connect_only && gives_back;
+        RetryLayer(Arc::new(Shared { deposits, resend_unsent, policy, budget, route, metrics, gate }))
     }
 
     /// The route's budget for `policy`.
@@ -178,6 +188,9 @@ where
         let layer = Arc::clone(&self.layer.0);
         let inner = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, inner);
+        if layer.resend_unsent {
+            return resend_unsent(layer, inner, req);
+        }
         Box::pin(async move {
             let may_retry_all = idempotent(req.method());
             let (mut parts, body) = req.into_parts();
@@ -265,6 +278,45 @@ where
     }
 }
 
+/// A policy that retries only requests that never reached an upstream, over a service that
+/// gives those back: each retry sends the request it got back, at once. As on the general path,
+/// such a retry takes nothing from the budget or `max_retries`, waits for no backoff, is made
+/// whatever the method, and is counted in `switchyard_retries_total`.
+fn resend_unsent<S>(
+    layer: Arc<Shared>,
+    mut inner: S,
+    req: Request<Body>,
+) -> BoxFuture<'static, Result<Response<Body>, Error>>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Error> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let first = call_boxed(&mut inner, req);
+    Box::pin(async move {
+        let mut out = first.await;
+        for _ in 0..layer.policy.attempts {
+            let unsent = match &out {
+                Err(e) => {
+                    cause_ref::<ConnectFailed>(e.as_ref()).and_then(|c| c.unsent.take::<Request<Body>>())
+                }
+                Ok(_) => None,
+            };
+            let Some(req) = unsent else { break };
+            layer
+                .metrics
+                .retries
+                .get_or_create(&RetryLabels {
+                    route: Arc::clone(&layer.route),
+                    reason: RetryOn::ConnectFailure.label(),
+                })
+                .inc();
+            drop(out);
+            out = call_boxed(inner.ready().await?, req).await;
+        }
+        out
+    })
+}
+
 /// Box the inner future outside the `async` block, where the `Send` bound is checked for the
 /// concrete (`'static`) error type rather than for every lifetime.
 fn call_boxed<S>(svc: &mut S, req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, Error>>
@@ -302,6 +354,8 @@ mod tests {
     enum Outcome {
         Status(u16),
         Refused,
+        /// Refused, with the request given back (as an HTTP/1 upstream's forwarder does).
+        RefusedGivingBack,
         Hang,
     }
 
@@ -326,8 +380,20 @@ mod tests {
             let out = self.script[n.min(self.script.len() - 1)];
             let bodies = Arc::clone(&self.bodies);
             Box::pin(async move {
-                if let Outcome::Refused = out {
-                    return Err(ConnectFailed { endpoint: "e".into(), source: "refused".into() }.into());
+                match out {
+                    Outcome::Refused => {
+                        let unsent = Default::default();
+                        return Err(
+                            ConnectFailed { endpoint: "e".into(), source: "refused".into(), unsent }.into()
+                        );
+                    }
+                    Outcome::RefusedGivingBack => {
+                        let unsent = crate::error::Unsent::new(req);
+                        return Err(
+                            ConnectFailed { endpoint: "e".into(), source: "refused".into(), unsent }.into()
+                        );
+                    }
+                    _ => {}
                 }
                 let b = req.into_body().collect().await?.to_bytes();
                 bodies.lock().unwrap().push(b);
@@ -356,9 +422,60 @@ mod tests {
 
     /// The retry layer over `inner`, with `per_try_timeout` between them as `stack` builds it.
     fn retry(p: RetryPolicy, inner: Scripted) -> Retry<Timeout<Scripted>> {
+        retry_with(p, inner, false, Arc::new(Metrics::new()))
+    }
+
+    fn retry_with(
+        p: RetryPolicy,
+        inner: Scripted,
+        gives_back: bool,
+        m: Arc<Metrics>,
+    ) -> Retry<Timeout<Scripted>> {
         let budget = RetryLayer::budget_for(&p);
         let per_try = TimeoutLayer::new(p.per_try_timeout).layer(inner);
-        RetryLayer::new(p, budget, Arc::new("r".into()), Arc::new(Metrics::new()), None).layer(per_try)
+        RetryLayer::new(p, budget, Arc::new("r".into()), m, None, gives_back).layer(per_try)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_given_back_by_a_failed_connect_is_sent_again_as_it_is() {
+        let m = Arc::new(Metrics::new());
+        let script = vec![Outcome::RefusedGivingBack, Outcome::RefusedGivingBack, Outcome::Status(200)];
+        let inner = Scripted::new(script);
+        let mut svc =
+            retry_with(policy(2, vec![RetryOn::ConnectFailure]), inner.clone(), true, Arc::clone(&m));
+        assert_eq!(svc.call(req(Method::POST, "hello")).await.unwrap().status(), 200);
+        assert_eq!(inner.calls(), 3);
+        assert_eq!(inner.bodies.lock().unwrap().as_slice(), ["hello"], "the body reached the upstream whole");
+        let labels = RetryLabels { route: Arc::new("r".into()), reason: RetryOn::ConnectFailure.label() };
+        assert_eq!(m.retries.get_or_create(&labels).get(), 2);
+
+        // Attempts run out: the last connect failure is the answer.
+        let inner = Scripted::new(vec![Outcome::RefusedGivingBack]);
+        let mut svc = retry_with(
+            policy(1, vec![RetryOn::ConnectFailure]),
+            inner.clone(),
+            true,
+            Arc::new(Metrics::new()),
+        );
+        let err = svc.call(req(Method::GET, "")).await.unwrap_err();
+        assert!(cause_ref::<ConnectFailed>(err.as_ref()).is_some());
+        assert_eq!(inner.calls(), 2);
+
+        // A failure that gives nothing back, or is not a connect failure, is the answer.
+        for out in [Outcome::Refused, Outcome::Status(502)] {
+            let inner = Scripted::new(vec![out, Outcome::Status(200)]);
+            let p = policy(2, vec![RetryOn::ConnectFailure]);
+            let mut svc = retry_with(p, inner.clone(), true, Arc::new(Metrics::new()));
+            let _ = svc.call(req(Method::GET, "")).await;
+            assert_eq!(inner.calls(), 1);
+        }
+
+        // With the general path (a service that gives nothing back), the same policy copies
+        // the request first, and still retries.
+        let inner = Scripted::new(vec![Outcome::Refused, Outcome::Status(200)]);
+        let mut svc = retry(policy(1, vec![RetryOn::ConnectFailure]), inner.clone());
+        assert_eq!(svc.call(req(Method::PUT, "x")).await.unwrap().status(), 200);
+        assert_eq!(inner.calls(), 2);
     }
 
     fn req(method: Method, body: &'static str) -> Request<Body> {
@@ -454,7 +571,8 @@ mod tests {
         assert_eq!(fired(&[RetryOn::GatewayError], &ok(500)), None);
         assert_eq!(fired(&[RetryOn::Status(409)], &ok(409)), Some(RetryOn::Status(409)));
         let cf: Result<Response<Body>, Error> =
-            Err(ConnectFailed { endpoint: "x".into(), source: "refused".into() }.into());
+            Err(ConnectFailed { endpoint: "x".into(), source: "refused".into(), unsent: Default::default() }
+                .into());
         assert_eq!(fired(&[RetryOn::ConnectFailure], &cf), Some(RetryOn::ConnectFailure));
         assert_eq!(fired(&[RetryOn::GatewayError], &cf), Some(RetryOn::GatewayError));
         assert_eq!(fired(&[RetryOn::Reset], &cf), None);

@@ -139,6 +139,7 @@ fn terminal(
                     Arc::clone(route_name),
                     Arc::clone(metrics),
                     Some(gate),
+                    up.client.gives_back_unsent(),
                 ))
                 .layer(TimeoutLayer::new(route.retry.per_try_timeout))
                 .service(Forward::new(up, Arc::clone(metrics), route.timeout)),
