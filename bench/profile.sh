@@ -12,7 +12,8 @@
 #
 # SWITCHYARD_BIN (default target/release/switchyard, built if missing), SECONDS_RUN (default 5),
 # ACCESS_LOG=1 (switchyard writes its access log to a file, as it does by default to stdout),
-# CALLGRIND_OUT (callgrind mode: keep the raw profile in this file), PERF_OUT (perf mode: keep
+# CALLGRIND_OUT (callgrind mode: keep the raw profile in this file), CALLGRIND_ARGS (callgrind
+# mode: more valgrind options for switchyard's run), PERF_OUT (perf mode: keep
 # each perf-NAME.data in this folder).
 # Every process started here is stopped by PID on exit. See bench/README.md ("Profiling").
 set -euo pipefail
@@ -177,7 +178,9 @@ syscalls)
     done
     ;;
 callgrind)
-    start_switchyard valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/cg.out"
+    # CALLGRIND_ARGS: more valgrind options (e.g. --separate-callers=4, for the call chain
+    # that leads to a function inlined everywhere).
+    start_switchyard valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$TMP/cg.out" ${CALLGRIND_ARGS:-}
     cg_measure switchyard "$SY_PID" "$SY" "$TMP/cg.out"
     callgrind_annotate "$CG_LAST" 2>/dev/null | sed -n '/^Ir/,$p' | sed -n 3,25p
     # CALLGRIND_OUT=FILE keeps the raw profile (for callgrind_annotate --threshold=100 FILE).

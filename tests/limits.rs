@@ -72,6 +72,38 @@ async fn the_default_header_limit_of_64_kib_is_enforced() {
     assert_eq!(up.hits(), 1, "no oversized request reached the upstream");
 }
 
+/// A keep-alive connection gives its read buffer back while it waits for the next request,
+/// and the next read looks with a small buffer first (4 KiB): a head larger than that, with
+/// its body and a pipelined request behind it in the same write, still arrives whole.
+#[tokio::test]
+async fn a_large_head_after_an_idle_wait_arrives_whole() {
+    let e = echo("e").await;
+    let g = gateway(&one_upstream("e", e.addr)).await;
+    let mut s = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    let small = raw_exchange(&mut s, b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    assert!(small.starts_with("HTTP/1.1 200"), "{small}");
+    // The connection is now idle, its buffer given back.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let big = "v".repeat(9000);
+    let mut req =
+        format!("POST /b HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\ncontent-length: 5\r\n\r\nhello").into_bytes();
+    req.extend_from_slice(b"GET /c HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    s.write_all(&req).await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all)).await.unwrap().unwrap();
+    let all = String::from_utf8(all).unwrap();
+    let answers: Vec<&str> = all.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 2, "{all}");
+    assert!(answers.iter().all(|a| a.starts_with("200")), "{all}");
+    let body = &answers[0][answers[0].find("\r\n\r\n").unwrap() + 4..];
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["path"], "/b");
+    assert_eq!(json["headers"]["x-big"].as_str().map(str::len), Some(9000));
+    assert_eq!(json["body_bytes"], 5);
+    // The pipelined request was read with the rest, and answered next.
+    assert!(answers[1].contains("\"/c\""), "{all}");
+}
+
 #[tokio::test]
 async fn declared_body_over_the_global_or_route_limit_gets_413() {
     let up = upstream(status(200)).await;

@@ -17,6 +17,9 @@ pub(crate) const INIT_BUFFER_SIZE: usize = 8192;
 /// The minimum value that can be set to max buffer size.
 pub(crate) const MINIMUM_MAX_BUFFER_SIZE: usize = INIT_BUFFER_SIZE;
 
+/// switchyard patch: how much a read with no read buffer takes at once (into the stack).
+const PROBE_SIZE: usize = 4096;
+
 /// The default maximum read buffer size. If the buffer gets this big and
 /// a message is still not complete, a `TooLarge` error is triggered.
 // Note: if this changes, update server::conn::Http::max_buf_size docs.
@@ -256,6 +259,12 @@ where
         // of it free, read into the room there is. Unpatched, every read wanted a whole
         // `next` free, so a read after a request head (whose bytes its headers still share)
         // allocated a new buffer, most often only to be told `Pending`.
+        // switchyard patch: with no buffer at all (a server gave it back while it waited),
+        // look first with a small buffer on the stack: most such reads find nothing yet, and
+        // then nothing is allocated only to be freed again. What it finds is copied over.
+        if self.read_buf.capacity() == 0 {
+            return self.poll_read_probe(cx, next);
+        }
         let room = self.read_buf_remaining_mut();
         let room_enough = self.read_buf.is_empty() && next <= INIT_BUFFER_SIZE && room >= INIT_BUFFER_SIZE / 2;
         if room < next && !room_enough {
@@ -275,6 +284,31 @@ where
                 // @tokio pls give me back `poll_read_buf` thanks
                 unsafe {
                     self.read_buf.advance_mut(n);
+                }
+                self.read_buf_strategy.record(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => {
+                self.read_blocked = true;
+                Poll::Pending
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+    }
+
+    /// switchyard patch: `poll_read_from_io` with no read buffer: read into `PROBE_SIZE` bytes
+    /// on the stack, and allocate the buffer (`next` bytes, or what was read) only for data.
+    fn poll_read_probe(&mut self, cx: &mut Context<'_>, next: usize) -> Poll<io::Result<usize>> {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); PROBE_SIZE];
+        let mut buf = ReadBuf::uninit(&mut probe[..cmp::min(PROBE_SIZE, next)]);
+        match Pin::new(&mut self.io).poll_read(cx, buf.unfilled()) {
+            Poll::Ready(Ok(())) => {
+                let got = buf.filled();
+                let n = got.len();
+                trace!("received {} bytes", n);
+                if n > 0 {
+                    self.read_buf.reserve(cmp::max(next, n));
+                    self.read_buf.extend_from_slice(got);
                 }
                 self.read_buf_strategy.record(n);
                 Poll::Ready(Ok(n))
