@@ -89,6 +89,14 @@ impl Unsent {
         Unsent(std::sync::Mutex::new(Some(Box::new(req))))
     }
 
+    /// Change the request, if it is here and of type `R`.
+    pub(crate) fn update<R: 'static>(&self, f: impl FnOnce(&mut R)) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = held.as_mut().and_then(|r| r.downcast_mut::<R>()) {
+            f(r);
+        }
+    }
+
     /// The request, if it is here, of type `R`, and nobody took it yet.
     pub(crate) fn take<R: 'static>(&self) -> Option<R> {
         let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());

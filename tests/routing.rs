@@ -684,6 +684,45 @@ async fn websocket_echo_through_the_gateway() {
     }
 }
 
+/// A WebSocket upgrade that finds an endpoint refusing connections goes to the next one
+/// (the default retry on `connect-failure`), and the tunnel works: the client's side of the
+/// upgrade goes with the request that is sent again.
+#[tokio::test]
+async fn a_websocket_upgrade_past_a_dead_endpoint_tunnels() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() && ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let hold = dead_addr();
+    let routes = format!(
+        "[[upstream]]\nname = \"ws\"\nendpoints = [\"{}\", \"{ws_addr}\"]\n[[route]]\nname = \"r\"\nupstream = \"ws\"\n",
+        hold.addr()
+    );
+    let g = gateway(&routes).await;
+    // Round robin over two endpoints: at least one of the first two upgrades meets the dead one.
+    for i in 0..4 {
+        let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/chat", g.addr)).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(m.into_text().unwrap().as_str(), format!("hello {i}"));
+    }
+    let m = get(&g.admin_url("/metrics")).await.text();
+    assert!(m.contains(r#"switchyard_retries_total{route="r",reason="connect-failure"}"#), "{m}");
+}
+
 #[tokio::test]
 async fn upstream_failures_map_to_reasons() {
     let hold = dead_addr();

@@ -180,9 +180,16 @@ where
         if self.layer.0.deposits {
             self.layer.0.budget.deposit();
         }
-        // Upgrades cannot be replayed (the client connection is handed over once), and a policy
-        // with no retries needs no bookkeeping. (`per_try_timeout` is a layer below this one.)
-        if self.layer.0.policy.attempts == 0 || upgrade_requested(req.headers()).is_some() {
+        // A policy with no retries needs no bookkeeping. An upgrade is retried only when it
+        // never left (`resend_unsent`: the request given back keeps the client's side of the
+        // upgrade); a copy of it could not tunnel (the client connection is handed over once).
+        // (`per_try_timeout` is a layer below this one.)
+        let upgrade = match req.extensions().get::<Arc<RequestInfo>>() {
+            // From a listener: hop-by-hop headers are gone, the upgrade is noted here.
+            Some(info) => info.upgrade.is_some(),
+            None => upgrade_requested(req.headers()).is_some(),
+        };
+        if self.layer.0.policy.attempts == 0 || (upgrade && !self.layer.0.resend_unsent) {
             return call_boxed(&mut self.inner, req);
         }
         let layer = Arc::clone(&self.layer.0);

@@ -233,6 +233,13 @@ impl tower::Service<Request<Body>> for Forward {
                 }
                 Err(e) => {
                     drop((guard, slot));
+                    // A request given back unsent takes the client's side of its upgrade
+                    // along, so that a retry elsewhere can still tunnel.
+                    if let (Some(cu), Some(c)) = (client_upgrade, cause_ref::<ConnectFailed>(e.as_ref())) {
+                        c.unsent.update(|r: &mut Request<Body>| {
+                            r.extensions_mut().insert(cu);
+                        });
+                    }
                     this.record(&ep, outcome_of(&e));
                     trial.disarm();
                     this.upstream.report(&ep, false);
