@@ -234,6 +234,7 @@ async fn malformed_requests_get_400_and_never_reach_the_upstream() {
     let bad = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
     let out = raw_exchange(&mut s, bad).await.unwrap_or_default();
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("x-switchyard-error: bad_request"), "refused by the gateway, logged: {out}");
     assert_eq!(up.hits(), 1, "only the good request reached the upstream");
     // The same connection setup with a well-formed request does reach it (the count can move).
     let out =

@@ -69,10 +69,6 @@ pub struct ConnState {
     nudged: AtomicBool,
     waker: futures_util::task::AtomicWaker,
     http2: AtomicBool,
-    /// The head of the next request has been read (and scanned) by the IO wrapper.
-    head_scanned: AtomicBool,
-    /// That head had both `content-length` and `transfer-encoding`.
-    conflicting_framing: AtomicBool,
 }
 
 /// What the connection task should do at a deadline.
@@ -116,8 +112,6 @@ impl Default for ConnState {
             nudged: AtomicBool::new(false),
             waker: futures_util::task::AtomicWaker::new(),
             http2: AtomicBool::new(false),
-            head_scanned: AtomicBool::new(false),
-            conflicting_framing: AtomicBool::new(false),
         }
     }
 }
@@ -130,22 +124,7 @@ impl ConnState {
         if http2 {
             self.http2.store(true, Ordering::Relaxed);
         }
-        // The next head to scan is the one after this request.
-        self.head_scanned.store(false, Ordering::Relaxed);
         RequestGuard(Arc::clone(self))
-    }
-
-    /// Whether the request that just began (see [`ConnState::begin`]) had both
-    /// `content-length` and `transfer-encoding` in its head. Asking clears it.
-    pub fn take_conflicting_framing(&self) -> bool {
-        self.conflicting_framing.swap(false, Ordering::Relaxed)
-    }
-
-    /// Whether bytes read now belong to the head of the next HTTP/1 request.
-    fn wants_head(&self) -> bool {
-        self.active.load(Ordering::Acquire) == 0
-            && !self.head_scanned.load(Ordering::Relaxed)
-            && !self.http2.load(Ordering::Relaxed)
     }
 
     fn end(&self) {
@@ -350,87 +329,13 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: T,
         state: Arc<ConnState>,
-        head: Vec<u8>,
     }
-}
-
-/// A request head longer than this is not scanned for conflicting framing (hyper still takes
-/// the Transfer-Encoding framing and closes the connection after it, so nothing is smuggled).
-const MAX_SCANNED_HEAD: usize = 64 * 1024;
-
-/// Feed `bytes` to the head being collected in `head`; at its end, record whether it declared
-/// both `content-length` and `transfer-encoding`.
-fn scan_head(head: &mut Vec<u8>, bytes: &[u8], state: &ConnState) {
-    // Empty lines before a request line are skipped, as httparse skips them (RFC 9112 section
-    // 2.2); taken as the head's end, they would hide the head that follows.
-    let bytes = if head.is_empty() {
-        let start = bytes.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(bytes.len());
-        &bytes[start..]
-    } else {
-        bytes
-    };
-    if bytes.is_empty() {
-        return;
-    }
-    // The common case: the whole head arrived in one read; scan it where it is.
-    if head.is_empty() {
-        if let Some(end) = head_end(bytes, 0) {
-            note_framing(&bytes[..end], state);
-            return;
-        }
-    }
-    // Search only the new bytes (and the two before them), so a head sent a byte at a time
-    // costs linear time.
-    let from = head.len().saturating_sub(2);
-    head.extend_from_slice(bytes);
-    match head_end(head, from) {
-        Some(end) => {
-            note_framing(&head[..end], state);
-            *head = Vec::new();
-        }
-        None if head.len() > MAX_SCANNED_HEAD => {
-            *head = Vec::new();
-            state.head_scanned.store(true, Ordering::Relaxed);
-        }
-        None => {}
-    }
-}
-
-/// Where the head in `buf` ends: the first empty line (CRLF, or a bare LF as httparse also
-/// accepts), searched from `from`. Only the line feeds are visited (memchr), not every byte.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let rest = buf.get(from..)?;
-    memchr::memchr_iter(b'\n', rest).map(|i| from + i).find(|&i| match buf.get(i + 1) {
-        Some(b'\n') => true,
-        Some(b'\r') => buf.get(i + 2) == Some(&b'\n'),
-        _ => false,
-    })
-}
-
-/// Record whether `head` declared both `content-length` and `transfer-encoding`.
-fn note_framing(head: &[u8], state: &ConnState) {
-    // A header line that starts with `name:` (any case).
-    let is = |line: &[u8], name: &[u8]| {
-        line.get(name.len()) == Some(&b':') && line[..name.len()].eq_ignore_ascii_case(name)
-    };
-    let (mut length, mut chunked) = (false, false);
-    let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', head).chain(std::iter::once(head.len())) {
-        let line = &head[start..end];
-        start = end + 1;
-        length |= is(line, b"content-length");
-        chunked |= is(line, b"transfer-encoding");
-    }
-    if length && chunked {
-        state.conflicting_framing.store(true, Ordering::Relaxed);
-    }
-    state.head_scanned.store(true, Ordering::Relaxed);
 }
 
 impl<T> Watched<T> {
     /// Wrap `inner`.
     pub(crate) fn new(inner: T, state: Arc<ConnState>) -> Self {
-        Watched { inner, state, head: Vec::new() }
+        Watched { inner, state }
     }
 }
 
@@ -441,12 +346,6 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
         let r = this.inner.poll_read(cx, buf);
         if buf.filled().len() > before {
             this.state.on_read();
-            if this.state.wants_head() {
-                scan_head(this.head, &buf.filled()[before..], this.state);
-            } else if !this.head.is_empty() {
-                // A head we could not finish scanning before its request began.
-                *this.head = Vec::new();
-            }
         }
         r
     }
@@ -484,59 +383,5 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Feed `parts` as successive reads; whether the head was scanned, and found both
-    /// framing headers.
-    fn scan(parts: &[&[u8]]) -> (bool, bool) {
-        let state = ConnState::default();
-        let mut head = Vec::new();
-        for p in parts {
-            scan_head(&mut head, p, &state);
-        }
-        (state.head_scanned.load(Ordering::Relaxed), state.take_conflicting_framing())
-    }
-
-    #[test]
-    fn a_head_with_both_framings_is_noted_in_one_read_or_byte_by_byte() {
-        let head: &[u8] =
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTRANSFER-ENCODING: chunked\r\n\r\nabc";
-        assert_eq!(scan(&[head]), (true, true));
-        let bytes: Vec<&[u8]> = head.chunks(1).collect();
-        assert_eq!(scan(&bytes), (true, true));
-        // Bare line feeds, as httparse accepts them; the last header ends the head.
-        assert_eq!(
-            scan(&[b"POST / HTTP/1.1\ncontent-length: 3\ntransfer-encoding: chunked\n\n"]),
-            (true, true)
-        );
-        // Empty lines before the request line, which httparse skips, in the same read or in
-        // reads of their own.
-        let late: &[u8] =
-            b"\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(scan(&[late]), (true, true));
-        assert_eq!(scan(&[b"\r\n", b"\n", &late[4..]]), (true, true));
-    }
-
-    #[test]
-    fn one_framing_a_lookalike_name_or_an_unfinished_head_is_not_conflicting() {
-        assert_eq!(scan(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"]), (true, false));
-        assert_eq!(scan(&[b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"]), (true, false));
-        // A name that only starts like one, or a value that names the other.
-        assert_eq!(scan(&[b"POST / HTTP/1.1\r\nContent-Lengthy: 3\r\nX: transfer-encoding:\r\nTransfer-Encoding: chunked\r\n\r\n"]), (true, false));
-        // The head has not ended yet: nothing is decided.
-        assert_eq!(
-            scan(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"]),
-            (false, false)
-        );
-        // Headers after the empty line are body, not head.
-        assert_eq!(
-            scan(&[b"POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\nTransfer-Encoding: chunked\r\n\r\n"]),
-            (true, false)
-        );
     }
 }

@@ -145,8 +145,9 @@ where
         // the snapshot itself would write its reference count, which every serving thread
         // writes, twice per request.
         let snap = c.shared.snapshot.load();
-        // Asked first: the flag belongs to this request's head whatever becomes of it.
-        let conflicting = c.conn.take_conflicting_framing();
+        // hyper marks an HTTP/1 head that had both `transfer-encoding` and `content-length`
+        // (it keeps the first, drops the second): refused below.
+        let conflicting = req.extensions().get::<hyper::ext::ConflictingFraming>().is_some();
         let protocol = match req.version() {
             Version::HTTP_2 => "HTTP/2",
             Version::HTTP_3 => "HTTP/3",

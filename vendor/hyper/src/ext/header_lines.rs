@@ -1,4 +1,5 @@
-//! switchyard patch: header fields an HTTP/1 message carries after its `HeaderMap`'s.
+//! switchyard patch: header fields an HTTP/1 message carries after its `HeaderMap`'s, and the
+//! mark of a request head that declared two framings.
 
 use http::header::{HeaderName, HeaderValue};
 
@@ -38,3 +39,11 @@ impl HeaderLines {
         self.0.is_empty()
     }
 }
+
+/// Set by an HTTP/1 server on a request whose head had both `transfer-encoding` and
+/// `content-length` (RFC 9112 section 6.3). hyper frames such a request by its
+/// `transfer-encoding`, drops the `content-length` header and closes the connection after it;
+/// this extension lets the service see that it was there (and refuse the request, as a proxy
+/// should: the two framings are how requests are smuggled past one).
+#[derive(Clone, Copy, Debug)]
+pub struct ConflictingFraming;

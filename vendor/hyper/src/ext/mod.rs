@@ -58,7 +58,7 @@ pub use h1_reason_phrase::ReasonPhrase;
 #[cfg(feature = "http1")]
 mod header_lines;
 #[cfg(feature = "http1")]
-pub use header_lines::HeaderLines;
+pub use header_lines::{ConflictingFraming, HeaderLines};
 
 #[cfg(all(feature = "http1", feature = "client"))]
 mod informational;

@@ -356,11 +356,13 @@ impl Http1Transaction for Server {
             return Err(Parse::transfer_encoding_invalid());
         }
 
+        let mut extensions = http::Extensions::default();
+
         if is_te && is_cl {
             keep_alive = false;
+            // switchyard patch: the service is told (the content-length is gone from headers).
+            extensions.insert(crate::ext::ConflictingFraming);
         }
-
-        let mut extensions = http::Extensions::default();
 
         if let Some(header_case_map) = header_case_map {
             extensions.insert(header_case_map);
