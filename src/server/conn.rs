@@ -19,11 +19,6 @@
 //! The IO wrapper notes when bytes arrive while idle and when a write starts and stops
 //! waiting; the service notes when a request starts and ends; the connection task sleeps
 //! until the next deadline and checks.
-//!
-//! The IO wrapper also reads each HTTP/1 request head as it arrives between requests, for one
-//! thing hyper hides: a head with both `Content-Length` and `Transfer-Encoding`. hyper drops
-//! the `Content-Length` (RFC 9112 §6.3 allows that) and closes the connection afterwards, so
-//! the request the service sees looks clean; like NGINX and Envoy we answer 400 instead.
 
 use std::io;
 use std::pin::Pin;

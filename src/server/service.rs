@@ -221,8 +221,9 @@ where
         done.host = host.clone();
 
         // RFC 9112 §6.1: both `transfer-encoding` and `content-length` is a smuggling vector;
-        // hyper drops the `content-length` before we see the request, so the connection's
-        // reader noted it (`server::conn`), and we refuse rather than forward.
+        // hyper drops the `content-length` before we see the request and marks the request
+        // (`hyper::ext::ConflictingFraming`, a vendored patch); like NGINX and Envoy we refuse
+        // rather than forward.
         if conflicting {
             return Box::pin(std::future::ready(Ok(done.finish(error_response(Reason::BadRequest)))));
         }
