@@ -154,6 +154,10 @@ impl H1Pool {
             return (Arc::from(endpoint), None);
         };
         let key = Arc::clone(&list.key);
+        // Each taken connection is run once (`ready_for_next`), which finds one the upstream
+        // closed. It also leaves no task's waker in hyper's request channel: skipped (when the
+        // socket had no event since), sending then woke the connection task that last ran it,
+        // for nothing (measured: task polls per request 3.0 -> 3.9, +1.8k instructions).
         while let Some(mut c) = list.conns.pop() {
             if c.since.elapsed() < self.idle_timeout && c.ready_for_next() {
                 return (key, Some(c));
