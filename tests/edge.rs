@@ -475,31 +475,11 @@ async fn an_upstream_tls_handshake_that_never_finishes_is_bounded_by_connect_tim
     server.abort();
 }
 
-/// A WebSocket server that never says anything unless spoken to.
-async fn ws_upstream() -> std::net::SocketAddr {
-    use futures_util::{SinkExt, StreamExt};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
-                while let Some(Ok(m)) = ws.next().await {
-                    if m.is_text() && ws.send(m).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn an_idle_websocket_counts_as_a_connection_and_closes_at_tunnel_idle_timeout() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let ws_addr = ws_upstream().await;
+    let ws_addr = ws_echo().await;
     let g =
         gateway_with("[limits]\ntunnel_idle_timeout = \"1s\"\n", &[("r.toml", &one_upstream("ws", ws_addr))])
             .await;
@@ -530,7 +510,7 @@ async fn an_idle_websocket_counts_as_a_connection_and_closes_at_tunnel_idle_time
 #[tokio::test]
 async fn tunnels_hold_their_max_connections_slot_and_drain_closes_them_at_drain_timeout() {
     use futures_util::StreamExt;
-    let ws_addr = ws_upstream().await;
+    let ws_addr = ws_echo().await;
     let mut g = gateway_with(
         "[gateway]\nroutes_dir = \"routes\"\ndrain_timeout = \"1s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [limits]\nmax_connections = 1\n",

@@ -660,20 +660,7 @@ async fn websocket_echo_through_the_gateway() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     // A real WebSocket server upstream.
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ws_addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
-                while let Some(Ok(m)) = ws.next().await {
-                    if m.is_text() || m.is_binary() {
-                        ws.send(m).await.unwrap();
-                    }
-                }
-            });
-        }
-    });
+    let ws_addr = ws_echo().await;
     let g = gateway(&format!("[[upstream]]\nname = \"ws\"\nendpoints = [\"{ws_addr}\"]\n[[route]]\nname = \"r\"\nupstream = \"ws\"\n")).await;
     let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/chat", g.addr)).await.unwrap();
     assert_eq!(resp.status(), 101);
@@ -691,20 +678,7 @@ async fn websocket_echo_through_the_gateway() {
 async fn a_websocket_upgrade_past_a_dead_endpoint_tunnels() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ws_addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
-                while let Some(Ok(m)) = ws.next().await {
-                    if m.is_text() && ws.send(m).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let ws_addr = ws_echo().await;
     let hold = dead_addr();
     let routes = format!(
         "[[upstream]]\nname = \"ws\"\nendpoints = [\"{}\", \"{ws_addr}\"]\n[[route]]\nname = \"r\"\nupstream = \"ws\"\n",

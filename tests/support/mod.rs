@@ -92,6 +92,27 @@ where
     FakeUpstream { addr, hits, conns, task }
 }
 
+/// A real WebSocket server on 127.0.0.1:0 that sends each text or binary message back, and
+/// says nothing unless spoken to.
+pub async fn ws_echo() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+                while let Some(Ok(m)) = ws.next().await {
+                    if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// An upstream running switchyard's own `echo` (JSON description of each request).
 pub async fn echo(name: &str) -> FakeUpstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
