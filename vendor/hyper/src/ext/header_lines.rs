@@ -1,4 +1,4 @@
-//! switchyard patch: header fields an HTTP/1 message carries after its `HeaderMap`'s, and the
+//! switchyard patch: header fields an HTTP/1 client request carries after its `HeaderMap`'s, and the
 //! mark of a request head that declared two framings.
 
 use http::header::{HeaderName, HeaderValue};
@@ -6,10 +6,10 @@ use http::header::{HeaderName, HeaderValue};
 /// Header fields written after the message's `HeaderMap`, already in their HTTP/1 form
 /// (`name: value\r\n`).
 ///
-/// Set as an extension of a request sent on an HTTP/1 client connection, or of a response
-/// sent on an HTTP/1 server connection; other protocols do not read it. A proxy that adds the
-/// same few fields to every message it forwards writes them here instead of inserting each
-/// into the map, which hashes each name. The fields are built from a [`HeaderName`] and a
+/// Set as an extension of a request sent on an HTTP/1 client connection (`Client::encode`);
+/// nothing else reads it (not HTTP/2, not a server's responses). A proxy that adds the same few
+/// fields to every request it forwards writes them here instead of inserting each into the
+/// map, which hashes each name. The fields are built from a [`HeaderName`] and a
 /// [`HeaderValue`], so every line is a valid field line. The caller makes sure the map does
 /// not also hold a field it means to replace.
 #[derive(Clone, Debug, Default)]
