@@ -7,6 +7,8 @@
 #   bench/profile.sh syscalls   # system calls per request (strace -c on the proxy, wrk -c16)
 #   bench/profile.sh callgrind  # user-space instructions per request (valgrind), switchyard then nginx
 #   bench/profile.sh perf       # perf record -g of each proxy, then the top symbols
+#   bench/profile.sh segments   # TCP segments on loopback per request (all three hops), and
+#                               # how many were pure ACKs, delayed ACKs, quick ACKs
 #   bench/profile.sh floor      # cpu and callgrind of examples/hyper_floor: hyper's two HTTP/1
 #                               # codecs and nothing else, the least a proxy on this stack costs
 #
@@ -32,8 +34,8 @@ case $MODE in
     callgrind) command -v valgrind >/dev/null || need+=(valgrind) ;;
     perf) command -v perf >/dev/null || need+=(linux-perf) ;;
     floor) command -v valgrind >/dev/null || need+=(valgrind) ;;
-    cpu) ;;
-    *) echo "usage: bench/profile.sh cpu|syscalls|callgrind|perf|floor" >&2; exit 2 ;;
+    cpu|segments) ;;
+    *) echo "usage: bench/profile.sh cpu|syscalls|callgrind|perf|floor|segments" >&2; exit 2 ;;
 esac
 if ((${#need[@]})); then
     log "installing: ${need[*]}"
@@ -157,7 +159,33 @@ cg_measure() {
     CG_LAST=$out
 }
 
+# tcp_counters: the kernel's TCP counters that say how many segments went (all sockets).
+tcp_counters() {
+    awk '$1 == "Tcp:" && !h { split($0, n); h = 1; next }
+         $1 == "Tcp:" { for (i = 2; i <= NF; i++) v[n[i]] = $i }
+         $1 == "TcpExt:" && !e { split($0, m); e = 1; next }
+         $1 == "TcpExt:" { for (i = 2; i <= NF; i++) v[m[i]] = $i }
+         END { print v["OutSegs"], v["DelayedACKs"], v["TCPPureAcks"], v["TCPHPAcks"], v["TCPHPHits"] }' \
+        /proc/net/snmp /proc/net/netstat
+}
+
 case $MODE in
+segments)
+    # Every segment on loopback is one that some process sent and another received: a proxy
+    # that makes more of them costs the kernel more per request, on both sides.
+    start_measured
+    for who in "${whos[@]}"; do
+        set -- $who
+        wrk -t2 -c64 -d1s "http://127.0.0.1:$3/" >/dev/null
+        read -r o0 d0 p0 a0 h0 < <(tcp_counters)
+        n=$(wrk -t2 -c64 -d"${SECS}s" "http://127.0.0.1:$3/" | requests)
+        read -r o1 d1 p1 a1 h1 < <(tcp_counters)
+        awk -v who="$1" -v n="$n" -v o=$((o1 - o0)) -v d=$((d1 - d0)) -v p=$((p1 - p0)) \
+            -v a=$((a1 - a0)) -v h=$((h1 - h0)) 'BEGIN {
+            printf "%-11s %8d requests  segments %.3f/req  delayed ACKs %.3f/req  pure ACKs received %.3f/req  header-predicted ACKs %.3f/req  data hits %.3f/req\n",
+                who, n, o / n, d / n, p / n, a / n, h / n }'
+    done
+    ;;
 cpu)
     start_measured
     for who in "${whos[@]}"; do

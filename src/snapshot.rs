@@ -44,7 +44,7 @@ pub struct RouteEntry {
 
 impl RouteEntry {
     /// Its tower stack, this serving thread's copy.
-    pub fn service(&self) -> &RouteService {
+    pub(crate) fn service(&self) -> &RouteService {
         &self.services[crate::proxy::worker() % self.services.len()]
     }
 }

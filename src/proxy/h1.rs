@@ -235,21 +235,18 @@ impl H1Pool {
         if req.uri().scheme().is_some() || req.uri().authority().is_some() {
             *req.uri_mut() = origin_form(req.uri());
         }
-        // Let every other connection that is ready on this thread run first, so that the
-        // requests they carry go out to the upstreams together: an upstream woken once finds
-        // several, rather than being woken (and put back to sleep) once per request. Waking a
-        // sleeping peer is most of the kernel time a write costs. Measured with
-        // `bench/compare.sh` against the same build without this, interleaved in one run:
-        // +7 % requests per CPU-second for get64 at one worker and at the default two, +2 to
-        // +7 % for post1k, for one more poll of this task per request (p99 was lower at the
-        // default threads, 3.3 against 3.9 ms, and higher at one worker, 5.0 against 4.3 ms).
-        tokio::task::yield_now().await;
-
+        // No yield before the write (there was one, so that a thread's upstream writes went
+        // out together): measured again against the same build without it, interleaved in one
+        // run, it no longer paid: +0.4 to +0.5 % requests per CPU-second at the default threads
+        // and +2 to +12 % at one worker without it. It moved kernel time from the upstream to
+        // the proxy and the client, and cost a second poll of the connection's task.
         loop {
             let (key, idle) = self.take(thread, endpoint);
             let (mut conn, reused) = match idle {
                 Some(c) => (c, true),
-                None => match self.connect_or_wait(thread, endpoint).await {
+                // Boxed: connecting is the rare path (an idle connection is taken most often),
+                // and its future inline made every request's future 184 bytes larger.
+                None => match Box::pin(self.connect_or_wait(thread, endpoint)).await {
                     Ok(c) => c,
                     Err(e) => return Err(Failure::Connect(e, Box::new(req))),
                 },

@@ -298,30 +298,66 @@ where
     S: Service<Request<Body>, Response = Response<Body>, Error = Error> + Send + 'static,
     S::Future: Send + 'static,
 {
-    let first = call_boxed(&mut inner, req);
-    Box::pin(async move {
-        let mut out = first.await;
-        for _ in 0..layer.policy.attempts {
+    let attempt = inner.call(req);
+    let left = layer.policy.attempts;
+    // A future of its own rather than an `async` block, so that the attempt's future sits in
+    // this one's allocation (an `async` block holding it needed it boxed once more).
+    Box::pin(ResendUnsent { layer, inner, attempt, unsent: None, left })
+}
+
+pin_project_lite::pin_project! {
+    /// See [`resend_unsent`].
+    struct ResendUnsent<S: Service<Request<Body>>> {
+        layer: Arc<Shared>,
+        inner: S,
+        #[pin]
+        attempt: S::Future,
+        // A request given back, waiting for `inner` to be ready.
+        unsent: Option<Request<Body>>,
+        // Retries left.
+        left: u32,
+    }
+}
+
+impl<S> std::future::Future for ResendUnsent<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Error>,
+{
+    type Output = Result<Response<Body>, Error>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            if let Some(req) = this.unsent.take() {
+                match this.inner.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => this.attempt.set(this.inner.call(req)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        *this.unsent = Some(req);
+                        return Poll::Pending;
+                    }
+                }
+            }
+            let out = std::task::ready!(this.attempt.as_mut().poll(cx));
             let unsent = match &out {
-                Err(e) => {
+                Err(e) if *this.left > 0 => {
                     cause_ref::<ConnectFailed>(e.as_ref()).and_then(|c| c.unsent.take::<Request<Body>>())
                 }
-                Ok(_) => None,
+                _ => None,
             };
-            let Some(req) = unsent else { break };
-            layer
+            let Some(req) = unsent else { return Poll::Ready(out) };
+            this.layer
                 .metrics
                 .retries
                 .get_or_create(&RetryLabels {
-                    route: Arc::clone(&layer.route),
+                    route: Arc::clone(&this.layer.route),
                     reason: RetryOn::ConnectFailure.label(),
                 })
                 .inc();
-            drop(out);
-            out = call_boxed(inner.ready().await?, req).await;
+            *this.left -= 1;
+            *this.unsent = Some(req);
         }
-        out
-    })
+    }
 }
 
 /// Box the inner future outside the `async` block, where the `Send` bound is checked for the

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use http::{HeaderValue, Method, Request, Response, Version};
 use http_body::{Frame, SizeHint};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,7 @@ use crate::proxy::headers::{self, Present, X_FORWARDED_CLIENT_CERT, X_REQUEST_ID
 use crate::reply::{error_response, response_for};
 use crate::snapshot::RouteMetrics;
 use crate::snapshot::Snapshot;
+use crate::stack::RouteService;
 use crate::trace_context::{TraceContext, TraceId, TRACESTATE};
 
 /// What every connection of every listener shares.
@@ -269,11 +270,11 @@ where
         // here, it is called at once, and the future below only waits for its answer. (Waiting
         // for readiness in the future made that future, moved and boxed per request, 1.1 KiB.)
         let mut svc = svc;
-        let answer: BoxFuture<'static, Result<Response<Body>, crate::error::Error>> =
+        let answer: Either<StackFuture, BoxFuture<'static, Result<Response<Body>, crate::error::Error>>> =
             match tower::Service::poll_ready(&mut svc, &mut Context::from_waker(Waker::noop())) {
-                Poll::Ready(Ok(())) => tower::Service::call(&mut svc, req),
-                Poll::Ready(Err(e)) => Box::pin(std::future::ready(Err(e))),
-                Poll::Pending => Box::pin(call(svc, req)),
+                Poll::Ready(Ok(())) => Either::Left(tower::Service::call(&mut svc, req)),
+                Poll::Ready(Err(e)) => Either::Right(Box::pin(std::future::ready(Err(e)))),
+                Poll::Pending => Either::Right(Box::pin(call(svc, req))),
             };
         Box::pin(async move {
             let res = match answer.await {
@@ -306,10 +307,10 @@ fn header_too_large() -> Response<Body> {
     res
 }
 
-async fn call(
-    mut svc: crate::stack::RouteService,
-    req: Request<Body>,
-) -> Result<Response<Body>, crate::error::Error> {
+/// The future of a route's stack.
+type StackFuture = <RouteService as tower::Service<Request<Body>>>::Future;
+
+async fn call(mut svc: RouteService, req: Request<Body>) -> Result<Response<Body>, crate::error::Error> {
     use tower::Service;
     svc.ready().await?;
     svc.call(req).await

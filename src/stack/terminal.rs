@@ -1,4 +1,5 @@
-//! Terminal services that do not forward (`respond`, `redirect`) and the weighted `split`.
+//! What ends a route's stack ([`Terminal`]): forwarding to one upstream, the weighted
+//! `split`, or an answer from the gateway (`respond`, `redirect`).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -9,9 +10,49 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tower::Service;
 
-use super::RouteService;
+use super::ForwardStack;
 use crate::body::{self, Body};
 use crate::error::Error;
+
+// === impl Terminal ===
+
+/// A route's action, the last service of its stack.
+#[derive(Clone, Debug)]
+pub(crate) enum Terminal {
+    /// `upstream = "…"`.
+    Forward(ForwardStack),
+    /// `split = [...]`.
+    Split(Split),
+    /// `respond = { … }`.
+    Respond(Respond),
+    /// `redirect = { … }`.
+    Redirect(Redirect),
+}
+
+impl Service<Request<Body>> for Terminal {
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        match self {
+            Terminal::Forward(s) => s.poll_ready(cx),
+            Terminal::Split(s) => s.poll_ready(cx),
+            Terminal::Respond(s) => s.poll_ready(cx),
+            Terminal::Redirect(s) => s.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        match self {
+            // Already boxed, by the retry layer.
+            Terminal::Forward(s) => s.call(req),
+            Terminal::Split(s) => s.call(req),
+            Terminal::Respond(s) => Box::pin(s.call(req)),
+            Terminal::Redirect(s) => Box::pin(s.call(req)),
+        }
+    }
+}
 
 // === impl Respond ===
 
@@ -110,13 +151,13 @@ impl Service<Request<Body>> for Redirect {
 /// `split = [...]`: picks an upstream by weight per request, then forwards to it.
 #[derive(Clone, Debug)]
 pub(crate) struct Split {
-    choices: Arc<[(RouteService, u32)]>,
+    choices: Arc<[(ForwardStack, u32)]>,
     total: u32,
 }
 
 impl Split {
     /// Choices with their weights (cumulative weights are computed per pick; the list is short).
-    pub(crate) fn new(choices: Vec<(RouteService, u32)>) -> Self {
+    pub(crate) fn new(choices: Vec<(ForwardStack, u32)>) -> Self {
         let total = choices.iter().map(|(_, w)| *w).sum::<u32>().max(1);
         Split { choices: choices.into(), total }
     }
