@@ -1,6 +1,7 @@
 //! Header rules (README, "Security model"): hop-by-hop removal (RFC 9110 §7.6.1), forwarded headers, the
 //! request id and the `traceparent` (`trace_context`).
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::ext::HeaderLines;
 
@@ -338,8 +339,10 @@ pub fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; 32];
     buf[..16].copy_from_slice(&hex16(fastrand::u64(..)));
     buf[16..].copy_from_slice(&hex16(fastrand::u64(..)));
-    // Hex digits are valid header bytes.
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Hex digits are valid header bytes. The buffer becomes the value's storage as it is: one
+    // allocation, which every clone shares (copied into a `Vec`, the first clone allocated
+    // again to make it shareable).
+    HeaderValue::from_maybe_shared(Bytes::from_owner(buf)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]

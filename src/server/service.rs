@@ -261,7 +261,8 @@ where
         let timeout = c.shared.body_read_timeout;
         let req = req.map(|b| {
             if http_body::Body::is_end_stream(&b) {
-                body::boxed(b)
+                // Nothing to read (most GETs): an empty body, which boxes without allocating.
+                body::empty()
             } else {
                 body::boxed(ReadTimeout::new(FromClient::new(b), timeout, |d| BodyReadTimeout(d).into()))
             }
