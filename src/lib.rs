@@ -15,6 +15,7 @@ mod admin;
 mod backoff;
 mod balance;
 mod body;
+mod clock;
 pub mod config;
 mod context;
 mod discovery;

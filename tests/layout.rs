@@ -24,6 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["tls", "access_log", "reply"],
     &["body", "context", "echo"],
     &["error", "config", "metrics", "backoff", "trace_context"],
+    &["clock"],
 ];
 
 /// The longest a source file may be, test modules aside.

@@ -164,7 +164,7 @@ fn epoch() -> Instant {
 
 /// Nanoseconds since [`epoch`].
 pub(crate) fn now_ns() -> u64 {
-    epoch().elapsed().as_nanos() as u64
+    crate::clock::since(epoch()).as_nanos() as u64
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ fn base() -> Instant {
 
 /// Milliseconds since a process-wide base instant (0 is reserved for "not set").
 fn now_ms() -> u64 {
-    base().elapsed().as_millis() as u64 + 1
+    crate::clock::since(base()).as_millis() as u64 + 1
 }
 
 /// What the connection is doing, shared by its IO, its service and its task.

@@ -372,6 +372,9 @@ where
     type Output = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // What this poll does (read a request, forward it, write a response) reads the clock
+        // once between all its parts.
+        let _turn = crate::clock::turn();
         match self.project() {
             ServedProj::Http1 { conn } => conn.poll(cx).map_err(Into::into),
             ServedProj::Http2 { conn } => conn.as_mut().poll(cx).map_err(Into::into),

@@ -137,7 +137,7 @@ where
 
     fn call(&self, mut req: Request<B>) -> Self::Future {
         let c = &*self.0;
-        let started = Instant::now();
+        let started = crate::clock::now();
         // HTTP/2 and HTTP/3 multiplex requests on one connection: both are watched per stream.
         let multiplexed = matches!(req.version(), Version::HTTP_2 | Version::HTTP_3);
         let guard = c.conn.begin(multiplexed);
@@ -371,7 +371,7 @@ struct End {
 impl End {
     fn emit(self, bytes_out: u64) {
         let d = self.done;
-        let elapsed = d.started.elapsed();
+        let elapsed = crate::clock::since(d.started);
         let m = &d.conn.shared.metrics;
         let empty = &d.conn.shared.empty;
         let route = d.route.as_ref().map_or(empty, |r| &r.name);
@@ -413,7 +413,9 @@ impl End {
 
 pin_project_lite::pin_project! {
     /// The response body, counting bytes and accounting for the request when it ends or is
-    /// dropped (a client that goes away mid-body is logged too).
+    /// dropped (a client that goes away mid-body is logged too). Boxed: hyper moves the
+    /// response body several times, and unboxed (some 300 bytes) it cost more in copies
+    /// (+520 instructions per GET) than the allocation it saves.
     struct Logged {
         #[pin]
         inner: Body,

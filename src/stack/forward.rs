@@ -13,7 +13,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode, Version};
@@ -177,7 +177,7 @@ impl tower::Service<Request<Body>> for Forward {
 
             let guard = InFlight::new(Arc::clone(&ep));
             let trial = TrialGuard::arm(&ep.state.breaker);
-            let sent = Instant::now();
+            let sent = crate::clock::now();
             let read_timeout = this.upstream.config.read_timeout;
             // The upstream's silence before the head, measured from the last request body
             // progress (a slow upload is not the upstream's fault).
@@ -186,7 +186,7 @@ impl tower::Service<Request<Body>> for Forward {
             let send = this.upstream.client.send(&ep.address, req);
             match Deadline::new(send, head_timeout).resetting_on(progress).await {
                 Ok(mut res) => {
-                    let rtt = sent.elapsed();
+                    let rtt = crate::clock::since(sent);
                     let upstream_ms = rtt.as_secs_f64() * 1e3;
                     ep.state.observe_rtt(rtt);
                     let ok = !res.status().is_server_error();
