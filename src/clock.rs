@@ -9,7 +9,8 @@
 //! thread that serves no connection, a test), [`now`] reads the clock each time.
 
 use std::cell::Cell;
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy)]
 enum State {
@@ -60,14 +61,30 @@ pub(crate) fn now() -> Instant {
 
 /// The time since `then`, as of [`now`] (zero if `then` is later: it was read after this turn's
 /// instant).
-pub(crate) fn since(then: Instant) -> std::time::Duration {
+pub(crate) fn since(then: Instant) -> Duration {
     now().saturating_duration_since(then)
+}
+
+/// The process's base instant (taken on first use), from which timestamps kept in atomics
+/// count: [`millis`], [`nanos`].
+pub(crate) fn start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Milliseconds since [`start`], as of [`now`], plus one: 0 is left to mean "not set".
+pub(crate) fn millis() -> u64 {
+    since(start()).as_millis() as u64 + 1
+}
+
+/// Nanoseconds since [`start`], as of [`now`].
+pub(crate) fn nanos() -> u64 {
+    since(start()).as_nanos() as u64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// Wait until the clock has moved past `t` (nanoseconds: a few reads).
     fn past(t: Instant) {

@@ -10,8 +10,8 @@
 //! Concurrent samples may overwrite each other; losing one sample of many is harmless here.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use http::uri::Authority;
 
@@ -156,16 +156,8 @@ impl EndpointState {
     }
 }
 
-/// The process's monotonic epoch for EWMA timestamps.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// Nanoseconds since [`epoch`].
-pub(crate) fn now_ns() -> u64 {
-    crate::clock::since(epoch()).as_nanos() as u64
-}
+/// Nanoseconds since the process's base instant ([`crate::clock::nanos`]): EWMA timestamps.
+pub(crate) use crate::clock::nanos as now_ns;
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -31,15 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::config::Limits;
 
-fn base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
-}
-
-/// Milliseconds since a process-wide base instant (0 is reserved for "not set").
-fn now_ms() -> u64 {
-    crate::clock::since(base()).as_millis() as u64 + 1
-}
+use crate::clock::millis as now_ms;
 
 /// What the connection is doing, shared by its IO, its service and its task.
 #[derive(Debug)]
@@ -200,7 +192,7 @@ impl ConnState {
     /// Decide, at `now`, what the connection should do under `limits`.
     pub fn check(&self, limits: &Limits) -> Verdict {
         let now = now_ms();
-        let at = |ms: u64| base() + Duration::from_millis(ms.saturating_sub(1));
+        let at = |ms: u64| crate::clock::start() + Duration::from_millis(ms.saturating_sub(1));
         let send_ms = limits.send_timeout.as_millis() as u64;
         let header_ms = limits.header_read_timeout.as_millis() as u64;
         let idle_ms = limits.idle_timeout.as_millis() as u64;
