@@ -124,7 +124,7 @@ impl std::fmt::Debug for H1Pool {
 pub(crate) enum Failure {
     /// Connecting failed; the request was not sent and is given back.
     Connect(Error, Box<Request<Body>>),
-    Exchange(hyper::Error),
+    Exchange(Error),
 }
 
 impl H1Pool {
@@ -224,14 +224,11 @@ impl H1Pool {
         }
     }
 
-    /// Send `req` to `endpoint` (`host:port`) on an idle connection of this thread's list, or
-    /// a new one. A request in absolute form is sent in origin form.
-    pub(crate) async fn send(
-        self: &Arc<Self>,
-        thread: usize,
-        endpoint: &str,
-        mut req: Request<Body>,
-    ) -> Result<Response<UpstreamBody>, Failure> {
+    /// Start sending `req` to `endpoint` (`host:port`) on an idle connection of this thread's
+    /// list: it is handed to the connection here, and the [`Exchange`] runs the connection
+    /// until the answer's head is in. Without an idle connection, the exchange connects first.
+    /// A request in absolute form is sent in origin form.
+    pub(crate) fn start(self: &Arc<Self>, thread: usize, endpoint: &str, mut req: Request<Body>) -> Exchange {
         if req.uri().scheme().is_some() || req.uri().authority().is_some() {
             *req.uri_mut() = origin_form(req.uri());
         }
@@ -240,26 +237,51 @@ impl H1Pool {
         // run, it no longer paid: +0.4 to +0.5 % requests per CPU-second at the default threads
         // and +2 to +12 % at one worker without it. It moved kernel time from the upstream to
         // the proxy and the client, and cost a second poll of the connection's task.
+        let (key, idle) = self.take(thread, endpoint);
+        if let Some(mut conn) = idle {
+            match conn.send.try_send(req) {
+                Ok(answer) => {
+                    return Exchange(State::Sent { pool: Arc::clone(self), thread, key, conn, answer });
+                }
+                // Not ready after all (`take` found it ready): another connection.
+                Err(r) => req = r,
+            }
+        }
+        Exchange(State::Slow(Box::pin(Arc::clone(self).send(thread, key, req))))
+    }
+
+    /// Send `req` on an idle connection of this thread's list, or a new one: the slow path of
+    /// [`H1Pool::start`], boxed there.
+    async fn send(
+        self: Arc<Self>,
+        thread: usize,
+        endpoint: Arc<str>,
+        mut req: Request<Body>,
+    ) -> Result<Response<UpstreamBody>, Error> {
         loop {
-            let (key, idle) = self.take(thread, endpoint);
+            let (key, idle) = self.take(thread, &endpoint);
             let (mut conn, reused) = match idle {
                 Some(c) => (c, true),
-                // Boxed: connecting is the rare path (an idle connection is taken most often),
-                // and its future inline made every request's future 184 bytes larger.
-                None => match Box::pin(self.connect_or_wait(thread, endpoint)).await {
+                None => match self.connect_or_wait(thread, &endpoint).await {
                     Ok(c) => c,
-                    Err(e) => return Err(Failure::Connect(e, Box::new(req))),
+                    Err(e) => return Err(super::failed(&endpoint, Failure::Connect(e, Box::new(req)))),
                 },
             };
-            let mut sent = std::pin::pin!(conn.send.try_send_request(req));
+            let mut sent = match conn.send.try_send(req) {
+                Ok(sent) => sent,
+                Err(r) if reused => {
+                    req = r;
+                    continue;
+                }
+                // A new connection takes its first request (hyper's), so this is one that ended.
+                Err(_) => {
+                    let e = "the connection was not ready for a request".into();
+                    return Err(super::failed(&endpoint, Failure::Exchange(e)));
+                }
+            };
             let answer = std::future::poll_fn(|cx| {
-                // The connection writes the request and reads the head; then the answer is in.
                 conn.drive(cx);
-                // Only `drive` can complete `sent` (the connection answers it, or drops it as it
-                // ends), and this task is woken for everything `drive` waits on. Asked with no
-                // waker, `sent` does not wake this task once more when the answer comes: that
-                // would cost a whole extra poll of the client's connection per request.
-                sent.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+                Pin::new(&mut sent).poll(&mut Context::from_waker(Waker::noop()))
             })
             .await;
             match answer {
@@ -267,14 +289,14 @@ impl H1Pool {
                 Err(mut e) => match e.take_message() {
                     // Not started on a reused connection (closed just then): another one.
                     Some(r) if reused => req = r,
-                    _ => return Err(Failure::Exchange(e.into_error())),
+                    _ => return Err(super::failed(&endpoint, Failure::Exchange(e.into_error().into()))),
                 },
             }
         }
     }
 
     fn respond(
-        self: &Arc<Self>,
+        self: Arc<Self>,
         thread: usize,
         key: Arc<str>,
         conn: Conn,
@@ -288,7 +310,7 @@ impl H1Pool {
             return res.map(UpstreamBody::plain);
         }
         let (parts, inner) = res.into_parts();
-        let lease = Lease { pool: Arc::clone(self), thread, key, conn };
+        let lease = Lease { pool: self, thread, key, conn };
         let mut body = UpstreamBody { inner, lease: Some(lease), failed: None };
         if body.inner.is_end_stream() {
             body.release();
@@ -308,6 +330,70 @@ impl H1Pool {
             return true;
         }
         false
+    }
+}
+
+/// An exchange on an HTTP/1 connection of one thread's list ([`H1Pool::start`]): its future
+/// is the response's head, or the failure classified (`ConnectFailed` gives the request back).
+/// Written out rather than as an `async fn`, so that the request is moved once, into the
+/// connection, rather than into each layer's future as well (an `async fn` keeps its
+/// arguments), and the forwarder's future can hold this one without boxing it.
+pub(crate) struct Exchange(State);
+
+enum State {
+    /// Handed to an idle connection, which is run here until the head is in.
+    Sent {
+        pool: Arc<H1Pool>,
+        thread: usize,
+        key: Arc<str>,
+        conn: Conn,
+        answer: http1::ResponseFuture<Body>,
+    },
+    /// Connecting first, or sent again after a kept-alive connection closed just then.
+    Slow(futures_util::future::BoxFuture<'static, Result<Response<UpstreamBody>, Error>>),
+    Done,
+}
+
+impl Future for Exchange {
+    type Output = Result<Response<UpstreamBody>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let state = &mut self.get_mut().0;
+        loop {
+            let out = match state {
+                State::Sent { conn, answer, .. } => {
+                    // The connection writes the request and reads the head; then the answer is
+                    // in. Only `drive` can complete `answer` (the connection answers it, or
+                    // drops it as it ends), and this task is woken for everything `drive` waits
+                    // on. Asked with no waker, `answer` does not wake this task once more when
+                    // it comes: that would cost a whole extra poll of the client's connection.
+                    conn.drive(cx);
+                    std::task::ready!(Pin::new(answer).poll(&mut Context::from_waker(Waker::noop())))
+                }
+                State::Slow(f) => {
+                    let out = std::task::ready!(f.as_mut().poll(cx));
+                    *state = State::Done;
+                    return Poll::Ready(out);
+                }
+                State::Done => panic!("an exchange polled after it ended"),
+            };
+            let State::Sent { pool, thread, key, conn, .. } = std::mem::replace(state, State::Done) else {
+                unreachable!("only a sent exchange has an answer")
+            };
+            match out {
+                Ok(res) => return Poll::Ready(Ok(pool.respond(thread, key, conn, res))),
+                Err(mut e) => match e.take_message() {
+                    // Not started on the kept-alive connection (closed just then): another one.
+                    Some(req) => *state = State::Slow(Box::pin(pool.send(thread, key, req))),
+                    None => {
+                        return Poll::Ready(Err(super::failed(
+                            &key,
+                            Failure::Exchange(e.into_error().into()),
+                        )));
+                    }
+                },
+            }
+        }
     }
 }
 

@@ -161,24 +161,16 @@ impl UpstreamClient {
 
     /// Send `req` (already addressed to `endpoint`) and classify any failure.
     pub async fn send(&self, endpoint: &str, req: Request<Body>) -> Result<Response<UpstreamBody>, Error> {
+        self.start(&Arc::new(endpoint.to_owned()), req).await
+    }
+
+    /// Start sending `req` (already addressed to `endpoint`): over HTTP/1 it is handed to a
+    /// kept-alive connection here, if this thread has one idle. The future is the response's
+    /// head, or the failure classified.
+    pub(crate) fn start(&self, endpoint: &Arc<String>, req: Request<Body>) -> Sending {
         match &self.h1 {
-            Some(h1) => h1.send(WORKER.with(Cell::get), endpoint, req).await.map_err(|f| match f {
-                Failure::Connect(e, req) => {
-                    let mut e = classify(endpoint, e, true);
-                    if let Some(c) = e.downcast_mut::<ConnectFailed>() {
-                        c.unsent = Unsent::new(*req);
-                    }
-                    e
-                }
-                Failure::Exchange(e) => classify(endpoint, e.into(), false),
-            }),
-            None => match self.pool().request(req).await {
-                Ok(res) => Ok(res.map(UpstreamBody::plain)),
-                Err(e) => {
-                    let connect = e.is_connect();
-                    Err(classify(endpoint, e.into(), connect))
-                }
-            },
+            Some(h1) => Sending::H1(h1.start(WORKER.with(Cell::get), endpoint, req)),
+            None => Sending::Pooled { answer: self.pool().request(req), endpoint: Arc::clone(endpoint) },
         }
     }
 
@@ -207,6 +199,50 @@ impl UpstreamClient {
 }
 
 /// Turn a client failure (`connect`: while connecting) into the gateway's typed leaves.
+/// An exchange under way ([`UpstreamClient::start`]).
+pub(crate) enum Sending {
+    H1(h1::Exchange),
+    /// On hyper-util's client (HTTP/2).
+    Pooled {
+        answer: hyper_util::client::legacy::ResponseFuture,
+        endpoint: Arc<String>,
+    },
+}
+
+impl std::future::Future for Sending {
+    type Output = Result<Response<UpstreamBody>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Sending::H1(x) => Pin::new(x).poll(cx),
+            Sending::Pooled { answer, endpoint } => {
+                Poll::Ready(match std::task::ready!(Pin::new(answer).poll(cx)) {
+                    Ok(res) => Ok(res.map(UpstreamBody::plain)),
+                    Err(e) => {
+                        let connect = e.is_connect();
+                        Err(classify(endpoint, e.into(), connect))
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// An HTTP/1 exchange's failure, classified; a request that connecting failed for is given
+/// back in its `ConnectFailed`.
+fn failed(endpoint: &str, f: Failure) -> Error {
+    match f {
+        Failure::Connect(e, req) => {
+            let mut e = classify(endpoint, e, true);
+            if let Some(c) = e.downcast_mut::<ConnectFailed>() {
+                c.unsent = Unsent::new(*req);
+            }
+            e
+        }
+        Failure::Exchange(e) => classify(endpoint, e, false),
+    }
+}
+
 fn classify(endpoint: &str, e: Error, connect: bool) -> Error {
     let endpoint = endpoint.to_owned();
     if let Some(o) = cause_ref::<Overloaded>(&*e) {

@@ -235,15 +235,27 @@ impl Breaker {
     }
 }
 
+/// What holds a [`Breaker`]: a reference to it, or what owns one (an endpoint).
+pub(crate) trait HasBreaker: Clone {
+    fn breaker(&self) -> &Breaker;
+}
+
+impl HasBreaker for &Breaker {
+    fn breaker(&self) -> &Breaker {
+        self
+    }
+}
+
 /// Hands a half-open endpoint's trial back when the attempt that holds it ends without an
 /// outcome (its future was dropped: route timeout, client gone), so another request may try.
 #[derive(Debug)]
-pub(crate) struct TrialGuard<'a>(Option<&'a Breaker>);
+pub(crate) struct TrialGuard<T: HasBreaker>(Option<T>);
 
-impl<'a> TrialGuard<'a> {
-    /// Guard the attempt about to be sent to the endpoint of `breaker`.
-    pub(crate) fn arm(breaker: &'a Breaker) -> Self {
-        TrialGuard((breaker.phase() == Phase::Trial).then_some(breaker))
+impl<T: HasBreaker> TrialGuard<T> {
+    /// Guard the attempt about to be sent to the endpoint of `owner`'s breaker (a clone of
+    /// `owner` is kept only when the attempt is the trial).
+    pub(crate) fn arm(owner: &T) -> Self {
+        TrialGuard((owner.breaker().phase() == Phase::Trial).then(|| owner.clone()))
     }
 
     /// The attempt has an outcome: nothing to hand back.
@@ -252,10 +264,10 @@ impl<'a> TrialGuard<'a> {
     }
 }
 
-impl Drop for TrialGuard<'_> {
+impl<T: HasBreaker> Drop for TrialGuard<T> {
     fn drop(&mut self) {
-        if let Some(b) = self.0 {
-            b.abandon();
+        if let Some(o) = &self.0 {
+            o.breaker().abandon();
         }
     }
 }
@@ -321,10 +333,10 @@ mod tests {
         let (_, g) = b.eject(&c, false, 0, 1).unwrap();
         b.expire(g);
         assert!(b.admit());
-        TrialGuard::arm(&b); // dropped armed: the request ended without an outcome
+        TrialGuard::arm(&&b); // dropped armed: the request ended without an outcome
         assert_eq!(b.phase(), Phase::HalfOpen);
         assert!(b.admit());
-        TrialGuard::arm(&b).disarm();
+        TrialGuard::arm(&&b).disarm();
         assert_eq!(b.phase(), Phase::Trial);
     }
 

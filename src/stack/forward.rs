@@ -15,22 +15,26 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use std::future::Ready;
+use std::time::Instant;
+
+use futures_util::future::Either;
 use http::{Request, Response, StatusCode, Version};
+use hyper::upgrade::OnUpgrade;
 
 use crate::balance::{Endpoint, Upstream, OUTCOMES};
 use crate::body::{self, Body, ReadTimeout};
 use crate::config::HashOn;
-use crate::context::{RequestInfo, UpstreamInfo};
+use crate::context::{RequestInfo, TunnelCtx, UpstreamInfo};
 use crate::error::{
     cause_ref, BodyReadTimeout, BodyTooLarge, ClientBodyError, ConnectFailed, Elapsed, Error,
     NoHealthyUpstream, Overloaded, UpstreamReadTimeout, UpstreamReset,
 };
 use crate::metrics::{Metrics, UpstreamRequestLabels};
-use crate::proxy;
 use crate::proxy::headers::{self, upgrade_requested};
 use crate::proxy::limits::Slot;
-use crate::resilience::outlier::TrialGuard;
+use crate::proxy::{self, Sending, UpstreamBody};
+use crate::resilience::outlier::{Breaker, HasBreaker, TrialGuard};
 use crate::stack::timeout::Deadline;
 
 /// Forwards to one upstream. One `Arc`, so that a request's clone of it counts one reference
@@ -81,6 +85,12 @@ impl Shared {
     }
 }
 
+impl HasBreaker for Arc<Endpoint> {
+    fn breaker(&self) -> &Breaker {
+        &self.state.breaker
+    }
+}
+
 /// Decrements an endpoint's in-flight count when dropped (with the response body, or with the
 /// request future if it is abandoned).
 #[derive(Debug)]
@@ -123,130 +133,184 @@ fn outcome_of(err: &Error) -> usize {
 impl tower::Service<Request<Body>> for Forward {
     type Response = Response<Body>;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<Response<Body>, Error>>;
+    type Future = Either<Ready<Result<Response<Body>, Error>>, Attempt>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let this = Arc::clone(&self.0);
-        Box::pin(async move {
-            let info = req.extensions().get::<Arc<RequestInfo>>().cloned();
-            let tried = info.as_deref().map(RequestInfo::tried).unwrap_or_default();
-            // A request from the listener is canonical: its hop-by-hop headers are gone, and an
-            // upgrade it asked for is noted in its info. One from elsewhere is read as it is.
-            let (upgrade, tunnel) = match info.as_ref().map(|i| &i.upgrade) {
-                Some(Some(up)) => (Some(up.value.clone()), up.tunnel.clone()),
-                Some(None) => (None, None),
-                None => (upgrade_requested(req.headers()), None),
-            };
-            let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-            match info.as_deref() {
-                Some(i) if this.lines => {
-                    let lines = headers::prepare_request_lines(req.headers_mut(), i, upgrade);
-                    req.extensions_mut().insert(lines);
-                }
-                i => headers::prepare_request(req.headers_mut(), i, upgrade),
-            }
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        match start(&self.0, req) {
+            Ok(a) => Either::Right(a),
+            Err(e) => Either::Left(std::future::ready(Err(e))),
+        }
+    }
+}
 
-            let set = this.upstream.endpoints();
-            let key =
-                this.upstream.request_key(req.headers(), req.uri(), info.as_deref().map(|i| i.client.ip()));
-            let exchange = |endpoint: Option<&Arc<Endpoint>>, attempts: u32, upstream_ms: f64| {
+/// Everything up to handing the request to the upstream's client, done in the call: there is
+/// nothing to wait for until the answer (a pooled connection, or connecting, is the client's).
+fn start(this: &Arc<Shared>, mut req: Request<Body>) -> Result<Attempt, Error> {
+    let info = req.extensions().get::<Arc<RequestInfo>>().cloned();
+    let tried = info.as_deref().map(RequestInfo::tried).unwrap_or_default();
+    // A request from the listener is canonical: its hop-by-hop headers are gone, and an
+    // upgrade it asked for is noted in its info. One from elsewhere is read as it is.
+    let (upgrade, tunnel) = match info.as_ref().map(|i| &i.upgrade) {
+        Some(Some(up)) => (Some(up.value.clone()), up.tunnel.clone()),
+        Some(None) => (None, None),
+        None => (upgrade_requested(req.headers()), None),
+    };
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    match info.as_deref() {
+        Some(i) if this.lines => {
+            let lines = headers::prepare_request_lines(req.headers_mut(), i, upgrade);
+            req.extensions_mut().insert(lines);
+        }
+        i => headers::prepare_request(req.headers_mut(), i, upgrade),
+    }
+
+    let set = this.upstream.endpoints();
+    let key = this.upstream.request_key(req.headers(), req.uri(), info.as_deref().map(|i| i.client.ip()));
+    let exchange = |endpoint: Option<&Arc<Endpoint>>, attempts: u32| {
+        if let Some(info) = &info {
+            info.set_exchange(UpstreamInfo {
+                upstream: Arc::clone(&this.upstream.name),
+                endpoint: endpoint.map(|e| Arc::clone(&e.address)),
+                attempts,
+                upstream_ms: 0.0,
+            });
+        }
+    };
+    let Some(ep) = this.upstream.pick_keyed(&set, key, tried.as_slice()) else {
+        exchange(None, tried.attempts() as u32);
+        return Err(NoHealthyUpstream { upstream: this.upstream.name.to_string() }.into());
+    };
+    let attempts = match &info {
+        Some(i) => i.note_tried(Arc::as_ptr(&ep) as usize),
+        None => 1,
+    };
+    exchange(Some(&ep), attempts);
+    let slot = this.upstream.limits.request()?;
+    this.upstream.client.address(&mut req, &ep.authority);
+
+    let guard = InFlight::new(Arc::clone(&ep));
+    let trial = TrialGuard::arm(&ep);
+    let sent = crate::clock::now();
+    // The upstream's silence before the head, measured from the last request body
+    // progress (a slow upload is not the upstream's fault).
+    let progress = info.as_ref().map(|i| Arc::clone(&i.bytes_in));
+    let head_timeout = this.head_timer.then_some(this.upstream.config.read_timeout);
+    let send = this.upstream.client.start(&ep.address, req);
+    Ok(Attempt {
+        send: Deadline::new(send, head_timeout).resetting_on(progress),
+        then: Some(Then {
+            this: Arc::clone(this),
+            info,
+            client_upgrade,
+            tunnel,
+            guard: (guard, slot),
+            trial,
+            sent,
+        }),
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// One attempt sent: its answer's head, then what it says of the endpoint.
+    pub(crate) struct Attempt {
+        #[pin]
+        send: Deadline<Sending>,
+        then: Option<Then>,
+    }
+}
+
+/// What an attempt does with its answer.
+struct Then {
+    this: Arc<Shared>,
+    info: Option<Arc<RequestInfo>>,
+    /// The client's side of the upgrade it asked for.
+    client_upgrade: Option<OnUpgrade>,
+    tunnel: Option<Arc<TunnelCtx>>,
+    /// The endpoint's in-flight count and the upstream's `max_requests` slot, held until the
+    /// response body is dropped.
+    guard: (InFlight, Slot),
+    trial: TrialGuard<Arc<Endpoint>>,
+    sent: Instant,
+}
+
+impl std::future::Future for Attempt {
+    type Output = Result<Response<Body>, Error>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.send.poll(cx));
+        let then = this.then.take().expect("an attempt polled after it ended");
+        Poll::Ready(then.answer(out))
+    }
+}
+
+impl Then {
+    fn answer(self, out: Result<Response<UpstreamBody>, Error>) -> Result<Response<Body>, Error> {
+        let Then { this, info, client_upgrade, tunnel, guard, trial, sent } = self;
+        let ep = &guard.0 .0;
+        match out {
+            Ok(mut res) => {
+                let rtt = crate::clock::since(sent);
+                let upstream_ms = rtt.as_secs_f64() * 1e3;
+                ep.state.observe_rtt(rtt);
+                let ok = !res.status().is_server_error();
+                this.record(ep, if ok { 0 } else { 1 });
+                trial.disarm();
+                this.upstream.report(ep, ok);
+                if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    match client_upgrade {
+                        Some(cu) => proxy::tunnel(cu, hyper::upgrade::on(&mut res), tunnel),
+                        None => {
+                            // A 101 we did not ask for cannot be relayed.
+                            return Err(UpstreamReset {
+                                endpoint: ep.address.to_string(),
+                                source: "unexpected 101 from upstream".into(),
+                            }
+                            .into());
+                        }
+                    }
+                } else {
+                    headers::strip_hop_by_hop(res.headers_mut(), None);
+                }
+                // The exchange was recorded before sending (the upstream and endpoint
+                // the access log names, should the attempt fail); now it has its time.
                 if let Some(info) = &info {
-                    info.set_exchange(UpstreamInfo {
-                        upstream: Arc::clone(&this.upstream.name),
-                        endpoint: endpoint.map(|e| Arc::clone(&e.address)),
-                        attempts,
-                        upstream_ms,
+                    info.set_upstream_ms(upstream_ms);
+                }
+                // After the head, a stalled upstream resets the client's stream.
+                let read_timeout = this.upstream.config.read_timeout;
+                Ok(res.map(|b| {
+                    let b = ReadTimeout::new(b, read_timeout, |d| UpstreamReadTimeout(d).into());
+                    body::boxed(Guarded { inner: b, upstream: Arc::clone(&this.upstream), guard })
+                }))
+            }
+            Err(e) if not_the_endpoints_fault(&e) => {
+                // Shed before reaching the endpoint (`max_pending_requests`), or the client's
+                // own doing (a body over its limit or stalled): not the endpoint's failure,
+                // so neither an outcome nor an outlier signal.
+                drop(trial);
+                Err(e)
+            }
+            Err(e) => {
+                let ep = Arc::clone(ep);
+                drop(guard);
+                // A request given back unsent takes the client's side of its upgrade
+                // along, so that a retry elsewhere can still tunnel.
+                if let (Some(cu), Some(c)) = (client_upgrade, cause_ref::<ConnectFailed>(e.as_ref())) {
+                    c.unsent.update(|r: &mut Request<Body>| {
+                        r.extensions_mut().insert(cu);
                     });
                 }
-            };
-            let Some(ep) = this.upstream.pick_keyed(&set, key, tried.as_slice()) else {
-                exchange(None, tried.attempts() as u32, 0.0);
-                return Err(NoHealthyUpstream { upstream: this.upstream.name.to_string() }.into());
-            };
-            let attempts = match &info {
-                Some(i) => i.note_tried(Arc::as_ptr(&ep) as usize),
-                None => 1,
-            };
-            exchange(Some(&ep), attempts, 0.0);
-            let slot = this.upstream.limits.request()?;
-            this.upstream.client.address(&mut req, &ep.authority);
-
-            let guard = InFlight::new(Arc::clone(&ep));
-            let trial = TrialGuard::arm(&ep.state.breaker);
-            let sent = crate::clock::now();
-            let read_timeout = this.upstream.config.read_timeout;
-            // The upstream's silence before the head, measured from the last request body
-            // progress (a slow upload is not the upstream's fault).
-            let progress = info.as_ref().map(|i| Arc::clone(&i.bytes_in));
-            let head_timeout = this.head_timer.then_some(read_timeout);
-            let send = this.upstream.client.send(&ep.address, req);
-            match Deadline::new(send, head_timeout).resetting_on(progress).await {
-                Ok(mut res) => {
-                    let rtt = crate::clock::since(sent);
-                    let upstream_ms = rtt.as_secs_f64() * 1e3;
-                    ep.state.observe_rtt(rtt);
-                    let ok = !res.status().is_server_error();
-                    this.record(&ep, if ok { 0 } else { 1 });
-                    trial.disarm();
-                    this.upstream.report(&ep, ok);
-                    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        match client_upgrade {
-                            Some(cu) => proxy::tunnel(cu, hyper::upgrade::on(&mut res), tunnel),
-                            None => {
-                                // A 101 we did not ask for cannot be relayed.
-                                return Err(UpstreamReset {
-                                    endpoint: ep.address.to_string(),
-                                    source: "unexpected 101 from upstream".into(),
-                                }
-                                .into());
-                            }
-                        }
-                    } else {
-                        headers::strip_hop_by_hop(res.headers_mut(), None);
-                    }
-                    // The exchange was recorded before sending (the upstream and endpoint
-                    // the access log names, should the attempt fail); now it has its time.
-                    if let Some(info) = &info {
-                        info.set_upstream_ms(upstream_ms);
-                    }
-                    // After the head, a stalled upstream resets the client's stream.
-                    Ok(res.map(|b| {
-                        let b = ReadTimeout::new(b, read_timeout, |d| UpstreamReadTimeout(d).into());
-                        body::boxed(Guarded {
-                            inner: b,
-                            upstream: Arc::clone(&this.upstream),
-                            guard: (guard, slot),
-                        })
-                    }))
-                }
-                Err(e) if not_the_endpoints_fault(&e) => {
-                    // Shed before reaching the endpoint (`max_pending_requests`), or the client's
-                    // own doing (a body over its limit or stalled): not the endpoint's failure,
-                    // so neither an outcome nor an outlier signal.
-                    drop((guard, slot));
-                    drop(trial);
-                    Err(e)
-                }
-                Err(e) => {
-                    drop((guard, slot));
-                    // A request given back unsent takes the client's side of its upgrade
-                    // along, so that a retry elsewhere can still tunnel.
-                    if let (Some(cu), Some(c)) = (client_upgrade, cause_ref::<ConnectFailed>(e.as_ref())) {
-                        c.unsent.update(|r: &mut Request<Body>| {
-                            r.extensions_mut().insert(cu);
-                        });
-                    }
-                    this.record(&ep, outcome_of(&e));
-                    trial.disarm();
-                    this.upstream.report(&ep, false);
-                    Err(e)
-                }
+                this.record(&ep, outcome_of(&e));
+                trial.disarm();
+                this.upstream.report(&ep, false);
+                Err(e)
             }
-        })
+        }
     }
 }
 

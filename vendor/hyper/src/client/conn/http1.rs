@@ -284,6 +284,42 @@ where
     }
 }
 
+/// switchyard patch: the answer to a request handed to the connection by
+/// [`SendRequest::try_send`], as a type that can be named (and so held in another future
+/// without boxing it).
+#[must_use = "futures do nothing unless polled"]
+pub struct ResponseFuture<B> {
+    rx: dispatch::RetryPromise<Request<B>, Response<IncomingBody>>,
+}
+
+impl<B> fmt::Debug for ResponseFuture<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish()
+    }
+}
+
+impl<B> Future for ResponseFuture<B> {
+    type Output = Result<Response<IncomingBody>, TrySendError<Request<B>>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match ready!(Pin::new(&mut self.get_mut().rx).poll(cx)) {
+            Ok(out) => Poll::Ready(out),
+            // this is definite bug if it happens, but it shouldn't happen!
+            Err(_) => unreachable!("dispatch dropped without returning error"),
+        }
+    }
+}
+
+impl<B> SendRequest<B> {
+    /// switchyard patch: [`SendRequest::try_send_request`] with a future that can be named.
+    /// The request is handed to the connection here; a connection not ready for it gives it
+    /// back at once.
+    #[allow(clippy::result_large_err)]
+    pub fn try_send(&mut self, req: Request<B>) -> Result<ResponseFuture<B>, Request<B>> {
+        self.dispatch.try_send(req).map(|rx| ResponseFuture { rx })
+    }
+}
+
 impl<B> fmt::Debug for SendRequest<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SendRequest").finish()
