@@ -328,14 +328,16 @@ where
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            if let Some(req) = this.unsent.take() {
+            // Looked at before it is taken: `take` copies the whole (request-sized) option out
+            // and back, on every poll, for a request that is almost never there.
+            if this.unsent.is_some() {
                 match this.inner.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => this.attempt.set(this.inner.call(req)),
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        *this.unsent = Some(req);
-                        return Poll::Pending;
+                    Poll::Ready(Ok(())) => {
+                        let req = this.unsent.take().expect("looked at above");
+                        this.attempt.set(this.inner.call(req));
                     }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
                 }
             }
             let out = std::task::ready!(this.attempt.as_mut().poll(cx));

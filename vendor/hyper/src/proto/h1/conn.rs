@@ -331,7 +331,9 @@ where
             ));
         }
 
-        self.state.allow_trailer_fields = headers::te_is_trailers(&msg.head.headers);
+        // switchyard patch: only a server writes trailers by it (`write_trailers`); a client
+        // reading a response's `te` looked it up for nothing.
+        self.state.allow_trailer_fields = T::is_server() && headers::te_is_trailers(&msg.head.headers);
 
         Poll::Ready(Some(Ok((msg.head, msg.decode, wants))))
     }
