@@ -12,6 +12,7 @@ pub(crate) fn yield_now(cx: &mut Context<'_>) -> Poll<std::convert::Infallible> 
 
 // TODO: replace with `std::task::Waker::noop()` once MSRV >= 1.85
 #[cfg(feature = "client")]
+#[allow(dead_code)] // switchyard patch: its one user, the dispatch channel's `try_recv`, is gone
 fn noop_waker() -> Waker {
     const NOOP_RAW_WAKER: RawWaker = RawWaker::new(std::ptr::null(), &NOOP_VTABLE);
     const NOOP_VTABLE: RawWakerVTable = RawWakerVTable::new(
@@ -33,6 +34,7 @@ fn noop_waker() -> Waker {
 /// If the future wasn't ready, it future likely can't be driven to completion any more: the polling
 /// uses a no-op waker, so knowledge of what the pending future was waiting for is lost.
 #[cfg(feature = "client")]
+#[allow(dead_code)] // switchyard patch: its one user, the dispatch channel's `try_recv`, is gone
 pub(crate) fn now_or_never<F: std::future::Future>(fut: F) -> Option<F::Output> {
     let waker = noop_waker();
     let mut cx = Context::from_waker(&waker);
