@@ -678,6 +678,26 @@ mod tests {
         assert_eq!(c.h1.as_ref().unwrap().slot(0).by_endpoint.len(), 0);
     }
 
+    /// hyper's request channel (vendored patch 9): a request handed to a connection that ends
+    /// before writing it comes back in the error, and one handed to a connection already gone
+    /// comes back at once. (The pool sends such a request again on another connection.)
+    #[tokio::test]
+    async fn a_request_a_connection_never_wrote_is_given_back() {
+        let (client_io, _server_io) = tokio::io::duplex(1024);
+        let (mut send, conn) =
+            http1::handshake::<_, Body>(hyper_util::rt::TokioIo::new(client_io)).await.unwrap();
+        let req = |path: &str| Request::get(path).body(crate::body::empty()).unwrap();
+        let answer = send.try_send(req("/first")).expect("a new connection takes its first request");
+        // The connection goes before it was ever run: the request is still queued.
+        drop(conn);
+        let answered = tokio::time::timeout(Duration::from_secs(10), answer).await;
+        let mut err = answered.expect("answered").expect_err("the connection is gone");
+        let back = err.take_message().expect("the request is given back");
+        assert_eq!(back.uri(), "/first");
+        let again = send.try_send(req("/second")).expect_err("nothing takes requests any more");
+        assert_eq!(again.uri(), "/second");
+    }
+
     #[tokio::test]
     async fn a_request_goes_out_in_origin_form_to_the_endpoint_it_is_sent_to() {
         // An upstream that answers with the request line it read.
