@@ -201,7 +201,7 @@ fn start(this: &Arc<Shared>, mut req: Request<Body>) -> Result<Attempt, Error> {
     let head_timeout = this.head_timer.then_some(this.upstream.config.read_timeout);
     let send = this.upstream.client.start(&ep.address, req);
     Ok(Attempt {
-        send: Deadline::new(send, head_timeout).resetting_on(progress),
+        send: Some(Deadline::new(send, head_timeout).resetting_on(progress)),
         then: Some(Then {
             this: Arc::clone(this),
             info,
@@ -217,23 +217,26 @@ fn start(this: &Arc<Shared>, mut req: Request<Body>) -> Result<Attempt, Error> {
 pin_project_lite::pin_project! {
     /// One attempt sent: its answer's head, then what it says of the endpoint.
     pub(crate) struct Attempt {
+        // Dropped (in place) as soon as it has answered: a head that never came closes its
+        // connection before the attempt's outcome is recorded and its slot given back.
         #[pin]
-        send: Deadline<Sending>,
+        send: Option<Deadline<Sending>>,
         then: Option<Then>,
     }
 }
 
-/// What an attempt does with its answer.
+/// What an attempt does with its answer. Fields drop in order: a dropped attempt hands a
+/// half-open endpoint's trial back before its in-flight count and slot go.
 struct Then {
     this: Arc<Shared>,
     info: Option<Arc<RequestInfo>>,
     /// The client's side of the upgrade it asked for.
     client_upgrade: Option<OnUpgrade>,
     tunnel: Option<Arc<TunnelCtx>>,
+    trial: TrialGuard<Arc<Endpoint>>,
     /// The endpoint's in-flight count and the upstream's `max_requests` slot, held until the
     /// response body is dropped.
     guard: (InFlight, Slot),
-    trial: TrialGuard<Arc<Endpoint>>,
     sent: Instant,
 }
 
@@ -241,8 +244,10 @@ impl std::future::Future for Attempt {
     type Output = Result<Response<Body>, Error>;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let out = std::task::ready!(this.send.poll(cx));
+        let mut this = self.project();
+        let send = this.send.as_mut().as_pin_mut().expect("an attempt polled after it ended");
+        let out = std::task::ready!(send.poll(cx));
+        this.send.set(None);
         let then = this.then.take().expect("an attempt polled after it ended");
         Poll::Ready(then.answer(out))
     }
@@ -292,6 +297,7 @@ impl Then {
                 // Shed before reaching the endpoint (`max_pending_requests`), or the client's
                 // own doing (a body over its limit or stalled): not the endpoint's failure,
                 // so neither an outcome nor an outlier signal.
+                drop(guard);
                 drop(trial);
                 Err(e)
             }
