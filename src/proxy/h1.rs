@@ -241,7 +241,8 @@ impl H1Pool {
         if let Some(mut conn) = idle {
             match conn.send.try_send(req) {
                 Ok(answer) => {
-                    return Exchange(State::Sent { pool: Arc::clone(self), thread, key, conn, answer });
+                    let pool = Arc::clone(self);
+                    return Exchange(State::Sent { pool, thread, key, conn, answer, reused: true });
                 }
                 // Not ready after all (`take` found it ready): another connection.
                 Err(r) => req = r,
@@ -251,7 +252,8 @@ impl H1Pool {
     }
 
     /// Send `req` on an idle connection of this thread's list, or a new one: the slow path of
-    /// [`H1Pool::start`], boxed there.
+    /// [`H1Pool::start`], boxed there. Once a connection has the request, the wait for the
+    /// answer is the [`Exchange`]'s, as on the fast path.
     async fn send(
         self: Arc<Self>,
         thread: usize,
@@ -267,30 +269,17 @@ impl H1Pool {
                     Err(e) => return Err(super::failed(&endpoint, Failure::Connect(e, Box::new(req)))),
                 },
             };
-            let mut sent = match conn.send.try_send(req) {
-                Ok(sent) => sent,
-                Err(r) if reused => {
-                    req = r;
-                    continue;
+            match conn.send.try_send(req) {
+                // The same wait as a request sent at once on an idle connection.
+                Ok(answer) => {
+                    return Exchange(State::Sent { pool: self, thread, key, conn, answer, reused }).await;
                 }
+                Err(r) if reused => req = r,
                 // A new connection takes its first request (hyper's), so this is one that ended.
                 Err(_) => {
                     let e = "the connection was not ready for a request".into();
                     return Err(super::failed(&endpoint, Failure::Exchange(e)));
                 }
-            };
-            let answer = std::future::poll_fn(|cx| {
-                conn.drive(cx);
-                Pin::new(&mut sent).poll(&mut Context::from_waker(Waker::noop()))
-            })
-            .await;
-            match answer {
-                Ok(res) => return Ok(self.respond(thread, key, conn, res)),
-                Err(mut e) => match e.take_message() {
-                    // Not started on a reused connection (closed just then): another one.
-                    Some(r) if reused => req = r,
-                    _ => return Err(super::failed(&endpoint, Failure::Exchange(e.into_error().into()))),
-                },
             }
         }
     }
@@ -341,13 +330,16 @@ impl H1Pool {
 pub(crate) struct Exchange(State);
 
 enum State {
-    /// Handed to an idle connection, which is run here until the head is in.
+    /// Handed to a connection, which is run here until the head is in.
     Sent {
         pool: Arc<H1Pool>,
         thread: usize,
         key: Arc<str>,
         conn: Conn,
         answer: http1::ResponseFuture<Body>,
+        /// Taken idle (rather than new): if it closed before the request went out, the request
+        /// is sent again on another connection.
+        reused: bool,
     },
     /// Connecting first, or sent again after a kept-alive connection closed just then.
     Slow(futures_util::future::BoxFuture<'static, Result<Response<UpstreamBody>, Error>>),
@@ -377,15 +369,16 @@ impl Future for Exchange {
                 }
                 State::Done => panic!("an exchange polled after it ended"),
             };
-            let State::Sent { pool, thread, key, conn, .. } = std::mem::replace(state, State::Done) else {
+            let State::Sent { pool, thread, key, conn, reused, .. } = std::mem::replace(state, State::Done)
+            else {
                 unreachable!("only a sent exchange has an answer")
             };
             match out {
                 Ok(res) => return Poll::Ready(Ok(pool.respond(thread, key, conn, res))),
                 Err(mut e) => match e.take_message() {
-                    // Not started on the kept-alive connection (closed just then): another one.
-                    Some(req) => *state = State::Slow(Box::pin(pool.send(thread, key, req))),
-                    None => {
+                    // Not started on a kept-alive connection (closed just then): another one.
+                    Some(req) if reused => *state = State::Slow(Box::pin(pool.send(thread, key, req))),
+                    _ => {
                         return Poll::Ready(Err(super::failed(
                             &key,
                             Failure::Exchange(e.into_error().into()),
