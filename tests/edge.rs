@@ -425,6 +425,69 @@ fn tokio_stream_from<T: Send + 'static>(
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
 }
 
+/// An upstream's `content-length` is read as RFC 9110 section 8.6 says: a list of one value
+/// repeated (on one line or several, with spaces and tabs around the values) is that value;
+/// anything else (two values, a sign, an empty item, a byte that is not a digit) makes the
+/// response invalid: 502, never a body framed by a guess. And the request line goes out with
+/// the path and query as the client wrote them.
+#[tokio::test]
+async fn an_upstream_content_length_is_one_number_or_the_response_is_refused() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let line = head.lines().next().unwrap_or_default().to_owned();
+                let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                let framing: &[u8] = match path.as_str() {
+                    "/list" => b"content-length: 5, 5",
+                    "/ows" => b"content-length:  5 ,\t 5",
+                    "/lines" => b"content-length: 5\r\ncontent-length: 5",
+                    "/differ" => b"content-length: 5, 6",
+                    "/lines-differ" => b"content-length: 5\r\ncontent-length: 6",
+                    "/sign" => b"content-length: +5",
+                    "/empty-item" => b"content-length: 5,,5",
+                    "/obs-text" => b"content-length: 5\xa0",
+                    "/ctl" => b"content-length: 5,\x0c5",
+                    _ => {
+                        let body = line.into_bytes();
+                        let mut out = format!(
+                            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        out.extend_from_slice(&body);
+                        let _ = s.write_all(&out).await;
+                        return;
+                    }
+                };
+                // One request per connection: the gateway does not keep it for the next.
+                let mut out = b"HTTP/1.1 200 OK\r\nconnection: close\r\n".to_vec();
+                out.extend_from_slice(framing);
+                out.extend_from_slice(b"\r\n\r\nhello");
+                let _ = s.write_all(&out).await;
+            });
+        }
+    });
+    let g = gateway(&format!("{}[route.retry]\nattempts = 0\n", one_upstream("u", addr))).await;
+    for path in ["/list", "/ows", "/lines"] {
+        let r = get(&g.url(path)).await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "hello"), "{path}");
+    }
+    for path in ["/differ", "/lines-differ", "/sign", "/empty-item", "/obs-text", "/ctl"] {
+        let r = get(&g.url(path)).await;
+        assert_eq!(r.status.as_u16(), 502, "{path}: {}", r.text());
+    }
+    let r = get(&g.url("/a/b%20c?x=1&y=%2F&z")).await;
+    assert_eq!(r.text(), "GET /a/b%20c?x=1&y=%2F&z HTTP/1.1");
+    let r = get(&g.url("/?")).await;
+    assert_eq!(r.text(), "GET /? HTTP/1.1", "an empty query is kept");
+    server.abort();
+}
+
 #[tokio::test]
 async fn an_upstream_that_stalls_mid_body_resets_the_client_and_frees_the_slot() {
     // A raw upstream: the head and 3 of 100 body bytes, then silence (the socket kept open).

@@ -517,7 +517,9 @@ impl Http1Transaction for Server {
     }
 
     fn update_date() {
-        date::update();
+        // switchyard patch: the date is brought up to date where a head is written with it
+        // (`encode`), not on every poll of the connection: a head that carries its own `date`
+        // (as a proxied response does) needs no clock read.
     }
 }
 
@@ -987,6 +989,8 @@ impl Server {
         if !wrote_date && msg.date_header {
             dst.reserve(date::DATE_VALUE_LENGTH + 8);
             header_name_writer.write_header_name_with_colon(dst, "date: ", header::DATE);
+            // switchyard patch: see `update_date`.
+            date::update();
             date::extend(dst);
             extend(dst, b"\r\n\r\n");
         } else {
@@ -1231,7 +1235,19 @@ impl Http1Transaction for Client {
         extend(dst, msg.head.subject.0.as_str().as_bytes());
         extend(dst, b" ");
         //TODO: add API to http::Uri to encode without std::fmt
-        let _ = write!(FastWrite(dst), "{} ", msg.head.subject.1);
+        let uri = &msg.head.subject.1;
+        if uri.scheme().is_none() && uri.authority().is_none() {
+            // switchyard patch: an origin-form target (`/path?query`, what a proxy sends) is
+            // written as its bytes, as `Uri`'s `Display` would write it, without `fmt`.
+            extend(dst, uri.path().as_bytes());
+            if let Some(query) = uri.query() {
+                extend(dst, b"?");
+                extend(dst, query.as_bytes());
+            }
+            extend(dst, b" ");
+        } else {
+            let _ = write!(FastWrite(dst), "{} ", uri);
+        }
 
         match msg.head.version {
             Version::HTTP_10 => extend(dst, b"HTTP/1.0"),
