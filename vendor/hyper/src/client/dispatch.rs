@@ -115,6 +115,20 @@ impl<T, U> Sender<T, U> {
             .map_err(|mut e| e.0.take().expect("envelope not dropped").0)
     }
 
+    /// switchyard patch: `try_send` for a caller that runs the connection itself right after
+    /// (see `chan::Tx::send_quiet`): the connection's task is not woken.
+    #[cfg(feature = "http1")]
+    pub(crate) fn try_send_quiet(&mut self, val: T) -> Result<RetryPromise<T, U>, T> {
+        if !self.can_send() {
+            return Err(val);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .send_quiet(Envelope(Some((val, Callback::Retry(Some(tx))))))
+            .map(move |()| rx)
+            .map_err(|mut e| e.0.take().expect("envelope not dropped").0)
+    }
+
     #[cfg(feature = "http1")]
     pub(crate) fn send(&mut self, val: T) -> Result<Promise<U>, T> {
         if !self.can_send() {
@@ -271,6 +285,21 @@ mod chan {
             if let Some(w) = waker {
                 w.wake();
             }
+            Ok(())
+        }
+
+        /// `send` without waking the receiver: for a caller that polls the receiving
+        /// connection itself next. A waker left from an earlier poll is dropped unwoken (it
+        /// may be another task's, which has nothing to do with this message).
+        pub(super) fn send_quiet(&self, value: T) -> Result<(), T> {
+            let mut s = self.0.lock();
+            if s.closed {
+                return Err(value);
+            }
+            s.queue.push_back(value);
+            let stale = s.waker.take();
+            drop(s);
+            drop(stale);
             Ok(())
         }
     }

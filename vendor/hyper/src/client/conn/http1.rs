@@ -313,10 +313,12 @@ impl<B> Future for ResponseFuture<B> {
 impl<B> SendRequest<B> {
     /// switchyard patch: [`SendRequest::try_send_request`] with a future that can be named.
     /// The request is handed to the connection here; a connection not ready for it gives it
-    /// back at once.
+    /// back at once. The connection's task is not woken: this is for a caller that polls the
+    /// [`Connection`] itself next (switchyard runs each upstream connection in the task of the
+    /// request it carries); a connection left to a task of its own would not see the request.
     #[allow(clippy::result_large_err)]
     pub fn try_send(&mut self, req: Request<B>) -> Result<ResponseFuture<B>, Request<B>> {
-        self.dispatch.try_send(req).map(|rx| ResponseFuture { rx })
+        self.dispatch.try_send_quiet(req).map(|rx| ResponseFuture { rx })
     }
 }
 
