@@ -488,6 +488,64 @@ async fn an_upstream_content_length_is_one_number_or_the_response_is_refused() {
     server.abort();
 }
 
+/// An upstream's `connection` field is its own connection's business: `keep-alive` or `close`
+/// (in any case, with spaces around) never reaches the client, `close` retires that upstream
+/// connection, and a field that `connection` names goes too, on any of its lines.
+#[tokio::test]
+async fn an_upstream_connection_field_stays_between_the_gateway_and_the_upstream() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = std::sync::Arc::clone(&conns);
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let k = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => k,
+                    };
+                    let head = String::from_utf8_lossy(&buf[..k]).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let fields: &[u8] = match path.as_str() {
+                        "/keep" => b"Connection:  Keep-Alive \r\n",
+                        "/named" => b"connection: keep-alive\r\nconnection: x-secret\r\nx-secret: 1\r\n",
+                        "/close" => b"Connection: CLOSE\r\n",
+                        _ => b"",
+                    };
+                    let mut out = b"HTTP/1.1 200 OK\r\n".to_vec();
+                    out.extend_from_slice(fields);
+                    out.extend_from_slice(b"x-kept: 1\r\ncontent-length: 2\r\n\r\nok");
+                    if s.write_all(&out).await.is_err() || path == "/close" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let g = gateway(&one_upstream("u", addr)).await;
+    for path in ["/keep", "/named", "/keep"] {
+        let r = get(&g.url(path)).await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"), "{path}");
+        assert_eq!(r.header("connection"), None, "{path}");
+        assert_eq!(r.header("x-secret"), None, "{path}");
+        assert_eq!(r.header("x-kept"), Some("1"), "{path}");
+    }
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1, "kept alive");
+    let r = get(&g.url("/close")).await;
+    assert_eq!((r.status.as_u16(), r.header("connection")), (200, None));
+    let r = get(&g.url("/keep")).await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert_eq!(
+        conns.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the one the upstream closed is not reused"
+    );
+    server.abort();
+}
+
 #[tokio::test]
 async fn an_upstream_that_stalls_mid_body_resets_the_client_and_frees_the_slot() {
     // A raw upstream: the head and 3 of 100 body bytes, then silence (the socket kept open).

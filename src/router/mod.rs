@@ -157,10 +157,13 @@ impl Router {
         headers: &HeaderMap,
     ) -> Option<usize> {
         let req = RequestParts { method, query: query.unwrap_or(""), headers };
-        let mut buf = [0u8; MAX_HOST_LEN];
-        if let Some(host) = host.and_then(|h| host::normalise(h, &mut buf)) {
-            if let Some(found) = self.lookup_host(host, path, &req) {
-                return Some(found);
+        // With no route naming a host (a gateway in front of one site), the host is not read.
+        if !self.exact_hosts.is_empty() || !self.wildcard_hosts.is_empty() {
+            let mut buf = [0u8; MAX_HOST_LEN];
+            if let Some(host) = host.and_then(|h| host::normalise(h, &mut buf)) {
+                if let Some(found) = self.lookup_host(host, path, &req) {
+                    return Some(found);
+                }
             }
         }
         self.any_host.lookup(&self.routes, path, &req)

@@ -19,6 +19,20 @@ pub(super) fn connection_close(value: &HeaderValue) -> bool {
     connection_has(value, "close")
 }
 
+/// switchyard patch: `Some(close)` when a `connection` value is one `close` or `keep-alive`
+/// token and nothing else (so it names no other field), `None` otherwise.
+#[cfg(all(feature = "client", feature = "http1"))]
+pub(super) fn connection_plain(value: &HeaderValue) -> Option<bool> {
+    let v = trim_ows(value.as_bytes());
+    if v.eq_ignore_ascii_case(b"close") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case(b"keep-alive") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 // Returns true if any `Connection` header field carries a `close` token.
 // A message may have more than one `Connection` header line, so all of them
 // must be inspected (`get`/`connection_close` alone only sees the first).

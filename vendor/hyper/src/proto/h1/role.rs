@@ -1144,15 +1144,24 @@ impl Http1Transaction for Client {
                 let value = header_value!(slice.slice(header.value.0..header.value.1));
 
                 if let header::CONNECTION = name {
+                    let plain = headers::connection_plain(&value);
                     // A message may carry more than one `Connection` line. Once
                     // any of them asks to close, a later `keep-alive` must not
                     // undo it.
-                    if saw_connection_close || headers::connection_close(&value) {
+                    if saw_connection_close
+                        || plain.unwrap_or_else(|| headers::connection_close(&value))
+                    {
                         saw_connection_close = true;
                         keep_alive = false;
                     } else if !keep_alive {
                         // HTTP/1.0, which defaults to close
-                        keep_alive = headers::connection_keep_alive(&value);
+                        keep_alive = plain.is_some() || headers::connection_keep_alive(&value);
+                    }
+                    // switchyard patch: a `connection` line that is only `close` or
+                    // `keep-alive` is this connection's business, taken in above; it names no
+                    // other field, and is not kept in the response's map (a proxy removes it).
+                    if plain.is_some() && !ctx.preserve_header_case {
+                        continue;
                     }
                 }
 
