@@ -147,7 +147,8 @@ impl H1Pool {
         self.idle[thread % self.idle.len()].idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An idle connection to `endpoint` that can take a request now, with the list's key.
+    /// The newest idle connection to `endpoint` not past the idle timeout (not run first: see
+    /// below), with the list's key.
     fn take(&self, thread: usize, endpoint: &str) -> (Arc<str>, Option<Conn>) {
         let mut idle = self.slot(thread);
         let Some(list) = idle.by_endpoint.get_mut(endpoint) else {
