@@ -90,15 +90,8 @@ attempts = 0
 #[tokio::test]
 async fn a_response_cut_short_is_logged_and_counted_as_upstream_reset() {
     // A raw upstream: 3 of 100 promised body bytes, then it closes.
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf).await;
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc").await;
-        }
-    });
+    let up = raw_upstream(|_| (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nabc".to_vec(), false)).await;
+    let addr = up.addr;
     let routes = format!(
         "[[upstream]]\nname = \"u\"\nendpoints = [\"{addr}\"]\n[[route]]\nname = \"r\"\nupstream = \"u\"\n"
     );
@@ -127,7 +120,6 @@ async fn a_response_cut_short_is_logged_and_counted_as_upstream_reset() {
     assert_eq!(line["error"], "upstream_reset", "{line}");
     let m = get(&g.admin_url("/metrics")).await.text();
     assert_eq!(outcome(&m, "reset"), 1.0, "{m}");
-    server.abort();
 }
 
 #[tokio::test]

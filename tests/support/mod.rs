@@ -478,3 +478,58 @@ pub async fn endpoint_view(gw: &TestGateway, up: &str, addr: &str) -> serde_json
     let u = v["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == up).unwrap().clone();
     u["endpoints"].as_array().unwrap().iter().find(|e| e["address"] == addr).unwrap().clone()
 }
+
+/// A raw HTTP/1 upstream on 127.0.0.1, scripted by request path: for each request head read on
+/// a connection, `answer(path)` gives the bytes written back (head and body exactly as given,
+/// however malformed) and whether the connection then stays open for the next request.
+/// Counts the connections it accepted; stops when dropped.
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    conns: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawUpstream {
+    pub fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn raw_upstream(answer: fn(&str) -> (Vec<u8>, bool)) -> RawUpstream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let n = Arc::clone(&conns);
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            n.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                loop {
+                    // One request head (the gateway sends these tests no body).
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => head.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or_default();
+                    let (bytes, keep) = answer(path);
+                    if s.write_all(&bytes).await.is_err() || !keep {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    RawUpstream { addr, conns, task }
+}
