@@ -23,7 +23,7 @@ pub(super) fn connection_close(value: &HeaderValue) -> bool {
 /// token and nothing else (so it names no other field), `None` otherwise.
 #[cfg(all(feature = "client", feature = "http1"))]
 pub(super) fn connection_plain(value: &HeaderValue) -> Option<bool> {
-    let v = trim_ows(value.as_bytes());
+    let v = value.as_bytes().trim_ascii();
     if v.eq_ignore_ascii_case(b"close") {
         Some(true)
     } else if v.eq_ignore_ascii_case(b"keep-alive") {
@@ -94,12 +94,12 @@ pub(super) fn content_length_parse_all_values(values: ValueIter<'_, HeaderValue>
 
     // switchyard patch: one pass over each value's bytes instead of `to_str`, `split` and
     // `trim`, with the same result: `to_str` refused a byte that is not visible ASCII, a space
-    // or a tab, which `from_digits` refuses too, and of what `trim` removes only spaces and
-    // tabs can be there.
+    // or a tab, which `from_digits` refuses too, and of the whitespace `trim` and `trim_ascii`
+    // remove only spaces and tabs can be in a header value.
     let mut content_length: Option<u64> = None;
     for h in values {
         for v in h.as_bytes().split(|&b| b == b',') {
-            let n = from_digits(trim_ows(v))?;
+            let n = from_digits(v.trim_ascii())?;
 
             if content_length.is_none() {
                 content_length = Some(n);
@@ -110,18 +110,6 @@ pub(super) fn content_length_parse_all_values(values: ValueIter<'_, HeaderValue>
     }
 
     content_length
-}
-
-/// `v` without the spaces and tabs around it.
-#[cfg(any(feature = "client", all(feature = "server", feature = "http2")))]
-fn trim_ows(mut v: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = v {
-        v = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = v {
-        v = rest;
-    }
-    v
 }
 
 fn from_digits(bytes: &[u8]) -> Option<u64> {
