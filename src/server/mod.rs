@@ -484,12 +484,17 @@ impl Connection {
         // did: the task polls them only then, and otherwise just the connection.
         let side = SideEvents::new();
         let side_waker = Waker::from(Arc::clone(&side));
+        // The timer the connection's requests take their deadlines from, one after another
+        // (`stack::timeout::lend`).
+        let mut timer_home = None;
         loop {
             let event = std::future::poll_fn(|cx| {
                 let fired = side.take(cx.waker());
+                let lending = crate::stack::timeout::lend(&mut timer_home);
                 if let Poll::Ready(r) = conn.as_mut().poll(cx) {
                     return Poll::Ready(Event::Ended(r));
                 }
+                drop(lending);
                 if !fired {
                     return Poll::Pending;
                 }
