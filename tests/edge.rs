@@ -501,6 +501,31 @@ async fn an_upstream_connection_field_stays_between_the_gateway_and_the_upstream
     assert_eq!(up.conns(), 2, "the one the upstream closed is not reused");
 }
 
+/// A response body of many small chunks, all read at once, is relayed whole and in order:
+/// the gateway writes it in batches of many parts (three slices per chunk in the chunked
+/// coding), more than one `writev` can take in some flushes.
+#[tokio::test]
+async fn a_response_of_many_chunks_read_at_once_reaches_the_client_whole() {
+    fn chunks() -> Vec<String> {
+        (0..300).map(|i| format!("{i:03}-").repeat(i % 7 + 1)).collect()
+    }
+    let up = raw_upstream(|_| {
+        let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        for c in &chunks() {
+            out.extend_from_slice(format!("{:x}\r\n{c}\r\n", c.len()).as_bytes());
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        (out, true)
+    })
+    .await;
+    let g = gateway(&one_upstream("u", up.addr)).await;
+    for _ in 0..3 {
+        let r = get(&g.url("/many")).await;
+        assert_eq!(r.status.as_u16(), 200);
+        assert_eq!(r.text(), chunks().concat());
+    }
+}
+
 #[tokio::test]
 async fn an_upstream_that_stalls_mid_body_resets_the_client_and_frees_the_slot() {
     // A raw upstream: the head and 3 of 100 body bytes, then silence (the socket kept open).

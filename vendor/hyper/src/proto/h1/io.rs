@@ -339,12 +339,15 @@ where
                 return self.poll_flush_flattened(cx);
             }
 
-            const MAX_WRITEV_BUFS: usize = 64;
             loop {
-                let n = {
-                    let mut iovs = [IoSlice::new(&[]); MAX_WRITEV_BUFS];
-                    let len = self.write_buf.chunks_vectored(&mut iovs);
-                    ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &iovs[..len]))?
+                // switchyard patch: a buffer of few parts (most often a head and one body
+                // chunk, or three parts of a chunk in the chunked coding) is written through a
+                // small array of slices: the array is filled anew on every flush, and the 64
+                // it held were most of this function's work.
+                let n = if self.write_buf.queue.bufs_cnt() <= 2 {
+                    ready!(self.poll_write_vectored::<8>(cx))?
+                } else {
+                    ready!(self.poll_write_vectored::<64>(cx))?
                 };
                 // TODO(eliza): we have to do this manually because
                 // `poll_write_buf` doesn't exist in Tokio 0.3 yet...when
@@ -363,6 +366,13 @@ where
             }
             Pin::new(&mut self.io).poll_flush(cx)
         }
+    }
+
+    // switchyard patch: one `writev` of what is buffered, through an array of `N` slices.
+    fn poll_write_vectored<const N: usize>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut iovs = [IoSlice::new(&[]); N];
+        let len = self.write_buf.chunks_vectored(&mut iovs);
+        Pin::new(&mut self.io).poll_write_vectored(cx, &iovs[..len])
     }
 
     /// Specialized version of `flush` when strategy is Flatten.
