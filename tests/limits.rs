@@ -89,6 +89,38 @@ async fn a_head_larger_than_the_first_look_arrives_whole() {
     big_head_then_pipelined(kept).await;
 }
 
+/// A head and body that come in pieces, each smaller than the first look and read as it
+/// comes, are put together whole: the buffer that the first piece was read into grows for the
+/// rest. Then a second request on the same connection, whole.
+#[tokio::test]
+async fn a_head_and_body_in_small_pieces_arrive_whole() {
+    let e = echo("e").await;
+    let g = gateway(&one_upstream("e", e.addr)).await;
+    let mut s = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let big = "w".repeat(5000);
+    let pieces = [
+        "POST /pieces HTT".to_string(),
+        "P/1.1\r\nhost: x\r\ncontent-le".to_string(),
+        format!("ngth: 5\r\nx-big: {big}\r\n\r\nhe"),
+        "llo".to_string(),
+    ];
+    for p in &pieces {
+        s.write_all(p.as_bytes()).await.unwrap();
+        // Not a timing assertion: only so that the gateway most likely reads each piece alone.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = raw_exchange(&mut s, b"").await.expect("an answer to the request sent in pieces");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let json: serde_json::Value =
+        serde_json::from_str(&first[first.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(json["path"], "/pieces");
+    assert_eq!(json["headers"]["x-big"].as_str().map(str::len), Some(5000));
+    assert_eq!(json["body_bytes"], 5);
+    let second = raw_exchange(&mut s, b"GET /again HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    assert!(second.starts_with("HTTP/1.1 200") && second.contains("\"/again\""), "{second}");
+}
+
 /// Send a 9 KB head with a 5-byte body and a pipelined `GET /c` in one write; both answered.
 async fn big_head_then_pipelined(mut s: TcpStream) {
     let big = "v".repeat(9000);

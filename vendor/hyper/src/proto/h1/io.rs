@@ -300,14 +300,19 @@ where
     /// on the stack, and allocate the buffer (`next` bytes, or what was read) only for data.
     fn poll_read_probe(&mut self, cx: &mut Context<'_>, next: usize) -> Poll<io::Result<usize>> {
         let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); PROBE_SIZE];
-        let mut buf = ReadBuf::uninit(&mut probe[..cmp::min(PROBE_SIZE, next)]);
+        let room = cmp::min(PROBE_SIZE, next);
+        let mut buf = ReadBuf::uninit(&mut probe[..room]);
         match Pin::new(&mut self.io).poll_read(cx, buf.unfilled()) {
             Poll::Ready(Ok(())) => {
                 let got = buf.filled();
                 let n = got.len();
                 trace!("received {} bytes", n);
                 if n > 0 {
-                    self.read_buf.reserve(cmp::max(next, n));
+                    // switchyard patch: a read that did not fill the probe took all there
+                    // was (most often one whole request head): a buffer of its size holds it,
+                    // a small block rather than `next` bytes. A full probe may have more
+                    // behind it: the usual size then.
+                    self.read_buf.reserve(if n < room { n } else { cmp::max(next, n) });
                     self.read_buf.extend_from_slice(got);
                 }
                 self.read_buf_strategy.record(n);
