@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -137,7 +137,7 @@ where
 
     fn call(&self, mut req: Request<B>) -> Self::Future {
         let c = &*self.0;
-        let started = crate::clock::now();
+        let started = crate::clock::nanos();
         // HTTP/2 and HTTP/3 multiplex requests on one connection: both are watched per stream.
         let multiplexed = matches!(req.version(), Version::HTTP_2 | Version::HTTP_3);
         let guard = c.conn.begin(multiplexed);
@@ -322,7 +322,8 @@ async fn call(mut svc: RouteService, req: Request<Body>) -> Result<Response<Body
 struct Done {
     /// The connection's shared parts: the gateway's, the listener, the client, `alt-svc`.
     conn: Arc<Conn>,
-    started: Instant,
+    /// [`crate::clock::nanos`] when the request came.
+    started: u64,
     method: Method,
     host: Option<HeaderValue>,
     /// Only kept when the access log wants it.

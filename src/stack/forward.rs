@@ -16,7 +16,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use std::future::Ready;
-use std::time::Instant;
 
 use futures_util::future::Either;
 use http::{Request, Response, StatusCode, Version};
@@ -194,7 +193,7 @@ fn start(this: &Arc<Shared>, mut req: Request<Body>) -> Result<Attempt, Error> {
 
     let guard = InFlight::new(Arc::clone(&ep));
     let trial = TrialGuard::arm(&ep);
-    let sent = crate::clock::now();
+    let sent = crate::clock::nanos();
     // The upstream's silence before the head, measured from the last request body
     // progress (a slow upload is not the upstream's fault).
     let progress = info.as_ref().map(|i| Arc::clone(&i.bytes_in));
@@ -237,7 +236,8 @@ struct Then {
     /// The endpoint's in-flight count and the upstream's `max_requests` slot, held until the
     /// response body is dropped.
     guard: (InFlight, Slot),
-    sent: Instant,
+    /// [`crate::clock::nanos`] when the request went.
+    sent: u64,
 }
 
 impl std::future::Future for Attempt {
