@@ -127,6 +127,8 @@ impl Present {
     /// A hop-by-hop header (`connection`, `te`, `trailer`, `transfer-encoding`, `upgrade`,
     /// `keep-alive` or `proxy-connection`).
     pub(crate) const HOP_BY_HOP: Present = Present(0x7f);
+    /// `upgrade`.
+    pub(crate) const UPGRADE: Present = Present(UPGRADE as u16);
     /// `x-forwarded-host`.
     pub(crate) const X_FORWARDED_HOST: Present = Present(1 << 7);
     /// `x-forwarded-proto`.
@@ -380,6 +382,7 @@ mod tests {
             h.insert(name, HeaderValue::from_static("1"));
             let p = Present::of(&h);
             assert!(p.has(Present::HOP_BY_HOP) && cases.iter().all(|(_, b)| !p.has(*b)), "{name}");
+            assert_eq!(p.has(Present::UPGRADE), name == "upgrade", "{name}");
         }
         let p = Present::of(&all);
         assert!(cases.iter().all(|(_, b)| p.has(*b)) && !p.has(Present::HOP_BY_HOP));

@@ -126,7 +126,12 @@ pub(crate) fn request_with<B>(
         *req.uri_mut() = Uri::from(pq);
     }
 
-    let upgrade = if req_is_http1(req) { upgrade_requested(req.headers()) } else { None };
+    // An upgrade needs an `upgrade` field (and `connection: upgrade`): most requests have none.
+    let upgrade = if req_is_http1(req) && present.has(Present::UPGRADE) {
+        upgrade_requested(req.headers())
+    } else {
+        None
+    };
     let headers = req.headers_mut();
     let had_connection = strip_present(headers, present, None);
     // Most requests carry neither (`present` is from one pass over the names).
