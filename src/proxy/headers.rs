@@ -151,10 +151,38 @@ impl Present {
         Present(headers.keys().fold(0, |acc, n| acc | bit(n)))
     }
 
+    /// [`Present::of`] a request's headers, with its `host` field, found in the same pass
+    /// (a lookup of it hashes its name).
+    pub(crate) fn scan(headers: &HeaderMap) -> Scan {
+        let mut scan = Scan::default();
+        for (name, value) in headers {
+            let b = bit(name);
+            scan.present.0 |= b;
+            if b == Present::HOST.0 {
+                match scan.host {
+                    None => scan.host = Some(value.clone()),
+                    Some(_) => scan.more_hosts = true,
+                }
+            }
+        }
+        scan
+    }
+
     /// Whether any of `which` is there.
     pub(crate) fn has(self, which: Present) -> bool {
         self.0 & which.0 != 0
     }
+}
+
+/// What one pass over a request's headers found ([`Present::scan`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Scan {
+    /// The special headers there.
+    pub(crate) present: Present,
+    /// The first `host` field.
+    pub(crate) host: Option<HeaderValue>,
+    /// Whether there is more than one `host` field.
+    pub(crate) more_hosts: bool,
 }
 
 /// The [`Present`] bit of `name` (0 for any other header). Names are lower case; a match on

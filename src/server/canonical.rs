@@ -33,7 +33,9 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Version};
 
 use crate::config::{EscapedSlashes, HttpConfig};
-use crate::proxy::headers::{strip_present, upgrade_requested, Present, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::proxy::headers::{
+    strip_present, upgrade_requested, Present, Scan, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+};
 
 /// Why a request cannot be put in canonical form. Every one is answered 400 `bad_request`,
 /// except [`Rejection::Connect`] (405 `method_not_allowed`).
@@ -84,21 +86,23 @@ pub struct Canonical {
 /// [`request_with`], finding the special headers itself.
 #[cfg(test)]
 pub(crate) fn request<B>(req: &mut Request<B>, cfg: &HttpConfig) -> Result<Canonical, Rejection> {
-    let present = Present::of(req.headers());
-    request_with(req, cfg, present)
+    let scan = Present::scan(req.headers());
+    request_with(req, cfg, &scan)
 }
 
 /// Put `req` in canonical form in place (path, target, Host, hop-by-hop headers), or say why
-/// it cannot be. `present` says which special headers `req` holds (`Present::of` them).
+/// it cannot be. `scan` says which special headers `req` holds, and its `host` field
+/// ([`Present::scan`] of its headers).
 pub(crate) fn request_with<B>(
     req: &mut Request<B>,
     cfg: &HttpConfig,
-    present: Present,
+    scan: &Scan,
 ) -> Result<Canonical, Rejection> {
     if req.method() == Method::CONNECT {
         return Err(Rejection::Connect);
     }
-    let (host, set_host) = host(req)?;
+    let present = scan.present;
+    let (host, set_host) = host(req, scan)?;
 
     // The path, and an origin-form target: the host now lives in the Host header alone.
     let target = {
@@ -158,10 +162,9 @@ fn req_is_http1<B>(req: &Request<B>) -> bool {
 /// The request's host by RFC 9112 section 3.2 (HTTP/1) or RFC 9113 section 8.3.1 (HTTP/2, and
 /// HTTP/3 alike): validated, as a header value, and whether the Host header must be set to it
 /// (the target or `:authority` supplied it).
-fn host<B>(req: &Request<B>) -> Result<(Option<HeaderValue>, bool), Rejection> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let first = hosts.next();
-    if hosts.next().is_some() {
+fn host<B>(req: &Request<B>, scan: &Scan) -> Result<(Option<HeaderValue>, bool), Rejection> {
+    let first = scan.host.as_ref();
+    if scan.more_hosts {
         return Err(Rejection::MultipleHosts);
     }
     let uri = req.uri();

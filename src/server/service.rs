@@ -158,7 +158,8 @@ where
         // has a trace id in the access log, and the upstream gets this `traceparent`.
         // Which of the headers read below are there, from one pass over the names: a lookup
         // of one that is not costs a hash of its name.
-        let present = Present::of(req.headers());
+        let scan = Present::scan(req.headers());
+        let present = scan.present;
         let trace = if present.has(Present::TRACEPARENT) {
             TraceContext::from_headers(req.headers())
         } else {
@@ -190,7 +191,7 @@ where
         }
         // One canonical request before anything looks at it (`canonical`): routes, rewrites,
         // the access log and the upstream all see this form.
-        let canonical = canonical::request_with(&mut req, &c.shared.http, present);
+        let canonical = canonical::request_with(&mut req, &c.shared.http, &scan);
         if c.shared.access_log.enabled() {
             done.path = Some(req.uri().path().to_owned());
         }
