@@ -40,6 +40,9 @@ pub(crate) struct Buffered<T, B> {
     read_buf: BytesMut,
     read_buf_strategy: ReadStrategy,
     write_buf: WriteBuf<B>,
+    // switchyard patch: the read buffer was given back while a server waited for a head
+    // (`release_empty_read_buf`); the read that ends the wait sizes the new one.
+    released: bool,
 }
 
 impl<T, B> fmt::Debug for Buffered<T, B>
@@ -74,6 +77,7 @@ where
             read_buf: BytesMut::with_capacity(0),
             read_buf_strategy: ReadStrategy::default(),
             write_buf,
+            released: false,
         }
     }
 
@@ -122,6 +126,7 @@ where
     pub(crate) fn release_empty_read_buf(&mut self) {
         if self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
+            self.released = true;
         }
     }
 
@@ -308,11 +313,14 @@ where
                 let n = got.len();
                 trace!("received {} bytes", n);
                 if n > 0 {
-                    // switchyard patch: a read that did not fill the probe took all there
-                    // was (most often one whole request head): a buffer of its size holds it,
-                    // a small block rather than `next` bytes. A full probe may have more
-                    // behind it: the usual size then.
-                    self.read_buf.reserve(if n < room { n } else { cmp::max(next, n) });
+                    // switchyard patch: after a server's wait for a head, a read that did not
+                    // fill the probe took all there was (most often one whole request head):
+                    // a buffer of its size holds it, a small block rather than `next` bytes.
+                    // A full probe may have more behind it, and a client's buffer (never
+                    // given back, empty only because a body took all its bytes) is in the
+                    // middle of a response: the usual size then.
+                    let released = std::mem::replace(&mut self.released, false);
+                    self.read_buf.reserve(if released && n < room { n } else { cmp::max(next, n) });
                     self.read_buf.extend_from_slice(got);
                 }
                 self.read_buf_strategy.record(n);
