@@ -495,6 +495,11 @@ impl Connection {
                     return Poll::Ready(Event::Ended(r));
                 }
                 drop(lending);
+                // A timer that fired at home: the connection sat idle past its last deadline.
+                // It goes, so that a long-idle connection does not hold it (112 bytes).
+                if timer_home.as_ref().is_some_and(|t| t.is_elapsed()) {
+                    timer_home = None;
+                }
                 if !fired {
                     return Poll::Pending;
                 }
