@@ -12,6 +12,7 @@ pub mod canonical;
 pub(crate) mod conn;
 pub(crate) mod h3;
 pub(crate) mod service;
+mod streams;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,9 +22,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::metrics::gauge::Gauge;
+use streams::StreamExecutor;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -271,8 +273,8 @@ fn classify(first: &[u8]) -> Option<Protocol> {
 /// every keep-alive connection at hyper's 8 KiB.
 struct Builders {
     http1: http1::Builder,
-    http2: http2::Builder<TokioExecutor>,
-    auto: auto::Builder<TokioExecutor>,
+    http2: http2::Builder<StreamExecutor>,
+    auto: auto::Builder<StreamExecutor>,
 }
 
 impl Builders {
@@ -286,9 +288,9 @@ impl Builders {
         // apart, so hyper's is turned off or it would cut every idle connection at 30 s.
         let mut http1 = http1::Builder::new();
         http1.timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(head).keep_alive(true);
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        let mut http2 = http2::Builder::new(StreamExecutor);
         h2_bounds(&mut http2, streams, header_list);
-        let mut auto = auto::Builder::new(TokioExecutor::new());
+        let mut auto = auto::Builder::new(StreamExecutor);
         auto.http1().timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(head).keep_alive(true);
         let mut h2 = auto.http2();
         h2.timer(TokioTimer::new())
@@ -318,7 +320,7 @@ const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// The HTTP/2 bounds every server connection gets: streams, header list (which also bounds a
 /// CONTINUATION flood: h2 counts the decoded header block against it and refuses past it),
 /// per-stream send buffer and reset-flood limits.
-fn h2_bounds(b: &mut http2::Builder<TokioExecutor>, streams: u32, header_list: u32) {
+fn h2_bounds(b: &mut http2::Builder<StreamExecutor>, streams: u32, header_list: u32) {
     b.timer(TokioTimer::new())
         .max_concurrent_streams(streams)
         .max_header_list_size(header_list)
@@ -335,8 +337,8 @@ pin_project_lite::pin_project! {
     enum Served<'a, I> {
         Http1 { #[pin] conn: http1::UpgradeableConnection<Io<I>, GatewayService> },
         // Rare or few (one per h2 client), so kept out of every HTTP/1 connection's task.
-        Http2 { conn: Pin<Box<http2::Connection<Io<I>, GatewayService, TokioExecutor>>> },
-        Auto { conn: Pin<Box<auto::UpgradeableConnection<'a, Io<I>, GatewayService, TokioExecutor>>> },
+        Http2 { conn: Pin<Box<http2::Connection<Io<I>, GatewayService, StreamExecutor>>> },
+        Auto { conn: Pin<Box<auto::UpgradeableConnection<'a, Io<I>, GatewayService, StreamExecutor>>> },
     }
 }
 
