@@ -624,6 +624,108 @@ async fn h2c_preface_in_two_pieces() {
     assert_eq!(head[3], 4, "the server's first frame is its SETTINGS: {head:?}");
 }
 
+/// The gateway's per-request values (`x-request-id` here) go to an HTTP/2 client as HPACK
+/// never-indexed literals: each is new, so indexing it would only push an older entry out of
+/// the connection's table (and cost the encoder a comparison with every one of that name still
+/// in it). Read off the wire: over twenty responses on one connection, each has one
+/// never-indexed field and the table takes no entry per response.
+#[tokio::test]
+async fn per_request_values_are_never_indexed_on_http2() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const N: u32 = 20;
+    let e = echo("e").await;
+    let g = gateway(&one_upstream("e", e.addr)).await;
+    let mut s = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    for i in 0..N {
+        // GET http://localhost/ : :method GET, :scheme http, :path / from the static table,
+        // :authority as a literal without indexing (name index 1).
+        let block = b"\x82\x86\x84\x01\x09localhost";
+        let mut f = vec![0, 0, block.len() as u8, 1, 0x5]; // HEADERS, END_STREAM | END_HEADERS
+        f.extend_from_slice(&(2 * i + 1).to_be_bytes());
+        f.extend_from_slice(block);
+        s.write_all(&f).await.unwrap();
+    }
+    let (mut ended, mut never, mut inserted, mut responses) = (0, 0, 0, 0);
+    let read = async {
+        while ended < N {
+            let mut head = [0u8; 9];
+            s.read_exact(&mut head).await.unwrap();
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            s.read_exact(&mut payload).await.unwrap();
+            let (kind, flags) = (head[3], head[4]);
+            assert_ne!(kind, 7, "GOAWAY: {payload:?}");
+            if kind == 4 && flags & 1 == 0 {
+                s.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.unwrap(); // SETTINGS ACK
+            }
+            if kind == 1 {
+                assert_ne!(flags & 0x4, 0, "one HEADERS frame per response (no CONTINUATION)");
+                responses += 1;
+                let (n, i) = hpack_representations(&payload);
+                never += n;
+                inserted += i;
+            }
+            if (kind == 0 || kind == 1) && flags & 1 != 0 {
+                ended += 1;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("twenty responses");
+    assert_eq!(responses, N);
+    assert_eq!(never, N, "one never-indexed field (x-request-id) per response");
+    // The first response's fields (content-type, date, ...) are indexed once; a second date
+    // if the clock ticks over a second. Indexed per-request values would add N.
+    assert!(inserted < 8, "{inserted} fields indexed over {N} responses");
+}
+
+/// (never-indexed literals, literals with incremental indexing) in an HPACK header block.
+fn hpack_representations(b: &[u8]) -> (u32, u32) {
+    fn int(b: &[u8], i: &mut usize, prefix: u32) -> usize {
+        let mask = (1usize << prefix) - 1;
+        let mut v = b[*i] as usize & mask;
+        *i += 1;
+        if v == mask {
+            let mut shift = 0;
+            loop {
+                let byte = b[*i];
+                *i += 1;
+                v += ((byte & 0x7f) as usize) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+        }
+        v
+    }
+    fn literal(b: &[u8], i: &mut usize, prefix: u32) {
+        if int(b, i, prefix) == 0 {
+            let n = int(b, i, 7); // a new name
+            *i += n;
+        }
+        let n = int(b, i, 7);
+        *i += n;
+    }
+    let (mut never, mut inserted, mut i) = (0, 0, 0);
+    while i < b.len() {
+        match b[i] {
+            x if x & 0x80 != 0 => drop(int(b, &mut i, 7)),
+            x if x & 0xc0 == 0x40 => {
+                inserted += 1;
+                literal(b, &mut i, 6)
+            }
+            x if x & 0xe0 == 0x20 => drop(int(b, &mut i, 5)),
+            x if x & 0xf0 == 0x10 => {
+                never += 1;
+                literal(b, &mut i, 4)
+            }
+            _ => literal(b, &mut i, 4),
+        }
+    }
+    (never, inserted)
+}
+
 #[tokio::test]
 async fn trailers_pass_through() {
     let up = upstream(|_| async {

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::ext::HeaderLines;
 
-use crate::trace_context::{hex16, TRACEPARENT};
+use crate::trace_context::{hex16, never_indexed, TRACEPARENT};
 
 /// `x-request-id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -358,7 +358,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
         if (1..=128).contains(&b.len()) && b.iter().all(|c| (0x21..=0x7e).contains(c)) {
-            return v.clone();
+            return never_indexed(v.clone());
         }
     }
     new_request_id()
@@ -372,7 +372,10 @@ pub fn new_request_id() -> HeaderValue {
     // Hex digits are valid header bytes. The buffer becomes the value's storage as it is: one
     // allocation, which every clone shares (copied into a `Vec`, the first clone allocated
     // again to make it shareable).
-    HeaderValue::from_maybe_shared(Bytes::from_owner(buf)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    never_indexed(
+        HeaderValue::from_maybe_shared(Bytes::from_owner(buf))
+            .unwrap_or_else(|_| HeaderValue::from_static("0")),
+    )
 }
 
 #[cfg(test)]
