@@ -9,6 +9,9 @@
 #   bench/profile.sh perf       # perf record -g of each proxy, then the top symbols
 #   bench/profile.sh segments   # TCP segments on loopback per request (all three hops), and
 #                               # how many were pure ACKs, delayed ACKs, quick ACKs
+#   bench/profile.sh ab         # two builds of switchyard (SWITCHYARD_BIN against SWITCHYARD_BASE_BIN)
+#                               # behind one upstream, measured as in cpu, alternating, ROUNDS
+#                               # (default 10) each; then the means and the paired difference
 #   bench/profile.sh floor      # cpu and callgrind of examples/hyper_floor: hyper's two HTTP/1
 #                               # codecs and nothing else, the least a proxy on this stack costs
 #
@@ -35,7 +38,8 @@ case $MODE in
     perf) command -v perf >/dev/null || need+=(linux-perf) ;;
     floor) command -v valgrind >/dev/null || need+=(valgrind) ;;
     cpu|segments) ;;
-    *) echo "usage: bench/profile.sh cpu|syscalls|callgrind|perf|floor|segments" >&2; exit 2 ;;
+    ab) [[ -x ${SWITCHYARD_BASE_BIN:-} ]] || { echo "ab: set SWITCHYARD_BASE_BIN to the build to compare against" >&2; exit 2; } ;;
+    *) echo "usage: bench/profile.sh cpu|syscalls|callgrind|perf|floor|segments|ab" >&2; exit 2 ;;
 esac
 if ((${#need[@]})); then
     log "installing: ${need[*]}"
@@ -238,6 +242,37 @@ perf)
         perf report -g none -i "$TMP/perf-$1.data" --no-children --sort sym 2>/dev/null | grep -v '^#' | sed '/^$/d' \
             | head -n "${PERF_TOP:-30}" || true
     done
+    ;;
+ab)
+    # Two builds, each one serving thread, behind the same upstream; runs alternate between
+    # them (the order flips each round), so that both see the machine's slow and fast spells
+    # alike. One run decides nothing on this kind of machine; the paired differences say how
+    # far the mean can be trusted.
+    start_switchyard
+    NEW_PID=$SY_PID NEW_PORT=$SY
+    BASE_PORT=$(free_port)
+    sed "s/127.0.0.1:$SY\"/127.0.0.1:$BASE_PORT\"/" "$TMP/sy/gateway.toml" > "$TMP/sy/gateway-base.toml"
+    SWITCHYARD_WORKER_THREADS=1 SWITCHYARD_LOG=warn "$SWITCHYARD_BASE_BIN" --config "$TMP/sy/gateway-base.toml" \
+        >"$TMP/sy/base-stdout.log" 2>"$TMP/sy/base-stderr.log" &
+    BASE_PID=$!
+    PIDS+=("$BASE_PID")
+    wait_port "$BASE_PORT"
+    for r in $(seq 1 "${ROUNDS:-10}"); do
+        if ((r % 2)); then
+            cpu_measure base "$BASE_PID" "$BASE_PORT"; cpu_measure new "$NEW_PID" "$NEW_PORT"
+        else
+            cpu_measure new "$NEW_PID" "$NEW_PORT"; cpu_measure base "$BASE_PID" "$BASE_PORT"
+        fi
+    done | tee "$TMP/ab.txt"
+    # Fields: name, requests, user µs ($5), kernel µs ($8), req per CPU-second ($10).
+    awk '{ n[$1]++; u[$1] += $5; k[$1] += $8; r[$1] += $10; v[$1, n[$1]] = $10 }
+         END {
+           for (w in n) printf "mean %-4s  user %.2f µs/req  kernel %.2f µs/req  %.0f req per CPU-second  (%d runs)\n", w, u[w] / n[w], k[w] / n[w], r[w] / n[w], n[w]
+           m = n["new"] < n["base"] ? n["new"] : n["base"]
+           for (i = 1; i <= m; i++) { d = v["new", i] - v["base", i]; s += d; ss += d * d }
+           mean = s / m; sd = m > 1 ? sqrt((ss - m * mean * mean) / (m - 1)) : 0
+           printf "new - base, paired by round: %+.0f req per CPU-second (%+.1f %%), standard error %.0f\n", mean, 100 * mean / (r["base"] / n["base"]), sd / sqrt(m)
+         }' "$TMP/ab.txt"
     ;;
 floor)
     # examples/hyper_floor: hyper's HTTP/1 server and client codecs and nothing else (one
