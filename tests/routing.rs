@@ -624,6 +624,46 @@ async fn h2c_preface_in_two_pieces() {
     assert_eq!(head[3], 4, "the server's first frame is its SETTINGS: {head:?}");
 }
 
+/// hyper (patch 16) looks for an HTTP/2 message's connection-specific fields in one pass and
+/// strips them only when one is there: a response with all of them (and a field its
+/// `connection` names) still arrives without any, one with none keeps its fields. (An unstripped
+/// field would not arrive either way: h2 refuses to send it and resets the stream.)
+#[tokio::test]
+async fn http2_responses_lose_connection_specific_fields_and_keep_the_rest() {
+    let up = upstream(|req| async move {
+        let mut res = Response::new(full("ok"));
+        let h = res.headers_mut();
+        if req.uri().path() == "/with" {
+            for (n, v) in [
+                ("keep-alive", "timeout=5"),
+                ("proxy-connection", "keep-alive"),
+                ("transfer-encoding", "chunked"),
+                ("upgrade", "h2c"),
+                ("te", "trailers"),
+                ("connection", "x-hop"),
+                ("x-hop", "1"),
+            ] {
+                h.insert(http::HeaderName::from_static(n), http::HeaderValue::from_static(v));
+            }
+        }
+        h.insert("x-kept", http::HeaderValue::from_static("yes"));
+        res
+    })
+    .await;
+    for path in ["/with", "/without"] {
+        let url = format!("http://{}{path}", up.addr);
+        let r = send_with(&h2c_client(), Request::get(url).body(full("")).unwrap()).await;
+        assert_eq!(r.status, 200, "{path}");
+        for n in
+            ["keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "connection", "x-hop"]
+        {
+            assert!(!r.headers.contains_key(n), "{path}: {n} arrived");
+        }
+        assert_eq!(r.headers["x-kept"], "yes", "{path}");
+        assert_eq!(r.body, "ok");
+    }
+}
+
 /// The gateway's per-request values (`x-request-id` here) go to an HTTP/2 client as HPACK
 /// never-indexed literals: each is new, so indexing it would only push an older entry out of
 /// the connection's table (and cost the encoder a comparison with every one of that name still
