@@ -150,6 +150,52 @@ async fn per_try_timeout_then_success_on_the_next_endpoint() {
     assert_eq!(fast.hits(), 4);
 }
 
+/// An HTTP/1 connection keeps one route timer between its requests and lets it go once it has
+/// fired (idle past the last deadline, or a request that timed out); the next request on that
+/// connection makes a new one, which still fires. On one client connection: a fast request, an
+/// idle wait past the 300 ms timeout, two slow requests (504 `timeout` each: the second after
+/// the first's timer fired and went), a fast one again.
+#[tokio::test]
+async fn a_connection_idle_past_its_last_deadline_still_times_out_its_next_request() {
+    use http_body_util::BodyExt;
+    let up = upstream(|req| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        Response::new(full("ok"))
+    })
+    .await;
+    let routes = upstream_block("u", &[up.authority()], "")
+        + "[[route]]\nname = \"r\"\nupstream = \"u\"\ntimeout = \"300ms\"\n";
+    let g = gateway(&routes).await;
+    let stream = tokio::net::TcpStream::connect(g.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut on_the_connection = async |path: &str| {
+        send.ready().await.expect("the connection is still open");
+        let req = Request::get(path).header("host", "localhost").body(full("")).unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
+            .await
+            .expect("answered within 5 s")
+            .unwrap();
+        let error = res.headers().get("x-switchyard-error").map(|v| v.to_str().unwrap().to_owned());
+        let status = res.status();
+        res.into_body().collect().await.unwrap();
+        (status, error)
+    };
+    assert_eq!(on_the_connection("/a").await, (StatusCode::OK, None));
+    // Past the first request's deadline: its timer fires with the connection idle, and goes.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..2 {
+        assert_eq!(
+            on_the_connection("/slow").await,
+            (StatusCode::GATEWAY_TIMEOUT, Some("timeout".to_owned()))
+        );
+    }
+    assert_eq!(on_the_connection("/b").await, (StatusCode::OK, None));
+}
+
 #[tokio::test]
 async fn route_timeout_covers_retries_and_gives_504() {
     let slow = upstream(|_| async {
