@@ -19,7 +19,10 @@
 # ACCESS_LOG=1 (switchyard writes its access log to a file, as it does by default to stdout),
 # CALLGRIND_OUT (callgrind mode: keep the raw profile in this file), CALLGRIND_ARGS (callgrind
 # mode: more valgrind options for switchyard's run), PERF_OUT (perf mode: keep
-# each perf-NAME.data in this folder).
+# each perf-NAME.data in this folder), CACHESIM_RPS (cachesim mode: requests per second per
+# connection, default 10, 64 connections), CACHESIM_LL (cachesim mode: the simulated last-level
+# cache in bytes, default 524288), CACHESIM_OUT (cachesim mode: keep each profile as
+# CACHESIM_OUT.NAME).
 # Every process started here is stopped by PID on exit. See bench/README.md ("Profiling").
 set -euo pipefail
 
@@ -37,9 +40,13 @@ case $MODE in
     callgrind) command -v valgrind >/dev/null || need+=(valgrind) ;;
     perf) command -v perf >/dev/null || need+=(linux-perf) ;;
     floor) command -v valgrind >/dev/null || need+=(valgrind) ;;
+    cachesim)
+        command -v valgrind >/dev/null || need+=(valgrind)
+        command -v h2load >/dev/null || need+=(nghttp2-client)
+        ;;
     cpu|segments) ;;
     ab) [[ -x ${SWITCHYARD_BASE_BIN:-} ]] || { echo "ab: set SWITCHYARD_BASE_BIN to the build to compare against" >&2; exit 2; } ;;
-    *) echo "usage: bench/profile.sh cpu|syscalls|callgrind|perf|floor|segments|ab" >&2; exit 2 ;;
+    *) echo "usage: bench/profile.sh cpu|syscalls|callgrind|perf|floor|segments|ab|cachesim" >&2; exit 2 ;;
 esac
 if ((${#need[@]})); then
     log "installing: ${need[*]}"
@@ -288,5 +295,54 @@ floor)
         --log-file="$TMP/floor-valgrind.log"
     cg_measure hyper_floor "$FLOOR_PID" "$FL" "$TMP/floor-cg.out"
     if [[ -n ${CALLGRIND_OUT:-} ]]; then cp "$CG_LAST" "$CALLGRIND_OUT"; fi
+    ;;
+cachesim)
+    # What a request costs in caches when requests come one by one, as at a fixed offered load
+    # (rate64): 64 connections, each sending CACHESIM_RPS requests per second, so that between
+    # two requests on a connection the other 63 have run theirs. Valgrind's simulator: L1 code
+    # and data 32 KiB each, 8-way, and a last level of CACHESIM_LL bytes, 16-way, all with
+    # 64-byte lines (the host's L2 is 1 MiB per core, shared with the kernel's socket buffers
+    # and the other processes on the core, so half of it is what the proxy keeps). A line
+    # missed in L1 costs about a dozen cycles from L2; one missed in the last level, tens from
+    # L3 or a hundred and more from memory. Counted in the proxy's own process only: what the
+    # kernel and the other processes evict between two bursts comes on top, which is why the
+    # lines a request touches matter more at a fixed load than saturated.
+    if [[ ! -x $FLOOR_BIN ]]; then
+        log "examples/hyper_floor is not built (cargo build --release --example hyper_floor); measuring without it"
+    fi
+    rps=${CACHESIM_RPS:-10}
+    sim=(valgrind --tool=callgrind --cache-sim=yes --I1=32768,8,64 --D1=32768,8,64
+        --LL="${CACHESIM_LL:-524288}",16,64 --instr-atstart=no)
+    # cs_measure NAME PID PORT OUT
+    cs_measure() {
+        local n out
+        h2load --h1 -c64 -D2 --rps="$rps" "http://127.0.0.1:$3/" >/dev/null 2>&1
+        callgrind_control -i on "$2" >/dev/null 2>&1
+        n=$(h2load --h1 -c64 -D"$SECS" --rps="$rps" "http://127.0.0.1:$3/" 2>&1 | awk '/^requests:/ { print $8 }')
+        callgrind_control -i off "$2" >/dev/null 2>&1
+        callgrind_control -d "$2" >/dev/null 2>&1
+        sleep 0.5
+        out=$(ls "$4".* | tail -n 1)
+        if [[ -n ${CACHESIM_OUT:-} ]]; then cp "$out" "$CACHESIM_OUT.$1"; fi
+        # Events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+        callgrind_annotate "$out" 2>/dev/null | awk -v who="$1" -v n="$n" '/PROGRAM TOTALS/ {
+            for (i = 1; i <= 9; i++) { v[i] = $(2 * i - 1); gsub(",", "", v[i]) }
+            printf "%-11s %6d requests  per request: %6.0f instructions  L1 code misses %5.0f  L1 data misses %4.0f  last-level misses: code %4.1f, data %5.1f\n",
+                who, n, v[1] / n, v[4] / n, (v[5] + v[6]) / n, v[7] / n, (v[8] + v[9]) / n }'
+    }
+    start_switchyard "${sim[@]}" --callgrind-out-file="$TMP/sy-cs.out" --log-file="$TMP/sy-valgrind.log"
+    cs_measure switchyard "$SY_PID" "$SY" "$TMP/sy-cs.out"
+    kill -TERM "$SY_PID"; wait "$SY_PID" 2>/dev/null || true
+    if [[ -x $FLOOR_BIN ]]; then
+        start_floor "${sim[@]}" --callgrind-out-file="$TMP/floor-cs.out" --log-file="$TMP/floor-valgrind.log"
+        cs_measure hyper_floor "$FLOOR_PID" "$FL" "$TMP/floor-cs.out"
+        kill -TERM "$FLOOR_PID"; wait "$FLOOR_PID" 2>/dev/null || true
+    fi
+    sed 's/daemon off;/daemon off; master_process off;/' "$TMP/px/nginx.conf" > "$TMP/px/nginx-cs.conf"
+    "${sim[@]}" --callgrind-out-file="$TMP/ngx-cs.out" nginx -c "$TMP/px/nginx-cs.conf" -p "$TMP/px" \
+        >"$TMP/px/valgrind.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$NGX"
+    cs_measure nginx "${PIDS[-1]}" "$NGX" "$TMP/ngx-cs.out"
     ;;
 esac
