@@ -857,7 +857,17 @@ for sc in scenarios:
         elif px in ("nginx", "haproxy") and (best_peer is None or rpc > best_peer[1]):
             best_peer = (px, rpc)
     if sy is not None and best_peer:
-        ratios.append("%-8s switchyard req/cpu-s / best of nginx,haproxy (%s) = %.2fx" % (sc, best_peer[0], sy / best_peer[1]))
+        # The same ratio within each round (switchyard against the better peer of that round):
+        # how far one run's medians can be trusted on a machine whose speed drifts.
+        by_round = []
+        for rnd in sorted({r["round"] for r in rows if r["scenario"] == sc}, key=int):
+            got = {r["proxy"]: float(r["req_per_cpu_s"]) for r in rows
+                   if r["scenario"] == sc and r["round"] == rnd and r["status"] == "ok"}
+            peers = [got[p] for p in ("nginx", "haproxy") if p in got]
+            if "switchyard" in got and peers:
+                by_round.append("%.2f" % (got["switchyard"] / max(peers)))
+        ratios.append("%-8s switchyard req/cpu-s / best of nginx,haproxy (%s) = %.2fx  (by round: %s)" % (
+            sc, best_peer[0], sy / best_peer[1], " ".join(by_round)))
     else:
         why = "switchyard not run or failed" if sy is None else "no nginx/haproxy result"
         ratios.append("%-8s switchyard req/cpu-s / best of nginx,haproxy = n/a (%s)" % (sc, why))
