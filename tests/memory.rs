@@ -22,9 +22,11 @@ fn live() -> isize {
 /// whatever else the process allocates meanwhile.
 const CONNS: usize = 300;
 
-/// The bound we hold an idle keep-alive connection to (README, Performance); without the hyper patch this is about
-/// 20 KiB, with it (and the TLS branch of a connection's task boxed) about 4 KiB.
-const MAX_PER_CONN: isize = 10 * 1024;
+/// The bound we hold an idle keep-alive connection to (README, Performance), in this test's
+/// debug build: about 4.2 KiB now. Without the hyper patch it is about 20 KiB; with the TLS
+/// handshake awaited in the connection's own task (its result then took room in every
+/// connection's task, plain ones too), 5.5 KiB.
+const MAX_PER_CONN: isize = 5 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_holds_little_memory() {
@@ -53,6 +55,7 @@ async fn an_idle_keep_alive_connection_holds_little_memory() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    eprintln!("{per_conn} heap bytes per idle connection");
     assert!(per_conn <= MAX_PER_CONN, "{per_conn} heap bytes per idle connection (bound {MAX_PER_CONN})");
     assert!(per_conn > 0, "opening {CONNS} connections cost no memory at all: the count is wrong");
     // The connections were idle, not closed: each still answers.

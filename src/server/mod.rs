@@ -220,19 +220,11 @@ pub(crate) fn spawn(
                         Some(protocol) => conn.serve(stream, peer, protocol, None, state).await,
                         None => tracing::debug!(client = %peer, "no request: the connection closed or sent nothing in time"),
                     },
-                    // Boxed: a TLS session is large, and the task of every plain connection
-                    // would otherwise be sized for it.
-                    Some(acceptor) => match Box::pin(acceptor.accept(stream)).await {
-                        Ok(a) => {
-                            let protocol = match a.h2 {
-                                Some(true) => Protocol::Http2,
-                                Some(false) => Protocol::Http1,
-                                None => Protocol::Auto,
-                            };
-                            Box::pin(conn.serve(a.stream, peer, protocol, Some(a.client_cert), state)).await
-                        }
-                        Err(e) => tracing::debug!(listener = %conn.name, client = %peer, error = %e, "TLS handshake failed"),
-                    },
+                    // Boxed whole: a TLS session is large, and the task of every plain
+                    // connection would otherwise be sized for it. (Awaited in this block, the
+                    // handshake's result took 1.3 KiB in every state of the task, a plain
+                    // connection's too: this future was 2 920 bytes, now 1 640.)
+                    Some(acceptor) => Box::pin(conn.serve_tls(acceptor, stream, peer, state)).await,
                 }
             });
         }
@@ -436,6 +428,29 @@ impl Connection {
             Ok(n) => classify(&first[..n]),
             Err(_) => None,
         }
+    }
+
+    /// Run the TLS handshake, then serve the connection in the protocol ALPN chose.
+    async fn serve_tls(
+        self,
+        acceptor: Arc<tls::Acceptor>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        state: Arc<ConnState>,
+    ) {
+        let tls::Accepted { stream, h2, client_cert } = match acceptor.accept(stream).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(listener = %self.name, client = %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        };
+        let protocol = match h2 {
+            Some(true) => Protocol::Http2,
+            Some(false) => Protocol::Http1,
+            None => Protocol::Auto,
+        };
+        self.serve(stream, peer, protocol, Some(client_cert), state).await
     }
 
     /// Serve one connection. `client_cert` is `Some` on TLS connections (holding the
