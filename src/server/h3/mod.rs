@@ -239,7 +239,9 @@ impl Conn {
         .with_client_cert(xfcc);
         let mut builder = h3::server::builder();
         builder.max_field_section_size(limits.max_request_header_bytes);
-        let built = builder.build::<_, Bytes>(h3_quinn::Connection::new(quic.clone()));
+        // Boxed: the setup's future (4 KiB) would otherwise size this one, and so every
+        // HTTP/3 connection's task, for as long as the connection lasts.
+        let built = Box::pin(builder.build::<_, Bytes>(h3_quinn::Connection::new(quic.clone())));
         let mut h3 = match tokio::time::timeout_at(deadline, built).await {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
