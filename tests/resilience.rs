@@ -133,13 +133,21 @@ async fn a_body_over_max_replay_is_not_retried_once_sent() {
     assert_eq!(a.hits() + b.hits(), 3, "a small body is replayed");
 }
 
-#[tokio::test]
-async fn per_try_timeout_then_success_on_the_next_endpoint() {
-    let slow = upstream(|_| async {
-        tokio::time::sleep(Duration::from_secs(10)).await;
+/// An upstream that answers only after 10 s (every request, or those for `path`; others at
+/// once), so that the timeout under test always fires first.
+async fn late_upstream(path: Option<&'static str>) -> FakeUpstream {
+    upstream(move |req| async move {
+        if path.is_none_or(|p| req.uri().path() == p) {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
         Response::new(full("late"))
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn per_try_timeout_then_success_on_the_next_endpoint() {
+    let slow = late_upstream(None).await;
     let fast = upstream(status(200)).await;
     let routes = upstream_block("u", &[slow.authority(), fast.authority()], "")
         + "[[route]]\nname = \"r\"\nupstream = \"u\"\n[route.retry]\nattempts = 1\non = [\"timeout\"]\nper_try_timeout = \"100ms\"\nbackoff = \"1ms\"\n";
@@ -158,13 +166,7 @@ async fn per_try_timeout_then_success_on_the_next_endpoint() {
 #[tokio::test]
 async fn a_connection_idle_past_its_last_deadline_still_times_out_its_next_request() {
     use http_body_util::BodyExt;
-    let up = upstream(|req| async move {
-        if req.uri().path() == "/slow" {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-        }
-        Response::new(full("ok"))
-    })
-    .await;
+    let up = late_upstream(Some("/slow")).await;
     let routes = upstream_block("u", &[up.authority()], "")
         + "[[route]]\nname = \"r\"\nupstream = \"u\"\ntimeout = \"300ms\"\n";
     let g = gateway(&routes).await;
@@ -198,11 +200,7 @@ async fn a_connection_idle_past_its_last_deadline_still_times_out_its_next_reque
 
 #[tokio::test]
 async fn route_timeout_covers_retries_and_gives_504() {
-    let slow = upstream(|_| async {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        Response::new(full("late"))
-    })
-    .await;
+    let slow = late_upstream(None).await;
     let routes = upstream_block("u", &[slow.authority()], "")
         + "[[route]]\nname = \"r\"\nupstream = \"u\"\ntimeout = \"300ms\"\n[route.retry]\nattempts = 5\non = [\"timeout\"]\nper_try_timeout = \"200ms\"\nbackoff = \"1ms\"\n";
     let g = gateway(&routes).await;
