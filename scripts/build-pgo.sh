@@ -47,7 +47,7 @@ for workers in 1 defaults; do
     env LLVM_PROFILE_FILE="$out/data/train/switchyard-%p-%m.profraw" \
         SWITCHYARD_BIN="$PWD/target/pgo-generate/release/switchyard" \
         PROXIES=switchyard ROUNDS=1 DURATION="${PGO_SECONDS:-5}" IDLE_CONNS=0 \
-        WORKERS="$([[ $workers == defaults ]] && echo defaults || echo 1)" \
+        WORKERS="$workers" \
         bash bench/compare.sh >"$out/train-$workers.log" 2>&1 \
         || { tail -n 20 "$out/train-$workers.log" >&2; log "training run failed"; exit 1; }
 done
@@ -57,6 +57,9 @@ raw=("$out"/data/train/*.profraw)
 "$profdata" merge -o "$out/switchyard.profdata" "${raw[@]}"
 
 log "3/3: optimised build (target/pgo-use)"
+# From nothing: cargo sees the profile's path in RUSTFLAGS, not what is in the file, and would
+# keep crates optimised with the previous run's counts.
+rm -rf target/pgo-use
 RUSTFLAGS="-Cprofile-use=$out/switchyard.profdata" \
     cargo build --release --locked --target-dir target/pgo-use
 cp target/pgo-use/release/switchyard "$out/switchyard"
