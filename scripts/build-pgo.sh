@@ -21,6 +21,7 @@
 # Needs: rustup's llvm-tools component (llvm-profdata of the compiler's own LLVM; added here if
 # missing) and what bench/compare.sh needs (nginx, haproxy, wrk, h2load, curl, openssl, ss;
 # it installs them when root). PGO_SECONDS (default 5): the length of each training scenario.
+# RUSTFLAGS, when set, is kept and the profile flags are added to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[build-pgo] %s\n' "$*" >&2; }
@@ -39,7 +40,7 @@ mkdir -p "$out/data/build" "$out/data/train"
 
 log "1/3: instrumented build (target/pgo-generate)"
 # Build scripts run instrumented too; what they count goes to data/build and is not used.
-RUSTFLAGS="-Cprofile-generate=$out/data/build" \
+RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-Cprofile-generate=$out/data/build" \
     cargo build --release --locked --target-dir target/pgo-generate
 
 log "2/3: training run (bench/compare.sh, switchyard only)"
@@ -60,7 +61,7 @@ log "3/3: optimised build (target/pgo-use)"
 # From nothing: cargo sees the profile's path in RUSTFLAGS, not what is in the file, and would
 # keep crates optimised with the previous run's counts.
 rm -rf target/pgo-use
-RUSTFLAGS="-Cprofile-use=$out/switchyard.profdata" \
+RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-Cprofile-use=$out/switchyard.profdata" \
     cargo build --release --locked --target-dir target/pgo-use
 cp target/pgo-use/release/switchyard "$out/switchyard"
 log "done: $out/switchyard"
