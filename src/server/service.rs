@@ -278,16 +278,38 @@ where
                 Poll::Ready(Err(e)) => Either::Right(Box::pin(std::future::ready(Err(e)))),
                 Poll::Pending => Either::Right(Box::pin(call(svc, req))),
             };
-        Box::pin(async move {
-            let res = match answer.await {
-                Ok(res) => res,
-                Err(e) => {
-                    tracing::debug!(error = %e, "request failed");
-                    response_for(e.as_ref())
-                }
-            };
-            Ok(done.finish(res))
-        })
+        Box::pin(Answer { answer, done: Some(done) })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The route's answer, then [`Done::finish`]. A future of its own rather than an `async`
+    /// block: the block kept the stack's future twice (captured, and moved into its await),
+    /// and this one is boxed and written for every request.
+    struct Answer<F> {
+        #[pin]
+        answer: F,
+        done: Option<Done>,
+    }
+}
+
+impl<F> std::future::Future for Answer<F>
+where
+    F: std::future::Future<Output = Result<Response<Body>, crate::error::Error>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = match std::task::ready!(this.answer.poll(cx)) {
+            Ok(res) => res,
+            Err(e) => {
+                tracing::debug!(error = %e, "request failed");
+                response_for(e.as_ref())
+            }
+        };
+        let done = this.done.take().expect("an answer is polled again after it was ready");
+        Poll::Ready(Ok(done.finish(res)))
     }
 }
 

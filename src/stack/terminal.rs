@@ -32,7 +32,7 @@ pub(crate) enum Terminal {
 impl Service<Request<Body>> for Terminal {
     type Response = Response<Body>;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<Response<Body>, Error>>;
+    type Future = TerminalFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         match self {
@@ -45,11 +45,37 @@ impl Service<Request<Body>> for Terminal {
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         match self {
-            // Already boxed, by the retry layer.
-            Terminal::Forward(s) => s.call(req),
-            Terminal::Split(s) => s.call(req),
-            Terminal::Respond(s) => Box::pin(s.call(req)),
-            Terminal::Redirect(s) => Box::pin(s.call(req)),
+            Terminal::Forward(s) => TerminalFuture::Forward { forward: s.call(req) },
+            Terminal::Split(s) => TerminalFuture::Split { split: s.call(req) },
+            Terminal::Respond(s) => TerminalFuture::Answer { answer: s.call(req) },
+            Terminal::Redirect(s) => TerminalFuture::Answer { answer: s.call(req) },
+        }
+    }
+}
+
+/// The future of a forward's stack.
+type ForwardFuture = <ForwardStack as Service<Request<Body>>>::Future;
+
+pin_project_lite::pin_project! {
+    /// The future of [`Terminal`]: named, so that a forward's future (the retry layer's and
+    /// everything below it) sits in the allocation of the request's future rather than in a
+    /// box of its own.
+    #[project = TerminalFutureProj]
+    pub(crate) enum TerminalFuture {
+        Forward { #[pin] forward: ForwardFuture },
+        Split { split: BoxFuture<'static, Result<Response<Body>, Error>> },
+        Answer { #[pin] answer: std::future::Ready<Result<Response<Body>, Error>> },
+    }
+}
+
+impl std::future::Future for TerminalFuture {
+    type Output = Result<Response<Body>, Error>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            TerminalFutureProj::Forward { forward } => forward.poll(cx),
+            TerminalFutureProj::Split { split } => split.as_mut().poll(cx),
+            TerminalFutureProj::Answer { answer } => answer.poll(cx),
         }
     }
 }
