@@ -31,8 +31,9 @@ pub struct RequestInfo {
     /// The W3C trace context: the `traceparent` the upstream gets (the client's when valid,
     /// else a new one) and its trace id.
     pub trace: TraceContext,
-    /// Request body bytes read so far.
-    pub bytes_in: Arc<AtomicU64>,
+    /// Request body bytes read so far; `None` for a request without a body (most GETs), which
+    /// then allocates no counter.
+    pub bytes_in: Option<Arc<AtomicU64>>,
     /// The client IP as a header value, made once per connection (for `x-forwarded-for`).
     pub client_ip: HeaderValue,
     /// The upstream exchange of the latest attempt, set by the forwarder whether it succeeded
@@ -42,7 +43,8 @@ pub struct RequestInfo {
     pub tried: std::sync::Mutex<Tried>,
     /// When the client asked for an HTTP/1.1 upgrade: what the forwarder needs to ask the
     /// upstream for it (hop-by-hop headers were removed on arrival) and to run the tunnel.
-    pub upgrade: Option<Upgrade>,
+    /// (Boxed: it is rare, and this is written for every request.)
+    pub upgrade: Option<Box<Upgrade>>,
 }
 
 /// An HTTP/1.1 upgrade the client asked for.

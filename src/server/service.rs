@@ -32,7 +32,7 @@ use crate::reply::{error_response, response_for};
 use crate::snapshot::RouteMetrics;
 use crate::snapshot::Snapshot;
 use crate::stack::RouteService;
-use crate::trace_context::{TraceContext, TraceId, TRACESTATE};
+use crate::trace_context::{TraceContext, TRACESTATE};
 
 /// What every connection of every listener shares.
 #[derive(Debug)]
@@ -165,36 +165,36 @@ where
         } else {
             TraceContext::new_root()
         };
-        let mut done = Done {
+        // Taken before anything can refuse the request, so every answer carries it.
+        let request_id = if present.has(Present::X_REQUEST_ID) {
+            headers::request_id(req.headers())
+        } else {
+            headers::new_request_id()
+        };
+        let method = req.method().clone();
+        // What is known of the request when it is answered, refused or not (its identity is
+        // in its `RequestInfo`, which every answer has).
+        let done = |info, route, path| Done {
             conn: Arc::clone(&self.0),
             started,
-            method: req.method().clone(),
-            host: None,
-            path: None,
+            method,
+            path,
             protocol,
-            route: None,
-            // Taken before anything can refuse the request, so every answer carries it.
-            request_id: if present.has(Present::X_REQUEST_ID) {
-                headers::request_id(req.headers())
-            } else {
-                headers::new_request_id()
-            },
-            trace_id: trace.trace_id,
-            info: None,
+            route,
+            info,
             http2: multiplexed,
             _guard: guard,
         };
         // hyper bounds its read buffer by the limit, but a head that arrives whole in one read
         // is parsed however large it is (up to about twice the limit); the limit is ours.
         if head_size(&req) > c.shared.max_header_bytes {
-            return Box::pin(std::future::ready(Ok(done.finish(header_too_large()))));
+            let info = c.request_info(None, request_id, trace, None, false);
+            return Box::pin(std::future::ready(Ok(done(info, None, None).finish(header_too_large()))));
         }
         // One canonical request before anything looks at it (`canonical`): routes, rewrites,
         // the access log and the upstream all see this form.
         let canonical = canonical::request_with(&mut req, &c.shared.http, &scan);
-        if c.shared.access_log.enabled() {
-            done.path = Some(req.uri().path().to_owned());
-        }
+        let path = c.shared.access_log.enabled().then(|| req.uri().path().to_owned());
         let canonical = match canonical {
             Ok(c) => c,
             Err(e) => {
@@ -203,7 +203,10 @@ where
                     Rejection::Connect => Reason::MethodNotAllowed,
                     _ => Reason::BadRequest,
                 };
-                return Box::pin(std::future::ready(Ok(done.finish(error_response(reason)))));
+                let info = c.request_info(None, request_id, trace, None, false);
+                return Box::pin(std::future::ready(Ok(
+                    done(info, None, path).finish(error_response(reason))
+                )));
             }
         };
         // Set after hop-by-hop removal, so `Connection: x-forwarded-client-cert` cannot undo it.
@@ -219,15 +222,15 @@ where
             req.headers_mut().remove(&TRACESTATE);
         }
         let host = canonical.host;
-        let request_id = done.request_id.clone();
-        done.host = host.clone();
 
         // RFC 9112 §6.1: both `transfer-encoding` and `content-length` is a smuggling vector;
         // hyper drops the `content-length` before we see the request and marks the request
         // (`hyper::ext::ConflictingFraming`, a vendored patch); like NGINX and Envoy we refuse
         // rather than forward.
         if conflicting {
-            return Box::pin(std::future::ready(Ok(done.finish(error_response(Reason::BadRequest)))));
+            let info = c.request_info(host, request_id, trace, None, false);
+            let res = error_response(Reason::BadRequest);
+            return Box::pin(std::future::ready(Ok(done(info, None, path).finish(res))));
         }
         let found = snap.router.lookup(
             req.method(),
@@ -237,25 +240,16 @@ where
             req.headers(),
         );
         let Some(idx) = found else {
-            return Box::pin(std::future::ready(Ok(done.finish(error_response(Reason::NoRoute)))));
+            let info = c.request_info(host, request_id, trace, None, false);
+            let res = error_response(Reason::NoRoute);
+            return Box::pin(std::future::ready(Ok(done(info, None, path).finish(res))));
         };
         let entry = &snap.routes[idx];
-        done.route = Some(Arc::clone(&entry.metrics));
         let svc = entry.service().clone();
-        let info = Arc::new(RequestInfo {
-            client: c.client,
-            listener: Arc::clone(&c.listener),
-            https: c.https,
-            host,
-            request_id,
-            trace,
-            bytes_in: Default::default(),
-            client_ip: c.client_ip.clone(),
-            exchange: Default::default(),
-            tried: Default::default(),
-            upgrade: canonical.upgrade.map(|value| Upgrade { value, tunnel: c.tunnel.clone() }),
-        });
-        done.info = Some(Arc::clone(&info));
+        let upgrade = canonical.upgrade.map(|value| Box::new(Upgrade { value, tunnel: c.tunnel.clone() }));
+        let has_body = !http_body::Body::is_end_stream(req.body());
+        let info = c.request_info(host, request_id, trace, upgrade, has_body);
+        let done = done(Arc::clone(&info), Some(Arc::clone(&entry.metrics)), path);
         req.extensions_mut().insert(info);
         // A client that stops sending its body is cut off after `body_read_timeout` (408, or a
         // reset once the response started). A request without a body has nothing to time.
@@ -313,6 +307,32 @@ where
     }
 }
 
+impl Conn {
+    /// A request's shared facts, for the stack below and for the accounting at its end.
+    fn request_info(
+        &self,
+        host: Option<HeaderValue>,
+        request_id: HeaderValue,
+        trace: TraceContext,
+        upgrade: Option<Box<Upgrade>>,
+        has_body: bool,
+    ) -> Arc<RequestInfo> {
+        Arc::new(RequestInfo {
+            client: self.client,
+            listener: Arc::clone(&self.listener),
+            https: self.https,
+            host,
+            request_id,
+            trace,
+            bytes_in: has_body.then(Default::default),
+            client_ip: self.client_ip.clone(),
+            exchange: Default::default(),
+            tried: Default::default(),
+            upgrade,
+        })
+    }
+}
+
 /// The size of a request head as HTTP/1.1 would carry it: request line, and `name: value`
 /// plus CRLF per field, plus the blank line.
 fn head_size<B>(req: &Request<B>) -> u64 {
@@ -348,27 +368,26 @@ struct Done {
     /// [`crate::clock::nanos`] when the request came.
     started: u64,
     method: Method,
-    host: Option<HeaderValue>,
     /// Only kept when the access log wants it.
     path: Option<String>,
     protocol: &'static str,
     route: Option<Arc<RouteMetrics>>,
-    request_id: HeaderValue,
-    trace_id: TraceId,
-    info: Option<Arc<RequestInfo>>,
+    /// The request's identity (host, request id, trace) and its upstream exchange. A refused
+    /// request has one too, so that its identity is kept once, here, for every request.
+    info: Arc<RequestInfo>,
     http2: bool,
     _guard: RequestGuard,
 }
 
 impl Done {
     fn finish(self, mut res: Response<Body>) -> Response<Body> {
-        res.headers_mut().insert(&X_REQUEST_ID, self.request_id.clone());
+        res.headers_mut().insert(&X_REQUEST_ID, self.info.request_id.clone());
         if let Some(alt) = &self.conn.alt_svc {
             // Ours replaces an upstream's: the client is told what this listener serves.
             res.headers_mut().insert(http::header::ALT_SVC, alt.clone());
         }
         let status = res.status().as_u16();
-        let upstream = self.info.as_ref().and_then(|i| i.take_exchange());
+        let upstream = self.info.take_exchange();
         let error = res.extensions().get::<ErrorReason>().map(|r| r.0.as_str());
         // HTTP/2 streams watch for a client that grants no window (`conn::ConnState`).
         let watch = self.http2.then(|| Arc::clone(&self._guard.0));
@@ -415,7 +434,7 @@ impl End {
                 listener: Arc::clone(&d.conn.listener),
                 client: d.conn.client.ip(),
                 method: d.method.clone(),
-                host: d.host.clone(),
+                host: d.info.host.clone(),
                 path: d.path.unwrap_or_default(),
                 protocol: d.protocol,
                 status: self.status,
@@ -425,10 +444,10 @@ impl End {
                 attempts: up.as_ref().map_or(0, |u| u.attempts),
                 duration_ms: elapsed.as_secs_f64() * 1e3,
                 upstream_ms: up.as_ref().map(|u| u.upstream_ms),
-                bytes_in: d.info.as_ref().map_or(0, |i| i.bytes_in.load(Ordering::Relaxed)),
+                bytes_in: d.info.bytes_in.as_ref().map_or(0, |b| b.load(Ordering::Relaxed)),
                 bytes_out,
-                request_id: d.request_id.clone(),
-                trace_id: d.trace_id,
+                request_id: d.info.request_id.clone(),
+                trace_id: d.info.trace.trace_id,
                 error: self.error,
             });
         }

@@ -73,7 +73,7 @@ where
         if http_body::Body::is_end_stream(req.body()) {
             return Either::Left(self.inner.call(req));
         }
-        let count = req.extensions().get::<Arc<RequestInfo>>().map(|i| Arc::clone(&i.bytes_in));
+        let count = req.extensions().get::<Arc<RequestInfo>>().and_then(|i| i.bytes_in.clone());
         let req = match count {
             Some(count) => req.map(|b| body::boxed(Metered::new(b, count, limit))),
             None if limit > 0 => req.map(|b| body::boxed(Metered::new(b, Default::default(), limit))),

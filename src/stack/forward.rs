@@ -196,7 +196,7 @@ fn start(this: &Arc<Shared>, mut req: Request<Body>) -> Result<Attempt, Error> {
     let sent = crate::clock::nanos();
     // The upstream's silence before the head, measured from the last request body
     // progress (a slow upload is not the upstream's fault).
-    let progress = info.as_ref().map(|i| Arc::clone(&i.bytes_in));
+    let progress = info.as_ref().and_then(|i| i.bytes_in.clone());
     let head_timeout = this.head_timer.then_some(this.upstream.config.read_timeout);
     let send = this.upstream.client.start(&ep.address, req);
     Ok(Attempt {
