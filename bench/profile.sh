@@ -14,6 +14,10 @@
 #                               # (default 10) each; then the means and the paired difference
 #   bench/profile.sh floor      # cpu and callgrind of examples/hyper_floor: hyper's two HTTP/1
 #                               # codecs and nothing else, the least a proxy on this stack costs
+#   bench/profile.sh fixedload  # p50/p99 at a fixed offered load (rate64's: RATE req/s over 64
+#                               # connections, h2load --rps), the upstream alone and each proxy in
+#                               # turn, ROUNDS (default 5) rounds; CPU, sleeps and (with perf) system
+#                               # calls per request. WORKERS=defaults: each proxy as shipped
 #
 # SWITCHYARD_BIN (default target/release/switchyard, built if missing), SECONDS_RUN (default 5),
 # ACCESS_LOG=1 (switchyard writes its access log to a file, as it does by default to stdout),
@@ -22,7 +26,8 @@
 # each perf-NAME.data in this folder), CACHESIM_RPS (cachesim mode: requests per second per
 # connection, default 10, 64 connections), CACHESIM_LL (cachesim mode: the simulated last-level
 # cache in bytes, default 524288), CACHESIM_OUT (cachesim mode: keep each profile as
-# CACHESIM_OUT.NAME).
+# CACHESIM_OUT.NAME), RATE (fixedload mode: offered requests per second, default 20000), WORKERS
+# (`defaults`: nginx `worker_processes auto` and switchyard's default threads, not one each).
 # Every process started here is stopped by PID on exit. See bench/README.md ("Profiling").
 set -euo pipefail
 
@@ -44,9 +49,10 @@ case $MODE in
         command -v valgrind >/dev/null || need+=(valgrind)
         command -v h2load >/dev/null || need+=(nghttp2-client)
         ;;
+    fixedload) command -v h2load >/dev/null || need+=(nghttp2-client) ;;
     cpu|segments) ;;
     ab) [[ -x ${SWITCHYARD_BASE_BIN:-} ]] || { echo "ab: set SWITCHYARD_BASE_BIN to the build to compare against" >&2; exit 2; } ;;
-    *) echo "usage: bench/profile.sh cpu|syscalls|callgrind|perf|floor|segments|ab|cachesim" >&2; exit 2 ;;
+    *) echo "usage: bench/profile.sh cpu|syscalls|callgrind|perf|floor|segments|ab|cachesim|fixedload" >&2; exit 2 ;;
 esac
 if ((${#need[@]})); then
     log "installing: ${need[*]}"
@@ -79,6 +85,14 @@ wait_port() {
     log "nothing answers on port $1"; exit 1
 }
 
+# WORKERS=defaults: each proxy with its production default worker count, as users run it.
+DEFAULTS=0
+case ${WORKERS:-1} in
+    defaults) DEFAULTS=1 ;;
+    1) ;;
+    *) echo "WORKERS is 1 (the default) or defaults" >&2; exit 2 ;;
+esac
+
 UP=$(free_port) NGX=$(free_port) SY=$(free_port)
 BODY=$(printf 'x%.0s' $(seq 1 63))
 mkdir -p "$TMP/up" "$TMP/px" "$TMP/sy/routes"
@@ -89,7 +103,7 @@ http { access_log off; keepalive_requests 10000000; client_body_temp_path $TMP/u
   server { listen 127.0.0.1:$UP; location / { return 200 "$BODY\n"; } } }
 EOF
 cat > "$TMP/px/nginx.conf" <<EOF
-worker_processes 1; daemon off; pid $TMP/px/nginx.pid; error_log $TMP/px/error.log;
+worker_processes $( ((DEFAULTS)) && echo auto || echo 1); daemon off; pid $TMP/px/nginx.pid; error_log $TMP/px/error.log;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 10000000; client_body_temp_path $TMP/px; proxy_temp_path $TMP/px;
   upstream up { server 127.0.0.1:$UP; keepalive 64; }
@@ -111,16 +125,20 @@ printf '[[upstream]]\nname = "up"\nendpoints = ["127.0.0.1:%s"]\n[[route]]\nname
 nginx -c "$TMP/up/nginx.conf" -p "$TMP/up" & PIDS+=($!)
 wait_port "$UP"
 start_switchyard() {   # start_switchyard [wrapper...]: sets SY_PID (the wrapper's PID if any)
-    SWITCHYARD_WORKER_THREADS=1 SWITCHYARD_LOG=warn "$@" "$BIN" --config "$TMP/sy/gateway.toml" \
+    local threads=(SWITCHYARD_WORKER_THREADS=1)
+    ((DEFAULTS)) && threads=()
+    env "${threads[@]}" SWITCHYARD_LOG=warn "$@" "$BIN" --config "$TMP/sy/gateway.toml" \
         >"$TMP/sy/stdout.log" 2>"$TMP/sy/stderr.log" &
     SY_PID=$!
     PIDS+=("$SY_PID")
     wait_port "$SY"
 }
-start_nginx_proxy() {  # sets NGX_WORKER
+start_nginx_proxy() {  # sets NGX_WORKER (the first worker) and NGX_WORKERS (all, comma-separated)
     nginx -c "$TMP/px/nginx.conf" -p "$TMP/px" & PIDS+=($!)
     wait_port "$NGX"
-    NGX_WORKER=$(ps -o pid= --ppid "${PIDS[-1]}" | head -n 1 | tr -d ' ')
+    sleep 0.2   # let the master fork every worker
+    NGX_WORKERS=$(ps -o pid= --ppid "${PIDS[-1]}" | tr -d ' ' | paste -sd, -)
+    NGX_WORKER=${NGX_WORKERS%%,*}
 }
 requests() { awk '/requests in/ { print $1 }'; }
 # start_measured: switchyard, the nginx proxy and, when built, examples/hyper_floor (the
@@ -344,5 +362,67 @@ cachesim)
     PIDS+=($!)
     wait_port "$NGX"
     cs_measure nginx "${PIDS[-1]}" "$NGX" "$TMP/ngx-cs.out"
+    ;;
+fixedload)
+    # rate64's load by itself: RATE req/s spread over 64 connections (h2load --rps), each proxy
+    # and the upstream alone ("direct": what the load generator and the upstream leave without a
+    # proxy) in turn, ROUNDS rounds. CPU is summed over every thread of every process of the
+    # proxy (nginx: its workers); voluntary sleeps from /proc; system calls per request from
+    # perf's syscall tracepoints when perf is installed (`perf stat` counts in the kernel and
+    # barely slows the proxy, unlike strace).
+    rate=${RATE:-20000}
+    per_conn=$(awk -v r="$rate" 'BEGIN { printf "%.3f", r / 64 }')
+    start_switchyard
+    start_nginx_proxy
+    whos=("direct - $UP" "switchyard $SY_PID $SY" "nginx $NGX_WORKERS $NGX")
+    # sum_field FIELD FILE PIDS: FIELD of FILE (stat: a field number; status: a key) over the threads of PIDS.
+    sum_field() {
+        local pid total=0 t
+        for pid in ${3//,/ }; do
+            for t in /proc/"$pid"/task/*; do
+                if [[ $2 == stat ]]; then
+                    total=$((total + $(awk -v f="$1" '{ print $f }' "$t/stat")))
+                else
+                    total=$((total + $(awk -v k="$1:" '$1 == k { print $2 }' "$t/status")))
+                fi
+            done
+        done
+        echo "$total"
+    }
+    calls="raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait"
+    hz=$(getconf CLK_TCK)
+    for r in $(seq 1 "${ROUNDS:-5}"); do
+        for who in "${whos[@]}"; do
+            set -- $who
+            h2load --h1 -c64 -D2 --rps="$per_conn" "http://127.0.0.1:$3/" >/dev/null 2>&1
+            stat_pid=""
+            if [[ $2 != - ]] && command -v perf >/dev/null; then
+                perf stat -x, -e "$calls" -p "$2" -o "$TMP/calls" -- sleep "$SECS" >/dev/null 2>&1 &
+                stat_pid=$!
+            fi
+            if [[ $2 != - ]]; then
+                u0=$(sum_field 14 stat "$2"); s0=$(sum_field 15 stat "$2"); v0=$(sum_field voluntary_ctxt_switches status "$2")
+            fi
+            rm -f "$TMP/lat.log"
+            h2load --h1 -c64 -D"$SECS" --rps="$per_conn" --log-file="$TMP/lat.log" "http://127.0.0.1:$3/" >/dev/null 2>&1
+            cost="-"
+            if [[ $2 != - ]]; then
+                u1=$(sum_field 14 stat "$2"); s1=$(sum_field 15 stat "$2"); v1=$(sum_field voluntary_ctxt_switches status "$2")
+                n=$(wc -l < "$TMP/lat.log")
+                cost=$(awk -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v v=$((v1 - v0)) -v hz="$hz" 'BEGIN {
+                    printf "user %.2f µs/req  kernel %.2f µs/req  sleeps %.3f/req", u / hz * 1e6 / n, s / hz * 1e6 / n, v / n }')
+            fi
+            if [[ -n $stat_pid ]]; then
+                wait "$stat_pid" || true
+                # perf counted over SECS of the run: per request at the offered rate.
+                cost+=$(awk -F, -v n=$((rate * SECS)) '$3 ~ /sys_enter/ && $1 ~ /^[0-9]+$/ {
+                    name = $3; sub(/.*sys_enter_?/, "", name); if (name == "") name = "all"
+                    printf "  %s %.2f", name, $1 / n } END { printf " syscalls/req" }' "$TMP/calls")
+            fi
+            sort -n -k3 "$TMP/lat.log" | awk -v who="$1" -v r="$r" -v cost="$cost" '{ v[NR] = $3 } END {
+                printf "round %d %-11s %7d requests  p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  %s\n", r, who, NR,
+                    v[int((NR - 1) * 0.50) + 1] / 1e3, v[int((NR - 1) * 0.99) + 1] / 1e3, v[int((NR - 1) * 0.999) + 1] / 1e3, cost }'
+        done
+    done
     ;;
 esac
