@@ -300,9 +300,20 @@ async fn access_log_file_has_every_field_with_its_type() {
     )
     .await;
     assert_eq!(r.status, 200);
-    assert_eq!(get(&format!("http://{addr}/missing")).await.status, 404);
+    // Refused (no route): its line still has the request's identity, the id the client sent.
+    let missing = send(
+        http::Request::get(format!("http://{addr}/missing"))
+            .header("x-request-id", "req-404")
+            .body(full(""))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.headers["x-request-id"], "req-404");
     // Sent as `/x/../%66ixed`: the log records the canonical path the route matched, `/fixed`.
-    assert_eq!(get(&format!("http://{addr}/x/../%66ixed")).await.status, 204);
+    let fixed = get(&format!("http://{addr}/x/../%66ixed")).await;
+    assert_eq!(fixed.status, 204);
+    let fixed_id = fixed.headers["x-request-id"].to_str().unwrap().to_owned();
 
     let path = dir.path().join("access.log");
     let mut lines: Vec<Value> = Vec::new();
@@ -384,6 +395,9 @@ async fn access_log_file_has_every_field_with_its_type() {
     assert!(missing["upstream_ms"].is_null());
     assert_eq!(missing["error"], "no_route");
     assert!(missing["bytes_out"].as_u64().unwrap() > 0, "the plain-text error body is counted");
+    assert_eq!(missing["bytes_in"], 0);
+    assert_eq!(missing["request_id"], "req-404");
+    assert!(missing["host"].as_str().is_some_and(|h| h == addr.to_string()), "{missing}");
 
     let fixed = by_path("/fixed");
     assert_eq!(fixed["status"], 204);
@@ -391,6 +405,8 @@ async fn access_log_file_has_every_field_with_its_type() {
     assert_eq!(fixed["attempts"], 0);
     assert!(fixed["upstream"].is_null() && fixed["endpoint"].is_null());
     assert!(fixed["error"].is_null());
+    assert_eq!(fixed["bytes_in"], 0, "a request without a body");
+    assert_eq!(fixed["request_id"], fixed_id.as_str(), "the id the gateway made and answered with");
 }
 
 #[tokio::test]
